@@ -1,0 +1,312 @@
+// Op kernels. They hold no table logic: each unpacks its tensors into byte slices, calls the
+// Rust table through the cxx bridge, and turns the returned status into a TF Status.
+#include <cstring>
+#include <vector>
+
+#include "rust/cxx.h"
+#include "redis-embedding/src/ffi.rs.h"
+#include "status.h"
+#include "table_resource.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tensorflow/core/platform/mutex.h"
+
+namespace rde_tf {
+
+using namespace tensorflow;  // NOLINT(build/namespaces)
+
+namespace {
+
+// A tensor's contents as bytes: the buffer itself for numbers, or the concatenated strings
+// with their offsets for DT_STRING.
+class TensorBytes {
+ public:
+  explicit TensorBytes(const Tensor& t) {
+    if (t.dtype() == DT_STRING) {
+      auto flat = t.flat<tstring>();
+      offsets_.reserve(flat.size() + 1);
+      offsets_.push_back(0);
+      size_t total = 0;
+      for (int64_t i = 0; i < flat.size(); ++i) total += flat(i).size();
+      storage_.reserve(total);
+      for (int64_t i = 0; i < flat.size(); ++i) {
+        const auto& s = flat(i);
+        storage_.insert(storage_.end(), s.data(), s.data() + s.size());
+        offsets_.push_back(storage_.size());
+      }
+      data_ = storage_.data();
+      size_ = storage_.size();
+    } else {
+      auto sp = t.tensor_data();
+      data_ = reinterpret_cast<const uint8_t*>(sp.data());
+      size_ = sp.size();
+    }
+    for (auto d : t.shape().dim_sizes()) dims_.push_back(d);
+  }
+  rust::Slice<const uint8_t> data() const { return {data_, size_}; }
+  rust::Slice<const uint64_t> offsets() const { return {offsets_.data(), offsets_.size()}; }
+  rust::Slice<const int64_t> dims() const { return {dims_.data(), dims_.size()}; }
+
+ private:
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  std::vector<uint8_t> storage_;
+  std::vector<uint64_t> offsets_;
+  std::vector<int64_t> dims_;
+};
+
+rust::Slice<uint8_t> MutBytes(Tensor* t) {
+  auto sp = t->tensor_data();
+  return {reinterpret_cast<uint8_t*>(const_cast<char*>(sp.data())), sp.size()};
+}
+
+// Copies string elements [data + offsets[i], data + offsets[i+1]) into a string tensor.
+void FillStrings(rust::Slice<const uint8_t> data, rust::Slice<const uint64_t> offsets,
+                 Tensor* out) {
+  auto flat = out->flat<tstring>();
+  for (int64_t i = 0; i < flat.size() && static_cast<size_t>(i) + 1 < offsets.size(); ++i) {
+    flat(i).assign(reinterpret_cast<const char*>(data.data()) + offsets[i],
+                   offsets[i + 1] - offsets[i]);
+  }
+}
+
+Status GetTable(OpKernelContext* ctx, TableResource** table) {
+  return LookupResource(ctx, HandleFromInput(ctx, 0), table);
+}
+
+}  // namespace
+
+class TableOfTensorsOp : public OpKernel {
+ public:
+  explicit TableOfTensorsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(DT_RESOURCE, TensorShape({}), &handle_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_node_name_sharing", &use_node_name_sharing_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("key_dtype", &key_dtype_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("value_dtype", &value_dtype_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("value_shape", &value_shape_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("embedding_name", &embedding_name_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("redis_config_abs_dir", &config_path_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("redis_config_abs_dir_env", &config_env_));
+    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(value_shape_),
+                errors::InvalidArgument("Default value must be a vector, got shape ",
+                                        value_shape_.DebugString()));
+  }
+
+  ~TableOfTensorsOp() override {
+    if (handle_set_ && cinfo_.resource_is_private_to_kernel()) {
+      cinfo_.resource_manager()
+          ->Delete<TableResource>(cinfo_.container(), cinfo_.name())
+          .IgnoreError();
+    }
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    mutex_lock l(mu_);
+    if (!handle_set_) {
+      OP_REQUIRES_OK(ctx, cinfo_.Init(ctx->resource_manager(), def(), use_node_name_sharing_));
+    }
+    auto creator = [this](TableResource** ret) {
+      rde::Status st;
+      auto box = rde::open_table(
+          rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(config_path_.data()),
+                                     config_path_.size()),
+          rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(config_env_.data()),
+                                     config_env_.size()),
+          rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(embedding_name_.data()),
+                                     embedding_name_.size()),
+          key_dtype_, value_dtype_, value_shape_.num_elements(), st);
+      TF_RETURN_IF_ERROR(ToStatus(st));
+      *ret = new TableResource(std::move(box), key_dtype_, value_dtype_, value_shape_);
+      return OkStatus();
+    };
+    TableResource* table = nullptr;
+    OP_REQUIRES_OK(ctx, cinfo_.resource_manager()->LookupOrCreate<TableResource>(
+                            cinfo_.container(), cinfo_.name(), &table, creator));
+    core::ScopedUnref unref(table);
+    OP_REQUIRES(ctx,
+                table->key_dtype() == key_dtype_ && table->value_dtype() == value_dtype_ &&
+                    table->value_shape() == value_shape_,
+                errors::InvalidArgument("redis table ", cinfo_.name(),
+                                        " already exists with other dtypes or value shape"));
+    if (!handle_set_) {
+      handle_.scalar<ResourceHandle>()() =
+          MakeResourceHandle<TableResource>(ctx, cinfo_.container(), cinfo_.name());
+      handle_set_ = true;
+    }
+    ctx->set_output(0, handle_);
+  }
+
+ private:
+  mutex mu_;
+  Tensor handle_;
+  bool handle_set_ = false;
+  ContainerInfo cinfo_;
+  bool use_node_name_sharing_ = false;
+  DataType key_dtype_, value_dtype_;
+  TensorShape value_shape_;
+  std::string embedding_name_, config_path_, config_env_;
+};
+
+template <bool kWithExists>
+class FindOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    const Tensor& keys = ctx->input(1);
+    const Tensor& defaults = ctx->input(2);
+    TensorShape out_shape = keys.shape();
+    out_shape.AppendShape(table->value_shape());
+    Tensor* values = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &values));
+    Tensor* exists = nullptr;
+    if (kWithExists) OP_REQUIRES_OK(ctx, ctx->allocate_output(1, keys.shape(), &exists));
+    TensorBytes k(keys), d(defaults);
+    if (defaults.dtype() == DT_STRING) {
+      std::vector<uint8_t> found(keys.NumElements());
+      rde::Status st;
+      auto rows = table->rust().find_strings(keys.dtype(), defaults.dtype(), k.data(),
+                                             k.offsets(), d.data(), d.offsets(),
+                                             {found.data(), found.size()}, st);
+      OP_REQUIRES_OK(ctx, ToStatus(st));
+      FillStrings(rows->data(), rows->offsets(), values);
+      if (exists) std::memcpy(MutBytes(exists).data(), found.data(), found.size());
+      return;
+    }
+    rust::Slice<uint8_t> no_exists;
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().find(
+                            keys.dtype(), defaults.dtype(), k.data(), k.offsets(), k.dims(),
+                            d.data(), MutBytes(values), exists ? MutBytes(exists) : no_exists,
+                            kWithExists)));
+  }
+};
+
+template <bool kImport>
+class InsertOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    const Tensor& keys = ctx->input(1);
+    const Tensor& values = ctx->input(2);
+    TensorBytes k(keys), v(values);
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().insert(keys.dtype(), values.dtype(), k.data(),
+                                                      k.offsets(), k.dims(), v.data(),
+                                                      v.offsets(), v.dims(), kImport)));
+  }
+};
+
+class AccumOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    const Tensor& keys = ctx->input(1);
+    const Tensor& values = ctx->input(2);
+    const Tensor& exists = ctx->input(3);
+    TensorBytes k(keys), v(values), e(exists);
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().accum(keys.dtype(), values.dtype(), k.data(),
+                                                     k.offsets(), k.dims(), v.data(),
+                                                     v.offsets(), v.dims(), e.data())));
+  }
+};
+
+class RemoveOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    const Tensor& keys = ctx->input(1);
+    TensorBytes k(keys);
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().remove(keys.dtype(), k.data(), k.offsets())));
+  }
+};
+
+class ClearOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().clear()));
+  }
+};
+
+class SizeOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    int64_t n = 0;
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().size(n)));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &out));
+    out->scalar<int64_t>()() = n;
+  }
+};
+
+class ExportOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    rde::Status st;
+    auto ex = table->rust().export_(ctx->expected_output_dtype(0),
+                                    ctx->expected_output_dtype(1), st);
+    OP_REQUIRES_OK(ctx, ToStatus(st));
+    const int64_t n = static_cast<int64_t>(ex->len());
+    Tensor* keys = nullptr;
+    Tensor* values = nullptr;
+    TensorShape value_shape({n});
+    value_shape.AppendShape(table->value_shape());
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n}), &keys));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, value_shape, &values));
+    if (keys->dtype() == DT_STRING) {
+      FillStrings(ex->keys(), ex->key_offsets(), keys);
+    } else {
+      auto dst = MutBytes(keys);
+      OP_REQUIRES(ctx, dst.size() == ex->keys().size(),
+                  errors::Internal("exported key bytes do not match the key tensor"));
+      if (!dst.empty()) std::memcpy(dst.data(), ex->keys().data(), dst.size());
+    }
+    if (values->dtype() == DT_STRING) {
+      FillStrings(ex->str_data(), ex->str_offsets(), values);
+    } else {
+      auto dst = MutBytes(values);
+      OP_REQUIRES(ctx, dst.size() == ex->values().size(),
+                  errors::Internal("exported value bytes do not match the value tensor"));
+      if (!dst.empty()) std::memcpy(dst.data(), ex->values().data(), dst.size());
+    }
+  }
+};
+
+#define RDE_KERNEL(name, ...) \
+  REGISTER_KERNEL_BUILDER(Name("RDE>" name).Device(DEVICE_CPU), __VA_ARGS__)
+
+RDE_KERNEL("RedisTableOfTensors", TableOfTensorsOp);
+RDE_KERNEL("RedisTableFind", FindOp<false>);
+RDE_KERNEL("RedisTableFindWithExists", FindOp<true>);
+RDE_KERNEL("RedisTableInsert", InsertOp<false>);
+RDE_KERNEL("RedisTableImport", InsertOp<true>);
+RDE_KERNEL("RedisTableAccum", AccumOp);
+RDE_KERNEL("RedisTableRemove", RemoveOp);
+RDE_KERNEL("RedisTableClear", ClearOp);
+RDE_KERNEL("RedisTableSize", SizeOp);
+RDE_KERNEL("RedisTableExport", ExportOp);
+
+}  // namespace rde_tf

@@ -1,0 +1,299 @@
+//! Key and value encodings: how a tensor row becomes hash-field and hash-value bytes (TFRA's
+//! layout), and back.
+
+use crate::error::{Error, Result};
+
+/// Key dtype of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// int32, stored as 4 little-endian bytes.
+    I32,
+    /// int64, stored as 8 little-endian bytes.
+    I64,
+    /// string, stored as its bytes.
+    Str,
+}
+
+impl KeyType {
+    /// From TensorFlow's `DataType` enum value.
+    pub fn from_tf(dtype: i32) -> Result<Self> {
+        match dtype {
+            3 => Ok(KeyType::I32),
+            9 => Ok(KeyType::I64),
+            7 => Ok(KeyType::Str),
+            d => Err(Error::invalid(format!("key_dtype {} is not supported: use int32, int64 or string", tf_name(d)))),
+        }
+    }
+
+    /// Bytes per key, or None for strings.
+    pub fn width(self) -> Option<usize> {
+        match self {
+            KeyType::I32 => Some(4),
+            KeyType::I64 => Some(8),
+            KeyType::Str => None,
+        }
+    }
+
+    /// The key as a human reads it, for error messages.
+    pub fn display(self, key: &[u8]) -> String {
+        match (self, key.len()) {
+            (KeyType::I32, 4) => i32::from_le_bytes(key.try_into().unwrap()).to_string(),
+            (KeyType::I64, 8) => i64::from_le_bytes(key.try_into().unwrap()).to_string(),
+            (KeyType::Str, _) => format!("\"{}\"", key.escape_ascii()),
+            _ => format!("<{} raw bytes: {}>", key.len(), key.escape_ascii()),
+        }
+    }
+}
+
+/// Value dtype of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I8,
+    I32,
+    I64,
+    Bool,
+    /// Each element stored as a u32 LE length followed by its bytes.
+    Str,
+}
+
+impl ValueType {
+    /// From TensorFlow's `DataType` enum value.
+    pub fn from_tf(dtype: i32) -> Result<Self> {
+        Ok(match dtype {
+            1 => ValueType::F32,
+            2 => ValueType::F64,
+            19 => ValueType::F16,
+            14 => ValueType::BF16,
+            6 => ValueType::I8,
+            3 => ValueType::I32,
+            9 => ValueType::I64,
+            10 => ValueType::Bool,
+            7 => ValueType::Str,
+            d => return Err(Error::invalid(format!("value_dtype {} is not supported", tf_name(d)))),
+        })
+    }
+
+    /// Bytes per element, or None for strings.
+    pub fn elem_size(self) -> Option<usize> {
+        match self {
+            ValueType::F32 | ValueType::I32 => Some(4),
+            ValueType::F64 | ValueType::I64 => Some(8),
+            ValueType::F16 | ValueType::BF16 => Some(2),
+            ValueType::I8 | ValueType::Bool => Some(1),
+            ValueType::Str => None,
+        }
+    }
+
+    /// TensorFlow's `DataTypeString`, which TFRA's HMACCUM takes as its dtype argument.
+    pub fn tf_name(self) -> &'static str {
+        match self {
+            ValueType::F32 => "float",
+            ValueType::F64 => "double",
+            ValueType::F16 => "half",
+            ValueType::BF16 => "bfloat16",
+            ValueType::I8 => "int8",
+            ValueType::I32 => "int32",
+            ValueType::I64 => "int64",
+            ValueType::Bool => "bool",
+            ValueType::Str => "string",
+        }
+    }
+}
+
+/// Checks a (key, value) dtype pair against the pairs TFRA registers kernels for.
+pub fn check_pair(k: KeyType, v: ValueType) -> Result<()> {
+    use ValueType::*;
+    let ok = match k {
+        KeyType::I32 => matches!(v, F64 | F32 | I32 | BF16),
+        KeyType::I64 => matches!(v, F64 | F32 | I32 | I64 | Str | I8 | F16 | BF16),
+        KeyType::Str => matches!(v, Bool | F64 | F32 | I32 | I64 | I8 | F16 | BF16),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "key/value dtype pair ({:?}, {}) is not supported by the redis table",
+            k,
+            v.tf_name()
+        )))
+    }
+}
+
+fn tf_name(d: i32) -> String {
+    format!("(TF DataType enum {d})")
+}
+
+/// A batch of keys as bytes: fixed-width numbers, or strings with offsets.
+#[derive(Debug, Clone, Copy)]
+pub enum Keys<'a> {
+    /// `data.len() / width` keys of `width` bytes each.
+    Fixed { data: &'a [u8], width: usize },
+    /// Key i is `data[offsets[i]..offsets[i + 1]]`.
+    Var { data: &'a [u8], offsets: &'a [u64] },
+}
+
+impl<'a> Keys<'a> {
+    /// Builds a key batch for `kt`; `offsets` is used for string keys only.
+    pub fn new(kt: KeyType, data: &'a [u8], offsets: &'a [u64]) -> Result<Self> {
+        match kt.width() {
+            Some(width) => {
+                if data.len() % width != 0 {
+                    return Err(Error::invalid(format!(
+                        "key buffer of {} bytes is not a multiple of the key width {width}",
+                        data.len()
+                    )));
+                }
+                Ok(Keys::Fixed { data, width })
+            }
+            None => {
+                let ok = !offsets.is_empty()
+                    && offsets[0] == 0
+                    && offsets.windows(2).all(|w| w[0] <= w[1])
+                    && *offsets.last().unwrap() as usize == data.len();
+                if !ok {
+                    return Err(Error::invalid("string key offsets do not describe the key buffer"));
+                }
+                Ok(Keys::Var { data, offsets })
+            }
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        match self {
+            Keys::Fixed { data, width } => data.len() / width,
+            Keys::Var { offsets, .. } => offsets.len() - 1,
+        }
+    }
+
+    /// True if there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Key `i`'s bytes (its hash field).
+    #[inline]
+    pub fn get(&self, i: usize) -> &'a [u8] {
+        match *self {
+            Keys::Fixed { data, width } => &data[i * width..(i + 1) * width],
+            Keys::Var { data, offsets } => &data[offsets[i] as usize..offsets[i + 1] as usize],
+        }
+    }
+}
+
+/// Rows of values to write: fixed-size rows, or string rows of `dim` elements each.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    /// Row i is `data[i * row..(i + 1) * row]`.
+    Fixed { data: &'a [u8], row: usize },
+    /// Element j of row i is `data[offsets[i*dim+j]..offsets[i*dim+j+1]]`.
+    Str { data: &'a [u8], offsets: &'a [u64], dim: usize },
+}
+
+impl Rows<'_> {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Rows::Fixed { data, row } => data.len() / row.max(&1),
+            Rows::Str { offsets, dim, .. } => (offsets.len() - 1) / dim.max(&1),
+        }
+    }
+
+    /// True if there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Encoded byte length of row `i`.
+    #[inline]
+    pub fn encoded_len(&self, i: usize) -> usize {
+        match *self {
+            Rows::Fixed { row, .. } => row,
+            Rows::Str { offsets, dim, .. } => {
+                let (a, b) = (offsets[i * dim] as usize, offsets[(i + 1) * dim] as usize);
+                4 * dim + (b - a)
+            }
+        }
+    }
+
+    /// Appends row `i`, encoded as stored in Redis, to `out`.
+    #[inline]
+    pub fn encode(&self, i: usize, out: &mut Vec<u8>) {
+        match *self {
+            Rows::Fixed { data, row } => out.extend_from_slice(&data[i * row..(i + 1) * row]),
+            Rows::Str { data, offsets, dim } => {
+                for j in i * dim..(i + 1) * dim {
+                    let e = &data[offsets[j] as usize..offsets[j + 1] as usize];
+                    out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+                    out.extend_from_slice(e);
+                }
+            }
+        }
+    }
+}
+
+/// Splits a stored string row into its `dim` elements, appending their bytes to `data` and
+/// their end offsets to `offsets`. Fails if the bytes are not exactly `dim` elements.
+pub fn decode_str_row(stored: &[u8], dim: usize, data: &mut Vec<u8>, offsets: &mut Vec<u64>) -> std::result::Result<(), String> {
+    let mut at = 0usize;
+    for j in 0..dim {
+        let Some(len_bytes) = stored.get(at..at + 4) else {
+            return Err(format!("element {j} of {dim} has no length prefix ({} bytes stored)", stored.len()));
+        };
+        let len = u32::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
+        at += 4;
+        let Some(e) = stored.get(at..at + len) else {
+            return Err(format!("element {j} claims {len} bytes but only {} remain", stored.len() - at));
+        };
+        data.extend_from_slice(e);
+        offsets.push(data.len() as u64);
+        at += len;
+    }
+    if at != stored.len() {
+        return Err(format!("{} trailing bytes after {dim} elements", stored.len() - at));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_rows_round_trip() {
+        let data = b"abcde";
+        let offsets = [0u64, 2, 2, 5];
+        let rows = Rows::Str { data, offsets: &offsets, dim: 3 };
+        assert_eq!(rows.len(), 1);
+        let mut enc = Vec::new();
+        rows.encode(0, &mut enc);
+        assert_eq!(enc.len(), rows.encoded_len(0));
+        let (mut d, mut o) = (Vec::new(), vec![0u64]);
+        decode_str_row(&enc, 3, &mut d, &mut o).unwrap();
+        assert_eq!(d, data);
+        assert_eq!(o, offsets);
+        assert!(decode_str_row(&enc, 2, &mut d, &mut o).is_err());
+        assert!(decode_str_row(&enc[..enc.len() - 1], 3, &mut d, &mut o).is_err());
+    }
+
+    #[test]
+    fn keys_display_and_checks() {
+        assert_eq!(KeyType::I64.display(&(-5i64).to_le_bytes()), "-5");
+        assert_eq!(KeyType::Str.display(b"a\"b"), "\"a\\\"b\"");
+        assert!(Keys::new(KeyType::I64, &[0u8; 12], &[]).is_err());
+        assert!(Keys::new(KeyType::Str, b"ab", &[0, 3]).is_err());
+        let k = Keys::new(KeyType::Str, b"abc", &[0, 1, 3]).unwrap();
+        assert_eq!(k.get(1), b"bc");
+    }
+
+    #[test]
+    fn dtype_pairs_follow_tfra() {
+        assert!(check_pair(KeyType::I64, ValueType::Str).is_ok());
+        assert!(check_pair(KeyType::I32, ValueType::I8).is_err());
+        assert!(check_pair(KeyType::Str, ValueType::Str).is_err());
+    }
+}

@@ -1,0 +1,360 @@
+//! TFRA's Redis JSON config: the schema with its defaults and strict types, and where the
+//! file is looked up. Everything here is validated before a connection is made.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The environment variable TFRA consults when the op's own env attribute is not set.
+pub const DEFAULT_CONFIG_ENV: &str = "TFRA_REDIS_CONFIG_PATH";
+
+/// How the table reaches Redis (`redis_connection_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionMode {
+    /// 0: Redis Cluster.
+    Cluster,
+    /// 1: Sentinel-managed master (TFRA's default).
+    Sentinel,
+    /// 2: one standalone server.
+    Standalone,
+}
+
+/// Where checkpoints keep the table (`table_store_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    /// 0: rows travel through the TF checkpoint as tensors.
+    Tensors,
+    /// 1: DUMP/RESTORE files under `model_lib_abs_dir`.
+    RdbFiles,
+    /// 2: nothing is saved; the data stays in Redis.
+    InRedis,
+}
+
+/// A parsed config with TFRA's field names and defaults.
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    pub redis_connection_mode: ConnectionMode,
+    pub redis_master_name: String,
+    pub redis_host_ip: Vec<String>,
+    pub redis_host_port: Vec<u16>,
+    pub redis_user: String,
+    pub redis_password: String,
+    pub redis_db: i64,
+    pub redis_read_access_slave: bool,
+    pub redis_connect_keep_alive: bool,
+    /// Milliseconds.
+    pub redis_connect_timeout: u64,
+    /// Milliseconds.
+    pub redis_socket_timeout: u64,
+    pub redis_conn_pool_size: usize,
+    /// Milliseconds to wait for a free pooled connection.
+    pub redis_wait_timeout: u64,
+    /// Minutes after which a pooled connection is replaced.
+    pub redis_connection_lifetime: u64,
+    pub redis_sentinel_user: String,
+    pub redis_sentinel_password: String,
+    pub redis_sentinel_connect_timeout: u64,
+    pub redis_sentinel_socket_timeout: u64,
+    /// `storage_slice` of the stored layout; equals `storage_slice` when the JSON value is ≤ 0.
+    pub storage_slice_import: u32,
+    pub storage_slice: u32,
+    pub using_hash_storage_slice: bool,
+    pub keys_sending_size: usize,
+    pub using_md5_prefix_name: bool,
+    pub redis_hash_tags_hypodispersion: bool,
+    pub model_tag_import: String,
+    pub redis_hash_tags_import: Vec<String>,
+    pub model_tag_runtime: String,
+    pub redis_hash_tags_runtime: Vec<String>,
+    pub expire_model_tag_in_seconds: i64,
+    pub table_store_mode: StoreMode,
+    pub model_lib_abs_dir: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redis_connection_mode: ConnectionMode::Sentinel,
+            redis_master_name: "master".into(),
+            redis_host_ip: vec!["127.0.0.1".into()],
+            redis_host_port: vec![6379],
+            redis_user: "default".into(),
+            redis_password: String::new(),
+            redis_db: 0,
+            redis_read_access_slave: false,
+            redis_connect_keep_alive: false,
+            redis_connect_timeout: 1000,
+            redis_socket_timeout: 1000,
+            redis_conn_pool_size: 20,
+            redis_wait_timeout: 100_000_000,
+            redis_connection_lifetime: 100,
+            redis_sentinel_user: "default".into(),
+            redis_sentinel_password: String::new(),
+            redis_sentinel_connect_timeout: 1000,
+            redis_sentinel_socket_timeout: 1000,
+            storage_slice_import: 1,
+            storage_slice: 1,
+            using_hash_storage_slice: false,
+            keys_sending_size: 1024,
+            using_md5_prefix_name: false,
+            redis_hash_tags_hypodispersion: false,
+            model_tag_import: "test".into(),
+            redis_hash_tags_import: Vec::new(),
+            model_tag_runtime: "test".into(),
+            redis_hash_tags_runtime: Vec::new(),
+            expire_model_tag_in_seconds: 604_800,
+            table_store_mode: StoreMode::RdbFiles,
+            model_lib_abs_dir: "/tmp/".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Passwords never leave the process through Debug output.
+        f.debug_struct("Config")
+            .field("redis_connection_mode", &self.redis_connection_mode)
+            .field("redis_host_ip", &self.redis_host_ip)
+            .field("redis_host_port", &self.redis_host_port)
+            .field("redis_user", &self.redis_user)
+            .field("redis_password", &"<redacted>")
+            .field("redis_db", &self.redis_db)
+            .field("storage_slice", &self.storage_slice)
+            .field("model_tag_runtime", &self.model_tag_runtime)
+            .field("table_store_mode", &self.table_store_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Parses TFRA's JSON. Unknown fields are ignored (with a log line); a duplicate field
+    /// keeps its last value; every type or range error names the field.
+    pub fn from_json(text: &str) -> Result<Config> {
+        let root: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(format!("redis config is not valid JSON: {e}")))?;
+        let obj = root
+            .as_object()
+            .ok_or_else(|| Error::invalid("redis config must be a JSON object"))?;
+        let mut c = Config::default();
+        let mut slice_import: i64 = -1;
+        for (name, v) in obj {
+            let f = Field { name, v };
+            match name.as_str() {
+                "redis_connection_mode" => {
+                    c.redis_connection_mode = match f.int()? {
+                        0 => ConnectionMode::Cluster,
+                        1 => ConnectionMode::Sentinel,
+                        2 => ConnectionMode::Standalone,
+                        n => return Err(f.range(n, "0 (cluster), 1 (sentinel) or 2 (standalone)")),
+                    }
+                }
+                "redis_master_name" => c.redis_master_name = f.string()?,
+                "redis_host_ip" => c.redis_host_ip = f.strings()?,
+                "redis_host_port" => {
+                    c.redis_host_port = f
+                        .ints()?
+                        .into_iter()
+                        .map(|p| u16::try_from(p).map_err(|_| f.range(p, "a TCP port 0..=65535")))
+                        .collect::<Result<_>>()?
+                }
+                "redis_user" => c.redis_user = f.string()?,
+                "redis_password" => c.redis_password = f.string()?,
+                "redis_db" => c.redis_db = f.int_in(0, i64::from(u32::MAX))?,
+                "redis_read_access_slave" => c.redis_read_access_slave = f.boolean()?,
+                "redis_connect_keep_alive" => c.redis_connect_keep_alive = f.boolean()?,
+                "redis_connect_timeout" => c.redis_connect_timeout = f.millis()?,
+                "redis_socket_timeout" => c.redis_socket_timeout = f.millis()?,
+                "redis_conn_pool_size" => c.redis_conn_pool_size = f.int_in(1, 4096)? as usize,
+                "redis_wait_timeout" => c.redis_wait_timeout = f.millis()?,
+                "redis_connection_lifetime" => {
+                    c.redis_connection_lifetime = f.int_in(0, i64::MAX)? as u64
+                }
+                "redis_sentinel_user" => c.redis_sentinel_user = f.string()?,
+                "redis_sentinel_password" => c.redis_sentinel_password = f.string()?,
+                "redis_sentinel_connect_timeout" => c.redis_sentinel_connect_timeout = f.millis()?,
+                "redis_sentinel_socket_timeout" => c.redis_sentinel_socket_timeout = f.millis()?,
+                "storage_slice_import" => slice_import = f.int_in(i64::MIN, 16384)?,
+                "storage_slice" => c.storage_slice = f.int_in(1, 16384)? as u32,
+                "using_hash_storage_slice" => c.using_hash_storage_slice = f.boolean()?,
+                "keys_sending_size" => c.keys_sending_size = f.int_in(1, 1 << 20)? as usize,
+                "using_md5_prefix_name" => c.using_md5_prefix_name = f.boolean()?,
+                "redis_hash_tags_hypodispersion" => {
+                    c.redis_hash_tags_hypodispersion = f.boolean()?
+                }
+                "model_tag_import" => c.model_tag_import = f.string()?,
+                "redis_hash_tags_import" => c.redis_hash_tags_import = f.strings()?,
+                "model_tag_runtime" => c.model_tag_runtime = f.string()?,
+                "redis_hash_tags_runtime" => c.redis_hash_tags_runtime = f.strings()?,
+                "expire_model_tag_in_seconds" => c.expire_model_tag_in_seconds = f.int()?,
+                "table_store_mode" => {
+                    c.table_store_mode = match f.int()? {
+                        0 => StoreMode::Tensors,
+                        1 => StoreMode::RdbFiles,
+                        2 => StoreMode::InRedis,
+                        n => return Err(f.range(n, "0, 1 or 2")),
+                    }
+                }
+                "model_lib_abs_dir" => c.model_lib_abs_dir = f.string()?,
+                other => log::warn!("redis config: unknown field {other:?} is ignored"),
+            }
+        }
+        c.storage_slice_import = if slice_import <= 0 {
+            c.storage_slice
+        } else {
+            slice_import as u32
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads and parses the file at `path`. A missing or empty file is NotFound.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorKind::NotFound
+            } else {
+                ErrorKind::InvalidArgument
+            };
+            Error::new(
+                kind,
+                format!("unable to read redis config file {}: {e}", path.display()),
+            )
+        })?;
+        if text.trim().is_empty() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("redis config file {} is empty", path.display()),
+            ));
+        }
+        Config::from_json(&text).map_err(|e| e.context(format!("redis config file {}", path.display())))
+    }
+
+    /// Cross-field checks.
+    fn validate(&self) -> Result<()> {
+        if self.redis_host_ip.is_empty() {
+            return Err(Error::invalid("redis_host_ip must list at least one host"));
+        }
+        if self.redis_host_ip.len() != self.redis_host_port.len() {
+            return Err(Error::invalid(format!(
+                "redis_host_ip has {} entries but redis_host_port has {}; they must be parallel lists",
+                self.redis_host_ip.len(),
+                self.redis_host_port.len()
+            )));
+        }
+        if self.redis_connection_mode == ConnectionMode::Cluster && self.redis_db != 0 {
+            return Err(Error::invalid("redis_db must be 0 in cluster mode (redis_connection_mode 0)"));
+        }
+        Ok(())
+    }
+
+    /// Connect timeout as a Duration (at least 1 ms: zero would mean "no timeout" to the OS).
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_connect_timeout.max(1))
+    }
+
+    /// Per-request socket timeout.
+    pub fn socket_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_socket_timeout.max(1))
+    }
+
+    /// `host:port` of server `i`.
+    pub fn addr(&self, i: usize) -> String {
+        format!("{}:{}", self.redis_host_ip[i], self.redis_host_port[i])
+    }
+}
+
+/// Chooses the config file as TFRA's kernel does: the env var named by the op attribute
+/// `env_attr`, then `TFRA_REDIS_CONFIG_PATH`, then the op attribute `path_attr`.
+pub fn resolve_path(path_attr: &str, env_attr: &str) -> Result<PathBuf> {
+    if !env_attr.is_empty() {
+        if let Some(p) = std::env::var_os(env_attr).filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    if let Some(p) = std::env::var_os(DEFAULT_CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    if path_attr.is_empty() {
+        let env_hint = if env_attr.is_empty() {
+            String::new()
+        } else {
+            format!(", environment variable {env_attr}")
+        };
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "no redis config file given: set redis_config_abs_dir{env_hint} or {DEFAULT_CONFIG_ENV}"
+            ),
+        ));
+    }
+    Ok(PathBuf::from(path_attr))
+}
+
+/// One JSON field being read, so every error names it.
+struct Field<'a> {
+    name: &'a str,
+    v: &'a Value,
+}
+
+impl Field<'_> {
+    fn wrong(&self, want: &str) -> Error {
+        Error::invalid(format!("{} should be json {want}, got {}", self.name, self.v))
+    }
+
+    fn range(&self, n: i64, want: &str) -> Error {
+        Error::invalid(format!("{} = {n} is out of range: expected {want}", self.name))
+    }
+
+    fn int(&self) -> Result<i64> {
+        self.v.as_i64().ok_or_else(|| self.wrong("integer"))
+    }
+
+    fn int_in(&self, lo: i64, hi: i64) -> Result<i64> {
+        let n = self.int()?;
+        if n < lo || n > hi {
+            return Err(self.range(n, &format!("{lo}..={hi}")));
+        }
+        Ok(n)
+    }
+
+    fn millis(&self) -> Result<u64> {
+        Ok(self.int_in(0, i64::MAX)? as u64)
+    }
+
+    fn boolean(&self) -> Result<bool> {
+        self.v.as_bool().ok_or_else(|| self.wrong("boolean"))
+    }
+
+    fn string(&self) -> Result<String> {
+        self.v
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| self.wrong("string"))
+    }
+
+    fn array(&self, want: &str) -> Result<&Vec<Value>> {
+        self.v.as_array().ok_or_else(|| self.wrong(want))
+    }
+
+    fn ints(&self) -> Result<Vec<i64>> {
+        self.array("integer array")?
+            .iter()
+            .map(|x| x.as_i64().ok_or_else(|| self.wrong("integer array")))
+            .collect()
+    }
+
+    fn strings(&self) -> Result<Vec<String>> {
+        self.array("string array")?
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| self.wrong("string array"))
+            })
+            .collect()
+    }
+}

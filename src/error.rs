@@ -1,0 +1,111 @@
+//! The crate's one error type. Callers branch on [`ErrorKind`], never on message text.
+
+use std::fmt;
+
+/// What went wrong, coarse enough to pick a TensorFlow status code from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A config field, op attribute or argument is invalid.
+    InvalidArgument,
+    /// A config file (or another named resource) does not exist.
+    NotFound,
+    /// Redis could not be reached, or the connection broke mid-request.
+    Connection,
+    /// A connect, socket or pool-wait timeout expired.
+    Timeout,
+    /// Redis answered with an error reply, or with a reply we cannot parse.
+    Server,
+    /// Data stored in Redis does not fit the table (wrong value length, bad key bytes).
+    Data,
+    /// The feature exists in TFRA's surface but is not available in this build.
+    Unimplemented,
+}
+
+/// An error from the table core. `Display` gives the full, user-facing message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// A new error of `kind` with a complete message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`ErrorKind::InvalidArgument`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Data`].
+    pub fn data(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Data, message)
+    }
+
+    /// The error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Prefixes the message with context, keeping the kind.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    /// The `absl::StatusCode` TensorFlow reports for this error. This is the one place
+    /// where kinds meet TF codes; the C++ shim only forwards the number.
+    pub fn tf_code(&self) -> i32 {
+        match self.kind {
+            ErrorKind::InvalidArgument => 3, // INVALID_ARGUMENT
+            ErrorKind::Timeout => 4,         // DEADLINE_EXCEEDED
+            ErrorKind::NotFound => 5,        // NOT_FOUND
+            ErrorKind::Unimplemented => 12,  // UNIMPLEMENTED
+            ErrorKind::Server => 13,         // INTERNAL
+            ErrorKind::Connection => 14,     // UNAVAILABLE
+            ErrorKind::Data => 15,           // DATA_LOSS
+        }
+    }
+
+    /// True for errors a caller may retry on a fresh connection.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind, ErrorKind::Connection | ErrorKind::Timeout)
+    }
+
+    /// Maps an I/O error on a connection to `addr` into a Connection or Timeout error.
+    pub(crate) fn io(addr: &str, doing: &str, err: &std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let kind = match err.kind() {
+            K::TimedOut | K::WouldBlock => ErrorKind::Timeout,
+            _ => ErrorKind::Connection,
+        };
+        let what = if kind == ErrorKind::Timeout {
+            "timed out"
+        } else {
+            "failed"
+        };
+        Error::new(kind, format!("redis at {addr}: {doing} {what}: {err}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}

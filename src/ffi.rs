@@ -1,0 +1,384 @@
+//! The `cxx` bridge the C++ kernels call (feature `tf`). Every entry point takes raw tensor
+//! bytes plus shapes, checks dtypes and shapes, runs the [`Table`] operation, and returns a
+//! [`ffi::Status`] whose code is [`Error::tf_code`]: the one mapping from errors to TF codes.
+
+use crate::codec::{KeyType, Rows, ValueType};
+use crate::config::{resolve_path, Config};
+use crate::error::{Error, Result};
+use crate::table::{Exported, StrRows, Table, TableSpec};
+
+#[cxx::bridge(namespace = "rde")]
+mod ffi {
+    /// An operation's outcome: code 0 is OK, else an `absl::StatusCode`.
+    struct Status {
+        code: i32,
+        message: String,
+    }
+
+    extern "Rust" {
+        type TableBox;
+        type ExportBox;
+        type StrRowsBox;
+
+        fn open_table(
+            config_path: &[u8],
+            config_env: &[u8],
+            embedding_name: &[u8],
+            key_dtype: i32,
+            value_dtype: i32,
+            dim: i64,
+            status: &mut Status,
+        ) -> Box<TableBox>;
+        fn describe(self: &TableBox) -> String;
+
+        fn find(
+            self: &TableBox,
+            key_dtype: i32,
+            value_dtype: i32,
+            keys: &[u8],
+            key_offsets: &[u64],
+            key_dims: &[i64],
+            defaults: &[u8],
+            out: &mut [u8],
+            exists: &mut [u8],
+            want_exists: bool,
+        ) -> Status;
+        fn find_strings(
+            self: &TableBox,
+            key_dtype: i32,
+            value_dtype: i32,
+            keys: &[u8],
+            key_offsets: &[u64],
+            default_data: &[u8],
+            default_offsets: &[u64],
+            exists: &mut [u8],
+            status: &mut Status,
+        ) -> Box<StrRowsBox>;
+        fn insert(
+            self: &TableBox,
+            key_dtype: i32,
+            value_dtype: i32,
+            keys: &[u8],
+            key_offsets: &[u64],
+            key_dims: &[i64],
+            values: &[u8],
+            value_offsets: &[u64],
+            value_dims: &[i64],
+            import: bool,
+        ) -> Status;
+        fn accum(
+            self: &TableBox,
+            key_dtype: i32,
+            value_dtype: i32,
+            keys: &[u8],
+            key_offsets: &[u64],
+            key_dims: &[i64],
+            values: &[u8],
+            value_offsets: &[u64],
+            value_dims: &[i64],
+            exists: &[u8],
+        ) -> Status;
+        fn remove(self: &TableBox, key_dtype: i32, keys: &[u8], key_offsets: &[u64]) -> Status;
+        fn clear(self: &TableBox) -> Status;
+        fn size(self: &TableBox, out: &mut i64) -> Status;
+        fn export_(self: &TableBox, key_dtype: i32, value_dtype: i32, status: &mut Status) -> Box<ExportBox>;
+
+        fn len(self: &ExportBox) -> usize;
+        fn keys(self: &ExportBox) -> &[u8];
+        fn key_offsets(self: &ExportBox) -> &[u64];
+        fn values(self: &ExportBox) -> &[u8];
+        fn str_data(self: &ExportBox) -> &[u8];
+        fn str_offsets(self: &ExportBox) -> &[u64];
+
+        fn data(self: &StrRowsBox) -> &[u8];
+        fn offsets(self: &StrRowsBox) -> &[u64];
+    }
+}
+
+use ffi::Status;
+
+fn status(r: Result<()>) -> Status {
+    match r {
+        Ok(()) => Status { code: 0, message: String::new() },
+        Err(e) => Status { code: e.tf_code(), message: e.to_string() },
+    }
+}
+
+/// A table, or nothing if opening it failed (the status says why).
+pub struct TableBox(Option<Table>);
+
+/// An exported table.
+pub struct ExportBox(Exported);
+
+/// String value rows produced by a lookup.
+pub struct StrRowsBox(StrRows);
+
+fn utf8<'a>(what: &str, b: &'a [u8]) -> Result<&'a str> {
+    std::str::from_utf8(b).map_err(|_| Error::invalid(format!("op attribute {what} is not valid UTF-8")))
+}
+
+fn open_table(
+    config_path: &[u8],
+    config_env: &[u8],
+    embedding_name: &[u8],
+    key_dtype: i32,
+    value_dtype: i32,
+    dim: i64,
+    st: &mut Status,
+) -> Box<TableBox> {
+    let name = String::from_utf8_lossy(embedding_name).into_owned();
+    let opened = (|| {
+        let (config_path, config_env) = (utf8("redis_config_abs_dir", config_path)?, utf8("redis_config_abs_dir_env", config_env)?);
+        let embedding_name = utf8("embedding_name", embedding_name)?;
+        let spec = TableSpec {
+            embedding_name: embedding_name.to_owned(),
+            key_type: KeyType::from_tf(key_dtype)?,
+            value_type: ValueType::from_tf(value_dtype)?,
+            dim: usize::try_from(dim).map_err(|_| Error::invalid("value_shape must be fully defined"))?,
+        };
+        let cfg = Config::from_file(&resolve_path(config_path, config_env)?)?;
+        Table::open(cfg, spec)
+    })();
+    match opened {
+        Ok(t) => {
+            *st = status(Ok(()));
+            Box::new(TableBox(Some(t)))
+        }
+        Err(e) => {
+            *st = status(Err(e.context(format!("cannot open redis table {name:?}"))));
+            Box::new(TableBox(None))
+        }
+    }
+}
+
+/// TF's insert shape rule: values.shape must equal keys.shape + [dim].
+fn check_value_shape(key_dims: &[i64], value_dims: &[i64], dim: usize) -> Result<()> {
+    let mut want: Vec<i64> = key_dims.to_vec();
+    want.push(dim as i64);
+    if value_dims != want.as_slice() {
+        let show = |d: &[i64]| format!("[{}]", d.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
+        return Err(Error::invalid(format!(
+            "Expected shape {} for value, got {}",
+            show(&want),
+            show(value_dims)
+        )));
+    }
+    Ok(())
+}
+
+impl TableBox {
+    fn table(&self) -> Result<&Table> {
+        self.0.as_ref().ok_or_else(|| Error::invalid("the redis table failed to open"))
+    }
+
+    fn describe(&self) -> String {
+        match &self.0 {
+            Some(t) => format!(
+                "RedisEmbeddingTable({}, {} buckets, dim {})",
+                crate::layout::display_bytes(t.buckets().name(0)),
+                t.buckets().len(),
+                t.spec().dim
+            ),
+            None => "RedisEmbeddingTable(<failed to open>)".into(),
+        }
+    }
+
+    /// Checks the op's key/value dtypes against the table's.
+    fn typed(&self, key_dtype: i32,
+            value_dtype: i32) -> Result<&Table> {
+        let t = self.table()?;
+        let (k, v) = (KeyType::from_tf(key_dtype)?, ValueType::from_tf(value_dtype)?);
+        if k != t.spec().key_type || v != t.spec().value_type {
+            return Err(Error::invalid(format!(
+                "dtype mismatch: the table holds ({:?}, {}) but the op got ({:?}, {})",
+                t.spec().key_type,
+                t.spec().value_type.tf_name(),
+                k,
+                v.tf_name()
+            )));
+        }
+        Ok(t)
+    }
+
+    fn rows<'a>(t: &Table, values: &'a [u8], offsets: &'a [u64]) -> Rows<'a> {
+        match t.spec().value_type.elem_size() {
+            Some(s) => Rows::Fixed { data: values, row: s * t.spec().dim },
+            None => Rows::Str { data: values, offsets, dim: t.spec().dim },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn find(
+        &self,
+        key_dtype: i32,
+            value_dtype: i32,
+        keys: &[u8],
+        key_offsets: &[u64],
+        _key_dims: &[i64],
+        defaults: &[u8],
+        out: &mut [u8],
+        exists: &mut [u8],
+        want_exists: bool,
+    ) -> Status {
+        status((|| {
+            let t = self.typed(key_dtype, value_dtype)?;
+            let k = t.keys(keys, key_offsets)?;
+            t.find(&k, defaults, out, want_exists.then_some(exists))
+        })())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn find_strings(
+        &self,
+        key_dtype: i32,
+            value_dtype: i32,
+        keys: &[u8],
+        key_offsets: &[u64],
+        default_data: &[u8],
+        default_offsets: &[u64],
+        exists: &mut [u8],
+        st: &mut Status,
+    ) -> Box<StrRowsBox> {
+        let r = (|| {
+            let t = self.typed(key_dtype, value_dtype)?;
+            let k = t.keys(keys, key_offsets)?;
+            let defaults = Self::rows(t, default_data, default_offsets);
+            let (rows, found) = t.find_strings(&k, &defaults)?;
+            if exists.len() == found.len() {
+                exists.copy_from_slice(&found);
+            }
+            Ok(rows)
+        })();
+        match r {
+            Ok(rows) => {
+                *st = status(Ok(()));
+                Box::new(StrRowsBox(rows))
+            }
+            Err(e) => {
+                *st = status(Err(e));
+                Box::new(StrRowsBox(StrRows::default()))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &self,
+        key_dtype: i32,
+            value_dtype: i32,
+        keys: &[u8],
+        key_offsets: &[u64],
+        key_dims: &[i64],
+        values: &[u8],
+        value_offsets: &[u64],
+        value_dims: &[i64],
+        import: bool,
+    ) -> Status {
+        status((|| {
+            let t = self.typed(key_dtype, value_dtype)?;
+            check_value_shape(key_dims, value_dims, t.spec().dim)?;
+            let k = t.keys(keys, key_offsets)?;
+            let rows = Self::rows(t, values, value_offsets);
+            if import {
+                t.import(&k, &rows)
+            } else {
+                t.insert(&k, &rows)
+            }
+        })())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn accum(
+        &self,
+        key_dtype: i32,
+            value_dtype: i32,
+        keys: &[u8],
+        key_offsets: &[u64],
+        key_dims: &[i64],
+        values: &[u8],
+        value_offsets: &[u64],
+        value_dims: &[i64],
+        exists: &[u8],
+    ) -> Status {
+        status((|| {
+            let t = self.typed(key_dtype, value_dtype)?;
+            check_value_shape(key_dims, value_dims, t.spec().dim)?;
+            let k = t.keys(keys, key_offsets)?;
+            t.accum(&k, &Self::rows(t, values, value_offsets), exists)
+        })())
+    }
+
+    fn remove(&self, key_dtype: i32, keys: &[u8], key_offsets: &[u64]) -> Status {
+        status((|| {
+            let t = self.table()?;
+            if KeyType::from_tf(key_dtype)? != t.spec().key_type {
+                return Err(Error::invalid(format!("keys must be {:?} for this table", t.spec().key_type)));
+            }
+            t.remove(&t.keys(keys, key_offsets)?)
+        })())
+    }
+
+    fn clear(&self) -> Status {
+        status(self.table().and_then(Table::clear))
+    }
+
+    fn size(&self, out: &mut i64) -> Status {
+        status(self.table().and_then(Table::size).map(|n| *out = n))
+    }
+
+    fn export_(&self, key_dtype: i32, value_dtype: i32, st: &mut Status) -> Box<ExportBox> {
+        match self.typed(key_dtype, value_dtype).and_then(Table::export) {
+            Ok(e) => {
+                *st = status(Ok(()));
+                Box::new(ExportBox(e))
+            }
+            Err(e) => {
+                *st = status(Err(e));
+                Box::new(ExportBox(Exported::default()))
+            }
+        }
+    }
+}
+
+impl ExportBox {
+    fn len(&self) -> usize {
+        self.0.len
+    }
+    fn keys(&self) -> &[u8] {
+        &self.0.keys
+    }
+    fn key_offsets(&self) -> &[u64] {
+        &self.0.key_offsets
+    }
+    fn values(&self) -> &[u8] {
+        &self.0.values
+    }
+    fn str_data(&self) -> &[u8] {
+        &self.0.str_values.data
+    }
+    fn str_offsets(&self) -> &[u64] {
+        &self.0.str_values.offsets
+    }
+}
+
+impl StrRowsBox {
+    fn data(&self) -> &[u8] {
+        &self.0.data
+    }
+    fn offsets(&self) -> &[u64] {
+        &self.0.offsets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_shape_rule_matches_tf_message() {
+        assert!(check_value_shape(&[2], &[2, 3], 3).is_ok());
+        let e = check_value_shape(&[2], &[2, 4], 3).unwrap_err();
+        assert_eq!(e.message(), "Expected shape [2,3] for value, got [2,4]");
+        assert!(check_value_shape(&[0], &[0], 3).is_err());
+    }
+}

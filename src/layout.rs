@@ -1,0 +1,190 @@
+//! Where a table's rows live in Redis: the key prefix, the bucket (hash) names with their
+//! cluster hash tags, and which bucket a key belongs to. All of it byte-compatible with TFRA.
+
+use std::sync::OnceLock;
+
+use md5::{Digest, Md5};
+
+use crate::config::Config;
+
+/// Number of Redis Cluster hash slots.
+pub const SLOTS: usize = 16384;
+
+/// CRC16-XMODEM as Redis Cluster uses it for key → slot.
+pub fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The cluster slot of a key, honouring `{hash tag}` rules.
+pub fn key_slot(key: &[u8]) -> usize {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter()
+            .position(|&b| b == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    usize::from(crc16(tagged.unwrap_or(key))) % SLOTS
+}
+
+/// `T[s]`: the smallest non-negative integer whose decimal form hashes to slot `s`.
+/// TFRA ships this as a literal table; it is generated here once.
+pub fn slot_tag_table() -> &'static [u32] {
+    static TABLE: OnceLock<Vec<u32>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = vec![u32::MAX; SLOTS];
+        let mut left = SLOTS;
+        let mut n: u32 = 0;
+        let mut buf = itoa::Buffer::new();
+        while left > 0 {
+            let s = usize::from(crc16(buf.format(n).as_bytes())) % SLOTS;
+            if t[s] == u32::MAX {
+                t[s] = n;
+                left -= 1;
+            }
+            n += 1;
+        }
+        t
+    })
+}
+
+/// The table's key prefix: `<model_tag>:<embedding_name>`, or its 16 raw MD5 bytes.
+pub fn prefix(model_tag: &str, embedding_name: &str, md5: bool) -> Vec<u8> {
+    let plain = format!("{model_tag}:{embedding_name}");
+    if md5 {
+        Md5::digest(plain.as_bytes()).to_vec()
+    } else {
+        plain.into_bytes()
+    }
+}
+
+/// Hash tags (with braces) for `slices` buckets when no cluster topology is used: explicit
+/// tags if exactly `slices` were given, else TFRA's evenly spread generated tags.
+pub fn hash_tags(slices: u32, explicit: &[String]) -> Vec<String> {
+    if explicit.len() == slices as usize {
+        return explicit.iter().map(|t| brace(t)).collect();
+    }
+    let s = slices as usize;
+    let t = slot_tag_table();
+    (0..s)
+        .map(|i| format!("{{{}}}", t[(SLOTS / s) * i + SLOTS % s]))
+        .collect()
+}
+
+fn brace(tag: &str) -> String {
+    let open = if tag.starts_with('{') { "" } else { "{" };
+    let close = if tag.ends_with('}') { "" } else { "}" };
+    format!("{open}{tag}{close}")
+}
+
+/// The bucket names of one table version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buckets {
+    names: Vec<Vec<u8>>,
+}
+
+impl Buckets {
+    /// Buckets for `prefix` with the given tags.
+    pub fn new(prefix: &[u8], tags: &[String]) -> Self {
+        let names = tags
+            .iter()
+            .map(|t| {
+                let mut k = prefix.to_vec();
+                k.extend_from_slice(t.as_bytes());
+                k
+            })
+            .collect();
+        Buckets { names }
+    }
+
+    /// The runtime buckets of table `embedding_name` under `cfg`.
+    pub fn runtime(cfg: &Config, embedding_name: &str) -> Self {
+        let p = prefix(&cfg.model_tag_runtime, embedding_name, cfg.using_md5_prefix_name);
+        Buckets::new(&p, &hash_tags(cfg.storage_slice, &cfg.redis_hash_tags_runtime))
+    }
+
+    /// Bucket `i`'s Redis key.
+    pub fn name(&self, i: usize) -> &[u8] {
+        &self.names[i]
+    }
+
+    /// All bucket keys in order.
+    pub fn names(&self) -> &[Vec<u8>] {
+        &self.names
+    }
+
+    /// Number of buckets.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Never true for a valid config; here for clippy's sake.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// A bucket name in a form fit for error messages (binary bytes escaped).
+pub fn display_bytes(b: &[u8]) -> String {
+    b.escape_ascii().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc16_matches_redis_reference_vector() {
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), usize::from(crc16(b"foo{}{bar}")) % SLOTS);
+    }
+
+    #[test]
+    fn generated_tags_match_tfra() {
+        let t = |s| hash_tags(s, &[]);
+        assert_eq!(t(1), ["{3560}"]);
+        assert_eq!(t(2), ["{3560}", "{8209}"]);
+        assert_eq!(t(3), ["{22179}", "{450}", "{18948}"]);
+        assert_eq!(t(4), ["{3560}", "{4129}", "{8209}", "{356}"]);
+        assert_eq!(
+            t(8),
+            ["{3560}", "{48576}", "{4129}", "{1296}", "{8209}", "{2821}", "{356}", "{16248}"]
+        );
+    }
+
+    #[test]
+    fn every_slot_tag_hashes_to_its_slot() {
+        for (s, &n) in slot_tag_table().iter().enumerate() {
+            assert_eq!(key_slot(n.to_string().as_bytes()), s);
+        }
+    }
+
+    #[test]
+    fn explicit_tags_are_braced_only_when_the_count_matches() {
+        let ex = vec!["a".to_string(), "{b}".to_string()];
+        assert_eq!(hash_tags(2, &ex), ["{a}", "{b}"]);
+        assert_eq!(hash_tags(1, &ex), ["{3560}"]);
+    }
+
+    #[test]
+    fn bucket_names_and_md5_prefix() {
+        let b = Buckets::new(&prefix("test", "emb", false), &hash_tags(1, &[]));
+        assert_eq!(b.name(0), b"test:emb{3560}");
+        let p = prefix("test", "emb", true);
+        assert_eq!(p.len(), 16);
+        assert_eq!(p, Md5::digest(b"test:emb").to_vec());
+    }
+}

@@ -1,0 +1,41 @@
+//! redis-embedding: dynamic embedding tables for TensorFlow, kept in Redis with the exact
+//! byte layout of TensorFlow Recommenders-Addons' Redis backend.
+//!
+//! The core is TensorFlow-free: [`Table`] takes keys and values as byte slices and talks to
+//! Redis over pooled, pipelined connections. The `tf` feature adds the `cxx` bridge that the
+//! C++ op kernels in `cc/` call.
+//!
+//! ```no_run
+//! use redis_embedding::{Config, KeyType, Rows, Table, TableSpec, ValueType};
+//! let cfg = Config::from_json(r#"{"redis_connection_mode": 2, "redis_host_port": [7000]}"#)?;
+//! let spec = TableSpec { embedding_name: "emb".into(), key_type: KeyType::I64,
+//!                        value_type: ValueType::F32, dim: 2 };
+//! let table = Table::open(cfg, spec)?;
+//! let keys: Vec<u8> = [1i64, 2].iter().flat_map(|k| k.to_le_bytes()).collect();
+//! let vals: Vec<u8> = [0.5f32; 4].iter().flat_map(|v| v.to_le_bytes()).collect();
+//! let k = table.keys(&keys, &[])?;
+//! table.insert(&k, &Rows::Fixed { data: &vals, row: 8 })?;
+//! # Ok::<(), redis_embedding::Error>(())
+//! ```
+#![warn(missing_docs)]
+#![cfg_attr(not(test), forbid(clippy::print_stdout))]
+
+mod accum;
+mod codec;
+mod config;
+mod conn;
+mod error;
+mod exec;
+mod layout;
+mod plan;
+mod pool;
+mod table;
+
+#[cfg(feature = "tf")]
+mod ffi;
+
+pub use codec::{KeyType, Keys, Rows, ValueType};
+pub use config::{resolve_path, Config, ConnectionMode, StoreMode, DEFAULT_CONFIG_ENV};
+pub use error::{Error, ErrorKind, Result};
+pub use layout::{hash_tags, key_slot, prefix, slot_tag_table, Buckets};
+pub use table::{Exported, StrRows, Table, TableSpec};

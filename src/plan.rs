@@ -1,0 +1,169 @@
+//! Request planning: one logical request (a batch of keys) is de-duplicated, grouped per
+//! bucket, cut into commands of at most `keys_sending_size` keys, and the commands are dealt
+//! into pipelines that run in parallel. Results are merged back by key position.
+
+use rustc_hash::FxHashMap;
+
+use crate::codec::Keys;
+
+/// One command's worth of keys: `plan.order[start..end]`, all in bucket `bucket`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    pub bucket: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The plan for one batch of keys.
+#[derive(Debug)]
+pub struct Plan {
+    /// For each distinct key (in first-seen order), the position of its first occurrence.
+    pub first: Vec<u32>,
+    /// For each distinct key, the position of its last occurrence (last write wins).
+    pub last: Vec<u32>,
+    /// For each input position, the index of its distinct key.
+    pub of: Vec<u32>,
+    /// Distinct-key indices grouped by bucket.
+    pub order: Vec<u32>,
+    /// Commands, each a contiguous run of `order` within one bucket.
+    pub chunks: Vec<Chunk>,
+}
+
+impl Plan {
+    /// Plans `keys` over `n_buckets` buckets with `bucket_of` choosing a key's bucket.
+    pub fn new(keys: &Keys<'_>, n_buckets: usize, chunk_keys: usize, bucket_of: impl Fn(&[u8]) -> usize) -> Plan {
+        let n = keys.len();
+        let mut index: FxHashMap<&[u8], u32> = FxHashMap::default();
+        index.reserve(n);
+        let (mut first, mut last, mut of) = (Vec::new(), Vec::new(), Vec::with_capacity(n));
+        for i in 0..n {
+            let k = keys.get(i);
+            let next = first.len() as u32;
+            let d = *index.entry(k).or_insert(next);
+            if d == next {
+                first.push(i as u32);
+                last.push(i as u32);
+            } else {
+                last[d as usize] = i as u32;
+            }
+            of.push(d);
+        }
+        // Counting sort of distinct keys by bucket.
+        let bucket: Vec<u32> = if n_buckets <= 1 {
+            Vec::new()
+        } else {
+            first.iter().map(|&p| bucket_of(keys.get(p as usize)) as u32).collect()
+        };
+        let mut starts = vec![0usize; n_buckets.max(1) + 1];
+        if bucket.is_empty() {
+            starts[1] = first.len();
+        } else {
+            for &b in &bucket {
+                starts[b as usize + 1] += 1;
+            }
+            for b in 0..n_buckets {
+                starts[b + 1] += starts[b];
+            }
+        }
+        let order = if bucket.is_empty() {
+            (0..first.len() as u32).collect()
+        } else {
+            let mut fill = starts.clone();
+            let mut order = vec![0u32; first.len()];
+            for (d, &b) in bucket.iter().enumerate() {
+                order[fill[b as usize]] = d as u32;
+                fill[b as usize] += 1;
+            }
+            order
+        };
+        let step = chunk_keys.max(1);
+        let mut chunks = Vec::new();
+        for b in 0..n_buckets.max(1) {
+            let mut s = starts[b];
+            while s < starts[b + 1] {
+                let e = (s + step).min(starts[b + 1]);
+                chunks.push(Chunk { bucket: b, start: s, end: e });
+                s = e;
+            }
+        }
+        Plan { first, last, of, order, chunks }
+    }
+
+    /// Number of distinct keys.
+    pub fn distinct(&self) -> usize {
+        self.first.len()
+    }
+
+    /// Deals the chunks into at most `width` pipelines of consecutive chunks.
+    pub fn pipelines(&self, width: usize) -> Vec<&[Chunk]> {
+        if self.chunks.is_empty() {
+            return Vec::new();
+        }
+        let p = width.clamp(1, self.chunks.len());
+        let per = self.chunks.len().div_ceil(p);
+        self.chunks.chunks(per).collect()
+    }
+
+    /// For each distinct key, the positions where it occurs, in input order (CSR form:
+    /// occurrences of distinct key `d` are `occ[start[d]..start[d + 1]]`).
+    pub fn occurrences(&self) -> (Vec<u32>, Vec<u32>) {
+        let mut start = vec![0u32; self.distinct() + 1];
+        for &d in &self.of {
+            start[d as usize + 1] += 1;
+        }
+        for d in 0..self.distinct() {
+            start[d + 1] += start[d];
+        }
+        let mut fill = start.clone();
+        let mut occ = vec![0u32; self.of.len()];
+        for (i, &d) in self.of.iter().enumerate() {
+            occ[fill[d as usize] as usize] = i as u32;
+            fill[d as usize] += 1;
+        }
+        (start, occ)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::KeyType;
+
+    fn keys(v: &[i64]) -> Vec<u8> {
+        v.iter().flat_map(|k| k.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn dedup_keeps_first_and_last_positions() {
+        let data = keys(&[5, 7, 5, 9, 7, 5]);
+        let k = Keys::new(KeyType::I64, &data, &[]).unwrap();
+        let p = Plan::new(&k, 1, 2, |_| 0);
+        assert_eq!(p.first, [0, 1, 3]);
+        assert_eq!(p.last, [5, 4, 3]);
+        assert_eq!(p.of, [0, 1, 0, 2, 1, 0]);
+        assert_eq!(p.chunks.len(), 2);
+        let (start, occ) = p.occurrences();
+        assert_eq!(start, [0, 3, 5, 6]);
+        assert_eq!(occ, [0, 2, 5, 1, 4, 3]);
+    }
+
+    #[test]
+    fn groups_by_bucket_and_cuts_chunks() {
+        let data = keys(&(0..10).collect::<Vec<_>>());
+        let k = Keys::new(KeyType::I64, &data, &[]).unwrap();
+        let p = Plan::new(&k, 3, 2, |b| b[0] as usize % 3);
+        let mut seen = Vec::new();
+        for c in &p.chunks {
+            assert!(c.end - c.start <= 2);
+            for &d in &p.order[c.start..c.end] {
+                assert_eq!(d as usize % 3, c.bucket);
+                seen.push(d);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<u32>>());
+        let pipes = p.pipelines(4);
+        assert!(pipes.len() <= 4);
+        assert_eq!(pipes.iter().map(|x| x.len()).sum::<usize>(), p.chunks.len());
+    }
+}

@@ -1,0 +1,115 @@
+//! A bounded pool of connections to one server. Checkout waits at most
+//! `redis_wait_timeout`; connections older than `redis_connection_lifetime` are replaced; a
+//! forked child never reuses its parent's sockets.
+
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::error::{Error, ErrorKind, Result};
+
+struct State {
+    idle: Vec<Conn>,
+    /// Connections alive (idle + checked out) in this process.
+    open: usize,
+    pid: u32,
+}
+
+/// Connections to server `host` of a config.
+pub struct Pool {
+    cfg: Config,
+    host: usize,
+    state: Mutex<State>,
+    freed: Condvar,
+}
+
+impl Pool {
+    /// A pool for `cfg`'s server `host`; no connection is made yet.
+    pub fn new(cfg: &Config, host: usize) -> Pool {
+        Pool {
+            cfg: cfg.clone(),
+            host,
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                open: 0,
+                pid: std::process::id(),
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// `host:port` this pool connects to.
+    pub fn addr(&self) -> String {
+        self.cfg.addr(self.host)
+    }
+
+    /// Takes a connection, opening one if the pool has room, else waiting for one.
+    pub fn get(&self) -> Result<Conn> {
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.redis_wait_timeout);
+        let lifetime = Duration::from_secs(self.cfg.redis_connection_lifetime.saturating_mul(60));
+        let mut st = self.state.lock().unwrap();
+        loop {
+            let pid = std::process::id();
+            if st.pid != pid {
+                // After fork the parent's sockets are shared with the parent: never touch them.
+                std::mem::forget(std::mem::take(&mut st.idle));
+                st.open = 0;
+                st.pid = pid;
+            }
+            while let Some(c) = st.idle.pop() {
+                if lifetime.is_zero() || c.born.elapsed() < lifetime {
+                    return Ok(c);
+                }
+                st.open -= 1;
+                c.kill();
+            }
+            if st.open < self.cfg.redis_conn_pool_size {
+                st.open += 1;
+                drop(st);
+                return Conn::open(&self.cfg, self.host).inspect_err(|_| {
+                    self.state.lock().unwrap().open -= 1;
+                    self.freed.notify_one();
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "redis at {}: no pooled connection became free within redis_wait_timeout = {} ms (redis_conn_pool_size = {})",
+                        self.addr(),
+                        self.cfg.redis_wait_timeout,
+                        self.cfg.redis_conn_pool_size
+                    ),
+                ));
+            }
+            st = self.freed.wait_timeout(st, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Returns a connection. `healthy = false` closes it instead (unknown protocol state).
+    pub fn put(&self, c: Conn, healthy: bool) {
+        let mut st = self.state.lock().unwrap();
+        if st.pid != std::process::id() {
+            std::mem::forget(c);
+            return;
+        }
+        if healthy && c.pending() == 0 {
+            st.idle.push(c);
+        } else {
+            st.open -= 1;
+            c.kill();
+        }
+        drop(st);
+        self.freed.notify_one();
+    }
+
+    /// Runs `f` on a pooled connection, discarding the connection if `f` fails.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+        let mut c = self.get()?;
+        let r = f(&mut c);
+        self.put(c, r.is_ok());
+        r
+    }
+}

@@ -1,0 +1,639 @@
+//! `Table`: one embedding table in Redis. Each operation plans its keys (dedup, bucket,
+//! chunk), runs the pipelines on pooled connections, and merges the replies by position.
+
+use std::sync::{Mutex, OnceLock};
+
+use rustc_hash::FxHashSet;
+
+use crate::accum;
+use crate::codec::{check_pair, decode_str_row, KeyType, Keys, Rows, ValueType};
+use crate::config::{Config, ConnectionMode, StoreMode};
+use crate::conn::{Conn, Reply};
+use crate::error::{Error, ErrorKind, Result};
+use crate::exec;
+use crate::layout::{display_bytes, Buckets};
+use crate::plan::{Chunk, Plan};
+use crate::pool::Pool;
+
+/// What a table holds: its name and dtypes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    /// TFRA's embedding name: the table name cut at the first `_mht_`.
+    pub embedding_name: String,
+    pub key_type: KeyType,
+    pub value_type: ValueType,
+    /// Elements per value row.
+    pub dim: usize,
+}
+
+/// Decoded string rows: element `j` is `data[offsets[j]..offsets[j + 1]]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StrRows {
+    pub data: Vec<u8>,
+    pub offsets: Vec<u64>,
+}
+
+impl StrRows {
+    fn new() -> Self {
+        StrRows { data: Vec::new(), offsets: vec![0] }
+    }
+
+    fn push_from(&mut self, src: &Rows<'_>, row: usize, dim: usize) {
+        if let Rows::Str { data, offsets, .. } = *src {
+            for j in row * dim..(row + 1) * dim {
+                self.data
+                    .extend_from_slice(&data[offsets[j] as usize..offsets[j + 1] as usize]);
+                self.offsets.push(self.data.len() as u64);
+            }
+        }
+    }
+}
+
+/// The whole table, as export returns it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Exported {
+    /// Keys: fixed-width bytes, or string bytes split by `key_offsets`.
+    pub keys: Vec<u8>,
+    /// String key boundaries (`len + 1` entries); empty for numeric keys.
+    pub key_offsets: Vec<u64>,
+    /// Value rows for fixed-size types.
+    pub values: Vec<u8>,
+    /// Value elements for string values.
+    pub str_values: StrRows,
+    /// Number of rows.
+    pub len: usize,
+}
+
+/// A raw output buffer that parallel pipelines write disjoint rows of.
+#[derive(Clone, Copy)]
+struct Shared {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: every writer touches a disjoint byte range (one row per distinct key), and the
+// buffer outlives the scoped tasks that use it.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn new(buf: &mut [u8]) -> Self {
+        Shared { ptr: buf.as_mut_ptr(), len: buf.len() }
+    }
+
+    /// # Safety
+    /// No two live slices may overlap.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [u8] {
+        assert!(at + len <= self.len);
+        std::slice::from_raw_parts_mut(self.ptr.add(at), len)
+    }
+}
+
+/// Retries allowed for an idempotent pipeline whose connection failed.
+const RETRIES: usize = 1;
+
+/// One embedding table stored in Redis.
+pub struct Table {
+    cfg: Config,
+    spec: TableSpec,
+    buckets: Buckets,
+    server: Pool,
+    /// Bytes per stored row for fixed-size value types; 0 for strings.
+    row: usize,
+    script_sha: OnceLock<String>,
+}
+
+impl Table {
+    /// Validates `spec` against `cfg`, connects, and returns the table.
+    pub fn open(cfg: Config, spec: TableSpec) -> Result<Table> {
+        check_pair(spec.key_type, spec.value_type)?;
+        if spec.dim == 0 {
+            return Err(Error::invalid("value_shape must have at least one element (dim = 0)"));
+        }
+        match cfg.redis_connection_mode {
+            ConnectionMode::Standalone => {}
+            ConnectionMode::Cluster => {
+                return Err(Error::new(
+                    ErrorKind::Unimplemented,
+                    "redis_connection_mode 0 (cluster) is not available in this version; use 2 (standalone)",
+                ))
+            }
+            ConnectionMode::Sentinel => {
+                return Err(Error::new(
+                    ErrorKind::Unimplemented,
+                    "redis_connection_mode 1 (sentinel, TFRA's default) is not available in this version; set \"redis_connection_mode\": 2 for a standalone server",
+                ))
+            }
+        }
+        let row = spec.value_type.elem_size().map_or(0, |s| s * spec.dim);
+        let buckets = Buckets::runtime(&cfg, &spec.embedding_name);
+        let server = Pool::new(&cfg, 0);
+        let t = Table { cfg, spec, buckets, server, row, script_sha: OnceLock::new() };
+        t.server.with(|_| Ok(()))?;
+        Ok(t)
+    }
+
+    /// The table's spec.
+    pub fn spec(&self) -> &TableSpec {
+        &self.spec
+    }
+
+    /// The config the table runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The runtime bucket names.
+    pub fn buckets(&self) -> &Buckets {
+        &self.buckets
+    }
+
+    /// Builds a key batch of this table's key type.
+    pub fn keys<'a>(&self, data: &'a [u8], offsets: &'a [u64]) -> Result<Keys<'a>> {
+        Keys::new(self.spec.key_type, data, offsets)
+    }
+
+    fn plan(&self, keys: &Keys<'_>) -> Plan {
+        // TFRA's standalone and sentinel modes keep every row in bucket 0.
+        Plan::new(keys, 1, self.cfg.keys_sending_size, |_| 0)
+    }
+
+    fn bucket_name(&self, c: &Chunk) -> &[u8] {
+        self.buckets.name(c.bucket)
+    }
+
+    fn key_error(&self, bucket: &[u8], key: &[u8], what: String) -> Error {
+        Error::data(format!(
+            "bucket {} key {}: {what}",
+            display_bytes(bucket),
+            self.spec.key_type.display(key)
+        ))
+    }
+
+    /// Runs one closure per pipeline in parallel, each on its own pooled connection;
+    /// idempotent work is retried on a fresh connection after a connection failure.
+    fn run<'p, F>(&self, pipes: &[&'p [Chunk]], idempotent: bool, f: F) -> Result<()>
+    where
+        F: Fn(&mut Conn, &'p [Chunk]) -> Result<()> + Sync,
+    {
+        exec::run_all(pipes.len(), |i| {
+            let mut attempt = 0;
+            loop {
+                match self.server.with(|c| f(c, pipes[i])) {
+                    Err(e) if idempotent && e.is_transient() && attempt < RETRIES => attempt += 1,
+                    r => return r,
+                }
+            }
+        })
+    }
+
+    fn check_rows(&self, rows: &Rows<'_>, n: usize, what: &str) -> Result<()> {
+        let ok = match *rows {
+            Rows::Fixed { data, row } => row == self.row && data.len() == n * row,
+            Rows::Str { offsets, dim, .. } => dim == self.spec.dim && offsets.len() == n * dim + 1,
+        };
+        if !ok {
+            return Err(Error::invalid(format!(
+                "{what} must hold {n} rows of {} {} elements",
+                self.spec.dim,
+                self.spec.value_type.tf_name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Looks up fixed-size values. `out` is `n × row` bytes; `defaults` is either one row per
+    /// key (same size as `out`) or at least one row used for every missing key.
+    pub fn find(&self, keys: &Keys<'_>, defaults: &[u8], out: &mut [u8], mut exists: Option<&mut [u8]>) -> Result<()> {
+        let (n, row) = (keys.len(), self.row);
+        if row == 0 {
+            return Err(Error::invalid("string values are looked up with find_strings"));
+        }
+        if out.len() != n * row {
+            return Err(Error::invalid(format!("output holds {} bytes, expected {n} rows of {row}", out.len())));
+        }
+        if exists.as_ref().is_some_and(|e| e.len() != n) {
+            return Err(Error::invalid("exists output must have one entry per key"));
+        }
+        let per_key = defaults.len() == out.len() && n > 0;
+        if !per_key && defaults.len() < row {
+            return Err(Error::invalid(format!(
+                "default_value has {} elements; it needs at least dim = {} (or one row per key)",
+                defaults.len() / self.spec.value_type.elem_size().unwrap_or(1),
+                self.spec.dim
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let plan = self.plan(keys);
+        let mut found = vec![0u8; plan.distinct()];
+        let (out_sh, found_sh) = (Shared::new(out), Shared::new(&mut found));
+        let pipes = plan.pipelines(exec::parallelism());
+        self.run(&pipes, true, |c, chunks| {
+            for ch in chunks {
+                c.begin(2 + ch.end - ch.start);
+                c.arg(b"HMGET");
+                c.arg(self.bucket_name(ch));
+                for &d in &plan.order[ch.start..ch.end] {
+                    c.arg(keys.get(plan.first[d as usize] as usize));
+                }
+            }
+            c.flush()?;
+            for ch in chunks {
+                let m = c.read_array_header()?;
+                if m != ch.end - ch.start {
+                    return Err(Error::new(ErrorKind::Server, format!("HMGET returned {m} values for {} fields", ch.end - ch.start)));
+                }
+                for &d in &plan.order[ch.start..ch.end] {
+                    let pos = plan.first[d as usize] as usize;
+                    match c.read_bulk_len()? {
+                        None => {}
+                        Some(len) if len == row => {
+                            // SAFETY: row `pos` and flag `d` belong to this distinct key only.
+                            unsafe {
+                                c.payload(out_sh.slice(pos * row, row))?;
+                                found_sh.slice(d as usize, 1)[0] = 1;
+                            }
+                        }
+                        Some(len) => {
+                            return Err(self.key_error(
+                                self.bucket_name(ch),
+                                keys.get(pos),
+                                format!("stored value has {len} bytes, expected dim {} × {} = {row}", self.spec.dim, self.spec.value_type.tf_name()),
+                            ))
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        for i in 0..n {
+            let d = plan.of[i] as usize;
+            let hit = found[d] != 0;
+            if let Some(e) = exists.as_deref_mut() {
+                e[i] = hit as u8;
+            }
+            if hit {
+                let first = plan.first[d] as usize;
+                if first != i {
+                    out.copy_within(first * row..(first + 1) * row, i * row);
+                }
+            } else {
+                let src = if per_key { &defaults[i * row..(i + 1) * row] } else { &defaults[..row] };
+                out[i * row..(i + 1) * row].copy_from_slice(src);
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up string values. `defaults` holds one row per key or at least one row.
+    /// Returns the `n × dim` elements and, per key, whether it was found.
+    pub fn find_strings(&self, keys: &Keys<'_>, defaults: &Rows<'_>) -> Result<(StrRows, Vec<u8>)> {
+        let (n, dim) = (keys.len(), self.spec.dim);
+        if self.row != 0 {
+            return Err(Error::invalid("fixed-size values are looked up with find"));
+        }
+        let drows = defaults.len();
+        let per_key = drows == n && n > 0;
+        if drows == 0 {
+            return Err(Error::invalid(format!("default_value needs at least dim = {dim} elements")));
+        }
+        let mut rows = StrRows::new();
+        if n == 0 {
+            return Ok((rows, Vec::new()));
+        }
+        let plan = self.plan(keys);
+        let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; plan.distinct()]);
+        let pipes = plan.pipelines(exec::parallelism());
+        self.run(&pipes, true, |c, chunks| {
+            for ch in chunks {
+                c.begin(2 + ch.end - ch.start);
+                c.arg(b"HMGET");
+                c.arg(self.bucket_name(ch));
+                for &d in &plan.order[ch.start..ch.end] {
+                    c.arg(keys.get(plan.first[d as usize] as usize));
+                }
+            }
+            c.flush()?;
+            for ch in chunks {
+                c.read_array_header()?;
+                for &d in &plan.order[ch.start..ch.end] {
+                    if let Some(len) = c.read_bulk_len()? {
+                        let mut v = vec![0u8; len];
+                        c.payload(&mut v)?;
+                        stored.lock().unwrap()[d as usize] = Some(v);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let stored = stored.into_inner().unwrap();
+        let mut exists = vec![0u8; n];
+        for i in 0..n {
+            let d = plan.of[i] as usize;
+            match &stored[d] {
+                Some(v) => {
+                    decode_str_row(v, dim, &mut rows.data, &mut rows.offsets).map_err(|why| {
+                        self.key_error(self.buckets.name(0), keys.get(i), format!("stored string value is malformed: {why}"))
+                    })?;
+                    exists[i] = 1;
+                }
+                None => rows.push_from(defaults, if per_key { i } else { 0 }, dim),
+            }
+        }
+        Ok((rows, exists))
+    }
+
+    /// Upserts rows. Within one call a duplicated key keeps its last row.
+    pub fn insert(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
+        let n = keys.len();
+        self.check_rows(values, n, "values")?;
+        if n == 0 {
+            return Ok(());
+        }
+        let plan = self.plan(keys);
+        let pipes = plan.pipelines(exec::parallelism());
+        self.run(&pipes, true, |c, chunks| {
+            for ch in chunks {
+                c.begin(2 + 2 * (ch.end - ch.start));
+                c.arg(b"HSET");
+                c.arg(self.bucket_name(ch));
+                for &d in &plan.order[ch.start..ch.end] {
+                    let p = plan.last[d as usize] as usize;
+                    c.arg(keys.get(p));
+                    c.arg_header(values.encoded_len(p));
+                    values.encode(p, c.buf());
+                    c.arg_end();
+                }
+            }
+            c.flush()?;
+            for _ in chunks {
+                c.read_int()?;
+            }
+            Ok(())
+        })
+    }
+
+    /// TFRA's bp_v2 accumulate, atomic per command on the server (see [`crate::accum`]).
+    pub fn accum(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
+        let n = keys.len();
+        let vt = self.spec.value_type;
+        if !accum::supports(vt) {
+            return Err(Error::invalid(format!(
+                "accum does not support {} values (supported: float, double, int8, int32, int64, bfloat16)",
+                vt.tf_name()
+            )));
+        }
+        self.check_rows(deltas, n, "values_or_deltas")?;
+        if exists.len() != n {
+            return Err(Error::invalid(format!("exists has {} entries but there are {n} keys", exists.len())));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let plan = self.plan(keys);
+        let (start, occ) = plan.occurrences();
+        let pipes = plan.pipelines(exec::parallelism());
+        // Not idempotent: a failed accum is reported, never replayed.
+        self.run(&pipes, false, |c, chunks| {
+            let sha = self.script_sha(c)?;
+            let mut flags = Vec::new();
+            for ch in chunks {
+                let ds = &plan.order[ch.start..ch.end];
+                let pairs: usize = ds.iter().map(|&d| (start[d as usize + 1] - start[d as usize]) as usize).sum();
+                flags.clear();
+                for &d in ds {
+                    for &p in &occ[start[d as usize] as usize..start[d as usize + 1] as usize] {
+                        flags.push((exists[p as usize] != 0) as u8);
+                    }
+                }
+                c.begin(6 + 2 * pairs);
+                c.arg(b"EVALSHA");
+                c.arg(sha.as_bytes());
+                c.arg(b"1");
+                c.arg(self.bucket_name(ch));
+                c.arg(vt.tf_name().as_bytes());
+                c.arg(&flags);
+                for &d in ds {
+                    for &p in &occ[start[d as usize] as usize..start[d as usize + 1] as usize] {
+                        c.arg(keys.get(p as usize));
+                        c.arg_header(deltas.encoded_len(p as usize));
+                        deltas.encode(p as usize, c.buf());
+                        c.arg_end();
+                    }
+                }
+            }
+            c.flush()?;
+            let mut first_err = None;
+            for ch in chunks {
+                match c.read_int() {
+                    Ok(_) => {}
+                    Err(e) => {
+                        let e = self.explain_accum_error(e, &plan, &start, &occ, keys, ch);
+                        if e.kind() != ErrorKind::Data {
+                            return Err(e);
+                        }
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            first_err.map_or(Ok(()), Err)
+        })
+    }
+
+    fn script_sha(&self, c: &mut Conn) -> Result<String> {
+        if c.script_loaded {
+            if let Some(s) = self.script_sha.get() {
+                return Ok(s.clone());
+            }
+        }
+        c.cmd(&[b"SCRIPT", b"LOAD", accum::SCRIPT.as_bytes()]);
+        c.flush()?;
+        match c.read_reply()? {
+            Reply::Bulk(sha) => {
+                c.script_loaded = true;
+                let sha = String::from_utf8_lossy(&sha).into_owned();
+                Ok(self.script_sha.get_or_init(|| sha).clone())
+            }
+            other => Err(Error::new(ErrorKind::Server, format!("SCRIPT LOAD replied {other:?}"))),
+        }
+    }
+
+    fn explain_accum_error(&self, e: Error, plan: &Plan, start: &[u32], occ: &[u32], keys: &Keys<'_>, ch: &Chunk) -> Error {
+        let Some((pair, len)) = accum::parse_len_error(e.message()) else {
+            return e;
+        };
+        let positions = plan.order[ch.start..ch.end]
+            .iter()
+            .flat_map(|&d| &occ[start[d as usize] as usize..start[d as usize + 1] as usize]);
+        match positions.clone().nth(pair.saturating_sub(1)) {
+            Some(&p) => self.key_error(
+                self.bucket_name(ch),
+                keys.get(p as usize),
+                format!("stored value has {len} bytes, expected {}; nothing in this batch was accumulated", self.row),
+            ),
+            None => e,
+        }
+    }
+
+    /// Deletes keys; missing keys are ignored.
+    pub fn remove(&self, keys: &Keys<'_>) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let plan = self.plan(keys);
+        let pipes = plan.pipelines(exec::parallelism());
+        self.run(&pipes, true, |c, chunks| {
+            for ch in chunks {
+                c.begin(2 + ch.end - ch.start);
+                c.arg(b"HDEL");
+                c.arg(self.bucket_name(ch));
+                for &d in &plan.order[ch.start..ch.end] {
+                    c.arg(keys.get(plan.first[d as usize] as usize));
+                }
+            }
+            c.flush()?;
+            for _ in chunks {
+                c.read_int()?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs one command per bucket in a single pipeline, returning the integer replies.
+    fn per_bucket(&self, cmd: &[u8]) -> Result<Vec<i64>> {
+        let run = |c: &mut Conn| {
+            for b in self.buckets.names() {
+                c.cmd(&[cmd, b]);
+            }
+            c.flush()?;
+            self.buckets.names().iter().map(|_| c.read_int()).collect()
+        };
+        match self.server.with(run) {
+            Err(e) if e.is_transient() => self.server.with(run),
+            r => r,
+        }
+    }
+
+    /// Deletes every runtime bucket of this table (optimizer-slot tables are separate tables).
+    pub fn clear(&self) -> Result<()> {
+        self.per_bucket(b"UNLINK").map(|_| ())
+    }
+
+    /// Number of rows over all runtime buckets.
+    pub fn size(&self) -> Result<i64> {
+        Ok(self.per_bucket(b"HLEN")?.iter().sum())
+    }
+
+    /// The whole table (table_store_mode 0), or nothing in mode 2.
+    pub fn export(&self) -> Result<Exported> {
+        match self.cfg.table_store_mode {
+            StoreMode::Tensors => self.export_rows(),
+            StoreMode::InRedis => Ok(Exported { key_offsets: self.empty_key_offsets(), str_values: StrRows::new(), ..Default::default() }),
+            StoreMode::RdbFiles => Err(Error::new(
+                ErrorKind::Unimplemented,
+                "table_store_mode 1 (rdb files) is not available in this version; use 0 (rows in the checkpoint) or 2 (data stays in Redis)",
+            )),
+        }
+    }
+
+    fn empty_key_offsets(&self) -> Vec<u64> {
+        if self.spec.key_type == KeyType::Str {
+            vec![0]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn export_rows(&self) -> Result<Exported> {
+        let mut ex = Exported { key_offsets: self.empty_key_offsets(), str_values: StrRows::new(), ..Default::default() };
+        let width = self.spec.key_type.width();
+        let count = self.cfg.keys_sending_size.to_string();
+        let mut seen: FxHashSet<Vec<u8>> = FxHashSet::default();
+        for bucket in self.buckets.names() {
+            let mut cursor = b"0".to_vec();
+            loop {
+                let reply = self.server.with(|c| {
+                    c.cmd(&[b"HSCAN", bucket, &cursor, b"COUNT", count.as_bytes()]);
+                    c.flush()?;
+                    c.read_reply()
+                })?;
+                let (next, items) = match reply {
+                    Reply::Array(mut v) if v.len() == 2 => {
+                        let items = v.pop().unwrap();
+                        (v.pop().unwrap(), items)
+                    }
+                    other => return Err(Error::new(ErrorKind::Server, format!("HSCAN replied {other:?}"))),
+                };
+                let (Reply::Bulk(next), Reply::Array(items)) = (next, items) else {
+                    return Err(Error::new(ErrorKind::Server, "HSCAN reply is malformed"));
+                };
+                let mut it = items.into_iter();
+                while let (Some(Reply::Bulk(k)), Some(Reply::Bulk(v))) = (it.next(), it.next()) {
+                    if width.is_some_and(|w| w != k.len()) {
+                        return Err(self.key_error(bucket, &k, format!("field has {} bytes, not a {:?} key", k.len(), self.spec.key_type)));
+                    }
+                    if self.row == 0 {
+                        decode_str_row(&v, self.spec.dim, &mut ex.str_values.data, &mut ex.str_values.offsets)
+                            .map_err(|why| self.key_error(bucket, &k, format!("stored string value is malformed: {why}")))?;
+                    } else if v.len() != self.row {
+                        return Err(self.key_error(bucket, &k, format!("stored value has {} bytes, expected {}", v.len(), self.row)));
+                    } else {
+                        ex.values.extend_from_slice(&v);
+                    }
+                    // HSCAN may return a field twice while the hash is being resized.
+                    if !seen.insert(k.clone()) {
+                        self.drop_last_row(&mut ex);
+                        continue;
+                    }
+                    ex.keys.extend_from_slice(&k);
+                    if width.is_none() {
+                        ex.key_offsets.push(ex.keys.len() as u64);
+                    }
+                    ex.len += 1;
+                }
+                if next == b"0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(ex)
+    }
+
+    fn drop_last_row(&self, ex: &mut Exported) {
+        if self.row == 0 {
+            let keep = ex.str_values.offsets.len() - self.spec.dim;
+            ex.str_values.offsets.truncate(keep);
+            ex.str_values.data.truncate(*ex.str_values.offsets.last().unwrap() as usize);
+        } else {
+            ex.values.truncate(ex.values.len() - self.row);
+        }
+    }
+
+    /// Checkpoint restore. Mode 0 upserts the rows (the table is not cleared first, as in
+    /// TFRA); mode 2 keeps what is in Redis.
+    pub fn import(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
+        match self.cfg.table_store_mode {
+            StoreMode::Tensors if !keys.is_empty() => self.insert(keys, values),
+            StoreMode::Tensors | StoreMode::InRedis => {
+                if self.cfg.model_tag_import != self.cfg.model_tag_runtime {
+                    return Err(Error::new(
+                        ErrorKind::Unimplemented,
+                        format!(
+                            "copying model_tag_import {:?} to model_tag_runtime {:?} is not available in this version",
+                            self.cfg.model_tag_import, self.cfg.model_tag_runtime
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            StoreMode::RdbFiles => Err(Error::new(
+                ErrorKind::Unimplemented,
+                "table_store_mode 1 (rdb files) is not available in this version; use 0 or 2",
+            )),
+        }
+    }
+}
