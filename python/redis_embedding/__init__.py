@@ -1,0 +1,15 @@
+"""redis-embedding: TFRA-compatible dynamic embedding tables kept in Redis.
+
+Drop-in for TFRA's Redis backend::
+
+    import tensorflow_recommenders_addons as tfra, redis_embedding as rde
+    creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir="redis.json"))
+    emb = tfra.dynamic_embedding.get_variable("user_emb", dim=64, kv_creator=creator)
+"""
+
+from redis_embedding.config import RedisTableConfig
+from redis_embedding.creator import RedisTableCreator
+from redis_embedding.table import RedisTable
+
+__all__ = ["RedisTable", "RedisTableConfig", "RedisTableCreator"]
+__version__ = "0.1.0"
