@@ -358,3 +358,70 @@ impl Field<'_> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> Error {
+        Config::from_json(json).unwrap_err()
+    }
+
+    #[test]
+    fn defaults_are_tfras() {
+        let c = Config::from_json("{}").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.redis_connection_mode, ConnectionMode::Sentinel);
+        assert_eq!(c.table_store_mode, StoreMode::RdbFiles);
+        assert_eq!(c.storage_slice_import, 1);
+        assert_eq!(c.keys_sending_size, 1024);
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let e = err(r#"{"redis_host_port": 6379}"#);
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.message().starts_with("redis_host_port should be json integer array"), "{e}");
+        assert!(err(r#"{"storage_slice": 1.5}"#).message().starts_with("storage_slice should be json integer"));
+        assert!(err(r#"{"redis_read_access_slave": 1}"#).message().starts_with("redis_read_access_slave should be json boolean"));
+        assert!(err(r#"{"model_tag_runtime": 3}"#).message().starts_with("model_tag_runtime should be json string"));
+        assert!(err(r#"{"redis_host_ip": ["a", 1]}"#).message().starts_with("redis_host_ip should be json string array"));
+    }
+
+    #[test]
+    fn range_and_cross_field_errors() {
+        assert!(err(r#"{"storage_slice": 0}"#).message().contains("storage_slice = 0"));
+        assert!(err(r#"{"redis_connection_mode": 3}"#).message().contains("redis_connection_mode = 3"));
+        assert!(err(r#"{"table_store_mode": -1}"#).message().contains("table_store_mode"));
+        assert!(err(r#"{"redis_host_port": [70000]}"#).message().contains("redis_host_port = 70000"));
+        let e = err(r#"{"redis_host_ip": ["a", "b"], "redis_host_port": [1]}"#);
+        assert!(e.message().contains("redis_host_ip has 2 entries but redis_host_port has 1"), "{e}");
+        assert!(err("{not json").message().contains("not valid JSON"));
+        assert!(err("[1]").message().contains("JSON object"));
+    }
+
+    #[test]
+    fn storage_slice_import_defaults_to_storage_slice_and_last_duplicate_wins() {
+        let c = Config::from_json(r#"{"storage_slice": 4, "storage_slice": 3}"#).unwrap();
+        assert_eq!((c.storage_slice, c.storage_slice_import), (3, 3));
+        let c = Config::from_json(r#"{"storage_slice": 4, "storage_slice_import": 2}"#).unwrap();
+        assert_eq!(c.storage_slice_import, 2);
+    }
+
+    #[test]
+    fn missing_or_empty_files_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::from_file(&dir.path().join("nope.json")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.message().contains("nope.json"));
+        let empty = dir.path().join("empty.json");
+        std::fs::write(&empty, "  \n").unwrap();
+        assert_eq!(Config::from_file(&empty).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let c = Config::from_json(r#"{"redis_password": "hunter2"}"#).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,31 @@
+"""Shared fixtures: one redis-server for the session (flushed before every test) and a
+config file pointing at it."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(__file__))
+
+import pytest  # noqa: E402
+
+from redis_harness import RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server):
+    redis_server.command(b"FLUSHALL")
+    return redis_server
+
+
+@pytest.fixture
+def config_path(redis, tmp_path):
+    return redis.config(tmp_path / "redis.json")

@@ -1,0 +1,121 @@
+//! Real redis-server processes for integration tests: each on its own free port (never
+//! 6379), with a pidfile in a temp dir, stopped by pid on drop.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use redis_embedding::Config;
+
+/// A running redis-server.
+pub struct Server {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    assert_ne!(p, 6379);
+    p
+}
+
+impl Server {
+    /// Starts a standalone server and waits (bounded) until it answers PING.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let pidfile = dir.path().join("redis.pid");
+        let status = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "yes", "--dir"])
+            .arg(dir.path())
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .arg("--logfile")
+            .arg(dir.path().join("redis.log"))
+            .status()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        assert!(status.success());
+        let s = Server { port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.raw(b"*1\r\n$4\r\nPING\r\n").as_deref() != Some(b"+PONG\r\n".as_slice()) {
+            assert!(Instant::now() < deadline, "redis-server on {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn pidfile(&self) -> PathBuf {
+        self.dir.path().join("redis.pid")
+    }
+
+    /// Sends raw RESP bytes and returns the first reply chunk, or None if unreachable.
+    pub fn raw(&self, cmd: &[u8]) -> Option<Vec<u8>> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(cmd).ok()?;
+        let mut buf = vec![0u8; 1 << 16];
+        let n = s.read(&mut buf).ok()?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    /// Runs one command (binary-safe argv) and returns the raw reply bytes.
+    pub fn cli(&self, args: &[&[u8]]) -> Vec<u8> {
+        let mut cmd = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            cmd.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            cmd.extend_from_slice(a);
+            cmd.extend_from_slice(b"\r\n");
+        }
+        self.raw(&cmd).expect("server reachable")
+    }
+
+    /// A standalone config for this server.
+    pub fn config(&self, extra: &str) -> Config {
+        let sep = if extra.is_empty() { "" } else { "," };
+        Config::from_json(&format!(
+            r#"{{"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"], "redis_host_port": [{}], "table_store_mode": 0{sep}{extra}}}"#,
+            self.port
+        ))
+        .unwrap()
+    }
+
+    /// Stops the server by its pid and waits until the port is closed.
+    pub fn stop(&self) {
+        let Ok(pid) = std::fs::read_to_string(self.pidfile()) else { return };
+        let pid = pid.trim().to_string();
+        let _ = Command::new("kill").arg(&pid).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Little-endian bytes of a slice of i64 keys.
+pub fn i64_keys(k: &[i64]) -> Vec<u8> {
+    k.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Little-endian bytes of f32 values.
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// f32 values from little-endian bytes.
+pub fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
