@@ -3,8 +3,6 @@
 
 use std::sync::OnceLock;
 
-use md5::{Digest, Md5};
-
 use crate::config::Config;
 
 /// Number of Redis Cluster hash slots.
@@ -59,11 +57,12 @@ pub fn slot_tag_table() -> &'static [u32] {
     })
 }
 
-/// The table's key prefix: `<model_tag>:<embedding_name>`, or its 16 raw MD5 bytes.
+/// The table's key prefix: `<model_tag>:<embedding_name>`, or its 16-byte TFRA digest
+/// (see [`crate::md5`]).
 pub fn prefix(model_tag: &str, embedding_name: &str, md5: bool) -> Vec<u8> {
     let plain = format!("{model_tag}:{embedding_name}");
     if md5 {
-        Md5::digest(plain.as_bytes()).to_vec()
+        crate::md5::tfra_md5(plain.as_bytes()).to_vec()
     } else {
         plain.into_bytes()
     }
@@ -184,7 +183,6 @@ mod tests {
         let b = Buckets::new(&prefix("test", "emb", false), &hash_tags(1, &[]));
         assert_eq!(b.name(0), b"test:emb{3560}");
         let p = prefix("test", "emb", true);
-        assert_eq!(p.len(), 16);
-        assert_eq!(p, Md5::digest(b"test:emb").to_vec());
+        assert_eq!(p, crate::md5::tfra_md5(b"test:emb"));
     }
 }

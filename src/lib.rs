@@ -27,6 +27,7 @@ mod conn;
 mod error;
 mod exec;
 mod layout;
+mod md5;
 mod plan;
 mod pool;
 mod table;

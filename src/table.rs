@@ -216,16 +216,16 @@ impl Table {
         if exists.as_ref().is_some_and(|e| e.len() != n) {
             return Err(Error::invalid("exists output must have one entry per key"));
         }
-        let per_key = defaults.len() == out.len() && n > 0;
+        if n == 0 {
+            return Ok(());
+        }
+        let per_key = defaults.len() == out.len();
         if !per_key && defaults.len() < row {
             return Err(Error::invalid(format!(
                 "default_value has {} elements; it needs at least dim = {} (or one row per key)",
                 defaults.len() / self.spec.value_type.elem_size().unwrap_or(1),
                 self.spec.dim
             )));
-        }
-        if n == 0 {
-            return Ok(());
         }
         let plan = self.plan(keys);
         let mut found = vec![0u8; plan.distinct()];
@@ -295,14 +295,14 @@ impl Table {
         if self.row != 0 {
             return Err(Error::invalid("fixed-size values are looked up with find"));
         }
-        let drows = defaults.len();
-        let per_key = drows == n && n > 0;
-        if drows == 0 {
-            return Err(Error::invalid(format!("default_value needs at least dim = {dim} elements")));
-        }
         let mut rows = StrRows::new();
         if n == 0 {
             return Ok((rows, Vec::new()));
+        }
+        let drows = defaults.len();
+        let per_key = drows == n;
+        if drows == 0 {
+            return Err(Error::invalid(format!("default_value needs at least dim = {dim} elements")));
         }
         let plan = self.plan(keys);
         let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; plan.distinct()]);

@@ -1,5 +1,5 @@
-"""Loads the op library once. Looks next to this file first (the installed package), then at
-$RDE_OPS_LIBRARY, then at a cargo build in the source checkout; fails naming every path tried."""
+"""Loads the op library once: $RDE_OPS_LIBRARY if set, else the library next to this file (the
+installed package), else a cargo build in the source checkout. Fails naming every path tried."""
 
 import glob
 import os
@@ -10,10 +10,11 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _candidates():
-    yield from sorted(glob.glob(os.path.join(_HERE, "_redis_embedding_ops*.so")))
     env = os.environ.get("RDE_OPS_LIBRARY")
     if env:
         yield env
+        return
+    yield from sorted(glob.glob(os.path.join(_HERE, "_redis_embedding_ops*.so")))
     root = os.path.dirname(os.path.dirname(_HERE))
     yield os.path.join(root, "target", "release", "libredis_embedding.so")
 

@@ -1,0 +1,124 @@
+"""Config errors are raised before any connection is made and name the field or path; a
+server that is down or silent fails the op (never default values) and names host:port."""
+
+import json
+import socket
+import time
+
+import pytest
+import tensorflow as tf
+
+import redis_embedding as rde
+from redis_harness import RedisServer, free_port
+
+
+def make_table(path=None, env=None, name="cfg"):
+    return rde.RedisTable(tf.int64, tf.float32, tf.zeros([2]), name=name,
+                          config=rde.RedisTableConfig(path, env))
+
+
+def write(tmp_path, text, name="redis.json"):
+    p = tmp_path / name
+    p.write_text(text if isinstance(text, str) else json.dumps(text))
+    return str(p)
+
+
+# Every config below points at a port nobody listens on: an InvalidArgument (not Unavailable)
+# proves the config was rejected before connecting.
+DEAD = {"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"], "table_store_mode": 0}
+
+BAD_CONFIGS = [
+    ("{not json", "not valid JSON"),
+    ({"redis_host_port": 7000}, "redis_host_port should be json integer array"),
+    ({"storage_slice": 0}, "storage_slice = 0"),
+    ({"redis_host_ip": ["127.0.0.1", "127.0.0.2"], "redis_host_port": [1]},
+     "redis_host_ip has 2 entries but redis_host_port has 1"),
+    ({"redis_connection_mode": 7}, "redis_connection_mode = 7"),
+    ({"redis_connect_timeout": "1000"}, "redis_connect_timeout should be json integer"),
+    ({"using_md5_prefix_name": "yes"}, "using_md5_prefix_name should be json boolean"),
+    ({"redis_hash_tags_runtime": [1]}, "redis_hash_tags_runtime should be json string array"),
+    ({"model_tag_runtime": None}, "model_tag_runtime should be json string"),
+    ({"table_store_mode": 9}, "table_store_mode = 9"),
+    ({"keys_sending_size": 0}, "keys_sending_size = 0"),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD_CONFIGS, ids=[m for _, m in BAD_CONFIGS])
+def test_invalid_config_is_rejected_before_connecting(tmp_path, bad, message):
+    if isinstance(bad, dict):
+        bad = {**DEAD, "redis_host_port": [free_port()], **bad}
+    path = write(tmp_path, bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message) as e:
+        make_table(path)
+    assert path in str(e.value)
+
+
+def test_missing_and_empty_files_are_not_found(tmp_path):
+    missing = str(tmp_path / "missing.json")
+    with pytest.raises(tf.errors.NotFoundError, match="missing.json"):
+        make_table(missing)
+    empty = write(tmp_path, "", "empty.json")
+    with pytest.raises(tf.errors.NotFoundError, match="empty.json"):
+        make_table(empty)
+    with pytest.raises(tf.errors.NotFoundError, match="no redis config file given"):
+        make_table(None)
+
+
+def test_cluster_and_sentinel_modes_say_they_are_not_available(tmp_path):
+    for mode, word in [(0, "cluster"), (1, "sentinel")]:
+        path = write(tmp_path, {**DEAD, "redis_host_port": [free_port()], "redis_connection_mode": mode})
+        with pytest.raises(tf.errors.UnimplementedError, match=word):
+            make_table(path)
+
+
+def test_lookup_priority_env_attr_then_tfra_env_then_path(tmp_path, redis, monkeypatch):
+    good = redis.config(tmp_path / "good.json")
+    bad = str(tmp_path / "does-not-exist.json")
+    monkeypatch.delenv("TFRA_REDIS_CONFIG_PATH", raising=False)
+    monkeypatch.setenv("MY_REDIS_CFG", good)
+    make_table(bad, "MY_REDIS_CFG", name="a").insert(tf.constant([1], tf.int64), tf.ones([1, 2]))
+    monkeypatch.setenv("TFRA_REDIS_CONFIG_PATH", good)
+    make_table(bad, name="b").insert(tf.constant([1], tf.int64), tf.ones([1, 2]))
+    # The op's env attribute beats TFRA_REDIS_CONFIG_PATH.
+    monkeypatch.setenv("MY_REDIS_CFG", bad)
+    with pytest.raises(tf.errors.NotFoundError, match="does-not-exist.json"):
+        make_table(good, "MY_REDIS_CFG", name="c")
+
+
+def test_unreachable_server_is_unavailable_naming_host_port(tmp_path):
+    port = free_port()
+    path = write(tmp_path, {**DEAD, "redis_host_port": [port], "redis_connect_timeout": 300})
+    with pytest.raises(tf.errors.UnavailableError, match=f"127.0.0.1:{port}"):
+        make_table(path)
+
+
+def test_server_down_mid_run_fails_ops_then_recovers_after_restart(tmp_path):
+    server = RedisServer(tmp_path)
+    try:
+        path = server.config(tmp_path / "r.json", redis_connect_timeout=300, redis_socket_timeout=300)
+        t = make_table(path)
+        keys = tf.constant([1, 2], tf.int64)
+        t.insert(keys, tf.ones([2, 2]))
+        server.stop()
+        start = time.monotonic()
+        for op in (lambda: t.lookup(keys), lambda: t.lookup(keys, return_exists=True),
+                   lambda: t.insert(keys, tf.ones([2, 2])), t.size, t.export,
+                   lambda: t.accum(keys, tf.ones([2, 2]), tf.constant([True, True]))):
+            with pytest.raises(tf.errors.UnavailableError, match=f"127.0.0.1:{server.port}"):
+                op()
+        assert time.monotonic() - start < 30  # bounded by the timeouts, no hang
+        server.start()
+        t.insert(tf.constant([3], tf.int64), tf.fill([1, 2], 3.0))
+        assert int(t.size()) == 1  # no persistence configured: only the new row
+    finally:
+        server.stop()
+
+
+def test_silent_server_is_deadline_exceeded(tmp_path):
+    with socket.socket() as listener:  # accepts connections, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        path = write(tmp_path, {**DEAD, "redis_host_port": [port], "redis_socket_timeout": 200})
+        with pytest.raises(tf.errors.DeadlineExceededError, match=str(port)):
+            make_table(path)

@@ -1,0 +1,77 @@
+"""Byte compatibility with TFRA 0.8.1's own Redis backend, in both directions: rows written
+by TFRA are read by us and the reverse, and the stored bytes are the raw little-endian
+layout."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_recommenders_addons as tfra
+
+import redis_embedding as rde
+from test_ops import make_keys, make_values
+
+de = tfra.dynamic_embedding
+
+PAIRS = [(tf.int64, tf.float32), (tf.int32, tf.float64), (tf.string, tf.float32),
+         (tf.int64, tf.bfloat16), (tf.int64, tf.int8), (tf.string, tf.int64),
+         (tf.int64, tf.string)]
+
+
+def tables(path, key_dtype, value_dtype, dim, name, **cfg):
+    default = make_values(value_dtype, 1, dim, base=-7)[0]
+    theirs = de.RedisTable(key_dtype, value_dtype, default, name=f"{name}_mht_1of1",
+                           config=de.RedisTableConfig(redis_config_abs_dir=path))
+    ours = rde.RedisTable(key_dtype, value_dtype, default, name=name,
+                          config=rde.RedisTableConfig(redis_config_abs_dir=path))
+    return theirs, ours
+
+
+@pytest.mark.parametrize("key_dtype,value_dtype", PAIRS, ids=lambda d: d.name)
+@pytest.mark.parametrize("md5", [False, True], ids=["plain", "md5"])
+def test_cross_read_both_directions(redis, tmp_path, key_dtype, value_dtype, md5):
+    path = redis.config(tmp_path / "redis.json", using_md5_prefix_name=md5)
+    dim = 4
+    theirs, ours = tables(path, key_dtype, value_dtype, dim, "compat")
+    k1, v1 = make_keys(key_dtype, [1, 2, 3]), make_values(value_dtype, 3, dim)
+    k2, v2 = make_keys(key_dtype, [4, 5]), make_values(value_dtype, 2, dim, base=50)
+    theirs.insert(k1, v1)
+    ours.insert(k2, v2)
+    both = tf.concat([k1, k2], 0)
+    want = tf.concat([v1, v2], 0).numpy()
+    got_ours, ex_ours = ours.lookup(both, return_exists=True)
+    got_theirs, ex_theirs = theirs.lookup(both, return_exists=True)
+    np.testing.assert_array_equal(got_ours.numpy(), want)
+    np.testing.assert_array_equal(got_theirs.numpy(), want)
+    assert ex_ours.numpy().all() and ex_theirs.numpy().all()
+    assert int(ours.size()) == int(theirs.size()) == 5
+
+
+def test_stored_bytes_are_raw_little_endian(redis, tmp_path):
+    path = redis.config(tmp_path / "redis.json")
+    theirs, ours = tables(path, tf.int64, tf.float32, 3, "raw")
+    theirs.insert(tf.constant([7], tf.int64), tf.constant([[1.0, 2.5, -3.0]]))
+    ours.insert(tf.constant([8], tf.int64), tf.constant([[4.0, 5.5, -6.0]]))
+    bucket = b"test:raw{3560}"
+    assert redis.command(b"TYPE", bucket) == "hash"
+    assert redis.command(b"HGET", bucket, np.int64(7).tobytes()) == \
+        np.array([1.0, 2.5, -3.0], "<f4").tobytes()
+    assert redis.command(b"HGET", bucket, np.int64(8).tobytes()) == \
+        np.array([4.0, 5.5, -6.0], "<f4").tobytes()
+    assert sorted(redis.command(b"KEYS", b"*")) == [bucket]
+
+
+def test_tfra_training_data_is_readable_by_ours(redis, tmp_path):
+    """A Variable trained through TFRA's creator keeps training through ours."""
+    path = redis.config(tmp_path / "redis.json")
+    ids = tf.constant([1, 2, 3], tf.int64)
+    init = tf.keras.initializers.Zeros()
+    old = de.get_variable("migrate", dim=2, initializer=init,
+                          kv_creator=de.RedisTableCreator(de.RedisTableConfig(redis_config_abs_dir=path)))
+    old.upsert(ids, tf.constant([[1., 1.], [2., 2.], [3., 3.]]))
+    new = de.get_variable("migrate_new", dim=2, initializer=init,
+                          kv_creator=rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=path)))
+    # Same Redis prefix only if the names match; read through a table named like the old one.
+    mirror = rde.RedisTable(tf.int64, tf.float32, tf.zeros([2]), name="migrate_mht_1of1",
+                            config=rde.RedisTableConfig(path))
+    np.testing.assert_array_equal(mirror.lookup(ids).numpy(), [[1, 1], [2, 2], [3, 3]])
+    assert int(new.size()) == 0
