@@ -35,19 +35,38 @@ mod tf {
         }
         let text = String::from_utf8(out.stdout).expect("utf-8 flags");
         let mut lines = text.lines().filter(|l| !l.trim().is_empty()).rev();
-        let link = lines.next().expect("link flags").split('\t').map(str::to_owned).collect();
-        let compile = lines.next().expect("compile flags").split('\t').map(str::to_owned).collect();
+        let link = lines
+            .next()
+            .expect("link flags")
+            .split('\t')
+            .map(str::to_owned)
+            .collect();
+        let compile = lines
+            .next()
+            .expect("compile flags")
+            .split('\t')
+            .map(str::to_owned)
+            .collect();
         (compile, link)
     }
 
     pub fn build() {
         println!("cargo:rerun-if-env-changed=PYTHON");
-        for f in ["cc/ops.cc", "cc/kernels.cc", "cc/table_resource.h", "cc/status.h", "src/ffi.rs"] {
+        for f in [
+            "cc/ops.cc",
+            "cc/kernels.cc",
+            "cc/table_resource.h",
+            "cc/status.h",
+            "src/ffi.rs",
+        ] {
             println!("cargo:rerun-if-changed={f}");
         }
         let (compile, link) = tf_flags();
         let mut b = cxx_build::bridge("src/ffi.rs");
-        b.file("cc/ops.cc").file("cc/kernels.cc").std("c++17").include("cc");
+        b.file("cc/ops.cc")
+            .file("cc/kernels.cc")
+            .std("c++17")
+            .include("cc");
         for f in &compile {
             if let Some(dir) = f.strip_prefix("-I") {
                 b.include(dir);
@@ -55,7 +74,14 @@ mod tf {
                 b.flag(f);
             }
         }
-        for w in ["-Wno-unused-parameter", "-Wno-sign-compare", "-Wno-interference-size", "-Wno-deprecated-declarations", "-Wno-ignored-qualifiers", "-Wno-missing-field-initializers"] {
+        for w in [
+            "-Wno-unused-parameter",
+            "-Wno-sign-compare",
+            "-Wno-interference-size",
+            "-Wno-deprecated-declarations",
+            "-Wno-ignored-qualifiers",
+            "-Wno-missing-field-initializers",
+        ] {
             b.flag_if_supported(w);
         }
         // REGISTER_OP / REGISTER_KERNEL_BUILDER live in static initialisers nothing refers to:

@@ -112,7 +112,12 @@ return n
 pub fn supports(v: ValueType) -> bool {
     matches!(
         v,
-        ValueType::F32 | ValueType::F64 | ValueType::I32 | ValueType::I64 | ValueType::I8 | ValueType::BF16
+        ValueType::F32
+            | ValueType::F64
+            | ValueType::I32
+            | ValueType::I64
+            | ValueType::I8
+            | ValueType::BF16
     )
 }
 
@@ -121,6 +126,10 @@ pub fn parse_len_error(msg: &str) -> Option<(usize, usize)> {
     let rest = msg.split("RDE_LEN ").nth(1)?;
     let mut it = rest.split_whitespace();
     let i: usize = it.next()?.parse().ok()?;
-    let len: usize = it.next()?.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()?;
+    let len: usize = it
+        .next()?
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()?;
     Some((i, len))
 }

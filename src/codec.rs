@@ -21,7 +21,10 @@ impl KeyType {
             3 => Ok(KeyType::I32),
             9 => Ok(KeyType::I64),
             7 => Ok(KeyType::Str),
-            d => Err(Error::invalid(format!("key_dtype {} is not supported: use int32, int64 or string", tf_name(d)))),
+            d => Err(Error::invalid(format!(
+                "key_dtype {} is not supported: use int32, int64 or string",
+                tf_name(d)
+            ))),
         }
     }
 
@@ -48,13 +51,21 @@ impl KeyType {
 /// Value dtype of a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueType {
+    /// float32.
     F32,
+    /// float64.
     F64,
+    /// IEEE half (2 bytes).
     F16,
+    /// bfloat16: the top 16 bits of a float32.
     BF16,
+    /// int8.
     I8,
+    /// int32.
     I32,
+    /// int64.
     I64,
+    /// bool, one byte.
     Bool,
     /// Each element stored as a u32 LE length followed by its bytes.
     Str,
@@ -73,7 +84,12 @@ impl ValueType {
             9 => ValueType::I64,
             10 => ValueType::Bool,
             7 => ValueType::Str,
-            d => return Err(Error::invalid(format!("value_dtype {} is not supported", tf_name(d)))),
+            d => {
+                return Err(Error::invalid(format!(
+                    "value_dtype {} is not supported",
+                    tf_name(d)
+                )))
+            }
         })
     }
 
@@ -131,9 +147,19 @@ fn tf_name(d: i32) -> String {
 #[derive(Debug, Clone, Copy)]
 pub enum Keys<'a> {
     /// `data.len() / width` keys of `width` bytes each.
-    Fixed { data: &'a [u8], width: usize },
+    Fixed {
+        /// Concatenated little-endian keys.
+        data: &'a [u8],
+        /// Bytes per key.
+        width: usize,
+    },
     /// Key i is `data[offsets[i]..offsets[i + 1]]`.
-    Var { data: &'a [u8], offsets: &'a [u64] },
+    Var {
+        /// Concatenated key bytes.
+        data: &'a [u8],
+        /// `len + 1` boundaries into `data`.
+        offsets: &'a [u64],
+    },
 }
 
 impl<'a> Keys<'a> {
@@ -155,7 +181,9 @@ impl<'a> Keys<'a> {
                     && offsets.windows(2).all(|w| w[0] <= w[1])
                     && *offsets.last().unwrap() as usize == data.len();
                 if !ok {
-                    return Err(Error::invalid("string key offsets do not describe the key buffer"));
+                    return Err(Error::invalid(
+                        "string key offsets do not describe the key buffer",
+                    ));
                 }
                 Ok(Keys::Var { data, offsets })
             }
@@ -189,9 +217,21 @@ impl<'a> Keys<'a> {
 #[derive(Debug, Clone, Copy)]
 pub enum Rows<'a> {
     /// Row i is `data[i * row..(i + 1) * row]`.
-    Fixed { data: &'a [u8], row: usize },
+    Fixed {
+        /// Concatenated rows.
+        data: &'a [u8],
+        /// Bytes per row.
+        row: usize,
+    },
     /// Element j of row i is `data[offsets[i*dim+j]..offsets[i*dim+j+1]]`.
-    Str { data: &'a [u8], offsets: &'a [u64], dim: usize },
+    Str {
+        /// Concatenated element bytes.
+        data: &'a [u8],
+        /// `rows × dim + 1` element boundaries.
+        offsets: &'a [u64],
+        /// Elements per row.
+        dim: usize,
+    },
 }
 
 impl Rows<'_> {
@@ -238,23 +278,37 @@ impl Rows<'_> {
 
 /// Splits a stored string row into its `dim` elements, appending their bytes to `data` and
 /// their end offsets to `offsets`. Fails if the bytes are not exactly `dim` elements.
-pub fn decode_str_row(stored: &[u8], dim: usize, data: &mut Vec<u8>, offsets: &mut Vec<u64>) -> std::result::Result<(), String> {
+pub fn decode_str_row(
+    stored: &[u8],
+    dim: usize,
+    data: &mut Vec<u8>,
+    offsets: &mut Vec<u64>,
+) -> std::result::Result<(), String> {
     let mut at = 0usize;
     for j in 0..dim {
         let Some(len_bytes) = stored.get(at..at + 4) else {
-            return Err(format!("element {j} of {dim} has no length prefix ({} bytes stored)", stored.len()));
+            return Err(format!(
+                "element {j} of {dim} has no length prefix ({} bytes stored)",
+                stored.len()
+            ));
         };
         let len = u32::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
         at += 4;
         let Some(e) = stored.get(at..at + len) else {
-            return Err(format!("element {j} claims {len} bytes but only {} remain", stored.len() - at));
+            return Err(format!(
+                "element {j} claims {len} bytes but only {} remain",
+                stored.len() - at
+            ));
         };
         data.extend_from_slice(e);
         offsets.push(data.len() as u64);
         at += len;
     }
     if at != stored.len() {
-        return Err(format!("{} trailing bytes after {dim} elements", stored.len() - at));
+        return Err(format!(
+            "{} trailing bytes after {dim} elements",
+            stored.len() - at
+        ));
     }
     Ok(())
 }
@@ -267,7 +321,11 @@ mod tests {
     fn string_rows_round_trip() {
         let data = b"abcde";
         let offsets = [0u64, 2, 2, 5];
-        let rows = Rows::Str { data, offsets: &offsets, dim: 3 };
+        let rows = Rows::Str {
+            data,
+            offsets: &offsets,
+            dim: 3,
+        };
         assert_eq!(rows.len(), 1);
         let mut enc = Vec::new();
         rows.encode(0, &mut enc);

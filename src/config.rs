@@ -33,7 +33,9 @@ pub enum StoreMode {
     InRedis,
 }
 
-/// A parsed config with TFRA's field names and defaults.
+/// A parsed config with TFRA's field names and defaults. Each field means what it means in
+/// TFRA; docs/config.md describes them all.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
@@ -175,7 +177,9 @@ impl Config {
                 }
                 "redis_sentinel_user" => c.redis_sentinel_user = f.string()?,
                 "redis_sentinel_password" => c.redis_sentinel_password = f.string()?,
-                "redis_sentinel_connect_timeout" => c.redis_sentinel_connect_timeout = f.millis()?,
+                "redis_sentinel_connect_timeout" => {
+                    c.redis_sentinel_connect_timeout = f.millis()?
+                }
                 "redis_sentinel_socket_timeout" => c.redis_sentinel_socket_timeout = f.millis()?,
                 "storage_slice_import" => slice_import = f.int_in(i64::MIN, 16384)?,
                 "storage_slice" => c.storage_slice = f.int_in(1, 16384)? as u32,
@@ -230,7 +234,8 @@ impl Config {
                 format!("redis config file {} is empty", path.display()),
             ));
         }
-        Config::from_json(&text).map_err(|e| e.context(format!("redis config file {}", path.display())))
+        Config::from_json(&text)
+            .map_err(|e| e.context(format!("redis config file {}", path.display())))
     }
 
     /// Cross-field checks.
@@ -246,7 +251,9 @@ impl Config {
             )));
         }
         if self.redis_connection_mode == ConnectionMode::Cluster && self.redis_db != 0 {
-            return Err(Error::invalid("redis_db must be 0 in cluster mode (redis_connection_mode 0)"));
+            return Err(Error::invalid(
+                "redis_db must be 0 in cluster mode (redis_connection_mode 0)",
+            ));
         }
         Ok(())
     }
@@ -302,11 +309,17 @@ struct Field<'a> {
 
 impl Field<'_> {
     fn wrong(&self, want: &str) -> Error {
-        Error::invalid(format!("{} should be json {want}, got {}", self.name, self.v))
+        Error::invalid(format!(
+            "{} should be json {want}, got {}",
+            self.name, self.v
+        ))
     }
 
     fn range(&self, n: i64, want: &str) -> Error {
-        Error::invalid(format!("{} = {n} is out of range: expected {want}", self.name))
+        Error::invalid(format!(
+            "{} = {n} is out of range: expected {want}",
+            self.name
+        ))
     }
 
     fn int(&self) -> Result<i64> {
@@ -381,21 +394,45 @@ mod tests {
     fn type_errors_name_the_field() {
         let e = err(r#"{"redis_host_port": 6379}"#);
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        assert!(e.message().starts_with("redis_host_port should be json integer array"), "{e}");
-        assert!(err(r#"{"storage_slice": 1.5}"#).message().starts_with("storage_slice should be json integer"));
-        assert!(err(r#"{"redis_read_access_slave": 1}"#).message().starts_with("redis_read_access_slave should be json boolean"));
-        assert!(err(r#"{"model_tag_runtime": 3}"#).message().starts_with("model_tag_runtime should be json string"));
-        assert!(err(r#"{"redis_host_ip": ["a", 1]}"#).message().starts_with("redis_host_ip should be json string array"));
+        assert!(
+            e.message()
+                .starts_with("redis_host_port should be json integer array"),
+            "{e}"
+        );
+        assert!(err(r#"{"storage_slice": 1.5}"#)
+            .message()
+            .starts_with("storage_slice should be json integer"));
+        assert!(err(r#"{"redis_read_access_slave": 1}"#)
+            .message()
+            .starts_with("redis_read_access_slave should be json boolean"));
+        assert!(err(r#"{"model_tag_runtime": 3}"#)
+            .message()
+            .starts_with("model_tag_runtime should be json string"));
+        assert!(err(r#"{"redis_host_ip": ["a", 1]}"#)
+            .message()
+            .starts_with("redis_host_ip should be json string array"));
     }
 
     #[test]
     fn range_and_cross_field_errors() {
-        assert!(err(r#"{"storage_slice": 0}"#).message().contains("storage_slice = 0"));
-        assert!(err(r#"{"redis_connection_mode": 3}"#).message().contains("redis_connection_mode = 3"));
-        assert!(err(r#"{"table_store_mode": -1}"#).message().contains("table_store_mode"));
-        assert!(err(r#"{"redis_host_port": [70000]}"#).message().contains("redis_host_port = 70000"));
+        assert!(err(r#"{"storage_slice": 0}"#)
+            .message()
+            .contains("storage_slice = 0"));
+        assert!(err(r#"{"redis_connection_mode": 3}"#)
+            .message()
+            .contains("redis_connection_mode = 3"));
+        assert!(err(r#"{"table_store_mode": -1}"#)
+            .message()
+            .contains("table_store_mode"));
+        assert!(err(r#"{"redis_host_port": [70000]}"#)
+            .message()
+            .contains("redis_host_port = 70000"));
         let e = err(r#"{"redis_host_ip": ["a", "b"], "redis_host_port": [1]}"#);
-        assert!(e.message().contains("redis_host_ip has 2 entries but redis_host_port has 1"), "{e}");
+        assert!(
+            e.message()
+                .contains("redis_host_ip has 2 entries but redis_host_port has 1"),
+            "{e}"
+        );
         assert!(err("{not json").message().contains("not valid JSON"));
         assert!(err("[1]").message().contains("JSON object"));
     }
@@ -416,7 +453,10 @@ mod tests {
         assert!(e.message().contains("nope.json"));
         let empty = dir.path().join("empty.json");
         std::fs::write(&empty, "  \n").unwrap();
-        assert_eq!(Config::from_file(&empty).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            Config::from_file(&empty).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
     }
 
     #[test]

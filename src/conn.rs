@@ -39,13 +39,22 @@ impl Conn {
             .to_socket_addrs()
             .map_err(|e| Error::io(&addr, "resolving the address", &e))?
             .next()
-            .ok_or_else(|| Error::new(ErrorKind::Connection, format!("redis at {addr}: no address")))?;
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Connection,
+                    format!("redis at {addr}: no address"),
+                )
+            })?;
         let stream = TcpStream::connect_timeout(&sock, cfg.connect_timeout())
             .map_err(|e| Error::io(&addr, "connecting", &e))?;
         let setup = |e: std::io::Error| Error::io(&addr, "configuring the socket", &e);
         stream.set_nodelay(true).map_err(setup)?;
-        stream.set_read_timeout(Some(cfg.socket_timeout())).map_err(setup)?;
-        stream.set_write_timeout(Some(cfg.socket_timeout())).map_err(setup)?;
+        stream
+            .set_read_timeout(Some(cfg.socket_timeout()))
+            .map_err(setup)?;
+        stream
+            .set_write_timeout(Some(cfg.socket_timeout()))
+            .map_err(setup)?;
         let mut c = Conn {
             addr: addr.clone(),
             reader: BufReader::with_capacity(1 << 16, stream),
@@ -58,7 +67,11 @@ impl Conn {
             if cfg.redis_user.is_empty() || cfg.redis_user == "default" {
                 c.cmd(&[b"AUTH", cfg.redis_password.as_bytes()]);
             } else {
-                c.cmd(&[b"AUTH", cfg.redis_user.as_bytes(), cfg.redis_password.as_bytes()]);
+                c.cmd(&[
+                    b"AUTH",
+                    cfg.redis_user.as_bytes(),
+                    cfg.redis_password.as_bytes(),
+                ]);
             }
         }
         if cfg.redis_db != 0 {
@@ -73,16 +86,12 @@ impl Conn {
         Ok(c)
     }
 
-    /// `host:port` of the server.
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     /// Starts a command of `argc` arguments in the pipeline; follow with `argc` [`Conn::arg`] calls.
     #[inline]
     pub fn begin(&mut self, argc: usize) {
         self.out.push(b'*');
-        self.out.extend_from_slice(itoa::Buffer::new().format(argc).as_bytes());
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(argc).as_bytes());
         self.out.extend_from_slice(b"\r\n");
         self.pending += 1;
     }
@@ -100,7 +109,8 @@ impl Conn {
     #[inline]
     pub fn arg_header(&mut self, len: usize) {
         self.out.push(b'$');
-        self.out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
         self.out.extend_from_slice(b"\r\n");
     }
 
@@ -141,13 +151,19 @@ impl Conn {
     }
 
     fn protocol(&self, what: impl std::fmt::Display) -> Error {
-        Error::new(ErrorKind::Server, format!("redis at {}: protocol error: {what}", self.addr))
+        Error::new(
+            ErrorKind::Server,
+            format!("redis at {}: protocol error: {what}", self.addr),
+        )
     }
 
     /// Reads one line without its CRLF; returns (type byte, rest parsed as needed by caller).
     fn line(&mut self) -> Result<(u8, Vec<u8>)> {
         let mut line = Vec::with_capacity(32);
-        let n = self.reader.read_until(b'\n', &mut line).map_err(|e| self.io_err(e))?;
+        let n = self
+            .reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| self.io_err(e))?;
         if n == 0 {
             return Err(Error::new(
                 ErrorKind::Connection,
@@ -172,7 +188,11 @@ impl Conn {
     fn server_error(&self, msg: &[u8]) -> Error {
         Error::new(
             ErrorKind::Server,
-            format!("redis at {} replied with an error: {}", self.addr, String::from_utf8_lossy(msg)),
+            format!(
+                "redis at {} replied with an error: {}",
+                self.addr,
+                String::from_utf8_lossy(msg)
+            ),
         )
     }
 
@@ -248,27 +268,11 @@ impl Conn {
         self.crlf()
     }
 
-    /// Discards a bulk payload of `len` bytes plus its CRLF.
-    pub fn skip(&mut self, len: usize) -> Result<()> {
-        let mut left = len;
-        while left > 0 {
-            let avail = match self.reader.fill_buf() {
-                Ok(b) => b.len(),
-                Err(e) => return Err(self.io_err(e)),
-            };
-            if avail == 0 {
-                return Err(self.protocol("connection closed inside a bulk string"));
-            }
-            let k = avail.min(left);
-            self.reader.consume(k);
-            left -= k;
-        }
-        self.crlf()
-    }
-
     fn crlf(&mut self) -> Result<()> {
         let mut end = [0u8; 2];
-        self.reader.read_exact(&mut end).map_err(|e| self.io_err(e))?;
+        self.reader
+            .read_exact(&mut end)
+            .map_err(|e| self.io_err(e))?;
         if &end != b"\r\n" {
             return Err(self.protocol("bulk string not terminated by CRLF"));
         }

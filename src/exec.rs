@@ -34,7 +34,12 @@ fn io_pool() -> Result<Arc<ThreadPool>> {
         .num_threads(threads)
         .thread_name(|i| format!("rde-io-{i}"))
         .build()
-        .map_err(|e| Error::new(ErrorKind::Connection, format!("cannot start the I/O thread pool: {e}")))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Connection,
+                format!("cannot start the I/O thread pool: {e}"),
+            )
+        })?;
     let pool = Arc::new(pool);
     *slot = Some((pid, pool.clone()));
     Ok(pool)

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::table::{Exported, StrRows, Table, TableSpec};
 
 #[cxx::bridge(namespace = "rde")]
+#[allow(clippy::module_inception, clippy::too_many_arguments)]
 mod ffi {
     /// An operation's outcome: code 0 is OK, else an `absl::StatusCode`.
     struct Status {
@@ -81,7 +82,12 @@ mod ffi {
         fn remove(self: &TableBox, key_dtype: i32, keys: &[u8], key_offsets: &[u64]) -> Status;
         fn clear(self: &TableBox) -> Status;
         fn size(self: &TableBox, out: &mut i64) -> Status;
-        fn export_(self: &TableBox, key_dtype: i32, value_dtype: i32, status: &mut Status) -> Box<ExportBox>;
+        fn export_(
+            self: &TableBox,
+            key_dtype: i32,
+            value_dtype: i32,
+            status: &mut Status,
+        ) -> Box<ExportBox>;
 
         fn len(self: &ExportBox) -> usize;
         fn keys(self: &ExportBox) -> &[u8];
@@ -99,8 +105,14 @@ use ffi::Status;
 
 fn status(r: Result<()>) -> Status {
     match r {
-        Ok(()) => Status { code: 0, message: String::new() },
-        Err(e) => Status { code: e.tf_code(), message: e.to_string() },
+        Ok(()) => Status {
+            code: 0,
+            message: String::new(),
+        },
+        Err(e) => Status {
+            code: e.tf_code(),
+            message: e.to_string(),
+        },
     }
 }
 
@@ -114,7 +126,8 @@ pub struct ExportBox(Exported);
 pub struct StrRowsBox(StrRows);
 
 fn utf8<'a>(what: &str, b: &'a [u8]) -> Result<&'a str> {
-    std::str::from_utf8(b).map_err(|_| Error::invalid(format!("op attribute {what} is not valid UTF-8")))
+    std::str::from_utf8(b)
+        .map_err(|_| Error::invalid(format!("op attribute {what} is not valid UTF-8")))
 }
 
 fn open_table(
@@ -128,13 +141,17 @@ fn open_table(
 ) -> Box<TableBox> {
     let name = String::from_utf8_lossy(embedding_name).into_owned();
     let opened = (|| {
-        let (config_path, config_env) = (utf8("redis_config_abs_dir", config_path)?, utf8("redis_config_abs_dir_env", config_env)?);
+        let (config_path, config_env) = (
+            utf8("redis_config_abs_dir", config_path)?,
+            utf8("redis_config_abs_dir_env", config_env)?,
+        );
         let embedding_name = utf8("embedding_name", embedding_name)?;
         let spec = TableSpec {
             embedding_name: embedding_name.to_owned(),
             key_type: KeyType::from_tf(key_dtype)?,
             value_type: ValueType::from_tf(value_dtype)?,
-            dim: usize::try_from(dim).map_err(|_| Error::invalid("value_shape must be fully defined"))?,
+            dim: usize::try_from(dim)
+                .map_err(|_| Error::invalid("value_shape must be fully defined"))?,
         };
         let cfg = Config::from_file(&resolve_path(config_path, config_env)?)?;
         Table::open(cfg, spec)
@@ -156,7 +173,12 @@ fn check_value_shape(key_dims: &[i64], value_dims: &[i64], dim: usize) -> Result
     let mut want: Vec<i64> = key_dims.to_vec();
     want.push(dim as i64);
     if value_dims != want.as_slice() {
-        let show = |d: &[i64]| format!("[{}]", d.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
+        let show = |d: &[i64]| {
+            format!(
+                "[{}]",
+                d.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+            )
+        };
         return Err(Error::invalid(format!(
             "Expected shape {} for value, got {}",
             show(&want),
@@ -168,7 +190,9 @@ fn check_value_shape(key_dims: &[i64], value_dims: &[i64], dim: usize) -> Result
 
 impl TableBox {
     fn table(&self) -> Result<&Table> {
-        self.0.as_ref().ok_or_else(|| Error::invalid("the redis table failed to open"))
+        self.0
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the redis table failed to open"))
     }
 
     fn describe(&self) -> String {
@@ -184,10 +208,12 @@ impl TableBox {
     }
 
     /// Checks the op's key/value dtypes against the table's.
-    fn typed(&self, key_dtype: i32,
-            value_dtype: i32) -> Result<&Table> {
+    fn typed(&self, key_dtype: i32, value_dtype: i32) -> Result<&Table> {
         let t = self.table()?;
-        let (k, v) = (KeyType::from_tf(key_dtype)?, ValueType::from_tf(value_dtype)?);
+        let (k, v) = (
+            KeyType::from_tf(key_dtype)?,
+            ValueType::from_tf(value_dtype)?,
+        );
         if k != t.spec().key_type || v != t.spec().value_type {
             return Err(Error::invalid(format!(
                 "dtype mismatch: the table holds ({:?}, {}) but the op got ({:?}, {})",
@@ -202,8 +228,15 @@ impl TableBox {
 
     fn rows<'a>(t: &Table, values: &'a [u8], offsets: &'a [u64]) -> Rows<'a> {
         match t.spec().value_type.elem_size() {
-            Some(s) => Rows::Fixed { data: values, row: s * t.spec().dim },
-            None => Rows::Str { data: values, offsets, dim: t.spec().dim },
+            Some(s) => Rows::Fixed {
+                data: values,
+                row: s * t.spec().dim,
+            },
+            None => Rows::Str {
+                data: values,
+                offsets,
+                dim: t.spec().dim,
+            },
         }
     }
 
@@ -211,7 +244,7 @@ impl TableBox {
     fn find(
         &self,
         key_dtype: i32,
-            value_dtype: i32,
+        value_dtype: i32,
         keys: &[u8],
         key_offsets: &[u64],
         _key_dims: &[i64],
@@ -231,7 +264,7 @@ impl TableBox {
     fn find_strings(
         &self,
         key_dtype: i32,
-            value_dtype: i32,
+        value_dtype: i32,
         keys: &[u8],
         key_offsets: &[u64],
         default_data: &[u8],
@@ -265,7 +298,7 @@ impl TableBox {
     fn insert(
         &self,
         key_dtype: i32,
-            value_dtype: i32,
+        value_dtype: i32,
         keys: &[u8],
         key_offsets: &[u64],
         key_dims: &[i64],
@@ -291,7 +324,7 @@ impl TableBox {
     fn accum(
         &self,
         key_dtype: i32,
-            value_dtype: i32,
+        value_dtype: i32,
         keys: &[u8],
         key_offsets: &[u64],
         key_dims: &[i64],
@@ -312,7 +345,10 @@ impl TableBox {
         status((|| {
             let t = self.table()?;
             if KeyType::from_tf(key_dtype)? != t.spec().key_type {
-                return Err(Error::invalid(format!("keys must be {:?} for this table", t.spec().key_type)));
+                return Err(Error::invalid(format!(
+                    "keys must be {:?} for this table",
+                    t.spec().key_type
+                )));
             }
             t.remove(&t.keys(keys, key_offsets)?)
         })())

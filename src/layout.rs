@@ -109,8 +109,15 @@ impl Buckets {
 
     /// The runtime buckets of table `embedding_name` under `cfg`.
     pub fn runtime(cfg: &Config, embedding_name: &str) -> Self {
-        let p = prefix(&cfg.model_tag_runtime, embedding_name, cfg.using_md5_prefix_name);
-        Buckets::new(&p, &hash_tags(cfg.storage_slice, &cfg.redis_hash_tags_runtime))
+        let p = prefix(
+            &cfg.model_tag_runtime,
+            embedding_name,
+            cfg.using_md5_prefix_name,
+        );
+        Buckets::new(
+            &p,
+            &hash_tags(cfg.storage_slice, &cfg.redis_hash_tags_runtime),
+        )
     }
 
     /// Bucket `i`'s Redis key.
@@ -148,7 +155,10 @@ mod tests {
         assert_eq!(crc16(b"123456789"), 0x31C3);
         assert_eq!(key_slot(b"foo"), 12182);
         assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{}{bar}"), usize::from(crc16(b"foo{}{bar}")) % SLOTS);
+        assert_eq!(
+            key_slot(b"foo{}{bar}"),
+            usize::from(crc16(b"foo{}{bar}")) % SLOTS
+        );
     }
 
     #[test]

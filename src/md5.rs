@@ -3,7 +3,12 @@
 //! 2^32 and rotations pull high bits back down. The digest therefore differs from real MD5;
 //! this reproduces it bit for bit so MD5-prefixed tables stay readable across backends.
 
-const S: [[u32; 4]; 4] = [[7, 12, 17, 22], [5, 9, 14, 20], [4, 11, 16, 23], [6, 10, 15, 21]];
+const S: [[u32; 4]; 4] = [
+    [7, 12, 17, 22],
+    [5, 9, 14, 20],
+    [4, 11, 16, 23],
+    [6, 10, 15, 21],
+];
 
 /// Sine-derived round constants, in round order.
 fn constants() -> [u64; 64] {
@@ -26,7 +31,9 @@ fn message_index(round: usize, step: usize) -> usize {
 fn transform(state: &mut [u64; 4], block: &[u8], k: &[u64; 64]) {
     let mut x = [0u64; 16];
     for (i, w) in x.iter_mut().enumerate() {
-        *w = u64::from(u32::from_le_bytes(block[4 * i..4 * i + 4].try_into().unwrap()));
+        *w = u64::from(u32::from_le_bytes(
+            block[4 * i..4 * i + 4].try_into().unwrap(),
+        ));
     }
     let [mut a, mut b, mut c, mut d] = *state;
     for round in 0..4 {
@@ -84,12 +91,18 @@ mod tests {
     #[test]
     fn matches_digests_written_by_tfra() {
         // Read back from a Redis key written by TFRA 0.8.1's backend for table `compat`.
-        assert_eq!(&tfra_md5(b"test:compat"), b"?\x9c\xfd\x82\xc8\xd9\xab'\x9e&\xc8\x15Z\xbd_\xa7");
+        assert_eq!(
+            &tfra_md5(b"test:compat"),
+            b"?\x9c\xfd\x82\xc8\xd9\xab'\x9e&\xc8\x15Z\xbd_\xa7"
+        );
     }
 
     #[test]
     fn is_not_standard_md5() {
         use md5::{Digest, Md5};
-        assert_ne!(tfra_md5(b"test:emb").to_vec(), Md5::digest(b"test:emb").to_vec());
+        assert_ne!(
+            tfra_md5(b"test:emb").to_vec(),
+            Md5::digest(b"test:emb").to_vec()
+        );
     }
 }

@@ -31,7 +31,12 @@ pub struct Plan {
 
 impl Plan {
     /// Plans `keys` over `n_buckets` buckets with `bucket_of` choosing a key's bucket.
-    pub fn new(keys: &Keys<'_>, n_buckets: usize, chunk_keys: usize, bucket_of: impl Fn(&[u8]) -> usize) -> Plan {
+    pub fn new(
+        keys: &Keys<'_>,
+        n_buckets: usize,
+        chunk_keys: usize,
+        bucket_of: impl Fn(&[u8]) -> usize,
+    ) -> Plan {
         let n = keys.len();
         let mut index: FxHashMap<&[u8], u32> = FxHashMap::default();
         index.reserve(n);
@@ -52,7 +57,10 @@ impl Plan {
         let bucket: Vec<u32> = if n_buckets <= 1 {
             Vec::new()
         } else {
-            first.iter().map(|&p| bucket_of(keys.get(p as usize)) as u32).collect()
+            first
+                .iter()
+                .map(|&p| bucket_of(keys.get(p as usize)) as u32)
+                .collect()
         };
         let mut starts = vec![0usize; n_buckets.max(1) + 1];
         if bucket.is_empty() {
@@ -82,11 +90,21 @@ impl Plan {
             let mut s = starts[b];
             while s < starts[b + 1] {
                 let e = (s + step).min(starts[b + 1]);
-                chunks.push(Chunk { bucket: b, start: s, end: e });
+                chunks.push(Chunk {
+                    bucket: b,
+                    start: s,
+                    end: e,
+                });
                 s = e;
             }
         }
-        Plan { first, last, of, order, chunks }
+        Plan {
+            first,
+            last,
+            of,
+            order,
+            chunks,
+        }
     }
 
     /// Number of distinct keys.

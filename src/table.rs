@@ -20,7 +20,9 @@ use crate::pool::Pool;
 pub struct TableSpec {
     /// TFRA's embedding name: the table name cut at the first `_mht_`.
     pub embedding_name: String,
+    /// Key dtype.
     pub key_type: KeyType,
+    /// Value dtype.
     pub value_type: ValueType,
     /// Elements per value row.
     pub dim: usize,
@@ -29,13 +31,18 @@ pub struct TableSpec {
 /// Decoded string rows: element `j` is `data[offsets[j]..offsets[j + 1]]`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StrRows {
+    /// Concatenated element bytes.
     pub data: Vec<u8>,
+    /// Element boundaries, starting at 0.
     pub offsets: Vec<u64>,
 }
 
 impl StrRows {
     fn new() -> Self {
-        StrRows { data: Vec::new(), offsets: vec![0] }
+        StrRows {
+            data: Vec::new(),
+            offsets: vec![0],
+        }
     }
 
     fn push_from(&mut self, src: &Rows<'_>, row: usize, dim: usize) {
@@ -78,7 +85,10 @@ unsafe impl Sync for Shared {}
 
 impl Shared {
     fn new(buf: &mut [u8]) -> Self {
-        Shared { ptr: buf.as_mut_ptr(), len: buf.len() }
+        Shared {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
     }
 
     /// # Safety
@@ -109,7 +119,9 @@ impl Table {
     pub fn open(cfg: Config, spec: TableSpec) -> Result<Table> {
         check_pair(spec.key_type, spec.value_type)?;
         if spec.dim == 0 {
-            return Err(Error::invalid("value_shape must have at least one element (dim = 0)"));
+            return Err(Error::invalid(
+                "value_shape must have at least one element (dim = 0)",
+            ));
         }
         match cfg.redis_connection_mode {
             ConnectionMode::Standalone => {}
@@ -129,7 +141,14 @@ impl Table {
         let row = spec.value_type.elem_size().map_or(0, |s| s * spec.dim);
         let buckets = Buckets::runtime(&cfg, &spec.embedding_name);
         let server = Pool::new(&cfg, 0);
-        let t = Table { cfg, spec, buckets, server, row, script_sha: OnceLock::new() };
+        let t = Table {
+            cfg,
+            spec,
+            buckets,
+            server,
+            row,
+            script_sha: OnceLock::new(),
+        };
         t.server.with(|_| Ok(()))?;
         Ok(t)
     }
@@ -205,13 +224,24 @@ impl Table {
 
     /// Looks up fixed-size values. `out` is `n × row` bytes; `defaults` is either one row per
     /// key (same size as `out`) or at least one row used for every missing key.
-    pub fn find(&self, keys: &Keys<'_>, defaults: &[u8], out: &mut [u8], mut exists: Option<&mut [u8]>) -> Result<()> {
+    pub fn find(
+        &self,
+        keys: &Keys<'_>,
+        defaults: &[u8],
+        out: &mut [u8],
+        mut exists: Option<&mut [u8]>,
+    ) -> Result<()> {
         let (n, row) = (keys.len(), self.row);
         if row == 0 {
-            return Err(Error::invalid("string values are looked up with find_strings"));
+            return Err(Error::invalid(
+                "string values are looked up with find_strings",
+            ));
         }
         if out.len() != n * row {
-            return Err(Error::invalid(format!("output holds {} bytes, expected {n} rows of {row}", out.len())));
+            return Err(Error::invalid(format!(
+                "output holds {} bytes, expected {n} rows of {row}",
+                out.len()
+            )));
         }
         if exists.as_ref().is_some_and(|e| e.len() != n) {
             return Err(Error::invalid("exists output must have one entry per key"));
@@ -244,7 +274,10 @@ impl Table {
             for ch in chunks {
                 let m = c.read_array_header()?;
                 if m != ch.end - ch.start {
-                    return Err(Error::new(ErrorKind::Server, format!("HMGET returned {m} values for {} fields", ch.end - ch.start)));
+                    return Err(Error::new(
+                        ErrorKind::Server,
+                        format!("HMGET returned {m} values for {} fields", ch.end - ch.start),
+                    ));
                 }
                 for &d in &plan.order[ch.start..ch.end] {
                     let pos = plan.first[d as usize] as usize;
@@ -261,7 +294,11 @@ impl Table {
                             return Err(self.key_error(
                                 self.bucket_name(ch),
                                 keys.get(pos),
-                                format!("stored value has {len} bytes, expected dim {} × {} = {row}", self.spec.dim, self.spec.value_type.tf_name()),
+                                format!(
+                                    "stored value has {len} bytes, expected dim {} × {} = {row}",
+                                    self.spec.dim,
+                                    self.spec.value_type.tf_name()
+                                ),
                             ))
                         }
                     }
@@ -269,8 +306,8 @@ impl Table {
             }
             Ok(())
         })?;
-        for i in 0..n {
-            let d = plan.of[i] as usize;
+        for (i, &d) in plan.of.iter().enumerate() {
+            let d = d as usize;
             let hit = found[d] != 0;
             if let Some(e) = exists.as_deref_mut() {
                 e[i] = hit as u8;
@@ -281,7 +318,11 @@ impl Table {
                     out.copy_within(first * row..(first + 1) * row, i * row);
                 }
             } else {
-                let src = if per_key { &defaults[i * row..(i + 1) * row] } else { &defaults[..row] };
+                let src = if per_key {
+                    &defaults[i * row..(i + 1) * row]
+                } else {
+                    &defaults[..row]
+                };
                 out[i * row..(i + 1) * row].copy_from_slice(src);
             }
         }
@@ -302,7 +343,9 @@ impl Table {
         let drows = defaults.len();
         let per_key = drows == n;
         if drows == 0 {
-            return Err(Error::invalid(format!("default_value needs at least dim = {dim} elements")));
+            return Err(Error::invalid(format!(
+                "default_value needs at least dim = {dim} elements"
+            )));
         }
         let plan = self.plan(keys);
         let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; plan.distinct()]);
@@ -331,12 +374,15 @@ impl Table {
         })?;
         let stored = stored.into_inner().unwrap();
         let mut exists = vec![0u8; n];
-        for i in 0..n {
-            let d = plan.of[i] as usize;
-            match &stored[d] {
+        for (i, &d) in plan.of.iter().enumerate() {
+            match &stored[d as usize] {
                 Some(v) => {
                     decode_str_row(v, dim, &mut rows.data, &mut rows.offsets).map_err(|why| {
-                        self.key_error(self.buckets.name(0), keys.get(i), format!("stored string value is malformed: {why}"))
+                        self.key_error(
+                            self.buckets.name(0),
+                            keys.get(i),
+                            format!("stored string value is malformed: {why}"),
+                        )
                     })?;
                     exists[i] = 1;
                 }
@@ -388,7 +434,10 @@ impl Table {
         }
         self.check_rows(deltas, n, "values_or_deltas")?;
         if exists.len() != n {
-            return Err(Error::invalid(format!("exists has {} entries but there are {n} keys", exists.len())));
+            return Err(Error::invalid(format!(
+                "exists has {} entries but there are {n} keys",
+                exists.len()
+            )));
         }
         if n == 0 {
             return Ok(());
@@ -402,7 +451,10 @@ impl Table {
             let mut flags = Vec::new();
             for ch in chunks {
                 let ds = &plan.order[ch.start..ch.end];
-                let pairs: usize = ds.iter().map(|&d| (start[d as usize + 1] - start[d as usize]) as usize).sum();
+                let pairs: usize = ds
+                    .iter()
+                    .map(|&d| (start[d as usize + 1] - start[d as usize]) as usize)
+                    .sum();
                 flags.clear();
                 for &d in ds {
                     for &p in &occ[start[d as usize] as usize..start[d as usize + 1] as usize] {
@@ -457,11 +509,22 @@ impl Table {
                 let sha = String::from_utf8_lossy(&sha).into_owned();
                 Ok(self.script_sha.get_or_init(|| sha).clone())
             }
-            other => Err(Error::new(ErrorKind::Server, format!("SCRIPT LOAD replied {other:?}"))),
+            other => Err(Error::new(
+                ErrorKind::Server,
+                format!("SCRIPT LOAD replied {other:?}"),
+            )),
         }
     }
 
-    fn explain_accum_error(&self, e: Error, plan: &Plan, start: &[u32], occ: &[u32], keys: &Keys<'_>, ch: &Chunk) -> Error {
+    fn explain_accum_error(
+        &self,
+        e: Error,
+        plan: &Plan,
+        start: &[u32],
+        occ: &[u32],
+        keys: &Keys<'_>,
+        ch: &Chunk,
+    ) -> Error {
         let Some((pair, len)) = accum::parse_len_error(e.message()) else {
             return e;
         };
@@ -548,7 +611,11 @@ impl Table {
     }
 
     fn export_rows(&self) -> Result<Exported> {
-        let mut ex = Exported { key_offsets: self.empty_key_offsets(), str_values: StrRows::new(), ..Default::default() };
+        let mut ex = Exported {
+            key_offsets: self.empty_key_offsets(),
+            str_values: StrRows::new(),
+            ..Default::default()
+        };
         let width = self.spec.key_type.width();
         let count = self.cfg.keys_sending_size.to_string();
         let mut seen: FxHashSet<Vec<u8>> = FxHashSet::default();
@@ -565,7 +632,12 @@ impl Table {
                         let items = v.pop().unwrap();
                         (v.pop().unwrap(), items)
                     }
-                    other => return Err(Error::new(ErrorKind::Server, format!("HSCAN replied {other:?}"))),
+                    other => {
+                        return Err(Error::new(
+                            ErrorKind::Server,
+                            format!("HSCAN replied {other:?}"),
+                        ))
+                    }
                 };
                 let (Reply::Bulk(next), Reply::Array(items)) = (next, items) else {
                     return Err(Error::new(ErrorKind::Server, "HSCAN reply is malformed"));
@@ -573,13 +645,36 @@ impl Table {
                 let mut it = items.into_iter();
                 while let (Some(Reply::Bulk(k)), Some(Reply::Bulk(v))) = (it.next(), it.next()) {
                     if width.is_some_and(|w| w != k.len()) {
-                        return Err(self.key_error(bucket, &k, format!("field has {} bytes, not a {:?} key", k.len(), self.spec.key_type)));
+                        return Err(self.key_error(
+                            bucket,
+                            &k,
+                            format!(
+                                "field has {} bytes, not a {:?} key",
+                                k.len(),
+                                self.spec.key_type
+                            ),
+                        ));
                     }
                     if self.row == 0 {
-                        decode_str_row(&v, self.spec.dim, &mut ex.str_values.data, &mut ex.str_values.offsets)
-                            .map_err(|why| self.key_error(bucket, &k, format!("stored string value is malformed: {why}")))?;
+                        decode_str_row(
+                            &v,
+                            self.spec.dim,
+                            &mut ex.str_values.data,
+                            &mut ex.str_values.offsets,
+                        )
+                        .map_err(|why| {
+                            self.key_error(
+                                bucket,
+                                &k,
+                                format!("stored string value is malformed: {why}"),
+                            )
+                        })?;
                     } else if v.len() != self.row {
-                        return Err(self.key_error(bucket, &k, format!("stored value has {} bytes, expected {}", v.len(), self.row)));
+                        return Err(self.key_error(
+                            bucket,
+                            &k,
+                            format!("stored value has {} bytes, expected {}", v.len(), self.row),
+                        ));
                     } else {
                         ex.values.extend_from_slice(&v);
                     }
@@ -607,7 +702,9 @@ impl Table {
         if self.row == 0 {
             let keep = ex.str_values.offsets.len() - self.spec.dim;
             ex.str_values.offsets.truncate(keep);
-            ex.str_values.data.truncate(*ex.str_values.offsets.last().unwrap() as usize);
+            ex.str_values
+                .data
+                .truncate(*ex.str_values.offsets.last().unwrap() as usize);
         } else {
             ex.values.truncate(ex.values.len() - self.row);
         }

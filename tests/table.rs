@@ -6,7 +6,12 @@ use redis_embedding::{ErrorKind, KeyType, Rows, Table, TableSpec, ValueType};
 use support::{f32_bytes, f32s, i64_keys, Server};
 
 fn spec(name: &str, vt: ValueType, dim: usize) -> TableSpec {
-    TableSpec { embedding_name: name.into(), key_type: KeyType::I64, value_type: vt, dim }
+    TableSpec {
+        embedding_name: name.into(),
+        key_type: KeyType::I64,
+        value_type: vt,
+        dim,
+    }
 }
 
 fn f32_table(s: &Server, name: &str, dim: usize, extra: &str) -> Table {
@@ -17,7 +22,13 @@ fn find(t: &Table, keys: &[i64], dim: usize) -> (Vec<f32>, Vec<u8>) {
     let kb = i64_keys(keys);
     let mut out = vec![0u8; keys.len() * dim * 4];
     let mut ex = vec![0u8; keys.len()];
-    t.find(&t.keys(&kb, &[]).unwrap(), &f32_bytes(&vec![-1.0; dim]), &mut out, Some(&mut ex)).unwrap();
+    t.find(
+        &t.keys(&kb, &[]).unwrap(),
+        &f32_bytes(&vec![-1.0; dim]),
+        &mut out,
+        Some(&mut ex),
+    )
+    .unwrap();
     (f32s(&out), ex)
 }
 
@@ -25,7 +36,8 @@ fn insert(t: &Table, keys: &[i64], vals: &[f32]) {
     let kb = i64_keys(keys);
     let vb = f32_bytes(vals);
     let row = vals.len() / keys.len() * 4;
-    t.insert(&t.keys(&kb, &[]).unwrap(), &Rows::Fixed { data: &vb, row }).unwrap();
+    t.insert(&t.keys(&kb, &[]).unwrap(), &Rows::Fixed { data: &vb, row })
+        .unwrap();
 }
 
 #[test]
@@ -33,7 +45,11 @@ fn insert_find_with_duplicates_and_small_chunks() {
     let s = Server::start();
     // keys_sending_size 2 forces several commands and pipelines per call.
     let t = f32_table(&s, "emb", 2, r#""keys_sending_size": 2"#);
-    insert(&t, &[1, 2, 1, 3, 4, 5, 6], &[1., 1., 2., 2., 9., 9., 3., 3., 4., 4., 5., 5., 6., 6.]);
+    insert(
+        &t,
+        &[1, 2, 1, 3, 4, 5, 6],
+        &[1., 1., 2., 2., 9., 9., 3., 3., 4., 4., 5., 5., 6., 6.],
+    );
     let (v, ex) = find(&t, &[1, 7, 1, 2, 6], 2);
     assert_eq!(v, [9., 9., -1., -1., 9., 9., 2., 2., 6., 6.]);
     assert_eq!(ex, [1, 0, 1, 1, 1]);
@@ -53,9 +69,16 @@ fn per_key_defaults_remove_and_clear() {
     insert(&t, &[1], &[5.]);
     let kb = i64_keys(&[1, 2, 3]);
     let mut out = vec![0u8; 12];
-    t.find(&t.keys(&kb, &[]).unwrap(), &f32_bytes(&[10., 20., 30.]), &mut out, None).unwrap();
+    t.find(
+        &t.keys(&kb, &[]).unwrap(),
+        &f32_bytes(&[10., 20., 30.]),
+        &mut out,
+        None,
+    )
+    .unwrap();
     assert_eq!(f32s(&out), [5., 20., 30.]);
-    t.remove(&t.keys(&i64_keys(&[1, 99]), &[]).unwrap()).unwrap();
+    t.remove(&t.keys(&i64_keys(&[1, 99]), &[]).unwrap())
+        .unwrap();
     assert_eq!(t.size().unwrap(), 0);
     insert(&t, &[4], &[1.]);
     t.clear().unwrap();
@@ -71,7 +94,12 @@ fn accum_follows_bp_v2_semantics() {
     let d = f32_bytes(&[0.5, 0.5, 7., 7., 3., 3., 4., 4.]);
     // 1: present+exists → add; 2: present+!exists → unchanged; 3: absent+!exists → set;
     // 4: absent+exists → dropped.
-    t.accum(&t.keys(&kb, &[]).unwrap(), &Rows::Fixed { data: &d, row: 8 }, &[1, 0, 0, 1]).unwrap();
+    t.accum(
+        &t.keys(&kb, &[]).unwrap(),
+        &Rows::Fixed { data: &d, row: 8 },
+        &[1, 0, 0, 1],
+    )
+    .unwrap();
     let (v, ex) = find(&t, &[1, 2, 3, 4], 2);
     assert_eq!(v, [1.5, 1.5, 2., 2., 3., 3., -1., -1.]);
     assert_eq!(ex, [1, 1, 1, 0]);
@@ -84,7 +112,12 @@ fn accum_with_duplicate_keys_applies_every_occurrence_in_order() {
     let kb = i64_keys(&[1, 1, 1]);
     let d = f32_bytes(&[2., 5., 1.]);
     // absent+!exists sets 2, then present+exists adds 1; the middle !exists is a no-op.
-    t.accum(&t.keys(&kb, &[]).unwrap(), &Rows::Fixed { data: &d, row: 4 }, &[0, 0, 1]).unwrap();
+    t.accum(
+        &t.keys(&kb, &[]).unwrap(),
+        &Rows::Fixed { data: &d, row: 4 },
+        &[0, 0, 1],
+    )
+    .unwrap();
     assert_eq!(find(&t, &[1], 1).0, [3.]);
 }
 
@@ -94,28 +127,77 @@ fn accum_integer_and_bfloat16_arithmetic() {
     let t = Table::open(s.config(""), spec("i64", ValueType::I64, 2)).unwrap();
     let kb = i64_keys(&[7]);
     let k = t.keys(&kb, &[]).unwrap();
-    let start: Vec<u8> = [i64::MAX, -5i64].iter().flat_map(|x| x.to_le_bytes()).collect();
-    t.insert(&k, &Rows::Fixed { data: &start, row: 16 }).unwrap();
-    let delta: Vec<u8> = [1i64, (1i64 << 40) + 3].iter().flat_map(|x| x.to_le_bytes()).collect();
-    t.accum(&k, &Rows::Fixed { data: &delta, row: 16 }, &[1]).unwrap();
+    let start: Vec<u8> = [i64::MAX, -5i64]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    t.insert(
+        &k,
+        &Rows::Fixed {
+            data: &start,
+            row: 16,
+        },
+    )
+    .unwrap();
+    let delta: Vec<u8> = [1i64, (1i64 << 40) + 3]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    t.accum(
+        &k,
+        &Rows::Fixed {
+            data: &delta,
+            row: 16,
+        },
+        &[1],
+    )
+    .unwrap();
     let mut out = vec![0u8; 16];
     t.find(&k, &[0u8; 16], &mut out, None).unwrap();
-    let got: Vec<i64> = out.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let got: Vec<i64> = out
+        .chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(got, [i64::MIN, (1i64 << 40) - 2]);
 
     let t = Table::open(s.config(""), spec("bf", ValueType::BF16, 3)).unwrap();
     let bf = |x: f32| ((x.to_bits() + 0x7fff + ((x.to_bits() >> 16) & 1)) >> 16) as u16;
-    let enc = |v: &[f32]| v.iter().flat_map(|&x| bf(x).to_le_bytes()).collect::<Vec<u8>>();
+    let enc = |v: &[f32]| {
+        v.iter()
+            .flat_map(|&x| bf(x).to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
     let k = t.keys(&kb, &[]).unwrap();
-    t.insert(&k, &Rows::Fixed { data: &enc(&[1.0, -2.0, 0.1]), row: 6 }).unwrap();
-    t.accum(&k, &Rows::Fixed { data: &enc(&[0.5, 0.25, 0.2]), row: 6 }, &[1]).unwrap();
+    t.insert(
+        &k,
+        &Rows::Fixed {
+            data: &enc(&[1.0, -2.0, 0.1]),
+            row: 6,
+        },
+    )
+    .unwrap();
+    t.accum(
+        &k,
+        &Rows::Fixed {
+            data: &enc(&[0.5, 0.25, 0.2]),
+            row: 6,
+        },
+        &[1],
+    )
+    .unwrap();
     let mut out = vec![0u8; 6];
     t.find(&k, &[0u8; 6], &mut out, None).unwrap();
     let sum = |a: f32, b: f32| {
-        let (a, b) = (f32::from_bits((bf(a) as u32) << 16), f32::from_bits((bf(b) as u32) << 16));
+        let (a, b) = (
+            f32::from_bits((bf(a) as u32) << 16),
+            f32::from_bits((bf(b) as u32) << 16),
+        );
         bf(a + b)
     };
-    let want: Vec<u8> = [sum(1.0, 0.5), sum(-2.0, 0.25), sum(0.1, 0.2)].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let want: Vec<u8> = [sum(1.0, 0.5), sum(-2.0, 0.25), sum(0.1, 0.2)]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     assert_eq!(out, want);
 }
 
@@ -132,7 +214,12 @@ fn concurrent_accums_add_up_exactly() {
         for _ in 0..8 {
             sc.spawn(|| {
                 for _ in 0..25 {
-                    t.accum(&t.keys(&kb, &[]).unwrap(), &Rows::Fixed { data: &d, row: 16 }, &exists).unwrap();
+                    t.accum(
+                        &t.keys(&kb, &[]).unwrap(),
+                        &Rows::Fixed { data: &d, row: 16 },
+                        &exists,
+                    )
+                    .unwrap();
                 }
             });
         }
@@ -148,37 +235,92 @@ fn stored_value_of_wrong_length_is_an_error_naming_bucket_and_key() {
     s.cli(&[b"HSET", b"test:emb{3560}", &42i64.to_le_bytes(), b"short"]);
     let kb = i64_keys(&[42]);
     let mut out = vec![0u8; 16];
-    let e = t.find(&t.keys(&kb, &[]).unwrap(), &[0u8; 16], &mut out, None).unwrap_err();
+    let e = t
+        .find(&t.keys(&kb, &[]).unwrap(), &[0u8; 16], &mut out, None)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Data);
-    assert!(e.message().contains("test:emb{3560}") && e.message().contains("key 42"), "{e}");
+    assert!(
+        e.message().contains("test:emb{3560}") && e.message().contains("key 42"),
+        "{e}"
+    );
     let e = t.export().unwrap_err();
     assert!(e.message().contains("key 42"), "{e}");
     let d = f32_bytes(&[1.0; 4]);
-    let e = t.accum(&t.keys(&kb, &[]).unwrap(), &Rows::Fixed { data: &d, row: 16 }, &[1]).unwrap_err();
-    assert!(e.message().contains("key 42") && e.message().contains("5 bytes"), "{e}");
+    let e = t
+        .accum(
+            &t.keys(&kb, &[]).unwrap(),
+            &Rows::Fixed { data: &d, row: 16 },
+            &[1],
+        )
+        .unwrap_err();
+    assert!(
+        e.message().contains("key 42") && e.message().contains("5 bytes"),
+        "{e}"
+    );
 }
 
 #[test]
 fn string_keys_and_string_values_round_trip() {
     let s = Server::start();
-    let t = Table::open(s.config(""), TableSpec { embedding_name: "sv".into(), key_type: KeyType::I64, value_type: ValueType::Str, dim: 2 }).unwrap();
+    let t = Table::open(
+        s.config(""),
+        TableSpec {
+            embedding_name: "sv".into(),
+            key_type: KeyType::I64,
+            value_type: ValueType::Str,
+            dim: 2,
+        },
+    )
+    .unwrap();
     let kb = i64_keys(&[1, 2]);
     let data = b"abcdefg";
     let offs = [0u64, 1, 3, 3, 7];
-    t.insert(&t.keys(&kb, &[]).unwrap(), &Rows::Str { data, offsets: &offs, dim: 2 }).unwrap();
+    t.insert(
+        &t.keys(&kb, &[]).unwrap(),
+        &Rows::Str {
+            data,
+            offsets: &offs,
+            dim: 2,
+        },
+    )
+    .unwrap();
     let q = i64_keys(&[2, 9, 1]);
-    let dflt = Rows::Str { data: b"xy", offsets: &[0, 1, 2], dim: 2 };
+    let dflt = Rows::Str {
+        data: b"xy",
+        offsets: &[0, 1, 2],
+        dim: 2,
+    };
     let (rows, ex) = t.find_strings(&t.keys(&q, &[]).unwrap(), &dflt).unwrap();
-    let elems: Vec<&[u8]> = rows.offsets.windows(2).map(|w| &rows.data[w[0] as usize..w[1] as usize]).collect();
+    let elems: Vec<&[u8]> = rows
+        .offsets
+        .windows(2)
+        .map(|w| &rows.data[w[0] as usize..w[1] as usize])
+        .collect();
     assert_eq!(elems, [b"".as_slice(), b"defg", b"x", b"y", b"a", b"bc"]);
     assert_eq!(ex, [1, 0, 1]);
     let ex = t.export().unwrap();
     assert_eq!(ex.len, 2);
 
-    let t = Table::open(s.config(""), TableSpec { embedding_name: "sk".into(), key_type: KeyType::Str, value_type: ValueType::F32, dim: 1 }).unwrap();
+    let t = Table::open(
+        s.config(""),
+        TableSpec {
+            embedding_name: "sk".into(),
+            key_type: KeyType::Str,
+            value_type: ValueType::F32,
+            dim: 1,
+        },
+    )
+    .unwrap();
     let keys = b"a\0b{c}";
     let ko = [0u64, 3, 6];
-    t.insert(&t.keys(keys, &ko).unwrap(), &Rows::Fixed { data: &f32_bytes(&[1., 2.]), row: 4 }).unwrap();
+    t.insert(
+        &t.keys(keys, &ko).unwrap(),
+        &Rows::Fixed {
+            data: &f32_bytes(&[1., 2.]),
+            row: 4,
+        },
+    )
+    .unwrap();
     let ex = t.export().unwrap();
     assert_eq!(ex.len, 2);
     assert_eq!(s.cli(&[b"HEXISTS", b"test:sk{3560}", b"a\0b"]), b":1\r\n");
@@ -193,8 +335,12 @@ fn export_returns_every_row_once() {
     insert(&t, &keys, &vals);
     let ex = t.export().unwrap();
     assert_eq!(ex.len, 3000);
-    let mut rows: Vec<(i64, Vec<f32>)> = ex.keys.chunks(8).zip(ex.values.chunks(8))
-        .map(|(k, v)| (i64::from_le_bytes(k.try_into().unwrap()), f32s(v))).collect();
+    let mut rows: Vec<(i64, Vec<f32>)> = ex
+        .keys
+        .chunks(8)
+        .zip(ex.values.chunks(8))
+        .map(|(k, v)| (i64::from_le_bytes(k.try_into().unwrap()), f32s(v)))
+        .collect();
     rows.sort_by_key(|r| r.0);
     for (k, v) in rows {
         assert_eq!(v, [k as f32, -(k as f32)]);
@@ -204,15 +350,27 @@ fn export_returns_every_row_once() {
 #[test]
 fn server_down_fails_with_connection_error_naming_the_address() {
     let s = Server::start();
-    let t = f32_table(&s, "emb", 1, r#""redis_connect_timeout": 200, "redis_socket_timeout": 200"#);
+    let t = f32_table(
+        &s,
+        "emb",
+        1,
+        r#""redis_connect_timeout": 200, "redis_socket_timeout": 200"#,
+    );
     insert(&t, &[1], &[1.]);
     s.stop();
     let kb = i64_keys(&[1]);
     let mut out = vec![0u8; 4];
-    let e = t.find(&t.keys(&kb, &[]).unwrap(), &[0u8; 4], &mut out, None).unwrap_err();
+    let e = t
+        .find(&t.keys(&kb, &[]).unwrap(), &[0u8; 4], &mut out, None)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
-    assert!(e.message().contains(&format!("127.0.0.1:{}", s.port)), "{e}");
-    let e = Table::open(s.config(""), spec("emb", ValueType::F32, 1)).err().unwrap();
+    assert!(
+        e.message().contains(&format!("127.0.0.1:{}", s.port)),
+        "{e}"
+    );
+    let e = Table::open(s.config(""), spec("emb", ValueType::F32, 1))
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), ErrorKind::Connection);
 }
 
@@ -224,7 +382,9 @@ fn silent_server_times_out() {
     let cfg = redis_embedding::Config::from_json(&format!(
         r#"{{"redis_connection_mode": 2, "redis_host_port": [{port}], "redis_socket_timeout": 150}}"#
     )).unwrap();
-    let e = Table::open(cfg, spec("emb", ValueType::F32, 1)).err().unwrap();
+    let e = Table::open(cfg, spec("emb", ValueType::F32, 1))
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     assert!(e.message().contains(&port.to_string()));
     drop(l);

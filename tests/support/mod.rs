@@ -32,7 +32,16 @@ impl Server {
         let port = free_port();
         let pidfile = dir.path().join("redis.pid");
         let status = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--daemonize", "yes", "--dir"])
             .arg(dir.path())
             .arg("--pidfile")
@@ -45,7 +54,10 @@ impl Server {
         let s = Server { port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while s.raw(b"*1\r\n$4\r\nPING\r\n").as_deref() != Some(b"+PONG\r\n".as_slice()) {
-            assert!(Instant::now() < deadline, "redis-server on {port} did not start");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {port} did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         s
@@ -89,7 +101,9 @@ impl Server {
 
     /// Stops the server by its pid and waits until the port is closed.
     pub fn stop(&self) {
-        let Ok(pid) = std::fs::read_to_string(self.pidfile()) else { return };
+        let Ok(pid) = std::fs::read_to_string(self.pidfile()) else {
+            return;
+        };
         let pid = pid.trim().to_string();
         let _ = Command::new("kill").arg(&pid).status();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -117,5 +131,7 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 /// f32 values from little-endian bytes.
 pub fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
