@@ -139,6 +139,7 @@ fn open_table(
     dim: i64,
     st: &mut Status,
 ) -> Box<TableBox> {
+    crate::logging::init();
     let name = String::from_utf8_lossy(embedding_name).into_owned();
     let opened = (|| {
         let (config_path, config_env) = (

@@ -34,6 +34,8 @@ mod table;
 
 #[cfg(feature = "tf")]
 mod ffi;
+#[cfg(feature = "tf")]
+mod logging;
 
 pub use codec::{KeyType, Keys, Rows, ValueType};
 pub use config::{resolve_path, Config, ConnectionMode, StoreMode, DEFAULT_CONFIG_ENV};

@@ -113,3 +113,89 @@ impl Pool {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A real redis-server child process on a free port, killed (by its pid) on drop.
+    struct Server(Child, u16);
+
+    impl Server {
+        fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::yield_now();
+            }
+            Server(child, port)
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn config(port: u16, size: usize, wait_ms: u64) -> Config {
+        Config::from_json(&format!(
+            r#"{{"redis_connection_mode": 2, "redis_host_port": [{port}], "redis_conn_pool_size": {size}, "redis_wait_timeout": {wait_ms}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn checkout_waits_at_most_redis_wait_timeout() {
+        let s = Server::start();
+        let pool = Pool::new(&config(s.1, 1, 50), 0);
+        let held = pool.get().unwrap();
+        let e = pool.get().err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(e.message().contains("redis_wait_timeout = 50 ms"), "{e}");
+        pool.put(held, true);
+        pool.get().unwrap();
+    }
+
+    #[test]
+    fn a_returned_connection_wakes_a_waiter() {
+        let s = Server::start();
+        let pool = Pool::new(&config(s.1, 1, 10_000), 0);
+        let held = pool.get().unwrap();
+        std::thread::scope(|sc| {
+            let waiter = sc.spawn(|| pool.get().map(|c| pool.put(c, true)));
+            pool.put(held, true);
+            waiter.join().unwrap().unwrap();
+        });
+    }
+
+    #[test]
+    fn broken_connections_free_their_slot() {
+        let s = Server::start();
+        let pool = Pool::new(&config(s.1, 1, 50), 0);
+        let c = pool.get().unwrap();
+        pool.put(c, false);
+        pool.get().unwrap();
+    }
+}

@@ -219,3 +219,14 @@ def test_tf1_graph_mode_with_session(config_path):
             f, e, n = sess.run([found, exists, size], {keys: [3, 4]})
     np.testing.assert_array_equal(f, [[1, 1], [-1, -1]])
     assert e.tolist() == [True, False] and n == 3
+
+
+def test_stored_value_of_wrong_length_fails_naming_bucket_and_key(config_path, redis):
+    t = table(config_path, tf.int64, tf.float32, 4, name="bad")
+    t.insert(tf.constant([1], tf.int64), tf.ones([1, 4]))
+    redis.command(b"HSET", b"test:bad{3560}", np.int64(77).tobytes(), b"\x00" * 12)
+    with pytest.raises(tf.errors.DataLossError, match=r"bucket test:bad\{3560\} key 77: stored value has 12 bytes"):
+        t.lookup(tf.constant([1, 77], tf.int64))
+    with pytest.raises(tf.errors.DataLossError, match="key 77"):
+        t.export()
+    assert redis.command(b"HLEN", b"test:bad{3560}") == 2  # nothing was lost or rewritten
