@@ -1,12 +1,40 @@
-//! Without the `tf` feature there is nothing to build: the Redis core is plain Rust.
-//! With it, the C++ op shim in `cc/` and the cxx bridge are compiled against the headers of
+//! Without features there is nothing to build: the Redis core is plain Rust.
+//! With `tf`, the C++ op shim in `cc/` and the cxx bridge are compiled against the headers of
 //! the TensorFlow wheel that `$PYTHON` (default `python3`) imports, and the cdylib is linked
 //! to that wheel's `libtensorflow_framework.so.2`.
+//! With only `bridge`, the generated C++ side of the bridge is copied to `$RDE_BRIDGE_OUT`
+//! (`include/` and `sources/`) for a build system that compiles the C++ itself (Bazel).
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     #[cfg(feature = "tf")]
     tf::build();
+    #[cfg(all(feature = "bridge", not(feature = "tf")))]
+    bridge::generate();
+}
+
+#[cfg(all(feature = "bridge", not(feature = "tf")))]
+mod bridge {
+    use std::path::Path;
+
+    pub fn generate() {
+        println!("cargo:rerun-if-changed=src/ffi.rs");
+        println!("cargo:rerun-if-env-changed=RDE_BRIDGE_OUT");
+        // Generates the bridge header and source under $OUT_DIR/cxxbridge; nothing is compiled.
+        let _ = cxx_build::bridge("src/ffi.rs");
+        if let Ok(dest) = std::env::var("RDE_BRIDGE_OUT") {
+            let gen = Path::new(&std::env::var("OUT_DIR").unwrap()).join("cxxbridge");
+            for f in [
+                "include/rust/cxx.h",
+                "include/redis-embedding/src/ffi.rs.h",
+                "sources/redis-embedding/src/ffi.rs.cc",
+            ] {
+                let to = Path::new(&dest).join(f);
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(gen.join(f), &to).unwrap_or_else(|e| panic!("copy {f}: {e}"));
+            }
+        }
+    }
 }
 
 #[cfg(feature = "tf")]

@@ -12,6 +12,9 @@ cargo clippy --all-targets -q -- -D warnings
 echo "== cargo test (Redis core, no TensorFlow)"
 cargo test -q
 
+echo "== bazel build + bazel test (the same op suite against the Bazel-built library)"
+bash scripts/bazel_test.sh
+
 echo "== pytest (TF ops on real redis-server processes)"
 export TF_USE_LEGACY_KERAS=1
 # Run from the tests directory so the installed package (not ./python) is imported.

@@ -32,9 +32,9 @@ mod plan;
 mod pool;
 mod table;
 
-#[cfg(feature = "tf")]
+#[cfg(feature = "bridge")]
 mod ffi;
-#[cfg(feature = "tf")]
+#[cfg(feature = "bridge")]
 mod logging;
 
 pub use codec::{KeyType, Keys, Rows, ValueType};
