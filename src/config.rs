@@ -75,6 +75,11 @@ pub struct Config {
     pub expire_model_tag_in_seconds: i64,
     pub table_store_mode: StoreMode,
     pub model_lib_abs_dir: String,
+    /// Extension: retries of a request after a redirect, a refused command or (for idempotent
+    /// operations) a failed connection.
+    pub rde_max_retries: u32,
+    /// Extension: first backoff between retries in ms, doubled per retry up to 1 s.
+    pub rde_retry_backoff_ms: u64,
 }
 
 impl Default for Config {
@@ -111,6 +116,8 @@ impl Default for Config {
             expire_model_tag_in_seconds: 604_800,
             table_store_mode: StoreMode::RdbFiles,
             model_lib_abs_dir: "/tmp/".into(),
+            rde_max_retries: 8,
+            rde_retry_backoff_ms: 50,
         }
     }
 }
@@ -203,6 +210,8 @@ impl Config {
                     }
                 }
                 "model_lib_abs_dir" => c.model_lib_abs_dir = f.string()?,
+                "rde_max_retries" => c.rde_max_retries = f.int_in(0, 1000)? as u32,
+                "rde_retry_backoff_ms" => c.rde_retry_backoff_ms = f.int_in(0, 60_000)? as u64,
                 other => log::warn!("redis config: unknown field {other:?} is ignored"),
             }
         }

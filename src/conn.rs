@@ -6,8 +6,48 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::Instant;
 
+use std::time::Duration;
+
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+
+/// Where and how to connect: one server's address with its credentials and timeouts.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port`.
+    pub addr: String,
+    user: String,
+    password: String,
+    db: i64,
+    connect_timeout: Duration,
+    socket_timeout: Duration,
+}
+
+impl Endpoint {
+    /// A data node (server, master, replica or cluster node) under `cfg`.
+    pub fn data(cfg: &Config, addr: String) -> Endpoint {
+        Endpoint {
+            addr,
+            user: cfg.redis_user.clone(),
+            password: cfg.redis_password.clone(),
+            db: cfg.redis_db,
+            connect_timeout: cfg.connect_timeout(),
+            socket_timeout: cfg.socket_timeout(),
+        }
+    }
+
+    /// A sentinel under `cfg`, with the sentinel credentials and timeouts.
+    pub fn sentinel(cfg: &Config, addr: String) -> Endpoint {
+        Endpoint {
+            addr,
+            user: cfg.redis_sentinel_user.clone(),
+            password: cfg.redis_sentinel_password.clone(),
+            db: 0,
+            connect_timeout: Duration::from_millis(cfg.redis_sentinel_connect_timeout.max(1)),
+            socket_timeout: Duration::from_millis(cfg.redis_sentinel_socket_timeout.max(1)),
+        }
+    }
+}
 
 /// A decoded reply, for the small admin commands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,14 +67,12 @@ pub struct Conn {
     pending: usize,
     /// When the connection was made (for `redis_connection_lifetime`).
     pub(crate) born: Instant,
-    /// Whether the accum script is known to be loaded on this server.
-    pub(crate) script_loaded: bool,
 }
 
 impl Conn {
     /// Connects, applies timeouts, authenticates and selects the db, then PINGs.
-    pub fn open(cfg: &Config, host: usize) -> Result<Conn> {
-        let addr = cfg.addr(host);
+    pub fn open(ep: &Endpoint) -> Result<Conn> {
+        let addr = ep.addr.clone();
         let sock = addr
             .to_socket_addrs()
             .map_err(|e| Error::io(&addr, "resolving the address", &e))?
@@ -45,15 +83,15 @@ impl Conn {
                     format!("redis at {addr}: no address"),
                 )
             })?;
-        let stream = TcpStream::connect_timeout(&sock, cfg.connect_timeout())
+        let stream = TcpStream::connect_timeout(&sock, ep.connect_timeout)
             .map_err(|e| Error::io(&addr, "connecting", &e))?;
         let setup = |e: std::io::Error| Error::io(&addr, "configuring the socket", &e);
         stream.set_nodelay(true).map_err(setup)?;
         stream
-            .set_read_timeout(Some(cfg.socket_timeout()))
+            .set_read_timeout(Some(ep.socket_timeout))
             .map_err(setup)?;
         stream
-            .set_write_timeout(Some(cfg.socket_timeout()))
+            .set_write_timeout(Some(ep.socket_timeout))
             .map_err(setup)?;
         let mut c = Conn {
             addr: addr.clone(),
@@ -61,21 +99,16 @@ impl Conn {
             out: Vec::with_capacity(1 << 16),
             pending: 0,
             born: Instant::now(),
-            script_loaded: false,
         };
-        if !cfg.redis_password.is_empty() {
-            if cfg.redis_user.is_empty() || cfg.redis_user == "default" {
-                c.cmd(&[b"AUTH", cfg.redis_password.as_bytes()]);
+        if !ep.password.is_empty() {
+            if ep.user.is_empty() || ep.user == "default" {
+                c.cmd(&[b"AUTH", ep.password.as_bytes()]);
             } else {
-                c.cmd(&[
-                    b"AUTH",
-                    cfg.redis_user.as_bytes(),
-                    cfg.redis_password.as_bytes(),
-                ]);
+                c.cmd(&[b"AUTH", ep.user.as_bytes(), ep.password.as_bytes()]);
             }
         }
-        if cfg.redis_db != 0 {
-            c.cmd(&[b"SELECT", cfg.redis_db.to_string().as_bytes()]);
+        if ep.db != 0 {
+            c.cmd(&[b"SELECT", ep.db.to_string().as_bytes()]);
         }
         c.cmd(&[b"PING"]);
         c.flush()?;
@@ -186,14 +219,7 @@ impl Conn {
     }
 
     fn server_error(&self, msg: &[u8]) -> Error {
-        Error::new(
-            ErrorKind::Server,
-            format!(
-                "redis at {} replied with an error: {}",
-                self.addr,
-                String::from_utf8_lossy(msg)
-            ),
-        )
+        Error::server_reply(&self.addr, &String::from_utf8_lossy(msg))
     }
 
     /// Reads the next reply header; an error reply becomes `Err`.

@@ -27,6 +27,8 @@ pub enum ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// The raw error reply, when the error is one (for redirects such as MOVED).
+    reply: Option<String>,
 }
 
 /// The crate's result type.
@@ -38,6 +40,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            reply: None,
         }
     }
 
@@ -84,6 +87,21 @@ impl Error {
     /// True for errors a caller may retry on a fresh connection.
     pub fn is_transient(&self) -> bool {
         matches!(self.kind, ErrorKind::Connection | ErrorKind::Timeout)
+    }
+
+    /// An error reply from the server at `addr`. The connection stays usable.
+    pub(crate) fn server_reply(addr: &str, reply: &str) -> Self {
+        let mut e = Error::new(
+            ErrorKind::Server,
+            format!("redis at {addr} replied with an error: {reply}"),
+        );
+        e.reply = Some(reply.to_owned());
+        e
+    }
+
+    /// The server's error reply text, if this error is one.
+    pub fn reply(&self) -> Option<&str> {
+        self.reply.as_deref()
     }
 
     /// Maps an I/O error on a connection to `addr` into a Connection or Timeout error.

@@ -57,6 +57,96 @@ pub fn slot_tag_table() -> &'static [u32] {
     })
 }
 
+/// CRC32C (Castagnoli, reflected) from seed `0xFFFF_FFFF` without the final inversion: the
+/// value of the SSE4.2 `crc32` instruction chain TFRA buckets keys with.
+pub fn crc32c_raw(bytes: &[u8]) -> u32 {
+    static TABLE: OnceLock<[u32; 256]> = OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82F6_3B78
+                } else {
+                    c >> 1
+                };
+            }
+            *e = c;
+        }
+        t
+    });
+    bytes.iter().fold(0xFFFF_FFFF, |c, &b| {
+        t[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8)
+    })
+}
+
+/// TFRA's bucket of a key in cluster mode. Numeric keys: the low 32 bits mod `slices`, or
+/// [`crc32c_raw`] of the key bytes with `hashed`. String keys: TFRA hashes the first `len`
+/// bytes of TensorFlow's string object, which for strings of at most 22 bytes is the length
+/// byte `len << 2` followed by the first `len - 1` characters; that is reproduced. Longer
+/// strings are hashed by their real bytes (TFRA's result for them is not deterministic).
+pub fn bucket_of(key: &[u8], numeric: bool, hashed: bool, slices: u32) -> usize {
+    if slices <= 1 {
+        return 0;
+    }
+    let h = if numeric {
+        if hashed {
+            crc32c_raw(key)
+        } else {
+            u32::from_le_bytes(key[..4].try_into().unwrap())
+        }
+    } else if key.len() <= 22 {
+        let mut inline = [0u8; 23];
+        inline[0] = (key.len() << 2) as u8;
+        inline[1..=key.len()].copy_from_slice(key);
+        crc32c_raw(&inline[..key.len()])
+    } else {
+        crc32c_raw(key)
+    };
+    (h % slices) as usize
+}
+
+/// TFRA's topology-derived hash tags for `slices` buckets from `CLUSTER NODES` text: each
+/// master's first slot range, sorted; buckets dealt round-robin over the masters.
+pub fn topology_tags(cluster_nodes: &str, slices: u32) -> Vec<String> {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for line in cluster_nodes.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let is_master = cols
+            .get(2)
+            .is_some_and(|f| f.starts_with("master") || f.starts_with("myself,master"));
+        let Some(first) = cols.get(8).filter(|c| !c.starts_with('[')) else {
+            continue;
+        };
+        if !is_master {
+            continue;
+        }
+        let (a, b) = first.split_once('-').unwrap_or((first, first));
+        if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+            ranges.push((a, b));
+        }
+    }
+    ranges.sort_unstable();
+    ranges.dedup();
+    let t = slot_tag_table();
+    let (n, s) = (ranges.len(), slices as usize);
+    if n == 0 {
+        return hash_tags(slices, &[]);
+    }
+    (0..s)
+        .map(|i| {
+            let slot = if n >= s {
+                ranges[i].0
+            } else {
+                let (first, last) = ranges[i % n];
+                first + (i / n) * ((last - first) * n / s)
+            };
+            format!("{{{}}}", t[slot])
+        })
+        .collect()
+}
+
 /// The table's key prefix: `<model_tag>:<embedding_name>`, or its 16-byte TFRA digest
 /// (see [`crate::md5`]).
 pub fn prefix(model_tag: &str, embedding_name: &str, md5: bool) -> Vec<u8> {
@@ -186,6 +276,49 @@ mod tests {
         let ex = vec!["a".to_string(), "{b}".to_string()];
         assert_eq!(hash_tags(2, &ex), ["{a}", "{b}"]);
         assert_eq!(hash_tags(1, &ex), ["{3560}"]);
+    }
+
+    #[test]
+    fn crc32c_matches_tfra_vectors() {
+        assert_eq!(crc32c_raw(&0i64.to_le_bytes()), 0x73d7_4d75);
+        assert_eq!(crc32c_raw(&1i64.to_le_bytes()), 0x3aeb_3052);
+        assert_eq!(crc32c_raw(&3i64.to_le_bytes()), 0xa893_ca1c);
+        assert_eq!(crc32c_raw(&0i32.to_le_bytes()), 0xb798_b438);
+        assert_eq!(crc32c_raw(&(-1i32).to_le_bytes()), 0);
+    }
+
+    #[test]
+    fn numeric_buckets_use_the_low_32_bits_mod_s() {
+        assert_eq!(
+            bucket_of(&(-1i32).to_le_bytes(), true, false, 3),
+            (u32::MAX % 3) as usize
+        );
+        assert_eq!(
+            bucket_of(&((7i64 << 32) + 5).to_le_bytes(), true, false, 4),
+            1
+        );
+        assert_eq!(
+            bucket_of(&1i64.to_le_bytes(), true, true, 7),
+            (0x3aeb_3052u32 % 7) as usize
+        );
+        assert_eq!(bucket_of(b"anything", false, false, 1), 0);
+    }
+
+    #[test]
+    fn topology_tags_follow_tfra() {
+        let nodes = "a 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460\n\
+                     b 127.0.0.1:7002@17002 master - 0 0 2 connected 5461-10922\n\
+                     c 127.0.0.1:7003@17003 master - 0 0 3 connected 10923-16383\n\
+                     d 127.0.0.1:7004@17004 slave a 0 0 1 connected\n";
+        let t = slot_tag_table();
+        let tag = |s: usize| format!("{{{}}}", t[s]);
+        assert_eq!(topology_tags(nodes, 3), [tag(0), tag(5461), tag(10923)]);
+        assert_eq!(topology_tags(nodes, 1), [tag(0)]);
+        // Fewer masters than buckets: round-robin, stepping through each master's range.
+        let six = topology_tags(nodes, 6);
+        assert_eq!(six[0], tag(0));
+        assert_eq!(six[3], tag(5460 * 3 / 6));
+        assert_eq!(six[4], tag(5461 + 5461 * 3 / 6));
     }
 
     #[test]

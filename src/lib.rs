@@ -21,15 +21,18 @@
 #![cfg_attr(not(test), forbid(clippy::print_stdout))]
 
 mod accum;
+mod cluster_layout;
 mod codec;
 mod config;
 mod conn;
+mod dispatch;
 mod error;
 mod exec;
 mod layout;
 mod md5;
 mod plan;
 mod pool;
+mod route;
 mod table;
 
 #[cfg(feature = "bridge")]
@@ -40,5 +43,7 @@ mod logging;
 pub use codec::{KeyType, Keys, Rows, ValueType};
 pub use config::{resolve_path, Config, ConnectionMode, StoreMode, DEFAULT_CONFIG_ENV};
 pub use error::{Error, ErrorKind, Result};
-pub use layout::{hash_tags, key_slot, prefix, slot_tag_table, Buckets};
+pub use layout::{
+    bucket_of, crc32c_raw, hash_tags, key_slot, prefix, slot_tag_table, topology_tags, Buckets,
+};
 pub use table::{Exported, StrRows, Table, TableSpec};

@@ -112,16 +112,6 @@ impl Plan {
         self.first.len()
     }
 
-    /// Deals the chunks into at most `width` pipelines of consecutive chunks.
-    pub fn pipelines(&self, width: usize) -> Vec<&[Chunk]> {
-        if self.chunks.is_empty() {
-            return Vec::new();
-        }
-        let p = width.clamp(1, self.chunks.len());
-        let per = self.chunks.len().div_ceil(p);
-        self.chunks.chunks(per).collect()
-    }
-
     /// For each distinct key, the positions where it occurs, in input order (CSR form:
     /// occurrences of distinct key `d` are `occ[start[d]..start[d + 1]]`).
     pub fn occurrences(&self) -> (Vec<u32>, Vec<u32>) {
@@ -180,8 +170,5 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, (0..10).collect::<Vec<u32>>());
-        let pipes = p.pipelines(4);
-        assert!(pipes.len() <= 4);
-        assert_eq!(pipes.iter().map(|x| x.len()).sum::<usize>(), p.chunks.len());
     }
 }

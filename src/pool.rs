@@ -6,7 +6,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::conn::Conn;
+use crate::conn::{Conn, Endpoint};
 use crate::error::{Error, ErrorKind, Result};
 
 struct State {
@@ -16,20 +16,24 @@ struct State {
     pid: u32,
 }
 
-/// Connections to server `host` of a config.
+/// Connections to one server.
 pub struct Pool {
-    cfg: Config,
-    host: usize,
+    ep: Endpoint,
+    size: usize,
+    wait: Duration,
+    lifetime: Duration,
     state: Mutex<State>,
     freed: Condvar,
 }
 
 impl Pool {
-    /// A pool for `cfg`'s server `host`; no connection is made yet.
-    pub fn new(cfg: &Config, host: usize) -> Pool {
+    /// A pool for `ep` with `cfg`'s size, wait timeout and lifetime; no connection is made yet.
+    pub fn new(ep: Endpoint, cfg: &Config) -> Pool {
         Pool {
-            cfg: cfg.clone(),
-            host,
+            ep,
+            size: cfg.redis_conn_pool_size,
+            wait: Duration::from_millis(cfg.redis_wait_timeout),
+            lifetime: Duration::from_secs(cfg.redis_connection_lifetime.saturating_mul(60)),
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
@@ -40,14 +44,14 @@ impl Pool {
     }
 
     /// `host:port` this pool connects to.
-    pub fn addr(&self) -> String {
-        self.cfg.addr(self.host)
+    pub fn addr(&self) -> &str {
+        &self.ep.addr
     }
 
     /// Takes a connection, opening one if the pool has room, else waiting for one.
     pub fn get(&self) -> Result<Conn> {
-        let deadline = Instant::now() + Duration::from_millis(self.cfg.redis_wait_timeout);
-        let lifetime = Duration::from_secs(self.cfg.redis_connection_lifetime.saturating_mul(60));
+        let deadline = Instant::now() + self.wait;
+        let lifetime = self.lifetime;
         let mut st = self.state.lock().unwrap();
         loop {
             let pid = std::process::id();
@@ -64,10 +68,10 @@ impl Pool {
                 st.open -= 1;
                 c.kill();
             }
-            if st.open < self.cfg.redis_conn_pool_size {
+            if st.open < self.size {
                 st.open += 1;
                 drop(st);
-                return Conn::open(&self.cfg, self.host).inspect_err(|_| {
+                return Conn::open(&self.ep).inspect_err(|_| {
                     self.state.lock().unwrap().open -= 1;
                     self.freed.notify_one();
                 });
@@ -79,8 +83,8 @@ impl Pool {
                     format!(
                         "redis at {}: no pooled connection became free within redis_wait_timeout = {} ms (redis_conn_pool_size = {})",
                         self.addr(),
-                        self.cfg.redis_wait_timeout,
-                        self.cfg.redis_conn_pool_size
+                        self.wait.as_millis(),
+                        self.size
                     ),
                 ));
             }
@@ -169,7 +173,8 @@ mod tests {
     #[test]
     fn checkout_waits_at_most_redis_wait_timeout() {
         let s = Server::start();
-        let pool = Pool::new(&config(s.1, 1, 50), 0);
+        let cfg = config(s.1, 1, 50);
+        let pool = Pool::new(Endpoint::data(&cfg, cfg.addr(0)), &cfg);
         let held = pool.get().unwrap();
         let e = pool.get().err().unwrap();
         assert_eq!(e.kind(), ErrorKind::Timeout);
@@ -181,7 +186,8 @@ mod tests {
     #[test]
     fn a_returned_connection_wakes_a_waiter() {
         let s = Server::start();
-        let pool = Pool::new(&config(s.1, 1, 10_000), 0);
+        let cfg = config(s.1, 1, 10_000);
+        let pool = Pool::new(Endpoint::data(&cfg, cfg.addr(0)), &cfg);
         let held = pool.get().unwrap();
         std::thread::scope(|sc| {
             let waiter = sc.spawn(|| pool.get().map(|c| pool.put(c, true)));
@@ -193,7 +199,8 @@ mod tests {
     #[test]
     fn broken_connections_free_their_slot() {
         let s = Server::start();
-        let pool = Pool::new(&config(s.1, 1, 50), 0);
+        let cfg = config(s.1, 1, 50);
+        let pool = Pool::new(Endpoint::data(&cfg, cfg.addr(0)), &cfg);
         let c = pool.get().unwrap();
         pool.put(c, false);
         pool.get().unwrap();

@@ -1,7 +1,8 @@
 //! `Table`: one embedding table in Redis. Each operation plans its keys (dedup, bucket,
 //! chunk), runs the pipelines on pooled connections, and merges the replies by position.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use rustc_hash::FxHashSet;
 
@@ -9,11 +10,11 @@ use crate::accum;
 use crate::codec::{check_pair, decode_str_row, KeyType, Keys, Rows, ValueType};
 use crate::config::{Config, ConnectionMode, StoreMode};
 use crate::conn::{Conn, Reply};
+use crate::dispatch::{self, Retry};
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec;
-use crate::layout::{display_bytes, Buckets};
+use crate::layout::{self, display_bytes, Buckets};
 use crate::plan::{Chunk, Plan};
-use crate::pool::Pool;
+use crate::route::{Access, Router};
 
 /// What a table holds: its name and dtypes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,22 +101,22 @@ impl Shared {
     }
 }
 
-/// Retries allowed for an idempotent pipeline whose connection failed.
-const RETRIES: usize = 1;
-
 /// One embedding table stored in Redis.
 pub struct Table {
     cfg: Config,
     spec: TableSpec,
     buckets: Buckets,
-    server: Pool,
+    /// Cluster slot of each bucket key.
+    bucket_slots: Vec<usize>,
+    router: Router,
+    retry: Retry,
     /// Bytes per stored row for fixed-size value types; 0 for strings.
     row: usize,
-    script_sha: OnceLock<String>,
 }
 
 impl Table {
-    /// Validates `spec` against `cfg`, connects, and returns the table.
+    /// Validates `spec` against `cfg`, connects, learns the topology and the bucket layout,
+    /// and returns the table.
     pub fn open(cfg: Config, spec: TableSpec) -> Result<Table> {
         check_pair(spec.key_type, spec.value_type)?;
         if spec.dim == 0 {
@@ -123,34 +124,32 @@ impl Table {
                 "value_shape must have at least one element (dim = 0)",
             ));
         }
-        match cfg.redis_connection_mode {
-            ConnectionMode::Standalone => {}
-            ConnectionMode::Cluster => {
-                return Err(Error::new(
-                    ErrorKind::Unimplemented,
-                    "redis_connection_mode 0 (cluster) is not available in this version; use 2 (standalone)",
-                ))
-            }
-            ConnectionMode::Sentinel => {
-                return Err(Error::new(
-                    ErrorKind::Unimplemented,
-                    "redis_connection_mode 1 (sentinel, TFRA's default) is not available in this version; set \"redis_connection_mode\": 2 for a standalone server",
-                ))
-            }
-        }
         let row = spec.value_type.elem_size().map_or(0, |s| s * spec.dim);
-        let buckets = Buckets::runtime(&cfg, &spec.embedding_name);
-        let server = Pool::new(&cfg, 0);
-        let t = Table {
+        let router = Router::open(&cfg)?;
+        let retry = Retry {
+            attempts: cfg.rde_max_retries,
+            backoff: Duration::from_millis(cfg.rde_retry_backoff_ms),
+        };
+        let buckets = match cfg.redis_connection_mode {
+            ConnectionMode::Cluster => {
+                crate::cluster_layout::runtime_buckets(&cfg, &spec.embedding_name, &router, retry)?
+            }
+            _ => Buckets::runtime(&cfg, &spec.embedding_name),
+        };
+        let bucket_slots = buckets
+            .names()
+            .iter()
+            .map(|b| layout::key_slot(b))
+            .collect();
+        Ok(Table {
             cfg,
             spec,
             buckets,
-            server,
+            bucket_slots,
+            router,
+            retry,
             row,
-            script_sha: OnceLock::new(),
-        };
-        t.server.with(|_| Ok(()))?;
-        Ok(t)
+        })
     }
 
     /// The table's spec.
@@ -174,8 +173,15 @@ impl Table {
     }
 
     fn plan(&self, keys: &Keys<'_>) -> Plan {
-        // TFRA's standalone and sentinel modes keep every row in bucket 0.
-        Plan::new(keys, 1, self.cfg.keys_sending_size, |_| 0)
+        if self.cfg.redis_connection_mode != ConnectionMode::Cluster {
+            // TFRA's standalone and sentinel modes keep every row in bucket 0.
+            return Plan::new(keys, 1, self.cfg.keys_sending_size, |_| 0);
+        }
+        let numeric = self.spec.key_type != KeyType::Str;
+        let (hashed, s) = (self.cfg.using_hash_storage_slice, self.buckets.len() as u32);
+        Plan::new(keys, self.buckets.len(), self.cfg.keys_sending_size, |k| {
+            layout::bucket_of(k, numeric, hashed, s)
+        })
     }
 
     fn bucket_name(&self, c: &Chunk) -> &[u8] {
@@ -190,21 +196,41 @@ impl Table {
         ))
     }
 
-    /// Runs one closure per pipeline in parallel, each on its own pooled connection;
-    /// idempotent work is retried on a fresh connection after a connection failure.
-    fn run<'p, F>(&self, pipes: &[&'p [Chunk]], idempotent: bool, f: F) -> Result<()>
+    /// Sends one command per chunk (built by `encode`, reply read by `decode`) to the
+    /// servers owning the chunks' buckets; see [`crate::dispatch`].
+    fn dispatch<E, D>(
+        &self,
+        chunks: &[Chunk],
+        access: Access,
+        idempotent: bool,
+        encode: E,
+        decode: D,
+    ) -> Result<()>
     where
-        F: Fn(&mut Conn, &'p [Chunk]) -> Result<()> + Sync,
+        E: Fn(&mut Conn, &Chunk) + Sync,
+        D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
     {
-        exec::run_all(pipes.len(), |i| {
-            let mut attempt = 0;
-            loop {
-                match self.server.with(|c| f(c, pipes[i])) {
-                    Err(e) if idempotent && e.is_transient() && attempt < RETRIES => attempt += 1,
-                    r => return r,
-                }
-            }
-        })
+        dispatch::run(
+            &self.router,
+            chunks,
+            |c| self.bucket_slots[c.bucket],
+            access,
+            idempotent,
+            self.retry,
+            encode,
+            decode,
+        )
+    }
+
+    /// One chunk per bucket, for per-bucket admin commands.
+    fn bucket_chunks(&self) -> Vec<Chunk> {
+        (0..self.buckets.len())
+            .map(|b| Chunk {
+                bucket: b,
+                start: 0,
+                end: 0,
+            })
+            .collect()
     }
 
     fn check_rows(&self, rows: &Rows<'_>, n: usize, what: &str) -> Result<()> {
@@ -220,6 +246,15 @@ impl Table {
             )));
         }
         Ok(())
+    }
+
+    fn encode_hmget(&self, c: &mut Conn, ch: &Chunk, plan: &Plan, keys: &Keys<'_>) {
+        c.begin(2 + ch.end - ch.start);
+        c.arg(b"HMGET");
+        c.arg(self.bucket_name(ch));
+        for &d in &plan.order[ch.start..ch.end] {
+            c.arg(keys.get(plan.first[d as usize] as usize));
+        }
     }
 
     /// Looks up fixed-size values. `out` is `n × row` bytes; `defaults` is either one row per
@@ -260,18 +295,12 @@ impl Table {
         let plan = self.plan(keys);
         let mut found = vec![0u8; plan.distinct()];
         let (out_sh, found_sh) = (Shared::new(out), Shared::new(&mut found));
-        let pipes = plan.pipelines(exec::parallelism());
-        self.run(&pipes, true, |c, chunks| {
-            for ch in chunks {
-                c.begin(2 + ch.end - ch.start);
-                c.arg(b"HMGET");
-                c.arg(self.bucket_name(ch));
-                for &d in &plan.order[ch.start..ch.end] {
-                    c.arg(keys.get(plan.first[d as usize] as usize));
-                }
-            }
-            c.flush()?;
-            for ch in chunks {
+        self.dispatch(
+            &plan.chunks,
+            Access::Read,
+            true,
+            |c, ch| self.encode_hmget(c, ch, &plan, keys),
+            |c, ch| {
                 let m = c.read_array_header()?;
                 if m != ch.end - ch.start {
                     return Err(Error::new(
@@ -281,14 +310,14 @@ impl Table {
                 }
                 for &d in &plan.order[ch.start..ch.end] {
                     let pos = plan.first[d as usize] as usize;
+                    // SAFETY: row `pos` and flag `d` belong to this distinct key only, and
+                    // each chunk is decoded by one task at a time.
+                    let flag = unsafe { found_sh.slice(d as usize, 1) };
                     match c.read_bulk_len()? {
-                        None => {}
+                        None => flag[0] = 0,
                         Some(len) if len == row => {
-                            // SAFETY: row `pos` and flag `d` belong to this distinct key only.
-                            unsafe {
-                                c.payload(out_sh.slice(pos * row, row))?;
-                                found_sh.slice(d as usize, 1)[0] = 1;
-                            }
+                            c.payload(unsafe { out_sh.slice(pos * row, row) })?;
+                            flag[0] = 1;
                         }
                         Some(len) => {
                             return Err(self.key_error(
@@ -303,9 +332,9 @@ impl Table {
                         }
                     }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         for (i, &d) in plan.of.iter().enumerate() {
             let d = d as usize;
             let hit = found[d] != 0;
@@ -349,29 +378,27 @@ impl Table {
         }
         let plan = self.plan(keys);
         let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; plan.distinct()]);
-        let pipes = plan.pipelines(exec::parallelism());
-        self.run(&pipes, true, |c, chunks| {
-            for ch in chunks {
-                c.begin(2 + ch.end - ch.start);
-                c.arg(b"HMGET");
-                c.arg(self.bucket_name(ch));
-                for &d in &plan.order[ch.start..ch.end] {
-                    c.arg(keys.get(plan.first[d as usize] as usize));
-                }
-            }
-            c.flush()?;
-            for ch in chunks {
+        self.dispatch(
+            &plan.chunks,
+            Access::Read,
+            true,
+            |c, ch| self.encode_hmget(c, ch, &plan, keys),
+            |c, ch| {
                 c.read_array_header()?;
                 for &d in &plan.order[ch.start..ch.end] {
-                    if let Some(len) = c.read_bulk_len()? {
-                        let mut v = vec![0u8; len];
-                        c.payload(&mut v)?;
-                        stored.lock().unwrap()[d as usize] = Some(v);
-                    }
+                    let v = match c.read_bulk_len()? {
+                        Some(len) => {
+                            let mut v = vec![0u8; len];
+                            c.payload(&mut v)?;
+                            Some(v)
+                        }
+                        None => None,
+                    };
+                    stored.lock().unwrap()[d as usize] = v;
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         let stored = stored.into_inner().unwrap();
         let mut exists = vec![0u8; n];
         for (i, &d) in plan.of.iter().enumerate() {
@@ -400,9 +427,11 @@ impl Table {
             return Ok(());
         }
         let plan = self.plan(keys);
-        let pipes = plan.pipelines(exec::parallelism());
-        self.run(&pipes, true, |c, chunks| {
-            for ch in chunks {
+        self.dispatch(
+            &plan.chunks,
+            Access::Write,
+            true,
+            |c, ch| {
                 c.begin(2 + 2 * (ch.end - ch.start));
                 c.arg(b"HSET");
                 c.arg(self.bucket_name(ch));
@@ -413,13 +442,9 @@ impl Table {
                     values.encode(p, c.buf());
                     c.arg_end();
                 }
-            }
-            c.flush()?;
-            for _ in chunks {
-                c.read_int()?;
-            }
-            Ok(())
-        })
+            },
+            |c, _| c.read_int().map(|_| ()),
+        )
     }
 
     /// TFRA's bp_v2 accumulate, atomic per command on the server (see [`crate::accum`]).
@@ -444,76 +469,47 @@ impl Table {
         }
         let plan = self.plan(keys);
         let (start, occ) = plan.occurrences();
-        let pipes = plan.pipelines(exec::parallelism());
-        // Not idempotent: a failed accum is reported, never replayed.
-        self.run(&pipes, false, |c, chunks| {
-            let sha = self.script_sha(c)?;
-            let mut flags = Vec::new();
-            for ch in chunks {
+        // Not idempotent: an accum whose connection failed after sending is reported, never
+        // replayed. Redirected or refused commands were not executed and are resent.
+        self.dispatch(
+            &plan.chunks,
+            Access::Write,
+            false,
+            |c, ch| {
                 let ds = &plan.order[ch.start..ch.end];
-                let pairs: usize = ds
+                let occurrences =
+                    |d: u32| &occ[start[d as usize] as usize..start[d as usize + 1] as usize];
+                let pairs: usize = ds.iter().map(|&d| occurrences(d).len()).sum();
+                let flags: Vec<u8> = ds
                     .iter()
-                    .map(|&d| (start[d as usize + 1] - start[d as usize]) as usize)
-                    .sum();
-                flags.clear();
-                for &d in ds {
-                    for &p in &occ[start[d as usize] as usize..start[d as usize + 1] as usize] {
-                        flags.push((exists[p as usize] != 0) as u8);
-                    }
-                }
+                    .flat_map(|&d| {
+                        occurrences(d)
+                            .iter()
+                            .map(|&p| (exists[p as usize] != 0) as u8)
+                    })
+                    .collect();
                 c.begin(6 + 2 * pairs);
-                c.arg(b"EVALSHA");
-                c.arg(sha.as_bytes());
+                c.arg(b"EVAL");
+                c.arg(accum::SCRIPT.as_bytes());
                 c.arg(b"1");
                 c.arg(self.bucket_name(ch));
                 c.arg(vt.tf_name().as_bytes());
                 c.arg(&flags);
                 for &d in ds {
-                    for &p in &occ[start[d as usize] as usize..start[d as usize + 1] as usize] {
+                    for &p in occurrences(d) {
                         c.arg(keys.get(p as usize));
                         c.arg_header(deltas.encoded_len(p as usize));
                         deltas.encode(p as usize, c.buf());
                         c.arg_end();
                     }
                 }
-            }
-            c.flush()?;
-            let mut first_err = None;
-            for ch in chunks {
-                match c.read_int() {
-                    Ok(_) => {}
-                    Err(e) => {
-                        let e = self.explain_accum_error(e, &plan, &start, &occ, keys, ch);
-                        if e.kind() != ErrorKind::Data {
-                            return Err(e);
-                        }
-                        first_err.get_or_insert(e);
-                    }
-                }
-            }
-            first_err.map_or(Ok(()), Err)
-        })
-    }
-
-    fn script_sha(&self, c: &mut Conn) -> Result<String> {
-        if c.script_loaded {
-            if let Some(s) = self.script_sha.get() {
-                return Ok(s.clone());
-            }
-        }
-        c.cmd(&[b"SCRIPT", b"LOAD", accum::SCRIPT.as_bytes()]);
-        c.flush()?;
-        match c.read_reply()? {
-            Reply::Bulk(sha) => {
-                c.script_loaded = true;
-                let sha = String::from_utf8_lossy(&sha).into_owned();
-                Ok(self.script_sha.get_or_init(|| sha).clone())
-            }
-            other => Err(Error::new(
-                ErrorKind::Server,
-                format!("SCRIPT LOAD replied {other:?}"),
-            )),
-        }
+            },
+            |c, ch| {
+                c.read_int()
+                    .map(|_| ())
+                    .map_err(|e| self.explain_accum_error(e, &plan, &start, &occ, keys, ch))
+            },
+        )
     }
 
     fn explain_accum_error(
@@ -535,7 +531,7 @@ impl Table {
             Some(&p) => self.key_error(
                 self.bucket_name(ch),
                 keys.get(p as usize),
-                format!("stored value has {len} bytes, expected {}; nothing in this batch was accumulated", self.row),
+                format!("stored value has {len} bytes, expected {}; the command holding this key was not applied", self.row),
             ),
             None => e,
         }
@@ -547,47 +543,47 @@ impl Table {
             return Ok(());
         }
         let plan = self.plan(keys);
-        let pipes = plan.pipelines(exec::parallelism());
-        self.run(&pipes, true, |c, chunks| {
-            for ch in chunks {
+        self.dispatch(
+            &plan.chunks,
+            Access::Write,
+            true,
+            |c, ch| {
                 c.begin(2 + ch.end - ch.start);
                 c.arg(b"HDEL");
                 c.arg(self.bucket_name(ch));
                 for &d in &plan.order[ch.start..ch.end] {
                     c.arg(keys.get(plan.first[d as usize] as usize));
                 }
-            }
-            c.flush()?;
-            for _ in chunks {
-                c.read_int()?;
-            }
-            Ok(())
-        })
+            },
+            |c, _| c.read_int().map(|_| ()),
+        )
     }
 
-    /// Runs one command per bucket in a single pipeline, returning the integer replies.
-    fn per_bucket(&self, cmd: &[u8]) -> Result<Vec<i64>> {
-        let run = |c: &mut Conn| {
-            for b in self.buckets.names() {
-                c.cmd(&[cmd, b]);
-            }
-            c.flush()?;
-            self.buckets.names().iter().map(|_| c.read_int()).collect()
-        };
-        match self.server.with(run) {
-            Err(e) if e.is_transient() => self.server.with(run),
-            r => r,
-        }
+    /// Runs `cmd <bucket>` for every bucket and returns the integer replies in bucket order.
+    fn per_bucket(&self, cmd: &[u8], access: Access) -> Result<Vec<i64>> {
+        let replies = Mutex::new(vec![0i64; self.buckets.len()]);
+        self.dispatch(
+            &self.bucket_chunks(),
+            access,
+            true,
+            |c, ch| c.cmd(&[cmd, self.bucket_name(ch)]),
+            |c, ch| {
+                let n = c.read_int()?;
+                replies.lock().unwrap()[ch.bucket] = n;
+                Ok(())
+            },
+        )?;
+        Ok(replies.into_inner().unwrap())
     }
 
     /// Deletes every runtime bucket of this table (optimizer-slot tables are separate tables).
     pub fn clear(&self) -> Result<()> {
-        self.per_bucket(b"UNLINK").map(|_| ())
+        self.per_bucket(b"UNLINK", Access::Write).map(|_| ())
     }
 
     /// Number of rows over all runtime buckets.
     pub fn size(&self) -> Result<i64> {
-        Ok(self.per_bucket(b"HLEN")?.iter().sum())
+        Ok(self.per_bucket(b"HLEN", Access::Read)?.iter().sum())
     }
 
     /// The whole table (table_store_mode 0), or nothing in mode 2.
@@ -619,29 +615,58 @@ impl Table {
         let width = self.spec.key_type.width();
         let count = self.cfg.keys_sending_size.to_string();
         let mut seen: FxHashSet<Vec<u8>> = FxHashSet::default();
-        for bucket in self.buckets.names() {
-            let mut cursor = b"0".to_vec();
-            loop {
-                let reply = self.server.with(|c| {
-                    c.cmd(&[b"HSCAN", bucket, &cursor, b"COUNT", count.as_bytes()]);
-                    c.flush()?;
-                    c.read_reply()
-                })?;
-                let (next, items) = match reply {
-                    Reply::Array(mut v) if v.len() == 2 => {
-                        let items = v.pop().unwrap();
-                        (v.pop().unwrap(), items)
-                    }
-                    other => {
-                        return Err(Error::new(
-                            ErrorKind::Server,
-                            format!("HSCAN replied {other:?}"),
-                        ))
-                    }
+        // All buckets are scanned side by side: one HSCAN page per bucket per round.
+        let mut cursors: Vec<Option<Vec<u8>>> = vec![Some(b"0".to_vec()); self.buckets.len()];
+        loop {
+            let chunks: Vec<Chunk> = self
+                .bucket_chunks()
+                .into_iter()
+                .filter(|c| cursors[c.bucket].is_some())
+                .collect();
+            if chunks.is_empty() {
+                break;
+            }
+            let pages: Mutex<Vec<Option<Reply>>> = Mutex::new(vec![None; self.buckets.len()]);
+            self.dispatch(
+                &chunks,
+                Access::Read,
+                true,
+                |c, ch| {
+                    let cursor = cursors[ch.bucket].as_deref().unwrap_or(b"0");
+                    c.cmd(&[
+                        b"HSCAN",
+                        self.bucket_name(ch),
+                        cursor,
+                        b"COUNT",
+                        count.as_bytes(),
+                    ]);
+                },
+                |c, ch| {
+                    let page = c.read_reply()?;
+                    pages.lock().unwrap()[ch.bucket] = Some(page);
+                    Ok(())
+                },
+            )?;
+            for (b, page) in pages.into_inner().unwrap().into_iter().enumerate() {
+                let Some(page) = page else { continue };
+                let bucket = self.buckets.name(b);
+                let malformed = || {
+                    Error::new(
+                        ErrorKind::Server,
+                        format!(
+                            "HSCAN of {} replied with a malformed page",
+                            display_bytes(bucket)
+                        ),
+                    )
                 };
-                let (Reply::Bulk(next), Reply::Array(items)) = (next, items) else {
-                    return Err(Error::new(ErrorKind::Server, "HSCAN reply is malformed"));
+                let Reply::Array(mut v) = page else {
+                    return Err(malformed());
                 };
+                let (Some(Reply::Array(items)), Some(Reply::Bulk(next))) = (v.pop(), v.pop())
+                else {
+                    return Err(malformed());
+                };
+                cursors[b] = (next != b"0").then_some(next);
                 let mut it = items.into_iter();
                 while let (Some(Reply::Bulk(k)), Some(Reply::Bulk(v))) = (it.next(), it.next()) {
                     if width.is_some_and(|w| w != k.len()) {
@@ -689,10 +714,6 @@ impl Table {
                     }
                     ex.len += 1;
                 }
-                if next == b"0" {
-                    break;
-                }
-                cursor = next;
             }
         }
         Ok(ex)

@@ -64,10 +64,12 @@ def test_missing_and_empty_files_are_not_found(tmp_path):
         make_table(None)
 
 
-def test_cluster_and_sentinel_modes_say_they_are_not_available(tmp_path):
-    for mode, word in [(0, "cluster"), (1, "sentinel")]:
-        path = write(tmp_path, {**DEAD, "redis_host_port": [free_port()], "redis_connection_mode": mode})
-        with pytest.raises(tf.errors.UnimplementedError, match=word):
+def test_unreachable_cluster_seeds_and_sentinels_are_unavailable(tmp_path):
+    for mode in (0, 1):
+        port = free_port()
+        path = write(tmp_path, {**DEAD, "redis_host_port": [port], "redis_connection_mode": mode,
+                                "redis_connect_timeout": 200, "redis_sentinel_connect_timeout": 200})
+        with pytest.raises(tf.errors.UnavailableError, match=f"127.0.0.1:{port}"):
             make_table(path)
 
 
@@ -95,7 +97,8 @@ def test_unreachable_server_is_unavailable_naming_host_port(tmp_path):
 def test_server_down_mid_run_fails_ops_then_recovers_after_restart(tmp_path):
     server = RedisServer(tmp_path)
     try:
-        path = server.config(tmp_path / "r.json", redis_connect_timeout=300, redis_socket_timeout=300)
+        path = server.config(tmp_path / "r.json", redis_connect_timeout=300, redis_socket_timeout=300,
+                             rde_max_retries=2)
         t = make_table(path)
         keys = tf.constant([1, 2], tf.int64)
         t.insert(keys, tf.ones([2, 2]))
@@ -106,7 +109,7 @@ def test_server_down_mid_run_fails_ops_then_recovers_after_restart(tmp_path):
                    lambda: t.accum(keys, tf.ones([2, 2]), tf.constant([True, True]))):
             with pytest.raises(tf.errors.UnavailableError, match=f"127.0.0.1:{server.port}"):
                 op()
-        assert time.monotonic() - start < 30  # bounded by the timeouts, no hang
+        assert time.monotonic() - start < 30  # bounded by timeouts and retries, no hang
         server.start()
         t.insert(tf.constant([3], tf.int64), tf.fill([1, 2], 3.0))
         assert int(t.size()) == 1  # no persistence configured: only the new row

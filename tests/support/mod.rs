@@ -135,3 +135,152 @@ pub fn f32s(b: &[u8]) -> Vec<f32> {
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect()
 }
+
+/// A Redis Cluster of real redis-server processes (masters and optional replicas).
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+}
+
+impl Server {
+    /// Starts a server with extra arguments (for example cluster mode).
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let status = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--daemonize", "yes", "--dir"])
+            .arg(dir.path())
+            .arg("--pidfile")
+            .arg(dir.path().join("redis.pid"))
+            .arg("--logfile")
+            .arg(dir.path().join("redis.log"))
+            .args(extra)
+            .status()
+            .expect("redis-server must be installed");
+        assert!(status.success());
+        let s = Server { port, dir };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.raw(b"*1\r\n$4\r\nPING\r\n").as_deref() != Some(b"+PONG\r\n".as_slice()) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A cluster-enabled node (not yet part of a cluster).
+    pub fn cluster_node() -> Server {
+        Server::start_with(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ])
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// This node's cluster id.
+    pub fn node_id(&self) -> String {
+        let out = self.cli(&[b"CLUSTER", b"MYID"]);
+        String::from_utf8_lossy(&out)
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+/// Runs redis-cli with arguments and asserts success.
+pub fn redis_cli(args: &[&str]) -> String {
+    let out = Command::new("redis-cli").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Cluster {
+    /// `masters` masters with `replicas` replicas each, created with `redis-cli --cluster create`.
+    pub fn start(masters: usize, replicas: usize) -> Cluster {
+        let nodes: Vec<Server> = (0..masters * (1 + replicas))
+            .map(|_| Server::cluster_node())
+            .collect();
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(Server::addr));
+        args.extend([
+            "--cluster-replicas".into(),
+            replicas.to_string(),
+            "--cluster-yes".into(),
+        ]);
+        redis_cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let c = Cluster { nodes };
+        c.wait_ok();
+        c
+    }
+
+    /// Waits (bounded) until every node reports `cluster_state:ok` and agrees on the slots.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = self.nodes.iter().all(|n| {
+                let info = String::from_utf8_lossy(&n.cli(&[b"CLUSTER", b"INFO"])).into_owned();
+                info.contains("cluster_state:ok")
+            });
+            if ok {
+                let check = Command::new("redis-cli")
+                    .args(["--cluster", "check", &self.nodes[0].addr()])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&check.stdout).contains("[OK] All 16384 slots covered")
+                    && check.status.success()
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A cluster-mode config with every node as a seed.
+    pub fn config(&self, extra: &str) -> Config {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|_| "\"127.0.0.1\"".to_string())
+            .collect();
+        let ports: Vec<String> = self.nodes.iter().map(|n| n.port.to_string()).collect();
+        let sep = if extra.is_empty() { "" } else { "," };
+        Config::from_json(&format!(
+            r#"{{"redis_connection_mode": 0, "redis_host_ip": [{}], "redis_host_port": [{}], "table_store_mode": 0{sep}{extra}}}"#,
+            hosts.join(","),
+            ports.join(",")
+        ))
+        .unwrap()
+    }
+}

@@ -1,0 +1,238 @@
+//! Dispatch: the commands of one request are grouped by the server that owns their bucket,
+//! sent as pipelines in parallel, and the ones that come back redirected (MOVED/ASK), refused
+//! (TRYAGAIN, CLUSTERDOWN, READONLY, LOADING, MASTERDOWN) or cut off by a failed connection are
+//! sent again after a topology refresh, with bounded retries and backoff.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::conn::Conn;
+use crate::error::{Error, Result};
+use crate::exec;
+use crate::plan::Chunk;
+use crate::route::{Access, Router};
+
+/// How a request may be retried.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Attempts after the first.
+    pub attempts: u32,
+    /// First backoff; doubled per attempt up to 1 s.
+    pub backoff: Duration,
+}
+
+impl Retry {
+    /// The pause before retry `attempt` (1-based).
+    pub fn pause(&self, attempt: u32) -> Duration {
+        (self.backoff * 2u32.saturating_pow(attempt.saturating_sub(1))).min(Duration::from_secs(1))
+    }
+}
+
+/// What happened to one command.
+enum Outcome {
+    /// Redirected for good: refresh that slot and resend.
+    Moved(usize, usize, String),
+    /// Redirected once: resend to that node, preceded by ASKING.
+    Ask(usize, String),
+    /// Not executed (refused, or the connection was never made): safe to resend.
+    Refused(usize, Error),
+    /// Possibly executed (connection failed after sending): resend only if idempotent.
+    Unknown(usize, Error),
+    /// Cannot succeed.
+    Fatal(Error),
+}
+
+fn classify(ci: usize, e: Error) -> Outcome {
+    let Some(reply) = e.reply() else {
+        return Outcome::Fatal(e);
+    };
+    let mut words = reply.split_whitespace();
+    match words.next().unwrap_or("") {
+        "MOVED" | "ASK" => {
+            let moved = reply.starts_with("MOVED");
+            let slot = words.next().and_then(|s| s.parse().ok());
+            match (slot, words.next()) {
+                (Some(slot), Some(addr)) if moved => Outcome::Moved(ci, slot, addr.to_owned()),
+                (Some(_), Some(addr)) => Outcome::Ask(ci, addr.to_owned()),
+                _ => Outcome::Fatal(e),
+            }
+        }
+        "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "LOADING" | "MASTERDOWN" => {
+            Outcome::Refused(ci, e)
+        }
+        _ => Outcome::Fatal(e),
+    }
+}
+
+/// Runs `chunks` (command `i` is built by `encode(conn, &chunks[i])` and its reply read by
+/// `decode`) against the servers owning `slot_of(chunk)`.
+#[allow(clippy::too_many_arguments)]
+pub fn run<S, E, D>(
+    router: &Router,
+    chunks: &[Chunk],
+    slot_of: S,
+    access: Access,
+    idempotent: bool,
+    retry: Retry,
+    encode: E,
+    decode: D,
+) -> Result<()>
+where
+    S: Fn(&Chunk) -> usize,
+    E: Fn(&mut Conn, &Chunk) + Sync,
+    D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
+{
+    let width = exec::parallelism();
+    // (chunk index, ASK target)
+    let mut pending: Vec<(usize, Option<String>)> = (0..chunks.len()).map(|i| (i, None)).collect();
+    let mut attempt = 0u32;
+    loop {
+        let mut groups: FxHashMap<String, Vec<(usize, bool)>> = FxHashMap::default();
+        for (ci, ask) in pending.drain(..) {
+            let is_ask = ask.is_some();
+            let addr = match ask {
+                Some(a) => a,
+                None => router.addr_for(slot_of(&chunks[ci]), access)?,
+            };
+            groups.entry(addr).or_default().push((ci, is_ask));
+        }
+        let pipes = split(groups, width);
+        let outcomes: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
+        exec::run_all(pipes.len(), |p| {
+            let (addr, items) = &pipes[p];
+            let out = run_pipeline(router, addr, items, chunks, &encode, &decode);
+            outcomes.lock().unwrap().extend(out);
+            Ok(())
+        })?;
+        let mut last_err = None;
+        let mut refresh = false;
+        for o in outcomes.into_inner().unwrap() {
+            match o {
+                Outcome::Fatal(e) => return Err(e),
+                Outcome::Moved(ci, slot, addr) => {
+                    router.moved(slot, &addr);
+                    refresh = true;
+                    pending.push((ci, None));
+                }
+                Outcome::Ask(ci, addr) => pending.push((ci, Some(addr))),
+                Outcome::Refused(ci, e) => {
+                    refresh = true;
+                    pending.push((ci, None));
+                    last_err = Some(e);
+                }
+                Outcome::Unknown(ci, e) => {
+                    if !idempotent {
+                        return Err(e.context("the connection failed after the request was sent, so it is not retried"));
+                    }
+                    refresh = true;
+                    pending.push((ci, None));
+                    last_err = Some(e);
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        attempt += 1;
+        if attempt > retry.attempts {
+            let e = last_err.unwrap_or_else(|| {
+                Error::new(crate::error::ErrorKind::Server, "too many redirects")
+            });
+            return Err(e.context(format!("gave up after {} retries", retry.attempts)));
+        }
+        if last_err.is_some() {
+            std::thread::sleep(retry.pause(attempt));
+        }
+        if refresh {
+            // A failed refresh (the master is still down, say) is retried on the next round.
+            if let Err(e) = router.refresh() {
+                log::info!("topology refresh failed, will retry: {e}");
+            }
+        }
+    }
+}
+
+/// Splits each server's commands into pipelines so that about `width` run at once.
+fn split(
+    groups: FxHashMap<String, Vec<(usize, bool)>>,
+    width: usize,
+) -> Vec<(String, Vec<(usize, bool)>)> {
+    let per_server = (width / groups.len().max(1)).max(1);
+    let mut pipes = Vec::new();
+    for (addr, items) in groups {
+        let n = per_server.min(items.len());
+        let per = items.len().div_ceil(n);
+        for part in items.chunks(per) {
+            pipes.push((addr.clone(), part.to_vec()));
+        }
+    }
+    pipes
+}
+
+fn run_pipeline<E, D>(
+    router: &Router,
+    addr: &str,
+    items: &[(usize, bool)],
+    chunks: &[Chunk],
+    encode: &E,
+    decode: &D,
+) -> Vec<Outcome>
+where
+    E: Fn(&mut Conn, &Chunk),
+    D: Fn(&mut Conn, &Chunk) -> Result<()>,
+{
+    let pool = router.pool(addr);
+    let mut c = match pool.get() {
+        Ok(c) => c,
+        Err(e) => {
+            return items
+                .iter()
+                .map(|&(ci, _)| Outcome::Refused(ci, e.clone()))
+                .collect()
+        }
+    };
+    for &(ci, ask) in items {
+        if ask {
+            c.cmd(&[b"ASKING"]);
+        }
+        encode(&mut c, &chunks[ci]);
+    }
+    if let Err(e) = c.flush() {
+        pool.put(c, false);
+        return items
+            .iter()
+            .map(|&(ci, _)| Outcome::Unknown(ci, e.clone()))
+            .collect();
+    }
+    let mut out = Vec::new();
+    for (k, &(ci, ask)) in items.iter().enumerate() {
+        let asked = if ask {
+            c.read_reply().map(|_| ())
+        } else {
+            Ok(())
+        };
+        match asked.and_then(|_| decode(&mut c, &chunks[ci])) {
+            Ok(()) => {}
+            Err(e) if e.reply().is_some() => out.push(classify(ci, e)),
+            Err(e) if e.is_transient() => {
+                // The connection broke mid-pipeline: this and every later reply are unknown.
+                pool.put(c, false);
+                out.extend(
+                    items[k..]
+                        .iter()
+                        .map(|&(ci, _)| Outcome::Unknown(ci, e.clone())),
+                );
+                return out;
+            }
+            Err(e) => {
+                pool.put(c, false);
+                out.push(Outcome::Fatal(e));
+                return out;
+            }
+        }
+    }
+    pool.put(c, true);
+    out
+}

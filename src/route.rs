@@ -1,0 +1,333 @@
+//! Where a bucket lives: the one server (standalone), the master that the sentinels name
+//! (sentinel), or the cluster node that owns the bucket's slot (cluster), with one connection
+//! pool per address. Topology is refreshed on demand: after MOVED, READONLY or a connection
+//! failure.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rustc_hash::FxHashMap;
+
+use crate::config::{Config, ConnectionMode};
+use crate::conn::{Conn, Endpoint, Reply};
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout::SLOTS;
+use crate::pool::Pool;
+
+/// Whether a request reads or writes (reads may go to a replica).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Lookups, size, export.
+    Read,
+    /// Everything that changes data.
+    Write,
+}
+
+/// The cluster's slot owners.
+#[derive(Default)]
+struct SlotMap {
+    /// Master addresses.
+    nodes: Vec<String>,
+    /// For each slot, an index into `nodes` (`u16::MAX` = unassigned).
+    owner: Vec<u16>,
+}
+
+/// Routes requests to servers and owns their connection pools.
+pub struct Router {
+    cfg: Config,
+    pools: Mutex<FxHashMap<String, Arc<Pool>>>,
+    slots: RwLock<SlotMap>,
+    /// Sentinel mode: the current master and, for replica reads, a replica.
+    master: RwLock<Option<String>>,
+    replica: RwLock<Option<String>>,
+}
+
+/// A random starting point, so that many tables opening at once spread their topology
+/// queries over the seeds instead of all asking the first one.
+fn random_start(n: usize) -> usize {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() % n.max(1) as u64) as usize
+}
+
+impl Router {
+    /// Builds the router and learns the topology (connecting once).
+    pub fn open(cfg: &Config) -> Result<Router> {
+        let r = Router {
+            cfg: cfg.clone(),
+            pools: Mutex::new(FxHashMap::default()),
+            slots: RwLock::new(SlotMap::default()),
+            master: RwLock::new(None),
+            replica: RwLock::new(None),
+        };
+        r.refresh()?;
+        Ok(r)
+    }
+
+    /// The pool for `addr`, created on first use.
+    pub fn pool(&self, addr: &str) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap();
+        pools
+            .entry(addr.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Pool::new(
+                    Endpoint::data(&self.cfg, addr.to_owned()),
+                    &self.cfg,
+                ))
+            })
+            .clone()
+    }
+
+    /// Re-learns the topology: the slot map (cluster) or the master (sentinel).
+    pub fn refresh(&self) -> Result<()> {
+        match self.cfg.redis_connection_mode {
+            ConnectionMode::Standalone => {
+                // Connect once so that an unreachable server fails the open.
+                self.pool(&self.cfg.addr(0)).with(|_| Ok(()))
+            }
+            ConnectionMode::Cluster => self.refresh_slots(),
+            ConnectionMode::Sentinel => self.refresh_master(),
+        }
+    }
+
+    /// The address serving `slot` for `access`.
+    pub fn addr_for(&self, slot: usize, access: Access) -> Result<String> {
+        match self.cfg.redis_connection_mode {
+            ConnectionMode::Standalone => Ok(self.cfg.addr(0)),
+            ConnectionMode::Sentinel => {
+                if access == Access::Read && self.cfg.redis_read_access_slave {
+                    if let Some(r) = self.replica.read().unwrap().clone() {
+                        return Ok(r);
+                    }
+                }
+                self.master.read().unwrap().clone().ok_or_else(|| {
+                    Error::new(ErrorKind::Connection, "no master known from the sentinels")
+                })
+            }
+            ConnectionMode::Cluster => {
+                let map = self.slots.read().unwrap();
+                match map.owner.get(slot) {
+                    Some(&i) if i != u16::MAX => Ok(map.nodes[i as usize].clone()),
+                    _ => Err(Error::new(
+                        ErrorKind::Connection,
+                        format!("redis cluster: no node serves slot {slot}"),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Records a MOVED redirect without a full refresh.
+    pub fn moved(&self, slot: usize, addr: &str) {
+        let mut map = self.slots.write().unwrap();
+        let i = match map.nodes.iter().position(|n| n == addr) {
+            Some(i) => i,
+            None => {
+                map.nodes.push(addr.to_owned());
+                map.nodes.len() - 1
+            }
+        };
+        if let Some(o) = map.owner.get_mut(slot) {
+            *o = i as u16;
+        }
+    }
+
+    /// Runs one request on a seed host (cluster) in random order until one answers.
+    fn on_a_seed<T>(&self, what: &str, f: impl Fn(&mut Conn) -> Result<T>) -> Result<(T, String)> {
+        let n = self.cfg.redis_host_ip.len();
+        let start = random_start(n);
+        let mut last = None;
+        for k in 0..n {
+            let addr = self.cfg.addr((start + k) % n);
+            match self.pool(&addr).with(&f) {
+                Ok(v) => return Ok((v, addr)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| Error::new(ErrorKind::Connection, "no hosts configured"))
+            .context(format!("{what}: no seed host answered")))
+    }
+
+    /// `CLUSTER NODES` text from a seed, for TFRA's topology-derived hash tags.
+    pub fn cluster_nodes(&self) -> Result<String> {
+        let (reply, _) = self.on_a_seed("CLUSTER NODES", |c| {
+            c.cmd(&[b"CLUSTER", b"NODES"]);
+            c.flush()?;
+            c.read_reply()
+        })?;
+        match reply {
+            Reply::Bulk(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Reply::Status(s) => Ok(s),
+            other => Err(Error::new(
+                ErrorKind::Server,
+                format!("CLUSTER NODES replied {other:?}"),
+            )),
+        }
+    }
+
+    fn refresh_slots(&self) -> Result<()> {
+        let (reply, seed) = self.on_a_seed("CLUSTER SLOTS", |c| {
+            c.cmd(&[b"CLUSTER", b"SLOTS"]);
+            c.flush()?;
+            c.read_reply()
+        })?;
+        let seed_host = seed
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_owned())
+            .unwrap_or_default();
+        let bad = || {
+            Error::new(
+                ErrorKind::Server,
+                format!("CLUSTER SLOTS from {seed} is malformed"),
+            )
+        };
+        let Reply::Array(ranges) = reply else {
+            return Err(bad());
+        };
+        let mut map = SlotMap {
+            nodes: Vec::new(),
+            owner: vec![u16::MAX; SLOTS],
+        };
+        for r in ranges {
+            let Reply::Array(r) = r else {
+                return Err(bad());
+            };
+            let (Some(Reply::Int(a)), Some(Reply::Int(b)), Some(Reply::Array(node))) =
+                (r.first(), r.get(1), r.get(2))
+            else {
+                return Err(bad());
+            };
+            let host = match node.first() {
+                Some(Reply::Bulk(h)) if !h.is_empty() && h.as_slice() != b"?" => {
+                    String::from_utf8_lossy(h).into_owned()
+                }
+                _ => seed_host.clone(),
+            };
+            let Some(Reply::Int(port)) = node.get(1) else {
+                return Err(bad());
+            };
+            let addr = format!("{host}:{port}");
+            let i = match map.nodes.iter().position(|n| *n == addr) {
+                Some(i) => i,
+                None => {
+                    map.nodes.push(addr);
+                    map.nodes.len() - 1
+                }
+            };
+            for s in (*a as usize)..=(*b as usize).min(SLOTS - 1) {
+                map.owner[s] = i as u16;
+            }
+        }
+        if map.owner.iter().all(|&o| o == u16::MAX) {
+            return Err(Error::new(
+                ErrorKind::Connection,
+                format!("redis cluster at {seed} serves no slots"),
+            ));
+        }
+        *self.slots.write().unwrap() = map;
+        Ok(())
+    }
+
+    fn sentinel_query(&self, args: &[&[u8]]) -> Result<Reply> {
+        let n = self.cfg.redis_host_ip.len();
+        let mut last = None;
+        for k in 0..n {
+            let ep = Endpoint::sentinel(&self.cfg, self.cfg.addr(k));
+            let r = Conn::open(&ep).and_then(|mut c| {
+                c.cmd(args);
+                c.flush()?;
+                c.read_reply()
+            });
+            match r {
+                Ok(Reply::Nil) => {
+                    last = Some(Error::new(
+                        ErrorKind::Connection,
+                        format!(
+                            "sentinel {} does not know master {:?}",
+                            ep.addr, self.cfg.redis_master_name
+                        ),
+                    ))
+                }
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::new(ErrorKind::Connection, "no sentinels configured")))
+    }
+
+    fn refresh_master(&self) -> Result<()> {
+        let name = self.cfg.redis_master_name.as_bytes();
+        let reply = self.sentinel_query(&[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name])?;
+        let addr = match reply {
+            Reply::Array(v) if v.len() == 2 => match (&v[0], &v[1]) {
+                (Reply::Bulk(h), Reply::Bulk(p)) => format!(
+                    "{}:{}",
+                    String::from_utf8_lossy(h),
+                    String::from_utf8_lossy(p)
+                ),
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Server,
+                        "sentinel returned a malformed master address",
+                    ))
+                }
+            },
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Server,
+                    format!("sentinel replied {other:?}"),
+                ))
+            }
+        };
+        // During a failover the sentinels may still name the old master: insist on the role.
+        let role = self.pool(&addr).with(|c| {
+            c.cmd(&[b"ROLE"]);
+            c.flush()?;
+            c.read_reply()
+        })?;
+        let is_master = matches!(&role, Reply::Array(v) if matches!(v.first(), Some(Reply::Bulk(r)) if r.as_slice() == b"master"));
+        if !is_master {
+            return Err(Error::new(
+                ErrorKind::Connection,
+                format!("{addr}, named master of {:?} by the sentinels, is not a master (failover in progress)", self.cfg.redis_master_name),
+            ));
+        }
+        *self.master.write().unwrap() = Some(addr);
+        if self.cfg.redis_read_access_slave {
+            *self.replica.write().unwrap() = self.find_replica().ok().flatten();
+        }
+        Ok(())
+    }
+
+    fn find_replica(&self) -> Result<Option<String>> {
+        let reply = self.sentinel_query(&[
+            b"SENTINEL",
+            b"REPLICAS",
+            self.cfg.redis_master_name.as_bytes(),
+        ])?;
+        let Reply::Array(replicas) = reply else {
+            return Ok(None);
+        };
+        for r in replicas {
+            let Reply::Array(kv) = r else { continue };
+            let get = |k: &[u8]| {
+                kv.chunks(2).find_map(|p| match p {
+                    [Reply::Bulk(key), Reply::Bulk(v)] if key.as_slice() == k => {
+                        Some(String::from_utf8_lossy(v).into_owned())
+                    }
+                    _ => None,
+                })
+            };
+            let flags = get(b"flags").unwrap_or_default();
+            if flags.contains("down") || flags.contains("disconnected") {
+                continue;
+            }
+            if let (Some(ip), Some(port)) = (get(b"ip"), get(b"port")) {
+                return Ok(Some(format!("{ip}:{port}")));
+            }
+        }
+        Ok(None)
+    }
+}
