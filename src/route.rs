@@ -321,11 +321,19 @@ impl Router {
                 })
             };
             let flags = get(b"flags").unwrap_or_default();
-            if flags.contains("down") || flags.contains("disconnected") {
+            if flags.contains("s_down") || flags.contains("o_down") {
                 continue;
             }
-            if let (Some(ip), Some(port)) = (get(b"ip"), get(b"port")) {
-                return Ok(Some(format!("{ip}:{port}")));
+            let (Some(ip), Some(port)) = (get(b"ip"), get(b"port")) else { continue };
+            let addr = format!("{ip}:{port}");
+            // Use it only if it answers as a replica; otherwise reads stay on the master.
+            let role = self.pool(&addr).with(|c| {
+                c.cmd(&[b"ROLE"]);
+                c.flush()?;
+                c.read_reply()
+            });
+            if matches!(&role, Ok(Reply::Array(v)) if matches!(v.first(), Some(Reply::Bulk(r)) if r.as_slice() == b"slave")) {
+                return Ok(Some(addr));
             }
         }
         Ok(None)

@@ -284,3 +284,103 @@ impl Cluster {
         .unwrap()
     }
 }
+
+/// A master, one replica and one sentinel monitoring them as `mymaster`.
+pub struct Sentinel {
+    pub master: Server,
+    pub replica: Server,
+    pub sentinel: Server,
+}
+
+impl Server {
+    /// The replication offset this server reports.
+    pub fn repl_offset(&self) -> i64 {
+        let info = String::from_utf8_lossy(&self.cli(&[b"INFO", b"replication"])).into_owned();
+        info.lines()
+            .find_map(|l| l.strip_prefix("master_repl_offset:").or_else(|| l.strip_prefix("slave_repl_offset:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    }
+
+    /// Calls of `command` served, from INFO commandstats.
+    pub fn calls(&self, command: &str) -> u64 {
+        let info = String::from_utf8_lossy(&self.cli(&[b"INFO", b"commandstats"])).into_owned();
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Kills the server hard (SIGKILL by pid), as a crash would.
+    pub fn crash(&self) {
+        if let Ok(pid) = std::fs::read_to_string(self.pidfile()) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Sentinel {
+    /// Starts the three processes and waits until the sentinel knows master and replica.
+    pub fn start() -> Sentinel {
+        let master = Server::start_with(&[]);
+        let replica = Server::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize yes\npidfile {pid}\nlogfile {log}\ndir {d}\n\
+                 sentinel monitor mymaster 127.0.0.1 {m} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 3000\n",
+                pid = dir.path().join("redis.pid").display(),
+                log = dir.path().join("redis.log").display(),
+                d = dir.path().display(),
+                m = master.port
+            ),
+        )
+        .unwrap();
+        let status = Command::new("redis-server").arg(&conf).arg("--sentinel").status().unwrap();
+        assert!(status.success());
+        let sentinel = Server { port, dir };
+        sentinel.wait_ready();
+        let s = Sentinel { master, replica, sentinel };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let info = String::from_utf8_lossy(&s.sentinel.cli(&[b"SENTINEL", b"REPLICAS", b"mymaster"])).into_owned();
+            // Wait until the sentinel is connected to the replica (flags exactly "slave").
+            let healthy = info.contains(&s.replica.port.to_string()) && info.contains("\r\nslave\r\n");
+            if healthy && s.replica.repl_offset() >= 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sentinel did not discover the replica");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    /// Waits (bounded) until the replica has everything the master has.
+    pub fn wait_replicated(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.replica.repl_offset() < self.master.repl_offset() {
+            assert!(Instant::now() < deadline, "replica did not catch up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A sentinel-mode config.
+    pub fn config(&self, extra: &str) -> Config {
+        let sep = if extra.is_empty() { "" } else { "," };
+        Config::from_json(&format!(
+            r#"{{"redis_connection_mode": 1, "redis_master_name": "mymaster", "redis_host_ip": ["127.0.0.1"], "redis_host_port": [{}], "table_store_mode": 0{sep}{extra}}}"#,
+            self.sentinel.port
+        ))
+        .unwrap()
+    }
+}
