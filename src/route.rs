@@ -324,7 +324,9 @@ impl Router {
             if flags.contains("s_down") || flags.contains("o_down") {
                 continue;
             }
-            let (Some(ip), Some(port)) = (get(b"ip"), get(b"port")) else { continue };
+            let (Some(ip), Some(port)) = (get(b"ip"), get(b"port")) else {
+                continue;
+            };
             let addr = format!("{ip}:{port}");
             // Use it only if it answers as a replica; otherwise reads stay on the master.
             let role = self.pool(&addr).with(|c| {
@@ -332,7 +334,8 @@ impl Router {
                 c.flush()?;
                 c.read_reply()
             });
-            if matches!(&role, Ok(Reply::Array(v)) if matches!(v.first(), Some(Reply::Bulk(r)) if r.as_slice() == b"slave")) {
+            if matches!(&role, Ok(Reply::Array(v)) if matches!(v.first(), Some(Reply::Bulk(r)) if r.as_slice() == b"slave"))
+            {
                 return Ok(Some(addr));
             }
         }

@@ -6,26 +6,44 @@ use redis_embedding::{KeyType, Rows, Table, TableSpec, ValueType};
 use support::{f32_bytes, f32s, i64_keys, Sentinel};
 
 fn spec() -> TableSpec {
-    TableSpec { embedding_name: "emb".into(), key_type: KeyType::I64, value_type: ValueType::F32, dim: 1 }
+    TableSpec {
+        embedding_name: "emb".into(),
+        key_type: KeyType::I64,
+        value_type: ValueType::F32,
+        dim: 1,
+    }
 }
 
 fn insert(t: &Table, keys: &[i64]) -> redis_embedding::Result<()> {
     let kb = i64_keys(keys);
     let vb = f32_bytes(&keys.iter().map(|&k| k as f32).collect::<Vec<_>>());
-    t.insert(&t.keys(&kb, &[]).unwrap(), &Rows::Fixed { data: &vb, row: 4 })
+    t.insert(
+        &t.keys(&kb, &[]).unwrap(),
+        &Rows::Fixed { data: &vb, row: 4 },
+    )
 }
 
 fn find(t: &Table, keys: &[i64]) -> Vec<f32> {
     let kb = i64_keys(keys);
     let mut out = vec![0u8; keys.len() * 4];
-    t.find(&t.keys(&kb, &[]).unwrap(), &f32_bytes(&[-1.0]), &mut out, None).unwrap();
+    t.find(
+        &t.keys(&kb, &[]).unwrap(),
+        &f32_bytes(&[-1.0]),
+        &mut out,
+        None,
+    )
+    .unwrap();
     f32s(&out)
 }
 
 #[test]
 fn discovers_the_master_and_survives_a_forced_failover() {
     let s = Sentinel::start();
-    let t = Table::open(s.config(r#""rde_max_retries": 30, "redis_connect_timeout": 300"#), spec()).unwrap();
+    let t = Table::open(
+        s.config(r#""rde_max_retries": 30, "redis_connect_timeout": 300"#),
+        spec(),
+    )
+    .unwrap();
     let keys: Vec<i64> = (0..500).collect();
     insert(&t, &keys).unwrap();
     assert_eq!(s.master.calls("hset"), 1);
@@ -35,9 +53,15 @@ fn discovers_the_master_and_survives_a_forced_failover() {
     // The next write waits (bounded) for the sentinel to promote the replica, then succeeds.
     let more: Vec<i64> = (500..600).collect();
     insert(&t, &more).unwrap();
-    assert!(s.replica.calls("hset") >= 1, "the write did not reach the promoted replica");
+    assert!(
+        s.replica.calls("hset") >= 1,
+        "the write did not reach the promoted replica"
+    );
     let all: Vec<i64> = (0..600).collect();
-    assert_eq!(find(&t, &all), all.iter().map(|&k| k as f32).collect::<Vec<_>>());
+    assert_eq!(
+        find(&t, &all),
+        all.iter().map(|&k| k as f32).collect::<Vec<_>>()
+    );
     assert_eq!(t.size().unwrap(), 600);
 }
 

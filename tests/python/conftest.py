@@ -29,3 +29,17 @@ def redis(redis_server):
 @pytest.fixture
 def config_path(redis, tmp_path):
     return redis.config(tmp_path / "redis.json")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_session(tmp_path_factory):
+    from redis_harness import RedisCluster
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_session):
+    redis_cluster_session.flush()
+    return redis_cluster_session

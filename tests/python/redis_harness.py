@@ -100,3 +100,68 @@ def _read(f):
         n = int(rest)
         return None if n < 0 else [_read(f) for _ in range(n)]
     raise RuntimeError(f"bad reply {line!r}")
+
+
+class RedisCluster:
+    """`masters` cluster-enabled redis-servers joined with `redis-cli --cluster create`."""
+
+    def __init__(self, workdir, masters=3):
+        self.nodes = []
+        for _ in range(masters):
+            port = free_port()
+            node = RedisServer.__new__(RedisServer)
+            node.port = port
+            node.dir = os.path.join(str(workdir), f"cluster-{port}")
+            os.makedirs(node.dir, exist_ok=True)
+            node.pidfile = os.path.join(node.dir, "redis.pid")
+            subprocess.run(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--daemonize", "yes", "--dir", node.dir,
+                 "--pidfile", node.pidfile, "--logfile", os.path.join(node.dir, "redis.log"),
+                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-node-timeout", "2000"], check=True)
+            self.nodes.append(node)
+        for node in self.nodes:
+            _wait_ping(node)
+        subprocess.run(["redis-cli", "--cluster", "create",
+                        *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not all("cluster_state:ok" in n.command(b"CLUSTER", b"INFO").decode()
+                      for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("cluster did not become ok")
+            time.sleep(0.05)
+
+    def config(self, path, **fields):
+        cfg = {"redis_connection_mode": 0, "redis_host_ip": ["127.0.0.1"] * len(self.nodes),
+               "redis_host_port": [n.port for n in self.nodes], "table_store_mode": 0}
+        cfg.update(fields)
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        return str(path)
+
+    def keys(self):
+        return sorted(k for n in self.nodes for k in n.command(b"KEYS", b"*"))
+
+    def flush(self):
+        for n in self.nodes:
+            n.command(b"FLUSHALL")
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+
+def _wait_ping(node):
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if node.command(b"PING") == "PONG":
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server on {node.port} did not start")
+        time.sleep(0.02)

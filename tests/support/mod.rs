@@ -297,7 +297,10 @@ impl Server {
     pub fn repl_offset(&self) -> i64 {
         let info = String::from_utf8_lossy(&self.cli(&[b"INFO", b"replication"])).into_owned();
         info.lines()
-            .find_map(|l| l.strip_prefix("master_repl_offset:").or_else(|| l.strip_prefix("slave_repl_offset:")))
+            .find_map(|l| {
+                l.strip_prefix("master_repl_offset:")
+                    .or_else(|| l.strip_prefix("slave_repl_offset:"))
+            })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(-1)
     }
@@ -346,20 +349,34 @@ impl Sentinel {
             ),
         )
         .unwrap();
-        let status = Command::new("redis-server").arg(&conf).arg("--sentinel").status().unwrap();
+        let status = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .status()
+            .unwrap();
         assert!(status.success());
         let sentinel = Server { port, dir };
         sentinel.wait_ready();
-        let s = Sentinel { master, replica, sentinel };
+        let s = Sentinel {
+            master,
+            replica,
+            sentinel,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let info = String::from_utf8_lossy(&s.sentinel.cli(&[b"SENTINEL", b"REPLICAS", b"mymaster"])).into_owned();
+            let info =
+                String::from_utf8_lossy(&s.sentinel.cli(&[b"SENTINEL", b"REPLICAS", b"mymaster"]))
+                    .into_owned();
             // Wait until the sentinel is connected to the replica (flags exactly "slave").
-            let healthy = info.contains(&s.replica.port.to_string()) && info.contains("\r\nslave\r\n");
+            let healthy =
+                info.contains(&s.replica.port.to_string()) && info.contains("\r\nslave\r\n");
             if healthy && s.replica.repl_offset() >= 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "sentinel did not discover the replica");
+            assert!(
+                Instant::now() < deadline,
+                "sentinel did not discover the replica"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         s
