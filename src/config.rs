@@ -80,6 +80,9 @@ pub struct Config {
     pub rde_max_retries: u32,
     /// Extension: first backoff between retries in ms, doubled per retry up to 1 s.
     pub rde_retry_backoff_ms: u64,
+    /// Extension: outside cluster mode, spread keys over all `storage_slice` buckets with
+    /// TFRA's bucket rule instead of keeping them in bucket 0 (existing rows are moved once).
+    pub rde_standalone_buckets: bool,
 }
 
 impl Default for Config {
@@ -118,6 +121,7 @@ impl Default for Config {
             model_lib_abs_dir: "/tmp/".into(),
             rde_max_retries: 8,
             rde_retry_backoff_ms: 50,
+            rde_standalone_buckets: false,
         }
     }
 }
@@ -212,6 +216,7 @@ impl Config {
                 "model_lib_abs_dir" => c.model_lib_abs_dir = f.string()?,
                 "rde_max_retries" => c.rde_max_retries = f.int_in(0, 1000)? as u32,
                 "rde_retry_backoff_ms" => c.rde_retry_backoff_ms = f.int_in(0, 60_000)? as u64,
+                "rde_standalone_buckets" => c.rde_standalone_buckets = f.boolean()?,
                 other => log::warn!("redis config: unknown field {other:?} is ignored"),
             }
         }

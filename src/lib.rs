@@ -21,7 +21,6 @@
 #![cfg_attr(not(test), forbid(clippy::print_stdout))]
 
 mod accum;
-mod cluster_layout;
 mod codec;
 mod config;
 mod conn;
@@ -29,9 +28,11 @@ mod dispatch;
 mod error;
 mod exec;
 mod layout;
+mod layout_store;
 mod md5;
 mod plan;
 mod pool;
+mod rehash;
 mod route;
 mod table;
 

@@ -1,5 +1,5 @@
 //! Log output for the op library: `log` records go to stderr, filtered by `RDE_LOG`
-//! (`error`, `warn` (default), `info`, `debug`, `off`). Installed once, on the first table
+//! (`error`, `warn`, `info` (default), `debug`, `off`). Installed once, on the first table
 //! open, and only if the process has no logger yet.
 
 use std::io::Write;
@@ -32,7 +32,7 @@ pub fn init() {
         let level = std::env::var("RDE_LOG")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(log::LevelFilter::Warn);
+            .unwrap_or(log::LevelFilter::Info);
         if log::set_logger(&Stderr).is_ok() {
             log::set_max_level(level);
         }

@@ -8,12 +8,14 @@ use rustc_hash::FxHashSet;
 
 use crate::accum;
 use crate::codec::{check_pair, decode_str_row, KeyType, Keys, Rows, ValueType};
-use crate::config::{Config, ConnectionMode, StoreMode};
+use crate::config::{Config, StoreMode};
 use crate::conn::{Conn, Reply};
 use crate::dispatch::{self, Retry};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{self, display_bytes, Buckets};
+use crate::layout_store::{self, Layout};
 use crate::plan::{Chunk, Plan};
+use crate::rehash::Mover;
 use crate::route::{Access, Router};
 
 /// What a table holds: its name and dtypes.
@@ -106,12 +108,17 @@ pub struct Table {
     cfg: Config,
     spec: TableSpec,
     buckets: Buckets,
+    layout: Layout,
     /// Cluster slot of each bucket key.
     bucket_slots: Vec<usize>,
     router: Router,
     retry: Retry,
     /// Bytes per stored row for fixed-size value types; 0 for strings.
     row: usize,
+    /// Whether each bucket is known to carry a TTL (see [`Table::touch`]).
+    ttl_armed: Vec<std::sync::atomic::AtomicBool>,
+    /// When every bucket's TTL was last pushed out.
+    ttl_last: Mutex<std::time::Instant>,
 }
 
 impl Table {
@@ -130,26 +137,50 @@ impl Table {
             attempts: cfg.rde_max_retries,
             backoff: Duration::from_millis(cfg.rde_retry_backoff_ms),
         };
-        let buckets = match cfg.redis_connection_mode {
-            ConnectionMode::Cluster => {
-                crate::cluster_layout::runtime_buckets(&cfg, &spec.embedding_name, &router, retry)?
-            }
-            _ => Buckets::runtime(&cfg, &spec.embedding_name),
+        let resolved = layout_store::resolve(&cfg, &spec.embedding_name, &router, retry)?;
+        let layout = resolved.target;
+        let mover = Mover {
+            router: &router,
+            retry,
+            batch: cfg.keys_sending_size,
+            numeric: spec.key_type != KeyType::Str,
+            hashed: cfg.using_hash_storage_slice,
+            name: &spec.embedding_name,
         };
+        if let Some(source) = &resolved.source {
+            mover.migrate("rehash", source, &layout, true)?;
+        }
+        if cfg.model_tag_import != cfg.model_tag_runtime {
+            copy_model_tag(&cfg, &spec, &router, retry, &mover, &layout)?;
+        }
+        // Recorded only once the rows are in place, so an interrupted rehash resumes.
+        let prefix = layout::prefix(
+            &cfg.model_tag_runtime,
+            &spec.embedding_name,
+            cfg.using_md5_prefix_name,
+        );
+        layout_store::save(&router, retry, &prefix, &layout)?;
+        let buckets = layout.buckets.clone();
+        let n_buckets = buckets.len();
         let bucket_slots = buckets
             .names()
             .iter()
             .map(|b| layout::key_slot(b))
             .collect();
-        Ok(Table {
+        let t = Table {
             cfg,
             spec,
             buckets,
+            layout,
             bucket_slots,
             router,
             retry,
             row,
-        })
+            ttl_armed: (0..n_buckets).map(|_| Default::default()).collect(),
+            ttl_last: Mutex::new(std::time::Instant::now()),
+        };
+        t.arm_ttl_on_open()?;
+        Ok(t)
     }
 
     /// The table's spec.
@@ -173,14 +204,14 @@ impl Table {
     }
 
     fn plan(&self, keys: &Keys<'_>) -> Plan {
-        if self.cfg.redis_connection_mode != ConnectionMode::Cluster {
+        if self.layout.rule == layout_store::Rule::First {
             // TFRA's standalone and sentinel modes keep every row in bucket 0.
             return Plan::new(keys, 1, self.cfg.keys_sending_size, |_| 0);
         }
         let numeric = self.spec.key_type != KeyType::Str;
-        let (hashed, s) = (self.cfg.using_hash_storage_slice, self.buckets.len() as u32);
+        let hashed = self.cfg.using_hash_storage_slice;
         Plan::new(keys, self.buckets.len(), self.cfg.keys_sending_size, |k| {
-            layout::bucket_of(k, numeric, hashed, s)
+            self.layout.bucket_of(k, numeric, hashed)
         })
     }
 
@@ -355,6 +386,7 @@ impl Table {
                 out[i * row..(i + 1) * row].copy_from_slice(src);
             }
         }
+        self.touch(&[]);
         Ok(())
     }
 
@@ -416,6 +448,7 @@ impl Table {
                 None => rows.push_from(defaults, if per_key { i } else { 0 }, dim),
             }
         }
+        self.touch(&[]);
         Ok((rows, exists))
     }
 
@@ -444,7 +477,9 @@ impl Table {
                 }
             },
             |c, _| c.read_int().map(|_| ()),
-        )
+        )?;
+        self.touch(&plan.chunks);
+        Ok(())
     }
 
     /// TFRA's bp_v2 accumulate, atomic per command on the server (see [`crate::accum`]).
@@ -509,7 +544,9 @@ impl Table {
                     .map(|_| ())
                     .map_err(|e| self.explain_accum_error(e, &plan, &start, &occ, keys, ch))
             },
-        )
+        )?;
+        self.touch(&plan.chunks);
+        Ok(())
     }
 
     fn explain_accum_error(
@@ -556,17 +593,41 @@ impl Table {
                 }
             },
             |c, _| c.read_int().map(|_| ()),
-        )
+        )?;
+        self.touch(&[]);
+        Ok(())
     }
 
-    /// Runs `cmd <bucket>` for every bucket and returns the integer replies in bucket order.
-    fn per_bucket(&self, cmd: &[u8], access: Access) -> Result<Vec<i64>> {
+    /// Runs `cmd <bucket> <extra…>` for each bucket in `which` and returns the integer replies
+    /// (indexed by bucket; 0 for buckets not in `which`).
+    fn per_bucket(
+        &self,
+        which: &[usize],
+        cmd: &[u8],
+        extra: &[&[u8]],
+        access: Access,
+    ) -> Result<Vec<i64>> {
         let replies = Mutex::new(vec![0i64; self.buckets.len()]);
+        let chunks: Vec<Chunk> = which
+            .iter()
+            .map(|&b| Chunk {
+                bucket: b,
+                start: 0,
+                end: 0,
+            })
+            .collect();
         self.dispatch(
-            &self.bucket_chunks(),
+            &chunks,
             access,
             true,
-            |c, ch| c.cmd(&[cmd, self.bucket_name(ch)]),
+            |c, ch| {
+                c.begin(2 + extra.len());
+                c.arg(cmd);
+                c.arg(self.bucket_name(ch));
+                for a in extra {
+                    c.arg(a);
+                }
+            },
             |c, ch| {
                 let n = c.read_int()?;
                 replies.lock().unwrap()[ch.bucket] = n;
@@ -576,14 +637,91 @@ impl Table {
         Ok(replies.into_inner().unwrap())
     }
 
+    fn all_buckets(&self) -> Vec<usize> {
+        (0..self.buckets.len()).collect()
+    }
+
+    /// Applies `expire_model_tag_in_seconds` when the table opens: a positive value arms a
+    /// TTL on this table's own buckets (never a prefix glob), anything else removes it.
+    fn arm_ttl_on_open(&self) -> Result<()> {
+        let secs = self.cfg.expire_model_tag_in_seconds;
+        let all = self.all_buckets();
+        if secs > 0 {
+            let r = self.per_bucket(
+                &all,
+                b"EXPIRE",
+                &[secs.to_string().as_bytes()],
+                Access::Write,
+            )?;
+            self.note_armed(&all, &r);
+        } else {
+            self.per_bucket(&all, b"PERSIST", &[], Access::Write)?;
+        }
+        *self.ttl_last.lock().unwrap() = std::time::Instant::now();
+        Ok(())
+    }
+
+    fn note_armed(&self, which: &[usize], replies: &[i64]) {
+        for &b in which {
+            self.ttl_armed[b].store(replies[b] == 1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps the TTL rolling while the table is used: after a write, buckets that have no TTL
+    /// yet (created by that write) get one; and every `min(ttl / 4, 60 s)` all buckets are
+    /// pushed out again. A process that dies therefore leaves data that expires `ttl` seconds
+    /// after its last use, with no clean shutdown needed.
+    fn touch(&self, written: &[Chunk]) {
+        let secs = self.cfg.expire_model_tag_in_seconds;
+        if secs <= 0 {
+            return;
+        }
+        let arg = secs.to_string();
+        let every = std::time::Duration::from_secs((secs as u64 / 4).clamp(1, 60));
+        let due = {
+            let mut last = self.ttl_last.lock().unwrap();
+            let due = last.elapsed() >= every;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        let mut which: Vec<usize> = if due {
+            self.all_buckets()
+        } else {
+            written
+                .iter()
+                .map(|c| c.bucket)
+                .filter(|&b| !self.ttl_armed[b].load(std::sync::atomic::Ordering::Relaxed))
+                .collect()
+        };
+        which.sort_unstable();
+        which.dedup();
+        if which.is_empty() {
+            return;
+        }
+        match self.per_bucket(&which, b"EXPIRE", &[arg.as_bytes()], Access::Write) {
+            Ok(r) => self.note_armed(&which, &r),
+            Err(e) => log::warn!(
+                "could not refresh the TTL of {}: {e}",
+                self.spec.embedding_name
+            ),
+        }
+    }
+
     /// Deletes every runtime bucket of this table (optimizer-slot tables are separate tables).
     pub fn clear(&self) -> Result<()> {
-        self.per_bucket(b"UNLINK", Access::Write).map(|_| ())
+        self.per_bucket(&self.all_buckets(), b"UNLINK", &[], Access::Write)?;
+        self.note_armed(&self.all_buckets(), &vec![0; self.buckets.len()]);
+        Ok(())
     }
 
     /// Number of rows over all runtime buckets.
     pub fn size(&self) -> Result<i64> {
-        Ok(self.per_bucket(b"HLEN", Access::Read)?.iter().sum())
+        Ok(self
+            .per_bucket(&self.all_buckets(), b"HLEN", &[], Access::Read)?
+            .iter()
+            .sum())
     }
 
     /// The whole table (table_store_mode 0), or nothing in mode 2.
@@ -754,4 +892,66 @@ impl Table {
             )),
         }
     }
+}
+
+/// Copies the model version `model_tag_import` into this table's runtime buckets when the
+/// runtime version is empty (or an earlier copy was interrupted). The source is left as is.
+fn copy_model_tag(
+    cfg: &Config,
+    spec: &TableSpec,
+    router: &Router,
+    retry: Retry,
+    mover: &Mover<'_>,
+    target: &Layout,
+) -> Result<()> {
+    let import_prefix = layout::prefix(
+        &cfg.model_tag_import,
+        &spec.embedding_name,
+        cfg.using_md5_prefix_name,
+    );
+    let source = match layout_store::load(router, retry, &import_prefix)? {
+        Some(l) => l,
+        None => layout_store::tfra_layout(
+            cfg,
+            router,
+            &import_prefix,
+            cfg.storage_slice_import,
+            &cfg.redis_hash_tags_import,
+        )?,
+    };
+    let runtime_prefix = layout::prefix(
+        &cfg.model_tag_runtime,
+        &spec.embedding_name,
+        cfg.using_md5_prefix_name,
+    );
+    let mut marker = b"rde-copy:".to_vec();
+    marker.extend(layout_store::record_key(&runtime_prefix));
+    let interrupted = !matches!(
+        layout_store::call(router, retry, &marker, Access::Write, &[b"GET", &marker])?,
+        Reply::Nil
+    );
+    if !interrupted && mover.count(target)? > 0 {
+        return Ok(());
+    }
+    let n_src = mover.count(&source)?;
+    if n_src == 0 {
+        return Ok(());
+    }
+    layout_store::call(
+        router,
+        retry,
+        &marker,
+        Access::Write,
+        &[b"SET", &marker, cfg.model_tag_import.as_bytes()],
+    )?;
+    mover.migrate("model-tag copy", &source, target, false)?;
+    let n_dst = mover.count(target)?;
+    if n_dst < n_src {
+        return Err(Error::data(format!(
+            "model-tag copy {:?} → {:?} of {:?}: {n_src} rows in the source but only {n_dst} in the copy",
+            cfg.model_tag_import, cfg.model_tag_runtime, spec.embedding_name
+        )));
+    }
+    layout_store::call(router, retry, &marker, Access::Write, &[b"DEL", &marker])?;
+    Ok(())
 }
