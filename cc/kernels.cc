@@ -89,6 +89,8 @@ class TableOfTensorsOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("embedding_name", &embedding_name_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("redis_config_abs_dir", &config_path_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("redis_config_abs_dir_env", &config_env_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("shard_index", &shard_index_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("shard_count", &shard_count_));
     OP_REQUIRES(ctx, TensorShapeUtils::IsVector(value_shape_),
                 errors::InvalidArgument("Default value must be a vector, got shape ",
                                         value_shape_.DebugString()));
@@ -116,7 +118,7 @@ class TableOfTensorsOp : public OpKernel {
                                      config_env_.size()),
           rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(embedding_name_.data()),
                                      embedding_name_.size()),
-          key_dtype_, value_dtype_, value_shape_.num_elements(), st);
+          key_dtype_, value_dtype_, value_shape_.num_elements(), shard_index_, shard_count_, st);
       TF_RETURN_IF_ERROR(ToStatus(st));
       *ret = new TableResource(std::move(box), key_dtype_, value_dtype_, value_shape_);
       return OkStatus();
@@ -147,6 +149,7 @@ class TableOfTensorsOp : public OpKernel {
   DataType key_dtype_, value_dtype_;
   TensorShape value_shape_;
   std::string embedding_name_, config_path_, config_env_;
+  int64_t shard_index_ = 1, shard_count_ = 1;
 };
 
 template <bool kWithExists>

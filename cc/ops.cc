@@ -55,6 +55,8 @@ REGISTER_OP("RDE>RedisTableOfTensors")
     .Attr("embedding_name: string = ''")
     .Attr("redis_config_abs_dir: string = ''")
     .Attr("redis_config_abs_dir_env: string = ''")
+    .Attr("shard_index: int = 1")
+    .Attr("shard_count: int = 1")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) {
       DataType key_dtype, value_dtype;

@@ -5,7 +5,7 @@
 use crate::codec::{KeyType, Rows, ValueType};
 use crate::config::{resolve_path, Config};
 use crate::error::{Error, Result};
-use crate::table::{Exported, StrRows, Table, TableSpec};
+use crate::table::{Exported, Shard, StrRows, Table, TableSpec};
 
 #[cxx::bridge(namespace = "rde")]
 #[allow(clippy::module_inception, clippy::too_many_arguments)]
@@ -28,6 +28,8 @@ mod ffi {
             key_dtype: i32,
             value_dtype: i32,
             dim: i64,
+            shard_index: i64,
+            shard_count: i64,
             status: &mut Status,
         ) -> Box<TableBox>;
         fn describe(self: &TableBox) -> String;
@@ -137,6 +139,8 @@ fn open_table(
     key_dtype: i32,
     value_dtype: i32,
     dim: i64,
+    shard_index: i64,
+    shard_count: i64,
     st: &mut Status,
 ) -> Box<TableBox> {
     crate::logging::init();
@@ -153,6 +157,7 @@ fn open_table(
             value_type: ValueType::from_tf(value_dtype)?,
             dim: usize::try_from(dim)
                 .map_err(|_| Error::invalid("value_shape must be fully defined"))?,
+            shard: Shard::new(shard_index, shard_count)?,
         };
         let cfg = Config::from_file(&resolve_path(config_path, config_env)?)?;
         Table::open(cfg, spec)

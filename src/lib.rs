@@ -8,8 +8,7 @@
 //! ```no_run
 //! use redis_embedding::{Config, KeyType, Rows, Table, TableSpec, ValueType};
 //! let cfg = Config::from_json(r#"{"redis_connection_mode": 2, "redis_host_port": [7000]}"#)?;
-//! let spec = TableSpec { embedding_name: "emb".into(), key_type: KeyType::I64,
-//!                        value_type: ValueType::F32, dim: 2 };
+//! let spec = TableSpec::new("emb", KeyType::I64, ValueType::F32, 2);
 //! let table = Table::open(cfg, spec)?;
 //! let keys: Vec<u8> = [1i64, 2].iter().flat_map(|k| k.to_le_bytes()).collect();
 //! let vals: Vec<u8> = [0.5f32; 4].iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -47,4 +46,4 @@ pub use error::{Error, ErrorKind, Result};
 pub use layout::{
     bucket_of, crc32c_raw, hash_tags, key_slot, prefix, slot_tag_table, topology_tags, Buckets,
 };
-pub use table::{Exported, StrRows, Table, TableSpec};
+pub use table::{Exported, Shard, StrRows, Table, TableSpec};

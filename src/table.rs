@@ -29,6 +29,59 @@ pub struct TableSpec {
     pub value_type: ValueType,
     /// Elements per value row.
     pub dim: usize,
+    /// Which device shard of a multi-device Variable this table is.
+    pub shard: Shard,
+}
+
+impl TableSpec {
+    /// A single-shard table.
+    pub fn new(embedding_name: &str, key_type: KeyType, value_type: ValueType, dim: usize) -> Self {
+        TableSpec {
+            embedding_name: embedding_name.to_owned(),
+            key_type,
+            value_type,
+            dim,
+            shard: Shard::default(),
+        }
+    }
+}
+
+/// Shard `index` (1-based) of `count`, from a Variable's `<name>_mht_<index>of<count>` table
+/// names. All shards of a Variable share one Redis prefix, so they share the same rows (as in
+/// TFRA). To keep `Variable.size()` and `Variable.export()` right, only shard 1 reports the
+/// shared rows; the others report none. `clear()` on any shard clears the shared rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based shard number.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { index: 1, count: 1 }
+    }
+}
+
+impl Shard {
+    /// Validates `index` in `1..=count`.
+    pub fn new(index: i64, count: i64) -> Result<Shard> {
+        if count < 1 || index < 1 || index > count || count > i64::from(u32::MAX) {
+            return Err(Error::invalid(format!(
+                "shard_index {index} / shard_count {count}: expected 1 <= shard_index <= shard_count"
+            )));
+        }
+        Ok(Shard {
+            index: index as u32,
+            count: count as u32,
+        })
+    }
+
+    /// Whether this shard reports the rows that all shards share.
+    pub fn reports_shared_rows(&self) -> bool {
+        self.index == 1
+    }
 }
 
 /// Decoded string rows: element `j` is `data[offsets[j]..offsets[j + 1]]`.
@@ -716,8 +769,12 @@ impl Table {
         Ok(())
     }
 
-    /// Number of rows over all runtime buckets.
+    /// Number of rows over all runtime buckets (0 on shards other than the first, see
+    /// [`Shard`]).
     pub fn size(&self) -> Result<i64> {
+        if !self.spec.shard.reports_shared_rows() {
+            return Ok(0);
+        }
         Ok(self
             .per_bucket(&self.all_buckets(), b"HLEN", &[], Access::Read)?
             .iter()
@@ -727,12 +784,21 @@ impl Table {
     /// The whole table (table_store_mode 0), or nothing in mode 2.
     pub fn export(&self) -> Result<Exported> {
         match self.cfg.table_store_mode {
-            StoreMode::Tensors => self.export_rows(),
-            StoreMode::InRedis => Ok(Exported { key_offsets: self.empty_key_offsets(), str_values: StrRows::new(), ..Default::default() }),
+            StoreMode::Tensors if self.spec.shard.reports_shared_rows() => self.export_rows(),
+            StoreMode::Tensors => Ok(self.empty_export()),
+            StoreMode::InRedis => Ok(self.empty_export()),
             StoreMode::RdbFiles => Err(Error::new(
                 ErrorKind::Unimplemented,
                 "table_store_mode 1 (rdb files) is not available in this version; use 0 (rows in the checkpoint) or 2 (data stays in Redis)",
             )),
+        }
+    }
+
+    fn empty_export(&self) -> Exported {
+        Exported {
+            key_offsets: self.empty_key_offsets(),
+            str_values: StrRows::new(),
+            ..Default::default()
         }
     }
 

@@ -6,12 +6,7 @@ use redis_embedding::{slot_tag_table, KeyType, Rows, Table, TableSpec, ValueType
 use support::{f32_bytes, f32s, i64_keys, redis_cli, Cluster, Server};
 
 fn spec(name: &str) -> TableSpec {
-    TableSpec {
-        embedding_name: name.into(),
-        key_type: KeyType::I64,
-        value_type: ValueType::F32,
-        dim: 2,
-    }
+    TableSpec::new(name, KeyType::I64, ValueType::F32, 2)
 }
 
 fn rows(keys: &[i64]) -> Vec<f32> {
@@ -207,4 +202,57 @@ fn bucket_names_survive_adding_a_master() {
     let (v, ex) = find(&t, &keys);
     assert!(ex.iter().all(|&e| e == 1));
     assert_eq!(v, rows(&keys));
+}
+
+#[test]
+fn master_failover_in_a_cluster_with_replicas() {
+    let c = Cluster::start(3, 1);
+    let t = Table::open(
+        c.config(r#""storage_slice": 3, "rde_max_retries": 30, "redis_connect_timeout": 300, "redis_socket_timeout": 500"#),
+        spec("ha"),
+    )
+    .unwrap();
+    let keys: Vec<i64> = (0..900).collect();
+    insert(&t, &keys);
+    // Let every replica catch up before the crash, so no acknowledged write is lost.
+    let masters: Vec<&Server> = c
+        .nodes
+        .iter()
+        .filter(|n| String::from_utf8_lossy(&n.cli(&[b"ROLE"])).contains("master"))
+        .collect();
+    for m in &masters {
+        let out = m.cli(&[b"WAIT", b"1", b"5000"]);
+        assert_eq!(out, b":1\r\n");
+    }
+    // Crash the master holding bucket 0.
+    let victim = masters.iter().find(|m| keys_on(m) > 0).unwrap();
+    victim.crash();
+    // Writes and reads wait (bounded) for the replica to take over, then succeed.
+    let more: Vec<i64> = (900..1200).collect();
+    insert(&t, &more);
+    let all: Vec<i64> = (0..1200).collect();
+    let (v, ex) = find(&t, &all);
+    assert!(ex.iter().all(|&e| e == 1));
+    assert_eq!(v, rows(&all));
+}
+
+#[test]
+fn topology_queries_are_spread_over_the_seeds() {
+    let c = Cluster::start(3, 0);
+    let cfg = c.config("");
+    let before: Vec<u64> = c.nodes.iter().map(|n| n.calls("cluster|slots")).collect();
+    for i in 0..30 {
+        Table::open(cfg.clone(), spec(&format!("t{i}"))).unwrap();
+    }
+    let asked: Vec<u64> = c
+        .nodes
+        .iter()
+        .zip(&before)
+        .map(|(n, b)| n.calls("cluster|slots") - b)
+        .collect();
+    assert_eq!(asked.iter().sum::<u64>(), 30);
+    assert!(
+        asked.iter().all(|&n| n > 0),
+        "every seed should get some of the 30 queries: {asked:?}"
+    );
 }

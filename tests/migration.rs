@@ -8,12 +8,7 @@ use redis_embedding::{Config, KeyType, Rows, Table, TableSpec, ValueType};
 use support::{f32_bytes, f32s, i64_keys, Cluster, Server};
 
 fn spec(name: &str) -> TableSpec {
-    TableSpec {
-        embedding_name: name.into(),
-        key_type: KeyType::I64,
-        value_type: ValueType::F32,
-        dim: 3,
-    }
+    TableSpec::new(name, KeyType::I64, ValueType::F32, 3)
 }
 
 fn row(k: i64) -> [f32; 3] {

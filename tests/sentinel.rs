@@ -6,12 +6,7 @@ use redis_embedding::{KeyType, Rows, Table, TableSpec, ValueType};
 use support::{f32_bytes, f32s, i64_keys, Sentinel};
 
 fn spec() -> TableSpec {
-    TableSpec {
-        embedding_name: "emb".into(),
-        key_type: KeyType::I64,
-        value_type: ValueType::F32,
-        dim: 1,
-    }
+    TableSpec::new("emb", KeyType::I64, ValueType::F32, 1)
 }
 
 fn insert(t: &Table, keys: &[i64]) -> redis_embedding::Result<()> {

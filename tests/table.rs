@@ -6,12 +6,7 @@ use redis_embedding::{ErrorKind, KeyType, Rows, Table, TableSpec, ValueType};
 use support::{f32_bytes, f32s, i64_keys, Server};
 
 fn spec(name: &str, vt: ValueType, dim: usize) -> TableSpec {
-    TableSpec {
-        embedding_name: name.into(),
-        key_type: KeyType::I64,
-        value_type: vt,
-        dim,
-    }
+    TableSpec::new(name, KeyType::I64, vt, dim)
 }
 
 fn f32_table(s: &Server, name: &str, dim: usize, extra: &str) -> Table {
@@ -264,12 +259,7 @@ fn string_keys_and_string_values_round_trip() {
     let s = Server::start();
     let t = Table::open(
         s.config(""),
-        TableSpec {
-            embedding_name: "sv".into(),
-            key_type: KeyType::I64,
-            value_type: ValueType::Str,
-            dim: 2,
-        },
+        TableSpec::new("sv", KeyType::I64, ValueType::Str, 2),
     )
     .unwrap();
     let kb = i64_keys(&[1, 2]);
@@ -303,12 +293,7 @@ fn string_keys_and_string_values_round_trip() {
 
     let t = Table::open(
         s.config(""),
-        TableSpec {
-            embedding_name: "sk".into(),
-            key_type: KeyType::Str,
-            value_type: ValueType::F32,
-            dim: 1,
-        },
+        TableSpec::new("sk", KeyType::Str, ValueType::F32, 1),
     )
     .unwrap();
     let keys = b"a\0b{c}";

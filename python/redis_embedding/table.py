@@ -4,6 +4,7 @@ checkpoint saveable (table_store_mode 0: the rows travel through the checkpoint)
 
 import copy
 import functools
+import re
 
 from tensorflow.python.eager import context
 from tensorflow.python.framework import dtypes
@@ -14,11 +15,24 @@ from tensorflow.python.training.saver import BaseSaverBuilder
 from redis_embedding._ops import ops as _lib
 
 
+def _shard_of(name):
+    """(i, N) from a Variable shard name `<var>_mht_<i>of<N>`, else (1, 1)."""
+    m = re.search(r"_mht_(\d+)of(\d+)", name)
+    if not m:
+        return 1, 1
+    i, n = int(m.group(1)), int(m.group(2))
+    return (i, n) if 1 <= i <= n else (1, 1)
+
+
 class RedisTable(LookupInterface):
     """A Redis-backed mutable table mapping keys to fixed-shape value vectors.
 
     Arguments follow TFRA's `RedisTable`. `name` is the table name; its part before the first
     `_mht_` is the embedding name used in Redis keys (`<model_tag>:<embedding_name>{tag}`).
+
+    The shards `<name>_mht_<i>of<N>` of a multi-device Variable share that prefix and so share
+    their rows, as in TFRA. Only shard 1 reports them from `size()` and `export()`, so the
+    Variable's size and export count every row once; `clear()` on any shard clears them all.
     """
 
     def __init__(self, key_dtype, value_dtype, default_value, name="RedisTable",
@@ -34,6 +48,7 @@ class RedisTable(LookupInterface):
         self._device = device
         self._name = name
         self._embedding_name = name.split("_mht_", 1)[0]
+        self._shard_index, self._shard_count = _shard_of(name)
         self._config = config
         self._new_obj_trackable = None
         self._shared_name = None
@@ -63,6 +78,8 @@ class RedisTable(LookupInterface):
                 embedding_name=self._embedding_name,
                 redis_config_abs_dir=self._config.redis_config_abs_dir or "",
                 redis_config_abs_dir_env=self._config.redis_config_abs_dir_env or "",
+                shard_index=self._shard_index,
+                shard_count=self._shard_count,
                 name=self._name,
             )
         self._table_name = None if context.executing_eagerly() else handle.op.name.split("/")[-1]

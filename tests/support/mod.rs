@@ -70,7 +70,7 @@ impl Server {
     /// Sends raw RESP bytes and returns the first reply chunk, or None if unreachable.
     pub fn raw(&self, cmd: &[u8]) -> Option<Vec<u8>> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         s.write_all(cmd).ok()?;
         let mut buf = vec![0u8; 1 << 16];
         let n = s.read(&mut buf).ok()?;
