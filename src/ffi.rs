@@ -132,6 +132,7 @@ fn utf8<'a>(what: &str, b: &'a [u8]) -> Result<&'a str> {
         .map_err(|_| Error::invalid(format!("op attribute {what} is not valid UTF-8")))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn open_table(
     config_path: &[u8],
     config_env: &[u8],
