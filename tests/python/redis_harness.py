@@ -16,6 +16,21 @@ def free_port():
     return port
 
 
+def free_cluster_port():
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    for _ in range(1000):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 class RedisServer:
     """A standalone redis-server in `workdir`, started on construction."""
 
@@ -108,7 +123,7 @@ class RedisCluster:
     def __init__(self, workdir, masters=3):
         self.nodes = []
         for _ in range(masters):
-            port = free_port()
+            port = free_cluster_port()
             node = RedisServer.__new__(RedisServer)
             node.port = port
             node.dir = os.path.join(str(workdir), f"cluster-{port}")

@@ -141,11 +141,23 @@ pub struct Cluster {
     pub nodes: Vec<Server>,
 }
 
+/// A free port whose cluster bus port (port + 10000) is valid and free too.
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let p = free_port();
+        if p <= 55535 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair for a cluster node");
+}
+
 impl Server {
     /// Starts a server with extra arguments (for example cluster mode).
     pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let cluster = extra.contains(&"--cluster-enabled");
+        let port = if cluster { free_cluster_port() } else { free_port() };
         let status = Command::new("redis-server")
             .args([
                 "--port",
