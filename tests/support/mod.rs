@@ -157,7 +157,11 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let cluster = extra.contains(&"--cluster-enabled");
-        let port = if cluster { free_cluster_port() } else { free_port() };
+        let port = if cluster {
+            free_cluster_port()
+        } else {
+            free_port()
+        };
         let status = Command::new("redis-server")
             .args([
                 "--port",
