@@ -70,3 +70,36 @@ fn replica_reads_when_configured() {
     assert_eq!(s.replica.calls("hmget"), 1);
     assert_eq!(s.master.calls("hmget"), 0);
 }
+
+#[test]
+fn sentinel_password_is_used_and_a_wrong_one_is_a_clear_error() {
+    let s = Sentinel::start_with_password("s3cret-sentinel");
+    let t = Table::open(
+        s.config(r#""redis_sentinel_password": "s3cret-sentinel""#),
+        spec(),
+    )
+    .unwrap();
+    insert(&t, &[7]).unwrap();
+    assert_eq!(find(&t, &[7]), [7.0]);
+    let e = Table::open(
+        s.config(r#""redis_sentinel_password": "wrong", "rde_max_retries": 0"#),
+        spec(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.message().contains("WRONGPASS") || e.message().contains("invalid"),
+        "{e}"
+    );
+    assert!(
+        !e.message().contains("wrong"),
+        "the password leaked into the error: {e}"
+    );
+    let e = Table::open(s.config(r#""rde_max_retries": 0"#), spec())
+        .err()
+        .unwrap();
+    assert!(
+        e.message().contains("NOAUTH") || e.message().contains("uthentication"),
+        "{e}"
+    );
+}

@@ -190,7 +190,11 @@ impl Server {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.raw(b"*1\r\n$4\r\nPING\r\n").as_deref() != Some(b"+PONG\r\n".as_slice()) {
+        // Up means answering: PONG, or NOAUTH from a server that wants a password.
+        while !self
+            .raw(b"*1\r\n$4\r\nPING\r\n")
+            .is_some_and(|r| r.starts_with(b"+PONG") || r.starts_with(b"-NOAUTH"))
+        {
             assert!(
                 Instant::now() < deadline,
                 "redis-server on {} did not start",
@@ -346,6 +350,11 @@ impl Server {
 impl Sentinel {
     /// Starts the three processes and waits until the sentinel knows master and replica.
     pub fn start() -> Sentinel {
+        Sentinel::start_with_password("")
+    }
+
+    /// Like [`Sentinel::start`], with the sentinel requiring `password` (if not empty).
+    pub fn start_with_password(password: &str) -> Sentinel {
         let master = Server::start_with(&[]);
         let replica = Server::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
         let dir = tempfile::tempdir().unwrap();
@@ -357,11 +366,12 @@ impl Sentinel {
                 "port {port}\nbind 127.0.0.1\ndaemonize yes\npidfile {pid}\nlogfile {log}\ndir {d}\n\
                  sentinel monitor mymaster 127.0.0.1 {m} 1\n\
                  sentinel down-after-milliseconds mymaster 1000\n\
-                 sentinel failover-timeout mymaster 3000\n",
+                 sentinel failover-timeout mymaster 3000\n{auth}",
                 pid = dir.path().join("redis.pid").display(),
                 log = dir.path().join("redis.log").display(),
                 d = dir.path().display(),
-                m = master.port
+                m = master.port,
+                auth = if password.is_empty() { String::new() } else { format!("requirepass {password}\n") },
             ),
         )
         .unwrap();
@@ -380,6 +390,29 @@ impl Sentinel {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            if !password.is_empty() {
+                let port = s.sentinel.port.to_string();
+                let args = [
+                    "-p",
+                    &port,
+                    "-a",
+                    password,
+                    "--no-auth-warning",
+                    "SENTINEL",
+                    "REPLICAS",
+                    "mymaster",
+                ];
+                let out = Command::new("redis-cli").args(args).output().unwrap();
+                if String::from_utf8_lossy(&out.stdout).contains(&s.replica.port.to_string()) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "sentinel did not discover the replica"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
             let info =
                 String::from_utf8_lossy(&s.sentinel.cli(&[b"SENTINEL", b"REPLICAS", b"mymaster"]))
                     .into_owned();
