@@ -298,6 +298,48 @@ class ExportOp : public OpKernel {
   }
 };
 
+// Save (kLoad = false) or load the table through <dir>/<file_name>-keys/-values files.
+template <bool kLoad>
+class FileSystemOp : public OpKernel {
+ public:
+  explicit FileSystemOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("key_dtype", &key_dtype_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("value_dtype", &value_dtype_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("dirpath_env", &dirpath_env_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(kLoad ? "load_entire_dir" : "append_to_file", &flag_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("buffer_size", &buffer_size_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    const Tensor& dir = ctx->input(1);
+    const Tensor& file = ctx->input(2);
+    OP_REQUIRES(ctx, dir.NumElements() == 1 && file.NumElements() == 1,
+                errors::InvalidArgument("dirpath and file_name must be scalars"));
+    const tstring& d = dir.flat<tstring>()(0);
+    const tstring& f = file.flat<tstring>()(0);
+    auto bytes = [](const char* p, size_t n) {
+      return rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(p), n);
+    };
+    auto d_s = bytes(d.data(), d.size());
+    auto f_s = bytes(f.data(), f.size());
+    auto e_s = bytes(dirpath_env_.data(), dirpath_env_.size());
+    rde::Status st = kLoad ? table->rust().load_from_file_system(key_dtype_, value_dtype_, d_s, f_s,
+                                                                 e_s, flag_, buffer_size_)
+                           : table->rust().save_to_file_system(key_dtype_, value_dtype_, d_s, f_s,
+                                                               e_s, flag_, buffer_size_);
+    OP_REQUIRES_OK(ctx, ToStatus(st));
+  }
+
+ private:
+  DataType key_dtype_, value_dtype_;
+  std::string dirpath_env_;
+  bool flag_ = false;
+  int64_t buffer_size_ = 1;
+};
+
 #define RDE_KERNEL(name, ...) \
   REGISTER_KERNEL_BUILDER(Name("RDE>" name).Device(DEVICE_CPU), __VA_ARGS__)
 
@@ -311,5 +353,7 @@ RDE_KERNEL("RedisTableRemove", RemoveOp);
 RDE_KERNEL("RedisTableClear", ClearOp);
 RDE_KERNEL("RedisTableSize", SizeOp);
 RDE_KERNEL("RedisTableExport", ExportOp);
+RDE_KERNEL("RedisTableSaveToFileSystem", FileSystemOp<false>);
+RDE_KERNEL("RedisTableLoadFromFileSystem", FileSystemOp<true>);
 
 }  // namespace rde_tf

@@ -164,4 +164,26 @@ REGISTER_OP("RDE>RedisTableImport")
       return c->WithRank(c->input(1), 1, &keys);
     });
 
+REGISTER_OP("RDE>RedisTableSaveToFileSystem")
+    .Input("table_handle: resource")
+    .Input("dirpath: string")
+    .Input("file_name: string")
+    .Attr("key_dtype: type")
+    .Attr("value_dtype: type")
+    .Attr("dirpath_env: string")
+    .Attr("append_to_file: bool")
+    .Attr("buffer_size: int >= 1")
+    .SetShapeFn(ScalarHandle);
+
+REGISTER_OP("RDE>RedisTableLoadFromFileSystem")
+    .Input("table_handle: resource")
+    .Input("dirpath: string")
+    .Input("file_name: string")
+    .Attr("key_dtype: type")
+    .Attr("value_dtype: type")
+    .Attr("dirpath_env: string")
+    .Attr("load_entire_dir: bool")
+    .Attr("buffer_size: int >= 1")
+    .SetShapeFn(ScalarHandle);
+
 }  // namespace rde_tf

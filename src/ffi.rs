@@ -91,6 +91,27 @@ mod ffi {
             status: &mut Status,
         ) -> Box<ExportBox>;
 
+        fn save_to_file_system(
+            self: &TableBox,
+            key_dtype: i32,
+            value_dtype: i32,
+            dirpath: &[u8],
+            file_name: &[u8],
+            dirpath_env: &[u8],
+            append: bool,
+            buffer_size: i64,
+        ) -> Status;
+        fn load_from_file_system(
+            self: &TableBox,
+            key_dtype: i32,
+            value_dtype: i32,
+            dirpath: &[u8],
+            file_name: &[u8],
+            dirpath_env: &[u8],
+            entire_dir: bool,
+            buffer_size: i64,
+        ) -> Status;
+
         fn len(self: &ExportBox) -> usize;
         fn keys(self: &ExportBox) -> &[u8];
         fn key_offsets(self: &ExportBox) -> &[u64];
@@ -380,6 +401,68 @@ impl TableBox {
                 Box::new(ExportBox(Exported::default()))
             }
         }
+    }
+}
+
+/// The directory and file name of a file-system save or load.
+fn file_target(
+    dirpath: &[u8],
+    file_name: &[u8],
+    dirpath_env: &[u8],
+) -> Result<(std::path::PathBuf, String)> {
+    let dir =
+        crate::files::resolve_dir(utf8("dirpath", dirpath)?, utf8("dirpath_env", dirpath_env)?);
+    let name = utf8("file_name", file_name)?;
+    if name.is_empty() {
+        return Err(Error::invalid("file_name must not be empty"));
+    }
+    Ok((dir, name.to_owned()))
+}
+
+fn buffer_rows(buffer_size: i64) -> Result<usize> {
+    usize::try_from(buffer_size)
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| Error::invalid(format!("buffer_size must be >= 1, got {buffer_size}")))
+}
+
+impl TableBox {
+    #[allow(clippy::too_many_arguments)]
+    fn save_to_file_system(
+        &self,
+        key_dtype: i32,
+        value_dtype: i32,
+        dirpath: &[u8],
+        file_name: &[u8],
+        dirpath_env: &[u8],
+        append: bool,
+        buffer_size: i64,
+    ) -> Status {
+        status((|| {
+            let t = self.typed(key_dtype, value_dtype)?;
+            let (dir, name) = file_target(dirpath, file_name, dirpath_env)?;
+            t.save_to_files(&dir, &name, append, buffer_rows(buffer_size)?)
+                .map(|_| ())
+        })())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_from_file_system(
+        &self,
+        key_dtype: i32,
+        value_dtype: i32,
+        dirpath: &[u8],
+        file_name: &[u8],
+        dirpath_env: &[u8],
+        entire_dir: bool,
+        buffer_size: i64,
+    ) -> Status {
+        status((|| {
+            let t = self.typed(key_dtype, value_dtype)?;
+            let (dir, name) = file_target(dirpath, file_name, dirpath_env)?;
+            t.load_from_files(&dir, &name, entire_dir, buffer_rows(buffer_size)?)
+                .map(|_| ())
+        })())
     }
 }
 

@@ -26,6 +26,7 @@ mod conn;
 mod dispatch;
 mod error;
 mod exec;
+mod files;
 mod layout;
 mod layout_store;
 mod md5;

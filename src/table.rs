@@ -12,6 +12,7 @@ use crate::config::{Config, StoreMode};
 use crate::conn::{Conn, Reply};
 use crate::dispatch::{self, Retry};
 use crate::error::{Error, ErrorKind, Result};
+use crate::files;
 use crate::layout::{self, display_bytes, Buckets};
 use crate::layout_store::{self, Layout};
 use crate::plan::{Chunk, Plan};
@@ -155,6 +156,9 @@ impl Shared {
         std::slice::from_raw_parts_mut(self.ptr.add(at), len)
     }
 }
+
+/// Rows per insert while loading files (bounds the memory of a load).
+const LOAD_BATCH_ROWS: usize = 65_536;
 
 /// One embedding table stored in Redis.
 pub struct Table {
@@ -810,16 +814,10 @@ impl Table {
         }
     }
 
-    fn export_rows(&self) -> Result<Exported> {
-        let mut ex = Exported {
-            key_offsets: self.empty_key_offsets(),
-            str_values: StrRows::new(),
-            ..Default::default()
-        };
-        let width = self.spec.key_type.width();
+    /// Streams every row of the table, one HSCAN page per bucket per round (all buckets side
+    /// by side), checking each row's key width and value length before handing it to `f`.
+    fn scan_rows(&self, mut f: impl FnMut(&[u8], &[u8], &[u8]) -> Result<()>) -> Result<()> {
         let count = self.cfg.keys_sending_size.to_string();
-        let mut seen: FxHashSet<Vec<u8>> = FxHashSet::default();
-        // All buckets are scanned side by side: one HSCAN page per bucket per round.
         let mut cursors: Vec<Option<Vec<u8>>> = vec![Some(b"0".to_vec()); self.buckets.len()];
         loop {
             let chunks: Vec<Chunk> = self
@@ -828,7 +826,7 @@ impl Table {
                 .filter(|c| cursors[c.bucket].is_some())
                 .collect();
             if chunks.is_empty() {
-                break;
+                return Ok(());
             }
             let pages: Mutex<Vec<Option<Reply>>> = Mutex::new(vec![None; self.buckets.len()]);
             self.dispatch(
@@ -873,66 +871,151 @@ impl Table {
                 cursors[b] = (next != b"0").then_some(next);
                 let mut it = items.into_iter();
                 while let (Some(Reply::Bulk(k)), Some(Reply::Bulk(v))) = (it.next(), it.next()) {
-                    if width.is_some_and(|w| w != k.len()) {
-                        return Err(self.key_error(
-                            bucket,
-                            &k,
-                            format!(
-                                "field has {} bytes, not a {:?} key",
-                                k.len(),
-                                self.spec.key_type
-                            ),
-                        ));
-                    }
-                    if self.row == 0 {
-                        decode_str_row(
-                            &v,
-                            self.spec.dim,
-                            &mut ex.str_values.data,
-                            &mut ex.str_values.offsets,
-                        )
-                        .map_err(|why| {
-                            self.key_error(
-                                bucket,
-                                &k,
-                                format!("stored string value is malformed: {why}"),
-                            )
-                        })?;
-                    } else if v.len() != self.row {
-                        return Err(self.key_error(
-                            bucket,
-                            &k,
-                            format!("stored value has {} bytes, expected {}", v.len(), self.row),
-                        ));
-                    } else {
-                        ex.values.extend_from_slice(&v);
-                    }
-                    // HSCAN may return a field twice while the hash is being resized.
-                    if !seen.insert(k.clone()) {
-                        self.drop_last_row(&mut ex);
-                        continue;
-                    }
-                    ex.keys.extend_from_slice(&k);
-                    if width.is_none() {
-                        ex.key_offsets.push(ex.keys.len() as u64);
-                    }
-                    ex.len += 1;
+                    self.check_stored(bucket, &k, &v)?;
+                    f(bucket, &k, &v)?;
                 }
             }
         }
+    }
+
+    /// Checks a stored row against the table's key width and value layout.
+    fn check_stored(&self, bucket: &[u8], k: &[u8], v: &[u8]) -> Result<()> {
+        if self.spec.key_type.width().is_some_and(|w| w != k.len()) {
+            return Err(self.key_error(
+                bucket,
+                k,
+                format!(
+                    "field has {} bytes, not a {:?} key",
+                    k.len(),
+                    self.spec.key_type
+                ),
+            ));
+        }
+        if self.row == 0 {
+            let (mut d, mut o) = (Vec::new(), vec![0]);
+            decode_str_row(v, self.spec.dim, &mut d, &mut o).map_err(|why| {
+                self.key_error(
+                    bucket,
+                    k,
+                    format!("stored string value is malformed: {why}"),
+                )
+            })?;
+        } else if v.len() != self.row {
+            return Err(self.key_error(
+                bucket,
+                k,
+                format!("stored value has {} bytes, expected {}", v.len(), self.row),
+            ));
+        }
+        Ok(())
+    }
+
+    fn export_rows(&self) -> Result<Exported> {
+        let mut ex = self.empty_export();
+        let width = self.spec.key_type.width();
+        // HSCAN may return a field twice while a hash is being resized: keep the first.
+        let mut seen: FxHashSet<Vec<u8>> = FxHashSet::default();
+        self.scan_rows(|_, k, v| {
+            if !seen.insert(k.to_vec()) {
+                return Ok(());
+            }
+            if self.row == 0 {
+                decode_str_row(
+                    v,
+                    self.spec.dim,
+                    &mut ex.str_values.data,
+                    &mut ex.str_values.offsets,
+                )
+                .map_err(Error::data)?;
+            } else {
+                ex.values.extend_from_slice(v);
+            }
+            ex.keys.extend_from_slice(k);
+            if width.is_none() {
+                ex.key_offsets.push(ex.keys.len() as u64);
+            }
+            ex.len += 1;
+            Ok(())
+        })?;
         Ok(ex)
     }
 
-    fn drop_last_row(&self, ex: &mut Exported) {
-        if self.row == 0 {
-            let keep = ex.str_values.offsets.len() - self.spec.dim;
-            ex.str_values.offsets.truncate(keep);
-            ex.str_values
-                .data
-                .truncate(*ex.str_values.offsets.last().unwrap() as usize);
+    /// Writes the table to `<dir>/<file_name>-keys` and `-values` (TFRA's layout; see
+    /// [`crate::files`]), appending or replacing them atomically. Shards other than the first
+    /// write empty files (they share the first shard's rows). Returns the rows written.
+    pub fn save_to_files(
+        &self,
+        dir: &std::path::Path,
+        file_name: &str,
+        append: bool,
+        buffer_rows: usize,
+    ) -> Result<u64> {
+        let row_hint = if self.row > 0 {
+            self.row
         } else {
-            ex.values.truncate(ex.values.len() - self.row);
+            64 * self.spec.dim
+        };
+        let mut w = files::Writer::create(
+            dir,
+            file_name,
+            append,
+            self.spec.key_type,
+            row_hint,
+            buffer_rows,
+        )?;
+        let mut rows = 0u64;
+        if self.spec.shard.reports_shared_rows() {
+            let total = self.size()?.max(0) as u64;
+            let what = format!(
+                "save {} to {}",
+                self.spec.embedding_name,
+                dir.join(file_name).display()
+            );
+            let mut progress = files::Progress::new(what, total);
+            self.scan_rows(|_, k, v| {
+                w.row(k, v)?;
+                rows += 1;
+                progress.add(1, (k.len() + v.len()) as u64);
+                Ok(())
+            })?;
+            progress.log();
         }
+        w.finish()?;
+        Ok(rows)
+    }
+
+    /// Upserts the rows of `<dir>/<file_name>-keys`/`-values` (or, with `entire_dir`, of every
+    /// file pair in `dir` sharing the name up to `_mht_`), `buffer_rows` rows at a time.
+    pub fn load_from_files(
+        &self,
+        dir: &std::path::Path,
+        file_name: &str,
+        entire_dir: bool,
+        buffer_rows: usize,
+    ) -> Result<u64> {
+        let mut rows = 0u64;
+        for base in files::load_paths(dir, file_name, entire_dir)? {
+            let what = format!("load {} from {}", self.spec.embedding_name, base.display());
+            let mut progress = files::Progress::new(what, 0);
+            rows += files::read_pair(
+                &base,
+                self.spec.key_type,
+                self.spec.dim,
+                self.row,
+                buffer_rows.min(LOAD_BATCH_ROWS),
+                |k, r| {
+                    self.insert(k, r)?;
+                    let bytes = match r {
+                        Rows::Fixed { data, .. } => data.len(),
+                        Rows::Str { data, .. } => data.len(),
+                    };
+                    progress.add(k.len() as u64, bytes as u64);
+                    Ok(())
+                },
+            )?;
+            progress.log();
+        }
+        Ok(rows)
     }
 
     /// Checkpoint restore. Mode 0 upserts the rows (the table is not cleared first, as in

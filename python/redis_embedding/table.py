@@ -168,15 +168,38 @@ class RedisTable(LookupInterface):
                 return _lib.rde_redis_table_export(self.resource_handle, Tkeys=self._key_dtype,
                                                    Tvalues=self._value_dtype)
 
-    def save_to_file_system(self, *args, **kwargs):
-        """Not available yet in redis_embedding; raises NotImplementedError."""
-        raise NotImplementedError("save_to_file_system is not available in this version of "
-                                  "redis_embedding; checkpoint with table_store_mode 0")
+    def save_to_file_system(self, dirpath, file_name=None, dirpath_env="TFRA_SAVED_KV",
+                            append_to_file=False, buffer_size=4194304, name=None):
+        """Writes the table to `<dir>/<file_name>-keys` and `-values` (TFRA's file layout).
 
-    def load_from_file_system(self, *args, **kwargs):
-        """Not available yet in redis_embedding; raises NotImplementedError."""
-        raise NotImplementedError("load_from_file_system is not available in this version of "
-                                  "redis_embedding; checkpoint with table_store_mode 0")
+        `dir` is `$<dirpath_env>` if that variable is set, else `dirpath`. Files are replaced
+        atomically (or appended to with `append_to_file`) and fsynced. Memory stays bounded
+        whatever `buffer_size` (rows) says.
+        """
+        with ops.name_scope(name, "%s_save_table" % self.name, [self.resource_handle]):
+            with ops.colocate_with(None, ignore_existing=True):
+                return _lib.rde_redis_table_save_to_file_system(
+                    self.resource_handle, dirpath=dirpath,
+                    file_name=file_name if file_name else self._name,
+                    key_dtype=self._key_dtype, value_dtype=self._value_dtype,
+                    dirpath_env=dirpath_env or "", append_to_file=append_to_file,
+                    buffer_size=buffer_size)
+
+    def load_from_file_system(self, dirpath, file_name=None, dirpath_env="TFRA_SAVED_KV",
+                              load_entire_dir=False, buffer_size=4194304, name=None):
+        """Upserts the rows of files written by `save_to_file_system` (ours or TFRA's).
+
+        With `load_entire_dir`, loads every file pair in the directory whose name shares
+        `file_name` up to `_mht_`.
+        """
+        with ops.name_scope(name, "%s_load_table" % self.name, [self.resource_handle]):
+            with ops.colocate_with(None, ignore_existing=True):
+                return _lib.rde_redis_table_load_from_file_system(
+                    self.resource_handle, dirpath=dirpath,
+                    file_name=file_name if file_name else self._name,
+                    key_dtype=self._key_dtype, value_dtype=self._value_dtype,
+                    dirpath_env=dirpath_env or "", load_entire_dir=load_entire_dir,
+                    buffer_size=buffer_size)
 
     def _gather_saveables_for_checkpoint(self):
         self._new_obj_trackable = None

@@ -1,0 +1,354 @@
+//! `save_to_file_system` / `load_from_file_system`: the table as TFRA's `<path>-keys` and
+//! `<path>-values` files, streamed page by page with bounded memory and logged progress.
+//!
+//! Numeric keys and fixed-size values use TFRA's raw layout (`sizeof(K)` bytes per key,
+//! `dim × sizeof(V)` per row, little-endian, no header), so files move both ways between the
+//! backends. TFRA writes garbage for strings; here a string key is a u32 LE length plus its
+//! bytes, and a string row is stored exactly as in Redis (per element a u32 LE length plus
+//! bytes).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::codec::{KeyType, Keys, Rows};
+use crate::error::{Error, ErrorKind, Result};
+
+/// At most this many bytes are buffered per file, whatever `buffer_size` asks for.
+const MAX_BUFFER_BYTES: usize = 64 << 20;
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    let kind = if e.kind() == std::io::ErrorKind::NotFound {
+        ErrorKind::NotFound
+    } else {
+        ErrorKind::InvalidArgument
+    };
+    Error::new(kind, format!("{what} {}: {e}", path.display()))
+}
+
+/// The directory to use: the value of `$dirpath_env` if that variable is set, else `dirpath`.
+pub fn resolve_dir(dirpath: &str, dirpath_env: &str) -> PathBuf {
+    if !dirpath_env.is_empty() {
+        if let Some(v) = std::env::var_os(dirpath_env).filter(|v| !v.is_empty()) {
+            return PathBuf::from(v);
+        }
+    }
+    PathBuf::from(dirpath)
+}
+
+fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
+    let mut s = base.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Progress of a long save or load, logged about once a second.
+pub struct Progress {
+    what: String,
+    total_rows: u64,
+    rows: u64,
+    bytes: u64,
+    start: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    /// Starts reporting `what` with `total_rows` expected.
+    pub fn new(what: String, total_rows: u64) -> Progress {
+        let now = Instant::now();
+        Progress {
+            what,
+            total_rows,
+            rows: 0,
+            bytes: 0,
+            start: now,
+            last: now,
+        }
+    }
+
+    /// Adds rows and bytes done.
+    pub fn add(&mut self, rows: u64, bytes: u64) {
+        self.rows += rows;
+        self.bytes += bytes;
+        if self.last.elapsed().as_secs_f64() >= 1.0 {
+            self.last = Instant::now();
+            self.log();
+        }
+    }
+
+    /// Logs the current state.
+    pub fn log(&self) {
+        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+        let mb = self.bytes as f64 / 1e6;
+        let rate = self.rows as f64 / secs;
+        let eta = if rate > 0.0 && self.total_rows > self.rows {
+            format!(", ETA {:.0} s", (self.total_rows - self.rows) as f64 / rate)
+        } else {
+            String::new()
+        };
+        log::info!(
+            "{}: {}/{} rows, {:.1} MB, {:.1} MB/s{eta}",
+            self.what,
+            self.rows,
+            self.total_rows,
+            mb,
+            mb / secs
+        );
+    }
+}
+
+/// Writes one table's `-keys` and `-values` files.
+pub struct Writer {
+    keys: BufWriter<File>,
+    values: BufWriter<File>,
+    /// (temporary path, final path) pairs renamed into place by [`Writer::finish`].
+    renames: Vec<(PathBuf, PathBuf)>,
+    key_type: KeyType,
+    dir: PathBuf,
+}
+
+impl Writer {
+    /// Opens `<dir>/<file_name>-keys` and `-values`: appending to them, or writing fresh
+    /// temporary files that replace them atomically at the end.
+    pub fn create(
+        dir: &Path,
+        file_name: &str,
+        append: bool,
+        key_type: KeyType,
+        row_bytes: usize,
+        buffer_rows: usize,
+    ) -> Result<Writer> {
+        let base = dir.join(file_name);
+        let parent = base.parent().unwrap_or(dir).to_path_buf();
+        fs::create_dir_all(&parent).map_err(|e| io_err("cannot create directory", &parent, e))?;
+        let cap = buffer_rows
+            .saturating_mul(row_bytes.max(16))
+            .clamp(1 << 16, MAX_BUFFER_BYTES);
+        let mut renames = Vec::new();
+        let mut open = |suffix: &str| -> Result<BufWriter<File>> {
+            let fin = with_suffix(&base, suffix);
+            let (path, opts) = if append {
+                let mut o = OpenOptions::new();
+                o.create(true).append(true);
+                (fin, o)
+            } else {
+                let tmp = with_suffix(&base, &format!("{suffix}.tmp"));
+                renames.push((tmp.clone(), fin));
+                let mut o = OpenOptions::new();
+                o.create(true).write(true).truncate(true);
+                (tmp, o)
+            };
+            let f = opts
+                .open(&path)
+                .map_err(|e| io_err("cannot open", &path, e))?;
+            Ok(BufWriter::with_capacity(cap / 2, f))
+        };
+        let keys = open("-keys")?;
+        let values = open("-values")?;
+        Ok(Writer {
+            keys,
+            values,
+            renames,
+            key_type,
+            dir: parent,
+        })
+    }
+
+    /// Appends one row (raw key bytes, stored value bytes).
+    pub fn row(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let w = |e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("cannot write table files: {e}"),
+            )
+        };
+        if self.key_type == KeyType::Str {
+            self.keys
+                .write_all(&(key.len() as u32).to_le_bytes())
+                .map_err(w)?;
+        }
+        self.keys.write_all(key).map_err(w)?;
+        self.values.write_all(value).map_err(w)
+    }
+
+    /// Flushes, fsyncs and renames the files into place.
+    pub fn finish(self) -> Result<()> {
+        for f in [self.keys, self.values] {
+            let file = f.into_inner().map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("cannot write table files: {}", e.error()),
+                )
+            })?;
+            file.sync_all().map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("cannot fsync table files: {e}"),
+                )
+            })?;
+        }
+        for (tmp, fin) in &self.renames {
+            fs::rename(tmp, fin).map_err(|e| io_err("cannot rename into place", fin, e))?;
+        }
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// The base paths (`…` of `…-keys`) to load: `<dir>/<file_name>`, or with `entire_dir`, every
+/// `-keys` file in `dir` whose name shares `file_name`'s part up to and including `_mht_`.
+pub fn load_paths(dir: &Path, file_name: &str, entire_dir: bool) -> Result<Vec<PathBuf>> {
+    if !entire_dir {
+        return Ok(vec![dir.join(file_name)]);
+    }
+    let stem = match file_name.rfind("_mht_") {
+        Some(i) => &file_name[..i + 5],
+        None => file_name,
+    };
+    let mut bases = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| io_err("cannot list", dir, e))?;
+    for e in entries {
+        let name = e.map_err(|e| io_err("cannot list", dir, e))?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(base) = name.strip_suffix("-keys") {
+            if base.starts_with(stem) {
+                bases.push(dir.join(base));
+            }
+        }
+    }
+    bases.sort();
+    Ok(bases)
+}
+
+/// Reads a `-keys`/`-values` pair in batches of at most `batch_rows` rows and hands each
+/// batch to `f` as a key batch and value rows.
+pub fn read_pair(
+    base: &Path,
+    key_type: KeyType,
+    dim: usize,
+    row_bytes: usize,
+    batch_rows: usize,
+    mut f: impl FnMut(&Keys<'_>, &Rows<'_>) -> Result<()>,
+) -> Result<u64> {
+    let kp = with_suffix(base, "-keys");
+    let vp = with_suffix(base, "-values");
+    let kf = File::open(&kp).map_err(|e| io_err("cannot open", &kp, e))?;
+    let vf = File::open(&vp).map_err(|e| io_err("cannot open", &vp, e))?;
+    let (klen, vlen) = (
+        kf.metadata()
+            .map_err(|e| io_err("cannot stat", &kp, e))?
+            .len(),
+        vf.metadata()
+            .map_err(|e| io_err("cannot stat", &vp, e))?
+            .len(),
+    );
+    if let (Some(w), true) = (key_type.width(), row_bytes > 0) {
+        let (nk, nv) = (klen / w as u64, vlen / row_bytes as u64);
+        if klen % w as u64 != 0 || vlen % row_bytes as u64 != 0 || nk != nv {
+            return Err(Error::data(format!(
+                "{} holds {klen} bytes ({nk} keys of {w}) but {} holds {vlen} bytes ({nv} rows of {row_bytes}); they do not match",
+                kp.display(),
+                vp.display()
+            )));
+        }
+    }
+    let mut kr = BufReader::with_capacity(1 << 20, kf);
+    let mut vr = BufReader::with_capacity(1 << 20, vf);
+    let corrupt = |what: &str| Error::data(format!("{} / {}: {what}", kp.display(), vp.display()));
+    let read = |r: &mut BufReader<File>, n: usize, out: &mut Vec<u8>| {
+        read_exact_or_eof(r, n, out).map_err(|e| corrupt(&e.to_string()))
+    };
+    let read_len = |r: &mut BufReader<File>| -> Result<Option<usize>> {
+        let mut b = Vec::with_capacity(4);
+        Ok(read(r, 4, &mut b)?.then(|| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
+    };
+    let batch = batch_rows.max(1);
+    let mut total = 0u64;
+    loop {
+        let (mut kbuf, mut koffs) = (Vec::new(), vec![0u64]);
+        let (mut vbuf, mut voffs) = (Vec::new(), vec![0u64]);
+        let mut n = 0usize;
+        while n < batch {
+            match key_type.width() {
+                Some(w) => {
+                    if !read(&mut kr, w, &mut kbuf)? {
+                        break;
+                    }
+                }
+                None => {
+                    let Some(len) = read_len(&mut kr)? else { break };
+                    if !read(&mut kr, len, &mut kbuf)? && len > 0 {
+                        return Err(corrupt("the keys file ends inside a key"));
+                    }
+                    koffs.push(kbuf.len() as u64);
+                }
+            }
+            if row_bytes > 0 {
+                if !read(&mut vr, row_bytes, &mut vbuf)? {
+                    return Err(corrupt("the values file has fewer rows than the keys file"));
+                }
+            } else {
+                for _ in 0..dim {
+                    let Some(len) = read_len(&mut vr)? else {
+                        return Err(corrupt("the values file has fewer rows than the keys file"));
+                    };
+                    if !read(&mut vr, len, &mut vbuf)? && len > 0 {
+                        return Err(corrupt("the values file ends inside a value"));
+                    }
+                    voffs.push(vbuf.len() as u64);
+                }
+            }
+            n += 1;
+        }
+        if n == 0 {
+            break;
+        }
+        let keys = Keys::new(key_type, &kbuf, &koffs)?;
+        let rows = if row_bytes > 0 {
+            Rows::Fixed {
+                data: &vbuf,
+                row: row_bytes,
+            }
+        } else {
+            Rows::Str {
+                data: &vbuf,
+                offsets: &voffs,
+                dim,
+            }
+        };
+        f(&keys, &rows)?;
+        total += n as u64;
+        if n < batch {
+            break;
+        }
+    }
+    if read(&mut vr, 1, &mut Vec::new())? {
+        return Err(corrupt("the values file has more rows than the keys file"));
+    }
+    Ok(total)
+}
+
+fn read_exact_or_eof(r: &mut impl Read, n: usize, out: &mut Vec<u8>) -> std::io::Result<bool> {
+    let start = out.len();
+    out.resize(start + n, 0);
+    let mut got = 0;
+    while got < n {
+        match r.read(&mut out[start + got..])? {
+            0 if got == 0 => {
+                out.truncate(start);
+                return Ok(false);
+            }
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file ends inside a record",
+                ))
+            }
+            k => got += k,
+        }
+    }
+    Ok(true)
+}
