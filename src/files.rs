@@ -352,3 +352,35 @@ fn read_exact_or_eof(r: &mut impl Read, n: usize, out: &mut Vec<u8>) -> std::io:
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entire_dir_loads_every_pair_sharing_the_name_up_to_mht() {
+        let d = tempfile::tempdir().unwrap();
+        for n in [
+            "emb_mht_1of2_rank0_size1",
+            "emb_mht_2of2_rank0_size1",
+            "other_mht_1of1",
+        ] {
+            fs::write(d.path().join(format!("{n}-keys")), b"").unwrap();
+            fs::write(d.path().join(format!("{n}-values")), b"").unwrap();
+        }
+        let got = load_paths(d.path(), "emb_mht_1of1", true).unwrap();
+        let names: Vec<_> = got
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["emb_mht_1of2_rank0_size1", "emb_mht_2of2_rank0_size1"]
+        );
+        assert_eq!(
+            load_paths(d.path(), "x", false).unwrap(),
+            [d.path().join("x")]
+        );
+        assert_eq!(resolve_dir("/a", ""), PathBuf::from("/a"));
+    }
+}
