@@ -32,6 +32,7 @@ mod layout_store;
 mod md5;
 mod plan;
 mod pool;
+mod rdb;
 mod rehash;
 mod route;
 mod table;

@@ -16,6 +16,7 @@ use crate::files;
 use crate::layout::{self, display_bytes, Buckets};
 use crate::layout_store::{self, Layout};
 use crate::plan::{Chunk, Plan};
+use crate::rdb;
 use crate::rehash::Mover;
 use crate::route::{Access, Router};
 
@@ -785,17 +786,117 @@ impl Table {
             .sum())
     }
 
-    /// The whole table (table_store_mode 0), or nothing in mode 2.
+    /// Checkpoint save. Mode 0: the whole table (shard 1 only, see [`Shard`]). Mode 1: each
+    /// bucket DUMPed to its file (see [`crate::rdb`]) and empty tensors. Mode 2: empty tensors.
     pub fn export(&self) -> Result<Exported> {
+        let shared = self.spec.shard.reports_shared_rows();
         match self.cfg.table_store_mode {
-            StoreMode::Tensors if self.spec.shard.reports_shared_rows() => self.export_rows(),
-            StoreMode::Tensors => Ok(self.empty_export()),
-            StoreMode::InRedis => Ok(self.empty_export()),
-            StoreMode::RdbFiles => Err(Error::new(
-                ErrorKind::Unimplemented,
-                "table_store_mode 1 (rdb files) is not available in this version; use 0 (rows in the checkpoint) or 2 (data stays in Redis)",
-            )),
+            StoreMode::Tensors if shared => self.export_rows(),
+            StoreMode::RdbFiles if shared => {
+                self.dump_buckets()?;
+                Ok(self.empty_export())
+            }
+            _ => Ok(self.empty_export()),
         }
+    }
+
+    fn dump_buckets(&self) -> Result<()> {
+        let dir = rdb::dir(&self.cfg.model_lib_abs_dir, &self.cfg.model_tag_runtime)?;
+        for b in self.buckets.names() {
+            let payload =
+                match layout_store::call(&self.router, self.retry, b, Access::Read, &[b"DUMP", b])?
+                {
+                    Reply::Bulk(p) => p,
+                    Reply::Nil => Vec::new(), // an empty bucket: an empty file
+                    other => {
+                        return Err(Error::new(
+                            ErrorKind::Server,
+                            format!("DUMP replied {other:?}"),
+                        ))
+                    }
+                };
+            rdb::write_file(&dir.join(rdb::file_name(b)), &payload)?;
+        }
+        log::info!(
+            "saved {} bucket(s) of {} to {}",
+            self.buckets.len(),
+            self.spec.embedding_name,
+            dir.display()
+        );
+        Ok(())
+    }
+
+    /// Mode 1 restore: every import bucket's file is RESTOREd (REPLACE) into the runtime
+    /// bucket of the same tag; when the import and runtime layouts differ, into a staging
+    /// bucket that is then rehashed into the runtime layout. An empty file empties its bucket.
+    fn restore_buckets(&self) -> Result<()> {
+        let cfg = &self.cfg;
+        let dir = rdb::dir(&cfg.model_lib_abs_dir, &cfg.model_tag_import)?;
+        let name = &self.spec.embedding_name;
+        let import_prefix = layout::prefix(&cfg.model_tag_import, name, cfg.using_md5_prefix_name);
+        let runtime_prefix =
+            layout::prefix(&cfg.model_tag_runtime, name, cfg.using_md5_prefix_name);
+        let import = match layout_store::load(&self.router, self.retry, &import_prefix)? {
+            Some(l) => l,
+            None => layout_store::tfra_layout(
+                cfg,
+                &self.router,
+                &import_prefix,
+                cfg.storage_slice_import,
+                &cfg.redis_hash_tags_import,
+            )?,
+        };
+        // The import buckets under the runtime prefix: the runtime layout itself when the tags
+        // and rule agree, else a staging layout to rehash from.
+        let staging = Layout {
+            buckets: Buckets::new(&runtime_prefix, &import.tags),
+            ..import.clone()
+        };
+        let direct = staging.buckets == self.buckets && staging.rule == self.layout.rule;
+        if !direct {
+            self.per_bucket(&self.all_buckets(), b"UNLINK", &[], Access::Write)?;
+        }
+        for (src, dst) in import.buckets.names().iter().zip(staging.buckets.names()) {
+            let payload = rdb::read_file(&dir.join(rdb::file_name(src)))?;
+            if payload.is_empty() {
+                layout_store::call(
+                    &self.router,
+                    self.retry,
+                    dst,
+                    Access::Write,
+                    &[b"UNLINK", dst],
+                )?;
+            } else {
+                layout_store::call(
+                    &self.router,
+                    self.retry,
+                    dst,
+                    Access::Write,
+                    &[b"RESTORE", dst, b"0", &payload, b"REPLACE"],
+                )
+                .map_err(|e| {
+                    e.context(format!(
+                        "restoring {} from {}",
+                        display_bytes(dst),
+                        dir.display()
+                    ))
+                })?;
+            }
+        }
+        if !direct {
+            let mover = Mover {
+                router: &self.router,
+                retry: self.retry,
+                batch: cfg.keys_sending_size,
+                numeric: self.spec.key_type != KeyType::Str,
+                hashed: cfg.using_hash_storage_slice,
+                name,
+            };
+            mover.migrate("rehash after restore", &staging, &self.layout, true)?;
+        }
+        self.note_armed(&self.all_buckets(), &vec![0; self.buckets.len()]);
+        self.touch(&self.bucket_chunks());
+        Ok(())
     }
 
     fn empty_export(&self) -> Exported {
@@ -1019,26 +1120,13 @@ impl Table {
     }
 
     /// Checkpoint restore. Mode 0 upserts the rows (the table is not cleared first, as in
-    /// TFRA); mode 2 keeps what is in Redis.
+    /// TFRA); mode 1 restores the bucket files; mode 2 keeps what is in Redis. A model-tag copy
+    /// (model_tag_import ≠ model_tag_runtime) happens when the table opens.
     pub fn import(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
         match self.cfg.table_store_mode {
-            StoreMode::Tensors if !keys.is_empty() => self.insert(keys, values),
-            StoreMode::Tensors | StoreMode::InRedis => {
-                if self.cfg.model_tag_import != self.cfg.model_tag_runtime {
-                    return Err(Error::new(
-                        ErrorKind::Unimplemented,
-                        format!(
-                            "copying model_tag_import {:?} to model_tag_runtime {:?} is not available in this version",
-                            self.cfg.model_tag_import, self.cfg.model_tag_runtime
-                        ),
-                    ));
-                }
-                Ok(())
-            }
-            StoreMode::RdbFiles => Err(Error::new(
-                ErrorKind::Unimplemented,
-                "table_store_mode 1 (rdb files) is not available in this version; use 0 or 2",
-            )),
+            StoreMode::Tensors => self.insert(keys, values),
+            StoreMode::RdbFiles if self.spec.shard.reports_shared_rows() => self.restore_buckets(),
+            _ => Ok(()),
         }
     }
 }

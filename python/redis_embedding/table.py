@@ -209,13 +209,30 @@ class RedisTable(LookupInterface):
                                            full_name=self._table_name)}
 
     class _Saveable(BaseSaverBuilder.SaveableObject):
-        """Saves the table as `<name>-keys` / `<name>-values`; restore upserts them."""
+        """Saves the table as `<name>-keys` / `<name>-values`; restore runs the import op.
+
+        The export runs only when a checkpoint is written (the specs are callables), never when
+        the saveable is built: in table_store_mode 1 an export writes the bucket files, and a
+        restore must not overwrite the files it is about to read.
+        """
 
         def __init__(self, table, name, full_name=""):
-            keys, values = table.export()
+            exported = {}
+
+            def keys():
+                exported["kv"] = table.export()
+                return exported["kv"][0]
+
+            def values():
+                kv = exported.pop("kv", None) or table.export()
+                return kv[1]
+
+            device = table.resource_handle.device
             specs = [
-                BaseSaverBuilder.SaveSpec(keys, "", name + "-keys"),
-                BaseSaverBuilder.SaveSpec(values, "", name + "-values"),
+                BaseSaverBuilder.SaveSpec(keys, "", name + "-keys", dtype=table._key_dtype,
+                                          device=device),
+                BaseSaverBuilder.SaveSpec(values, "", name + "-values",
+                                          dtype=table._value_dtype, device=device),
             ]
             super().__init__(table, specs, name)
             self._restore_name = table._name  # pylint: disable=protected-access
