@@ -268,9 +268,25 @@ class ExportOp : public OpKernel {
     TableResource* table;
     OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
     core::ScopedUnref unref(table);
+    const DataType kdt = ctx->expected_output_dtype(0), vdt = ctx->expected_output_dtype(1);
+    int64_t cap = -1;
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().export_capacity(kdt, vdt, cap)));
+    if (cap >= 0) {
+      // Fixed-size rows stream straight into the output buffers; the outputs are then the
+      // filled prefix of them (no copy).
+      Tensor keys, values;
+      TensorShape value_shape({cap});
+      value_shape.AppendShape(table->value_shape());
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(kdt, TensorShape({cap}), &keys));
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(vdt, value_shape, &values));
+      int64_t n = 0;
+      OP_REQUIRES_OK(ctx, ToStatus(table->rust().export_into(MutBytes(&keys), MutBytes(&values), n)));
+      ctx->set_output(0, keys.Slice(0, n));
+      ctx->set_output(1, values.Slice(0, n));
+      return;
+    }
     rde::Status st;
-    auto ex = table->rust().export_(ctx->expected_output_dtype(0),
-                                    ctx->expected_output_dtype(1), st);
+    auto ex = table->rust().export_(kdt, vdt, st);
     OP_REQUIRES_OK(ctx, ToStatus(st));
     const int64_t n = static_cast<int64_t>(ex->len());
     Tensor* keys = nullptr;

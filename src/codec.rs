@@ -203,6 +203,20 @@ impl<'a> Keys<'a> {
         self.len() == 0
     }
 
+    /// Keys `start..end` of this batch.
+    pub fn sub(&self, start: usize, end: usize) -> Keys<'a> {
+        match *self {
+            Keys::Fixed { data, width } => Keys::Fixed {
+                data: &data[start * width..end * width],
+                width,
+            },
+            Keys::Var { data, offsets } => Keys::Var {
+                data,
+                offsets: &offsets[start..=end],
+            },
+        }
+    }
+
     /// Key `i`'s bytes (its hash field).
     #[inline]
     pub fn get(&self, i: usize) -> &'a [u8] {
@@ -234,7 +248,7 @@ pub enum Rows<'a> {
     },
 }
 
-impl Rows<'_> {
+impl<'a> Rows<'a> {
     /// Number of rows.
     pub fn len(&self) -> usize {
         match self {
@@ -246,6 +260,21 @@ impl Rows<'_> {
     /// True if there are no rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Rows `start..end`.
+    pub fn sub(&self, start: usize, end: usize) -> Rows<'a> {
+        match *self {
+            Rows::Fixed { data, row } => Rows::Fixed {
+                data: &data[start * row..end * row],
+                row,
+            },
+            Rows::Str { data, offsets, dim } => Rows::Str {
+                data,
+                offsets: &offsets[start * dim..=end * dim],
+                dim,
+            },
+        }
     }
 
     /// Encoded byte length of row `i`.

@@ -20,6 +20,9 @@ pub enum ErrorKind {
     Data,
     /// The feature exists in TFRA's surface but is not available in this build.
     Unimplemented,
+    /// The table changed under a long operation (for example rows added during an export);
+    /// retrying the operation is the fix.
+    Conflict,
 }
 
 /// An error from the table core. `Display` gives the full, user-facing message.
@@ -77,6 +80,7 @@ impl Error {
             ErrorKind::InvalidArgument => 3, // INVALID_ARGUMENT
             ErrorKind::Timeout => 4,         // DEADLINE_EXCEEDED
             ErrorKind::NotFound => 5,        // NOT_FOUND
+            ErrorKind::Conflict => 10,       // ABORTED
             ErrorKind::Unimplemented => 12,  // UNIMPLEMENTED
             ErrorKind::Server => 13,         // INTERNAL
             ErrorKind::Connection => 14,     // UNAVAILABLE

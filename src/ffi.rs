@@ -91,6 +91,18 @@ mod ffi {
             status: &mut Status,
         ) -> Box<ExportBox>;
 
+        fn export_capacity(
+            self: &TableBox,
+            key_dtype: i32,
+            value_dtype: i32,
+            rows: &mut i64,
+        ) -> Status;
+        fn export_into(
+            self: &TableBox,
+            keys: &mut [u8],
+            values: &mut [u8],
+            rows: &mut i64,
+        ) -> Status;
         fn save_to_file_system(
             self: &TableBox,
             key_dtype: i32,
@@ -463,6 +475,24 @@ impl TableBox {
             t.load_from_files(&dir, &name, entire_dir, buffer_rows(buffer_size)?)
                 .map(|_| ())
         })())
+    }
+}
+
+impl TableBox {
+    fn export_capacity(&self, key_dtype: i32, value_dtype: i32, rows: &mut i64) -> Status {
+        status(
+            self.typed(key_dtype, value_dtype)
+                .and_then(Table::export_capacity)
+                .map(|c| *rows = c.map_or(-1, |c| c as i64)),
+        )
+    }
+
+    fn export_into(&self, keys: &mut [u8], values: &mut [u8], rows: &mut i64) -> Status {
+        status(
+            self.table()
+                .and_then(|t| t.export_into(keys, values))
+                .map(|n| *rows = n as i64),
+        )
     }
 }
 

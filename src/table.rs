@@ -158,6 +158,10 @@ impl Shared {
     }
 }
 
+/// Keys per round of a call: larger batches are processed window by window, which bounds the
+/// write buffers and the dedup map (and keeps TFRA's last-write-wins order across windows).
+const WINDOW: usize = 65_536;
+
 /// Rows per insert while loading files (bounds the memory of a load).
 const LOAD_BATCH_ROWS: usize = 65_536;
 
@@ -381,6 +385,20 @@ impl Table {
                 self.spec.dim
             )));
         }
+        if n > WINDOW {
+            // Bounded memory for huge batches: one window of keys at a time.
+            for a in (0..n).step_by(WINDOW) {
+                let b = (a + WINDOW).min(n);
+                let d = if per_key {
+                    &defaults[a * row..b * row]
+                } else {
+                    defaults
+                };
+                let e = exists.as_deref_mut().map(|e| &mut e[a..b]);
+                self.find(&keys.sub(a, b), d, &mut out[a * row..b * row], e)?;
+            }
+            return Ok(());
+        }
         let plan = self.plan(keys);
         let mut found = vec![0u8; plan.distinct()];
         let (out_sh, found_sh) = (Shared::new(out), Shared::new(&mut found));
@@ -517,6 +535,14 @@ impl Table {
         if n == 0 {
             return Ok(());
         }
+        if n > WINDOW {
+            // Windows in order, so a key repeated across windows still keeps its last row.
+            for a in (0..n).step_by(WINDOW) {
+                let b = (a + WINDOW).min(n);
+                self.insert(&keys.sub(a, b), &values.sub(a, b))?;
+            }
+            return Ok(());
+        }
         let plan = self.plan(keys);
         self.dispatch(
             &plan.chunks,
@@ -558,6 +584,13 @@ impl Table {
             )));
         }
         if n == 0 {
+            return Ok(());
+        }
+        if n > WINDOW {
+            for a in (0..n).step_by(WINDOW) {
+                let b = (a + WINDOW).min(n);
+                self.accum(&keys.sub(a, b), &deltas.sub(a, b), &exists[a..b])?;
+            }
             return Ok(());
         }
         let plan = self.plan(keys);
@@ -635,6 +668,12 @@ impl Table {
     /// Deletes keys; missing keys are ignored.
     pub fn remove(&self, keys: &Keys<'_>) -> Result<()> {
         if keys.is_empty() {
+            return Ok(());
+        }
+        if keys.len() > WINDOW {
+            for a in (0..keys.len()).step_by(WINDOW) {
+                self.remove(&keys.sub(a, (a + WINDOW).min(keys.len())))?;
+            }
             return Ok(());
         }
         let plan = self.plan(keys);
@@ -1039,6 +1078,61 @@ impl Table {
             Ok(())
         })?;
         Ok(ex)
+    }
+
+    /// Room to allocate for [`Table::export_into`]: `Some(rows)` (the row count plus headroom
+    /// for rows added meanwhile) when keys and values have fixed sizes and the export returns
+    /// rows; `None` when [`Table::export`] must be used instead.
+    pub fn export_capacity(&self) -> Result<Option<usize>> {
+        let streamable = self.cfg.table_store_mode == StoreMode::Tensors
+            && self.spec.shard.reports_shared_rows()
+            && self.row > 0
+            && self.spec.key_type.width().is_some();
+        if !streamable {
+            return Ok(None);
+        }
+        let n = self.size()?.max(0) as usize;
+        Ok(Some(n + n / 100 + 1024))
+    }
+
+    /// Streams the whole table straight into caller-allocated key and value buffers (no
+    /// intermediate copy) and returns the number of rows written. Fails with
+    /// [`ErrorKind::Conflict`] if the table grew past the buffers meanwhile.
+    pub fn export_into(&self, keys_out: &mut [u8], values_out: &mut [u8]) -> Result<usize> {
+        let width = self
+            .spec
+            .key_type
+            .width()
+            .ok_or_else(|| Error::invalid("export_into needs fixed-size keys"))?;
+        let row = self.row;
+        if row == 0 {
+            return Err(Error::invalid("export_into needs fixed-size values"));
+        }
+        let cap = (keys_out.len() / width).min(values_out.len() / row);
+        // HSCAN may return a field twice while a hash is being resized: keep the first.
+        let mut seen: FxHashSet<u64> = FxHashSet::default();
+        let mut n = 0usize;
+        self.scan_rows(|_, k, v| {
+            let mut packed = [0u8; 8];
+            packed[..width].copy_from_slice(k);
+            if !seen.insert(u64::from_le_bytes(packed)) {
+                return Ok(());
+            }
+            if n == cap {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "table {} grew past {cap} rows while it was exported; retry the export",
+                        self.spec.embedding_name
+                    ),
+                ));
+            }
+            keys_out[n * width..(n + 1) * width].copy_from_slice(k);
+            values_out[n * row..(n + 1) * row].copy_from_slice(v);
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
     }
 
     /// Writes the table to `<dir>/<file_name>-keys` and `-values` (TFRA's layout; see

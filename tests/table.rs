@@ -374,3 +374,45 @@ fn silent_server_times_out() {
     assert!(e.message().contains(&port.to_string()));
     drop(l);
 }
+
+#[test]
+fn huge_batches_run_in_windows_and_keep_last_write_wins() {
+    let s = Server::start();
+    let t = f32_table(&s, "big", 1, "");
+    // 150k positions: every key appears twice, the second time in a later window.
+    let keys: Vec<i64> = (0..75_000).chain(0..75_000).collect();
+    let vals: Vec<f32> = (0..150_000).map(|i| i as f32).collect();
+    insert(&t, &keys, &vals);
+    assert_eq!(t.size().unwrap(), 75_000);
+    let q: Vec<i64> = (0..80_000).collect();
+    let (v, ex) = find(&t, &q, 1);
+    for k in 0..75_000usize {
+        assert_eq!(v[k], (75_000 + k) as f32);
+    }
+    assert!(ex[..75_000].iter().all(|&e| e == 1) && ex[75_000..].iter().all(|&e| e == 0));
+    assert!(v[75_000..].iter().all(|&x| x == -1.0));
+
+    // Streaming export into caller buffers, and the conflict error when they are too small.
+    let cap = t.export_capacity().unwrap().unwrap();
+    assert!(cap >= 75_000);
+    let (mut kb, mut vb) = (vec![0u8; cap * 8], vec![0u8; cap * 4]);
+    let n = t.export_into(&mut kb, &mut vb).unwrap();
+    assert_eq!(n, 75_000);
+    let mut got: Vec<(i64, f32)> = kb[..n * 8]
+        .chunks(8)
+        .zip(vb[..n * 4].chunks(4))
+        .map(|(k, v)| {
+            (
+                i64::from_le_bytes(k.try_into().unwrap()),
+                f32::from_le_bytes(v.try_into().unwrap()),
+            )
+        })
+        .collect();
+    got.sort_by_key(|r| r.0);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, &(k, v))| k == i as i64 && v == (75_000 + i) as f32));
+    let e = t.export_into(&mut [0u8; 80], &mut [0u8; 40]).unwrap_err();
+    assert_eq!(e.kind(), redis_embedding::ErrorKind::Conflict);
+}
