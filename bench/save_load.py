@@ -1,0 +1,167 @@
+"""Save/load throughput of a 1M x 64 float32 table on one local redis-server.
+
+Measures (medians over rounds): save_to_file_system, load_from_file_system, and a
+tf.train.Checkpoint write/read (table_store_mode 0), in MB/s of key+value payload, plus the
+process's peak RSS growth during the file save and load. Writes docs/benchmarks.md section
+"save/load" when --write is given.
+
+    python bench/save_load.py [--rows 1000000] [--dim 64] [--rounds 3] [--write]
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("RDE_LOG", "warn")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import redis_embedding as rde  # noqa: E402
+
+
+def start_redis(workdir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pidfile = os.path.join(workdir, "redis.pid")
+    subprocess.run(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--daemonize", "yes", "--dir", workdir,
+                    "--pidfile", pidfile, "--logfile", os.path.join(workdir, "redis.log")],
+                   check=True)
+    for _ in range(500):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    return port, pidfile
+        except OSError:
+            time.sleep(0.02)
+    sys.exit("redis-server did not start")
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="rde-bench-")
+    port, pidfile = start_redis(work)
+    try:
+        cfg = os.path.join(work, "redis.json")
+        with open(cfg, "w") as f:
+            json.dump({"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"],
+                       "redis_host_port": [port], "table_store_mode": 0,
+                       "expire_model_tag_in_seconds": -1, **json.loads(os.environ.get("BENCH_CFG", "{}"))}, f)
+        t = rde.RedisTable(tf.int64, tf.float32, tf.zeros([args.dim]), name="bench",
+                           checkpoint=True, config=rde.RedisTableConfig(cfg))
+        batch = 65536
+        for a in range(0, args.rows, batch):
+            b = min(a + batch, args.rows)
+            t.insert(tf.range(a, b, dtype=tf.int64),
+                     tf.random.uniform([b - a, args.dim]))
+        assert int(t.size()) == args.rows
+        mb = args.rows * (8 + 4 * args.dim) / 1e6
+        files = os.path.join(work, "files")
+        results = {k: [] for k in ("file save", "file load", "checkpoint save (mode 0)",
+                                   "checkpoint load (mode 0)", "checkpoint save (mode 1)",
+                                   "checkpoint load (mode 1)")}
+        rss_base = peak_rss_mb()
+        for _ in range(args.rounds):
+            s = time.perf_counter()
+            t.save_to_file_system(files, file_name="bench")
+            results["file save"].append(time.perf_counter() - s)
+            t.clear()
+            s = time.perf_counter()
+            t.load_from_file_system(files, file_name="bench")
+            results["file load"].append(time.perf_counter() - s)
+        rss_files = peak_rss_mb() - rss_base
+        assert int(t.size()) == args.rows
+        ckpt = tf.train.Checkpoint(table=t)
+        for _ in range(args.rounds):
+            s = time.perf_counter()
+            path = ckpt.write(os.path.join(work, "ckpt"))
+            results["checkpoint save (mode 0)"].append(time.perf_counter() - s)
+            t.clear()
+            s = time.perf_counter()
+            ckpt.read(path)
+            results["checkpoint load (mode 0)"].append(time.perf_counter() - s)
+        assert int(t.size()) == args.rows
+        # The same rows through table_store_mode 1 (bucket DUMP/RESTORE files).
+        with open(cfg) as f:
+            mode1 = dict(json.load(f), table_store_mode=1, model_lib_abs_dir=os.path.join(work, "rdb"),
+                         redis_socket_timeout=60000)  # one DUMP/RESTORE per bucket
+        cfg1 = os.path.join(work, "redis1.json")
+        with open(cfg1, "w") as f:
+            json.dump(mode1, f)
+        t1 = rde.RedisTable(tf.int64, tf.float32, tf.zeros([args.dim]), name="bench",
+                            checkpoint=True, config=rde.RedisTableConfig(cfg1))
+        ckpt1 = tf.train.Checkpoint(table=t1)
+        for _ in range(args.rounds):
+            s = time.perf_counter()
+            path = ckpt1.write(os.path.join(work, "ckpt1"))
+            results["checkpoint save (mode 1)"].append(time.perf_counter() - s)
+            t1.clear()
+            s = time.perf_counter()
+            ckpt1.read(path)
+            results["checkpoint load (mode 1)"].append(time.perf_counter() - s)
+        assert int(t1.size()) == args.rows
+        lines = [
+            f"Table: {args.rows:,} rows x {args.dim} float32 (int64 keys), "
+            f"{mb:.0f} MB of key+value payload; one local redis-server; median of "
+            f"{args.rounds} rounds.",
+            "",
+            "| operation | seconds | MB/s |",
+            "|---|---|---|",
+        ]
+        for k, v in results.items():
+            med = float(np.median(v))
+            lines.append(f"| {k} | {med:.2f} | {mb / med:.0f} |")
+        lines += ["", f"Peak RSS growth of the process during the file save/load rounds: "
+                  f"{rss_files:.0f} MB (the table is {mb:.0f} MB)."]
+        text = "\n".join(lines)
+        print(text)
+        if args.write:
+            write_section("save/load", text, " ".join(["python", *sys.argv]))
+    finally:
+        with open(pidfile) as f:
+            os.kill(int(f.read()), 15)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def write_section(name, body, command):
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md")
+    head = "# Benchmarks\n"
+    text = open(path).read() if os.path.exists(path) else head
+    machine = (f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+               f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+               f"{subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.split()[2]}.")
+    section = (f"## {name}\n\nCommand: `{command}`\n\n{machine}\n\n{body}\n")
+    start = text.find(f"## {name}\n")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
