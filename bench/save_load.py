@@ -5,7 +5,7 @@ tf.train.Checkpoint write/read (table_store_mode 0), in MB/s of key+value payloa
 process's peak RSS growth during the file save and load. Writes docs/benchmarks.md section
 "save/load" when --write is given.
 
-    python bench/save_load.py [--rows 1000000] [--dim 64] [--rounds 3] [--write]
+    python bench/save_load.py [--rows 1000000] [--dim 64] [--rounds 3] [--config JSON] [--write]
 """
 
 import argparse
@@ -60,6 +60,9 @@ def main():
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    ap.add_argument("--config", default="{}",
+                    help="extra JSON config fields, e.g. '{\"storage_slice\": 32, "
+                         "\"rde_standalone_buckets\": true}'")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rde-bench-")
     port, pidfile = start_redis(work)
@@ -68,7 +71,7 @@ def main():
         with open(cfg, "w") as f:
             json.dump({"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"],
                        "redis_host_port": [port], "table_store_mode": 0,
-                       "expire_model_tag_in_seconds": -1, **json.loads(os.environ.get("BENCH_CFG", "{}"))}, f)
+                       "expire_model_tag_in_seconds": -1, **json.loads(args.config)}, f)
         t = rde.RedisTable(tf.int64, tf.float32, tf.zeros([args.dim]), name="bench",
                            checkpoint=True, config=rde.RedisTableConfig(cfg))
         batch = 65536
@@ -123,6 +126,7 @@ def main():
             results["checkpoint load (mode 1)"].append(time.perf_counter() - s)
         assert int(t1.size()) == args.rows
         lines = [
+            f"Config extras: `{args.config}`. "
             f"Table: {args.rows:,} rows x {args.dim} float32 (int64 keys), "
             f"{mb:.0f} MB of key+value payload; one local redis-server; median of "
             f"{args.rounds} rounds.",
@@ -138,7 +142,8 @@ def main():
         text = "\n".join(lines)
         print(text)
         if args.write:
-            write_section("save/load", text, " ".join(["python", *sys.argv]))
+            label = "save/load" if args.config == "{}" else f"save/load, {args.config}"
+            write_section(label, text, " ".join(["python", *[f"'{a}'" if " " in a else a for a in sys.argv]]))
     finally:
         with open(pidfile) as f:
             os.kill(int(f.read()), 15)
@@ -151,7 +156,7 @@ def write_section(name, body, command):
     text = open(path).read() if os.path.exists(path) else head
     machine = (f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
                f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-               f"{subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.split()[2]}.")
+               f"redis-server {subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.split()[2]}.")
     section = (f"## {name}\n\nCommand: `{command}`\n\n{machine}\n\n{body}\n")
     start = text.find(f"## {name}\n")
     if start >= 0:
