@@ -341,7 +341,9 @@ impl Conn {
         if t != b'*' || self.int(&rest)? != 2 {
             return Err(self.protocol("HSCAN reply is not [cursor, items]"));
         }
-        let len = self.read_bulk_len()?.ok_or_else(|| self.protocol("nil HSCAN cursor"))?;
+        let len = self
+            .read_bulk_len()?
+            .ok_or_else(|| self.protocol("nil HSCAN cursor"))?;
         let mut cursor = vec![0u8; len];
         self.payload(&mut cursor)?;
         self.read_flat_array(page)?;

@@ -968,9 +968,15 @@ impl Table {
         // Buckets small enough are read whole with HGETALL (about half the server CPU of
         // HSCAN per row, and atomic); larger ones are paged with HSCAN to bound memory.
         let lens = self.per_bucket(&self.all_buckets(), b"HLEN", &[], Access::Read)?;
-        let cursors: Mutex<Vec<Option<Vec<u8>>>> =
-            Mutex::new(lens.iter().map(|&n| (n > 0).then(|| b"0".to_vec())).collect());
-        let whole: Vec<bool> = lens.iter().map(|&n| n as usize <= GETALL_MAX_ROWS).collect();
+        let cursors: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(
+            lens.iter()
+                .map(|&n| (n > 0).then(|| b"0".to_vec()))
+                .collect(),
+        );
+        let whole: Vec<bool> = lens
+            .iter()
+            .map(|&n| n as usize <= GETALL_MAX_ROWS)
+            .collect();
         // Each page is handed to `f` by the I/O thread that read it, so copying overlaps the
         // server's work on the next buckets; at most `per_round` pages are in memory at once.
         let f = Mutex::new(f);
@@ -995,8 +1001,16 @@ impl Table {
                     if whole[ch.bucket] {
                         c.cmd(&[b"HGETALL", self.bucket_name(ch)]);
                     } else {
-                        let cursor = cursors.lock().unwrap()[ch.bucket].clone().unwrap_or(b"0".to_vec());
-                        c.cmd(&[b"HSCAN", self.bucket_name(ch), &cursor, b"COUNT", count.as_bytes()]);
+                        let cursor = cursors.lock().unwrap()[ch.bucket]
+                            .clone()
+                            .unwrap_or(b"0".to_vec());
+                        c.cmd(&[
+                            b"HSCAN",
+                            self.bucket_name(ch),
+                            &cursor,
+                            b"COUNT",
+                            count.as_bytes(),
+                        ]);
                     }
                 },
                 |c, ch| {
@@ -1012,7 +1026,10 @@ impl Table {
                     if page.len() % 2 != 0 {
                         return Err(Error::new(
                             ErrorKind::Server,
-                            format!("reading {} returned an odd number of items", display_bytes(bucket)),
+                            format!(
+                                "reading {} returned an odd number of items",
+                                display_bytes(bucket)
+                            ),
                         ));
                     }
                     let mut f = f.lock().unwrap();
