@@ -1219,7 +1219,13 @@ impl Table {
         let mut rows = 0u64;
         for base in files::load_paths(dir, file_name, entire_dir)? {
             let what = format!("load {} from {}", self.spec.embedding_name, base.display());
-            let mut progress = files::Progress::new(what, 0);
+            let mut keys_file = base.as_os_str().to_owned();
+            keys_file.push("-keys");
+            let total = match (self.spec.key_type.width(), std::fs::metadata(&keys_file)) {
+                (Some(w), Ok(m)) => m.len() / w as u64,
+                _ => 0,
+            };
+            let mut progress = files::Progress::new(what, total);
             rows += files::read_pair(
                 &base,
                 self.spec.key_type,

@@ -90,3 +90,49 @@ def test_adam_training_survives_save_and_restore_exactly(config_path, tmp_path):
         a = rows(v.tables[0])
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+
+
+import pytest  # noqa: E402
+
+from test_ops import PAIRS, make_keys, make_values  # noqa: E402
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+@pytest.mark.parametrize("key_dtype,value_dtype", PAIRS, ids=lambda d: d.name)
+def test_every_mode_round_trips_every_dtype_pair(redis, tmp_path, mode, key_dtype, value_dtype):
+    path = redis.config(tmp_path / "m.json", table_store_mode=mode,
+                        model_lib_abs_dir=str(tmp_path / "lib"))
+    default = make_values(value_dtype, 1, 2, base=-5)[0]
+    t = rde.RedisTable(key_dtype, value_dtype, default, name="rt", checkpoint=True,
+                       config=rde.RedisTableConfig(path))
+    keys = make_keys(key_dtype, range(20))
+    values = make_values(value_dtype, 20, 2)
+    t.insert(keys, values)
+    ckpt = tf.train.Checkpoint(table=t)
+    saved = ckpt.write(str(tmp_path / "ckpt"))
+    if mode != 2:  # mode 2 keeps the data in Redis only: nothing to clear and bring back
+        t.clear()
+        assert int(t.size()) == 0
+    ckpt.read(saved)
+    got, exists = t.lookup(keys, return_exists=True)
+    assert exists.numpy().all()
+    np.testing.assert_array_equal(got.numpy(), values.numpy())
+    assert int(t.size()) == 20
+
+
+def test_tfra_file_system_saver(config_path, tmp_path):
+    creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=config_path),
+                                    saver=de.FileSystemSaver())
+    var = de.get_variable("fss", dim=2, kv_creator=creator, initializer=0.0)
+    keys = tf.range(30, dtype=tf.int64)
+    values = tf.reshape(tf.range(60, dtype=tf.float32), [30, 2])
+    var.upsert(keys, values)
+    ckpt = tf.train.Checkpoint(var=var)
+    path = ckpt.save(str(tmp_path / "c"))
+    kv_dir = tmp_path / "TFRADynamicEmbedding"
+    assert sorted(p.name for p in kv_dir.iterdir()) == [
+        "fss_mht_1of1_rank0_size1-keys", "fss_mht_1of1_rank0_size1-values"]
+    var.clear()
+    ckpt.restore(path)
+    assert int(var.size()) == 30
+    np.testing.assert_array_equal(var.lookup(keys).numpy(), values.numpy())
