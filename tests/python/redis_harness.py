@@ -34,8 +34,9 @@ def free_cluster_port():
 class RedisServer:
     """A standalone redis-server in `workdir`, started on construction."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, extra=()):
         self.port = port or free_port()
+        self.extra = list(extra)
         self.dir = os.path.join(str(workdir), f"redis-{self.port}")
         os.makedirs(self.dir, exist_ok=True)
         self.pidfile = os.path.join(self.dir, "redis.pid")
@@ -45,7 +46,8 @@ class RedisServer:
         subprocess.run(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--daemonize", "yes", "--dir", self.dir,
-             "--pidfile", self.pidfile, "--logfile", os.path.join(self.dir, "redis.log")],
+             "--pidfile", self.pidfile, "--logfile", os.path.join(self.dir, "redis.log"),
+             *self.extra],
             check=True)
         deadline = time.monotonic() + 10
         while True:
@@ -121,23 +123,10 @@ class RedisCluster:
     """`masters` cluster-enabled redis-servers joined with `redis-cli --cluster create`."""
 
     def __init__(self, workdir, masters=3):
-        self.nodes = []
-        for _ in range(masters):
-            port = free_cluster_port()
-            node = RedisServer.__new__(RedisServer)
-            node.port = port
-            node.dir = os.path.join(str(workdir), f"cluster-{port}")
-            os.makedirs(node.dir, exist_ok=True)
-            node.pidfile = os.path.join(node.dir, "redis.pid")
-            subprocess.run(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--daemonize", "yes", "--dir", node.dir,
-                 "--pidfile", node.pidfile, "--logfile", os.path.join(node.dir, "redis.log"),
-                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--cluster-node-timeout", "2000"], check=True)
-            self.nodes.append(node)
-        for node in self.nodes:
-            _wait_ping(node)
+        cluster_args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                        "--cluster-node-timeout", "2000")
+        self.nodes = [RedisServer(workdir, port=free_cluster_port(), extra=cluster_args)
+                      for _ in range(masters)]
         subprocess.run(["redis-cli", "--cluster", "create",
                         *[f"127.0.0.1:{n.port}" for n in self.nodes],
                         "--cluster-replicas", "0", "--cluster-yes"],
@@ -167,16 +156,3 @@ class RedisCluster:
     def stop(self):
         for n in self.nodes:
             n.stop()
-
-
-def _wait_ping(node):
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if node.command(b"PING") == "PONG":
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server on {node.port} did not start")
-        time.sleep(0.02)

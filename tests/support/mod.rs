@@ -28,39 +28,7 @@ pub fn free_port() -> u16 {
 impl Server {
     /// Starts a standalone server and waits (bounded) until it answers PING.
     pub fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let pidfile = dir.path().join("redis.pid");
-        let status = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--daemonize", "yes", "--dir"])
-            .arg(dir.path())
-            .arg("--pidfile")
-            .arg(&pidfile)
-            .arg("--logfile")
-            .arg(dir.path().join("redis.log"))
-            .status()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        assert!(status.success());
-        let s = Server { port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while s.raw(b"*1\r\n$4\r\nPING\r\n").as_deref() != Some(b"+PONG\r\n".as_slice()) {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {port} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
+        Server::start_with(&[])
     }
 
     fn pidfile(&self) -> PathBuf {
@@ -181,7 +149,7 @@ impl Server {
             .arg(dir.path().join("redis.log"))
             .args(extra)
             .status()
-            .expect("redis-server must be installed");
+            .expect("redis-server must be installed (apt-get install redis-server)");
         assert!(status.success());
         let s = Server { port, dir };
         s.wait_ready();
