@@ -1,135 +1,159 @@
-//! Server-side accumulation without a Redis module: a Lua script with TFRA's HMACCUM
-//! semantics, atomic per command, applied to the raw little-endian value bytes.
+//! Accumulation (TFRA's bp_v2 `HMACCUM` semantics) without a Redis module.
 //!
-//! ARGV: dtype, exists bytes (one per pair), then field/value pairs; KEYS[1] is the bucket.
-//! Per pair, in order: present and exists → stored += delta; absent and not exists → stored =
-//! value; otherwise nothing. All new values are computed before any is written, so a stored
-//! value of the wrong length fails the command without a partial write.
+//! Per key, in input order: present and exists → stored += delta; absent and not exists →
+//! stored = value; otherwise nothing. The arithmetic runs in the client (TensorFlow's own
+//! element types: IEEE float sums, wrapping integers, bfloat16/half rounded to nearest even
+//! from the float32 sum), and the result is written with a compare-and-set script that writes
+//! a key only if it still holds the bytes the sum was computed from. Keys that lost a race are
+//! read again and recomputed, so concurrent accumulations add up exactly, and the server does
+//! no per-element work (a per-element Lua loop costs ~15 µs of server CPU per 64-float row).
 
 use crate::codec::ValueType;
 
-/// The script body. Float sums are computed in double and rounded once to the stored type,
-/// which equals the IEEE single/double sum; integers wrap like TensorFlow's; bfloat16 rounds
-/// the float32 sum to nearest-even, as TensorFlow does.
-pub const SCRIPT: &str = r#"
+/// The compare-and-set script. KEYS[1] is the bucket; ARGV holds triples (field, expected,
+/// new) where expected is `\0` for "absent" or `\1` followed by the current bytes. Returns the
+/// 1-based triple numbers that were not written because the field had changed.
+pub const CAS_SCRIPT: &str = r#"
 local h = KEYS[1]
-local dt = ARGV[1]
-local ex = ARGV[2]
-local n = (#ARGV - 2) / 2
-if #ex ~= n then
-  return redis.error_reply('RDE accum: exists has ' .. #ex .. ' bytes for ' .. n .. ' keys')
-end
-local specs = {float = {'f', 4}, double = {'d', 8}, int32 = {'i4', 4}, int8 = {'b', 1},
-               int64 = {'I4i4', 8}, bfloat16 = {'H', 2}}
-local spec = specs[dt]
-if not spec then
-  return redis.error_reply('RDE accum: value type ' .. dt .. ' is not supported')
-end
-local width = spec[2]
-local function wrap(x, m)
-  if x >= m / 2 then return x - m elseif x < -m / 2 then return x + m end
-  return x
-end
-local function add(a, b)
-  local out = {}
-  local m = #a / width
-  local s = 0
-  while s < m do
-    local k = math.min(128, m - s)
-    local off = s * width + 1
-    local fmt = '<' .. string.rep(spec[1], k)
-    local x = {struct.unpack(fmt, a, off)}
-    local y = {struct.unpack(fmt, b, off)}
-    local r = {}
-    if dt == 'int64' then
-      for j = 1, 2 * k, 2 do
-        local lo = x[j] + y[j]
-        local carry = 0
-        if lo >= 4294967296 then lo = lo - 4294967296; carry = 1 end
-        r[j] = lo
-        r[j + 1] = wrap(x[j + 1] + y[j + 1] + carry, 4294967296)
-      end
-    elseif dt == 'bfloat16' then
-      for j = 1, k do
-        local fa = struct.unpack('<f', struct.pack('<I4', x[j] * 65536))
-        local fb = struct.unpack('<f', struct.pack('<I4', y[j] * 65536))
-        local sum = fa + fb
-        if sum ~= sum then
-          r[j] = 32704
-        else
-          local bits = struct.unpack('<I4', struct.pack('<f', sum))
-          local hi = math.floor(bits / 65536)
-          bits = bits + 32767 + (hi % 2)
-          r[j] = math.floor(bits / 65536) % 65536
-        end
-      end
-    elseif dt == 'int32' then
-      for j = 1, k do r[j] = wrap(x[j] + y[j], 4294967296) end
-    elseif dt == 'int8' then
-      for j = 1, k do r[j] = wrap(x[j] + y[j], 256) end
-    else
-      for j = 1, k do r[j] = x[j] + y[j] end
-    end
-    out[#out + 1] = struct.pack(fmt, unpack(r))
-    s = s + k
+local failed = {}
+for i = 1, #ARGV / 3 do
+  local f, exp, new = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local cur = redis.call('HGET', h, f)
+  local ok
+  if string.byte(exp, 1) == 0 then
+    ok = (cur == false)
+  else
+    ok = (cur ~= false and cur == string.sub(exp, 2))
   end
-  return table.concat(out)
-end
-local pending = {}
-local writes = {}
-for i = 1, n do
-  local f = ARGV[2 * i + 1]
-  local d = ARGV[2 * i + 2]
-  local e = string.byte(ex, i) ~= 0
-  local old = pending[f]
-  if old == nil then old = redis.call('HGET', h, f) end
-  if old then
-    if e then
-      if #old ~= #d then
-        return redis.error_reply('RDE_LEN ' .. i .. ' ' .. #old)
-      end
-      local v = add(old, d)
-      pending[f] = v
-      writes[#writes + 1] = f
-      writes[#writes + 1] = v
-    end
-  elseif not e then
-    pending[f] = d
-    writes[#writes + 1] = f
-    writes[#writes + 1] = d
+  if ok then
+    redis.call('HSET', h, f, new)
+  else
+    failed[#failed + 1] = i
   end
 end
-local i = 1
-while i <= #writes do
-  local j = math.min(i + 999, #writes)
-  redis.call('HSET', h, unpack(writes, i, j))
-  i = j + 1
-end
-return n
+return failed
 "#;
 
 /// Whether accum supports values of type `v`.
 pub fn supports(v: ValueType) -> bool {
-    matches!(
-        v,
-        ValueType::F32
-            | ValueType::F64
-            | ValueType::I32
-            | ValueType::I64
-            | ValueType::I8
-            | ValueType::BF16
-    )
+    !matches!(v, ValueType::Bool | ValueType::Str)
 }
 
-/// Reads the script's `RDE_LEN <pair> <stored length>` error: (1-based pair, length).
-pub fn parse_len_error(msg: &str) -> Option<(usize, usize)> {
-    let rest = msg.split("RDE_LEN ").nth(1)?;
-    let mut it = rest.split_whitespace();
-    let i: usize = it.next()?.parse().ok()?;
-    let len: usize = it
-        .next()?
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .ok()?;
-    Some((i, len))
+fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits(u32::from(b) << 16)
+}
+
+/// float32 → bfloat16, round to nearest even, NaN kept quiet (TensorFlow's rule).
+fn f32_to_bf16(x: f32) -> u16 {
+    if x.is_nan() {
+        return 0x7fc0;
+    }
+    let bits = x.to_bits();
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// `old += delta`, element-wise in `v`'s arithmetic. Both slices hold one row.
+pub fn add_row(v: ValueType, old: &mut [u8], delta: &[u8]) {
+    macro_rules! each {
+        ($n:expr, $f:expr) => {
+            for (o, d) in old.chunks_exact_mut($n).zip(delta.chunks_exact($n)) {
+                let r = $f(o.try_into().unwrap(), d.try_into().unwrap());
+                o.copy_from_slice(&r);
+            }
+        };
+    }
+    match v {
+        ValueType::F32 => each!(4, |a: [u8; 4], b: [u8; 4]| (f32::from_le_bytes(a)
+            + f32::from_le_bytes(b))
+        .to_le_bytes()),
+        ValueType::F64 => each!(8, |a: [u8; 8], b: [u8; 8]| (f64::from_le_bytes(a)
+            + f64::from_le_bytes(b))
+        .to_le_bytes()),
+        ValueType::I8 => each!(1, |a: [u8; 1], b: [u8; 1]| i8::from_le_bytes(a)
+            .wrapping_add(i8::from_le_bytes(b))
+            .to_le_bytes()),
+        ValueType::I32 => each!(4, |a: [u8; 4], b: [u8; 4]| i32::from_le_bytes(a)
+            .wrapping_add(i32::from_le_bytes(b))
+            .to_le_bytes()),
+        ValueType::I64 => each!(8, |a: [u8; 8], b: [u8; 8]| i64::from_le_bytes(a)
+            .wrapping_add(i64::from_le_bytes(b))
+            .to_le_bytes()),
+        ValueType::BF16 => each!(2, |a: [u8; 2], b: [u8; 2]| {
+            f32_to_bf16(bf16_to_f32(u16::from_le_bytes(a)) + bf16_to_f32(u16::from_le_bytes(b)))
+                .to_le_bytes()
+        }),
+        ValueType::F16 => each!(2, |a: [u8; 2], b: [u8; 2]| {
+            let s = half::f16::from_le_bytes(a).to_f32() + half::f16::from_le_bytes(b).to_f32();
+            half::f16::from_f32(s).to_le_bytes()
+        }),
+        ValueType::Bool | ValueType::Str => {}
+    }
+}
+
+/// Applies the occurrences of one key, in order, to its stored value. `stored` is the row in
+/// Redis (None if absent); each occurrence is (exists flag, delta-or-value row). Returns the
+/// row to write, or None when nothing changes.
+pub fn fold<'a>(
+    v: ValueType,
+    stored: Option<&[u8]>,
+    occurrences: impl Iterator<Item = (bool, &'a [u8])>,
+) -> Option<Vec<u8>> {
+    let mut cur: Option<Vec<u8>> = stored.map(<[u8]>::to_vec);
+    let mut changed = false;
+    for (exists, d) in occurrences {
+        match (&mut cur, exists) {
+            (Some(row), true) => {
+                add_row(v, row, d);
+                changed = true;
+            }
+            (None, false) => {
+                cur = Some(d.to_vec());
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    if changed {
+        cur
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32s(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn fold_follows_hmaccum_semantics_in_order() {
+        let v = ValueType::F32;
+        let (one, two) = (f32s(&[1.0]), f32s(&[2.0]));
+        // absent: !exists sets, then exists adds.
+        assert_eq!(
+            fold(v, None, [(false, &one[..]), (true, &two[..])].into_iter()),
+            Some(f32s(&[3.0]))
+        );
+        // absent + exists: dropped.
+        assert_eq!(fold(v, None, [(true, &one[..])].into_iter()), None);
+        // present + !exists: unchanged.
+        assert_eq!(fold(v, Some(&two), [(false, &one[..])].into_iter()), None);
+    }
+
+    #[test]
+    fn integer_sums_wrap_and_bf16_rounds_to_nearest_even() {
+        let mut a = i64::MAX.to_le_bytes().to_vec();
+        add_row(ValueType::I64, &mut a, &1i64.to_le_bytes());
+        assert_eq!(a, i64::MIN.to_le_bytes());
+        let mut b = 127i8.to_le_bytes().to_vec();
+        add_row(ValueType::I8, &mut b, &1i8.to_le_bytes());
+        assert_eq!(b, (-128i8).to_le_bytes());
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80); // tie → even
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert_eq!(f32_to_bf16(f32::NAN), 0x7fc0);
+    }
 }

@@ -112,6 +112,35 @@ impl Plan {
         self.first.len()
     }
 
+    /// The distinct keys with `keep[d]` set, in plan order and grouped by bucket as the plan
+    /// is, cut into commands of at most `chunk_keys` keys: (order, chunks over that order).
+    pub fn subset(&self, keep: &[bool], chunk_keys: usize) -> (Vec<u32>, Vec<Chunk>) {
+        let mut order = Vec::new();
+        let mut chunks: Vec<Chunk> = Vec::new();
+        for ch in &self.chunks {
+            for &d in &self.order[ch.start..ch.end] {
+                if !keep[d as usize] {
+                    continue;
+                }
+                match chunks.last_mut() {
+                    Some(last)
+                        if last.bucket == ch.bucket
+                            && last.end - last.start < chunk_keys.max(1) =>
+                    {
+                        last.end += 1
+                    }
+                    _ => chunks.push(Chunk {
+                        bucket: ch.bucket,
+                        start: order.len(),
+                        end: order.len() + 1,
+                    }),
+                }
+                order.push(d);
+            }
+        }
+        (order, chunks)
+    }
+
     /// For each distinct key, the positions where it occurs, in input order (CSR form:
     /// occurrences of distinct key `d` are `occ[start[d]..start[d + 1]]`).
     pub fn occurrences(&self) -> (Vec<u32>, Vec<u32>) {
@@ -153,6 +182,9 @@ mod tests {
         let (start, occ) = p.occurrences();
         assert_eq!(start, [0, 3, 5, 6]);
         assert_eq!(occ, [0, 2, 5, 1, 4, 3]);
+        let (order, chunks) = p.subset(&[true, false, true], 1);
+        assert_eq!(order, [0, 2]);
+        assert_eq!(chunks.len(), 2);
     }
 
     #[test]

@@ -169,6 +169,17 @@ const GETALL_MAX_ROWS: usize = 65_536;
 /// Rows asked for per HSCAN page when exporting (at least; `keys_sending_size` if larger).
 const SCAN_PAGE_ROWS: usize = 4_096;
 
+/// Read-compute-CAS rounds an accum may take when other writers keep changing its keys.
+const ACCUM_CAS_ROUNDS: usize = 64;
+
+/// The raw bytes of fixed-size rows.
+fn deltas_bytes<'a>(rows: &Rows<'a>) -> &'a [u8] {
+    match *rows {
+        Rows::Fixed { data, .. } => data,
+        Rows::Str { data, .. } => data,
+    }
+}
+
 /// Rows per insert while loading files (bounds the memory of a load).
 const LOAD_BATCH_ROWS: usize = 65_536;
 
@@ -579,7 +590,7 @@ impl Table {
         let vt = self.spec.value_type;
         if !accum::supports(vt) {
             return Err(Error::invalid(format!(
-                "accum does not support {} values (supported: float, double, int8, int32, int64, bfloat16)",
+                "accum does not support {} values (supported: float, double, half, bfloat16, int8, int32, int64)",
                 vt.tf_name()
             )));
         }
@@ -602,74 +613,139 @@ impl Table {
         }
         let plan = self.plan(keys);
         let (start, occ) = plan.occurrences();
-        // Not idempotent: an accum whose connection failed after sending is reported, never
-        // replayed. Redirected or refused commands were not executed and are resent.
-        self.dispatch(
-            &plan.chunks,
-            Access::Write,
-            false,
-            |c, ch| {
-                let ds = &plan.order[ch.start..ch.end];
-                let occurrences =
-                    |d: u32| &occ[start[d as usize] as usize..start[d as usize + 1] as usize];
-                let pairs: usize = ds.iter().map(|&d| occurrences(d).len()).sum();
-                let flags: Vec<u8> = ds
-                    .iter()
-                    .flat_map(|&d| {
-                        occurrences(d)
-                            .iter()
-                            .map(|&p| (exists[p as usize] != 0) as u8)
-                    })
-                    .collect();
-                c.begin(6 + 2 * pairs);
-                c.arg(b"EVAL");
-                c.arg(accum::SCRIPT.as_bytes());
-                c.arg(b"1");
-                c.arg(self.bucket_name(ch));
-                c.arg(vt.tf_name().as_bytes());
-                c.arg(&flags);
-                for &d in ds {
-                    for &p in occurrences(d) {
-                        c.arg(keys.get(p as usize));
-                        c.arg_header(deltas.encoded_len(p as usize));
-                        deltas.encode(p as usize, c.buf());
-                        c.arg_end();
+        let row = self.row;
+        let occurrences = |d: usize| &occ[start[d] as usize..start[d + 1] as usize];
+        let kss = self.cfg.keys_sending_size;
+        let mut todo = vec![true; plan.distinct()];
+        for attempt in 0..=ACCUM_CAS_ROUNDS {
+            // 1. Read the current rows (from the master: they are the CAS baseline).
+            let (order, chunks) = plan.subset(&todo, kss);
+            if chunks.is_empty() {
+                break;
+            }
+            let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; plan.distinct()]);
+            self.dispatch(
+                &chunks,
+                Access::Write,
+                true,
+                |c, ch| {
+                    c.begin(2 + ch.end - ch.start);
+                    c.arg(b"HMGET");
+                    c.arg(self.bucket_name(ch));
+                    for &d in &order[ch.start..ch.end] {
+                        c.arg(keys.get(plan.first[d as usize] as usize));
                     }
-                }
-            },
-            |c, ch| {
-                c.read_int()
-                    .map(|_| ())
-                    .map_err(|e| self.explain_accum_error(e, &plan, &start, &occ, keys, ch))
-            },
-        )?;
+                },
+                |c, ch| {
+                    c.read_array_header()?;
+                    for &d in &order[ch.start..ch.end] {
+                        let v = match c.read_bulk_len()? {
+                            Some(len) if len == row => {
+                                let mut v = vec![0u8; len];
+                                c.payload(&mut v)?;
+                                Some(v)
+                            }
+                            Some(len) => {
+                                return Err(self.key_error(
+                                    self.bucket_name(ch),
+                                    keys.get(plan.first[d as usize] as usize),
+                                    format!("stored value has {len} bytes, expected {row}; nothing was accumulated for it"),
+                                ))
+                            }
+                            None => None,
+                        };
+                        stored.lock().unwrap()[d as usize] = v;
+                    }
+                    Ok(())
+                },
+            )?;
+            // 2. Fold each key's occurrences into its row, client-side.
+            let stored = stored.into_inner().unwrap();
+            let mut updates: Vec<Option<Vec<u8>>> = vec![None; plan.distinct()];
+            let delta_bytes = deltas_bytes(deltas);
+            for &d in &order {
+                let d = d as usize;
+                let ops = occurrences(d).iter().map(|&p| {
+                    let p = p as usize;
+                    (exists[p] != 0, &delta_bytes[p * row..(p + 1) * row])
+                });
+                updates[d] = accum::fold(vt, stored[d].as_deref(), ops);
+                todo[d] = updates[d].is_some();
+            }
+            // 3. Write each new row only if the key still holds what it was computed from.
+            let (cas_order, cas_chunks) = plan.subset(&todo, kss);
+            if cas_chunks.is_empty() {
+                break;
+            }
+            let lost: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+            // Not idempotent: a CAS whose connection failed after sending may have applied, so
+            // it is reported, never resent. Redirected or refused commands are resent.
+            self.dispatch(
+                &cas_chunks,
+                Access::Write,
+                false,
+                |c, ch| {
+                    c.begin(4 + 3 * (ch.end - ch.start));
+                    c.arg(b"EVAL");
+                    c.arg(accum::CAS_SCRIPT.as_bytes());
+                    c.arg(b"1");
+                    c.arg(self.bucket_name(ch));
+                    for &d in &cas_order[ch.start..ch.end] {
+                        let d = d as usize;
+                        c.arg(keys.get(plan.first[d] as usize));
+                        match &stored[d] {
+                            Some(old) => {
+                                c.arg_header(1 + old.len());
+                                c.buf().push(1);
+                                c.buf().extend_from_slice(old);
+                                c.arg_end();
+                            }
+                            None => c.arg(&[0]),
+                        }
+                        c.arg(updates[d].as_deref().unwrap_or_default());
+                    }
+                },
+                |c, ch| {
+                    let Reply::Array(failed) = c.read_reply()? else {
+                        return Err(Error::new(
+                            ErrorKind::Server,
+                            "accum: the CAS script replied with a non-array",
+                        ));
+                    };
+                    let mut lost = lost.lock().unwrap();
+                    for f in failed {
+                        if let Reply::Int(i) = f {
+                            if let Some(&d) =
+                                cas_order.get(ch.start + (i as usize).saturating_sub(1))
+                            {
+                                lost.push(d);
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            // Keys that lost a race are read and recomputed in the next round.
+            todo.iter_mut().for_each(|t| *t = false);
+            let lost = lost.into_inner().unwrap();
+            if lost.is_empty() {
+                break;
+            }
+            for d in lost {
+                todo[d as usize] = true;
+            }
+            if attempt == ACCUM_CAS_ROUNDS {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "accum on {}: some keys kept changing under concurrent writers for {ACCUM_CAS_ROUNDS} rounds; the rest were applied",
+                        self.spec.embedding_name
+                    ),
+                ));
+            }
+        }
         self.touch(&plan.chunks);
         Ok(())
-    }
-
-    fn explain_accum_error(
-        &self,
-        e: Error,
-        plan: &Plan,
-        start: &[u32],
-        occ: &[u32],
-        keys: &Keys<'_>,
-        ch: &Chunk,
-    ) -> Error {
-        let Some((pair, len)) = accum::parse_len_error(e.message()) else {
-            return e;
-        };
-        let positions = plan.order[ch.start..ch.end]
-            .iter()
-            .flat_map(|&d| &occ[start[d as usize] as usize..start[d as usize + 1] as usize]);
-        match positions.clone().nth(pair.saturating_sub(1)) {
-            Some(&p) => self.key_error(
-                self.bucket_name(ch),
-                keys.get(p as usize),
-                format!("stored value has {len} bytes, expected {}; the command holding this key was not applied", self.row),
-            ),
-            None => e,
-        }
     }
 
     /// Deletes keys; missing keys are ignored.
