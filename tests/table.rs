@@ -417,3 +417,31 @@ fn huge_batches_run_in_windows_and_keep_last_write_wins() {
     let e = t.export_into(&mut [0u8; 80], &mut [0u8; 40]).unwrap_err();
     assert_eq!(e.kind(), redis_embedding::ErrorKind::Conflict);
 }
+
+#[test]
+fn heavily_contended_accums_still_add_up_exactly() {
+    // 8 writers on the same 4 keys: many compare-and-set rounds are lost, and the remaining
+    // keys go through the server-side fallback; the sums must still be exact.
+    let s = Server::start();
+    let t = f32_table(&s, "hot", 8, r#""keys_sending_size": 2"#);
+    let keys: Vec<i64> = vec![1, 2, 3, 4];
+    insert(&t, &keys, &[0.0; 32]);
+    let kb = i64_keys(&keys);
+    let d = f32_bytes(&[0.5; 32]);
+    std::thread::scope(|sc| {
+        for _ in 0..8 {
+            sc.spawn(|| {
+                for _ in 0..40 {
+                    t.accum(
+                        &t.keys(&kb, &[]).unwrap(),
+                        &Rows::Fixed { data: &d, row: 32 },
+                        &[1; 4],
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let (v, _) = find(&t, &keys, 8);
+    assert!(v.iter().all(|&x| x == 160.0), "{:?}", &v[..8]);
+}
