@@ -120,6 +120,73 @@ impl ValueType {
     }
 }
 
+/// How float32 rows are stored in Redis (the `rde_value_storage` config extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// TFRA's layout: the tensor's own bytes.
+    Native,
+    /// float32 rows stored as bfloat16 (round to nearest even): half the bytes, 8 bits of
+    /// mantissa.
+    Bf16,
+    /// float32 rows stored as IEEE half: half the bytes, 11 bits of mantissa, range ±65504.
+    F16,
+}
+
+impl Storage {
+    /// From the config value `native`, `bfloat16` or `float16`.
+    pub fn parse(s: &str) -> Option<Storage> {
+        match s {
+            "native" => Some(Storage::Native),
+            "bfloat16" => Some(Storage::Bf16),
+            "float16" => Some(Storage::F16),
+            _ => None,
+        }
+    }
+
+    /// The value type whose arithmetic applies to stored rows, for `vt` tensors.
+    pub fn stored_type(self, vt: ValueType) -> ValueType {
+        match self {
+            Storage::Native => vt,
+            Storage::Bf16 => ValueType::BF16,
+            Storage::F16 => ValueType::F16,
+        }
+    }
+
+    /// Appends tensor row `f32_row` (float32 bytes) in stored form.
+    pub fn encode(self, f32_row: &[u8], out: &mut Vec<u8>) {
+        let floats = f32_row
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()));
+        match self {
+            Storage::Native => out.extend_from_slice(f32_row),
+            Storage::Bf16 => {
+                floats.for_each(|x| out.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes()))
+            }
+            Storage::F16 => {
+                floats.for_each(|x| out.extend_from_slice(&half::f16::from_f32(x).to_le_bytes()))
+            }
+        }
+    }
+
+    /// Writes a stored row back as float32 tensor bytes into `out`.
+    pub fn decode(self, stored: &[u8], out: &mut [u8]) {
+        match self {
+            Storage::Native => out.copy_from_slice(stored),
+            Storage::Bf16 | Storage::F16 => {
+                for (o, s) in out.chunks_exact_mut(4).zip(stored.chunks_exact(2)) {
+                    let b = [s[0], s[1]];
+                    let x = if self == Storage::Bf16 {
+                        half::bf16::from_le_bytes(b).to_f32()
+                    } else {
+                        half::f16::from_le_bytes(b).to_f32()
+                    };
+                    o.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
 /// Checks a (key, value) dtype pair against the pairs TFRA registers kernels for.
 pub fn check_pair(k: KeyType, v: ValueType) -> Result<()> {
     use ValueType::*;
@@ -375,6 +442,28 @@ mod tests {
         assert!(Keys::new(KeyType::Str, b"ab", &[0, 3]).is_err());
         let k = Keys::new(KeyType::Str, b"abc", &[0, 1, 3]).unwrap();
         assert_eq!(k.get(1), b"bc");
+    }
+
+    #[test]
+    fn compact_storage_round_trips_within_format_precision() {
+        let row: Vec<u8> = [1.0f32, -2.5, 0.1, 3.0e4]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        for (st, rel) in [(Storage::Bf16, 1.0 / 128.0), (Storage::F16, 1.0 / 1024.0)] {
+            let mut enc = Vec::new();
+            st.encode(&row, &mut enc);
+            assert_eq!(enc.len(), 8);
+            let mut back = vec![0u8; 16];
+            st.decode(&enc, &mut back);
+            for (a, b) in row.chunks(4).zip(back.chunks(4)) {
+                let (a, b) = (
+                    f32::from_le_bytes(a.try_into().unwrap()),
+                    f32::from_le_bytes(b.try_into().unwrap()),
+                );
+                assert!((a - b).abs() <= a.abs() * rel, "{st:?}: {a} -> {b}");
+            }
+        }
     }
 
     #[test]

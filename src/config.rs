@@ -83,6 +83,8 @@ pub struct Config {
     /// Extension: outside cluster mode, spread keys over all `storage_slice` buckets with
     /// TFRA's bucket rule instead of keeping them in bucket 0 (existing rows are moved once).
     pub rde_standalone_buckets: bool,
+    /// Extension: how float32 rows are stored (`native`, `bfloat16` or `float16`).
+    pub rde_value_storage: crate::codec::Storage,
 }
 
 impl Default for Config {
@@ -122,6 +124,7 @@ impl Default for Config {
             rde_max_retries: 8,
             rde_retry_backoff_ms: 50,
             rde_standalone_buckets: false,
+            rde_value_storage: crate::codec::Storage::Native,
         }
     }
 }
@@ -217,6 +220,14 @@ impl Config {
                 "rde_max_retries" => c.rde_max_retries = f.int_in(0, 1000)? as u32,
                 "rde_retry_backoff_ms" => c.rde_retry_backoff_ms = f.int_in(0, 60_000)? as u64,
                 "rde_standalone_buckets" => c.rde_standalone_buckets = f.boolean()?,
+                "rde_value_storage" => {
+                    let v = f.string()?;
+                    c.rde_value_storage = crate::codec::Storage::parse(&v).ok_or_else(|| {
+                        Error::invalid(format!(
+                            "rde_value_storage = {v:?} is not one of \"native\", \"bfloat16\", \"float16\""
+                        ))
+                    })?;
+                }
                 other => log::warn!("redis config: unknown field {other:?} is ignored"),
             }
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rustc_hash::FxHashSet;
 
 use crate::accum;
-use crate::codec::{check_pair, decode_str_row, KeyType, Keys, Rows, ValueType};
+use crate::codec::{check_pair, decode_str_row, KeyType, Keys, Rows, Storage, ValueType};
 use crate::config::{Config, StoreMode};
 use crate::conn::{Conn, FlatPage, Reply};
 use crate::dispatch::{self, Retry};
@@ -199,6 +199,10 @@ pub struct Table {
     retry: Retry,
     /// Bytes per stored row for fixed-size value types; 0 for strings.
     row: usize,
+    /// How float32 rows are stored (`rde_value_storage`).
+    storage: Storage,
+    /// The value type of stored rows (bfloat16/half for compact storage).
+    stored_vt: ValueType,
     /// Whether each bucket is known to carry a TTL (see [`Table::touch`]).
     ttl_armed: Vec<std::sync::atomic::AtomicBool>,
     /// When every bucket's TTL was last pushed out.
@@ -215,7 +219,15 @@ impl Table {
                 "value_shape must have at least one element (dim = 0)",
             ));
         }
-        let row = spec.value_type.elem_size().map_or(0, |s| s * spec.dim);
+        let storage = cfg.rde_value_storage;
+        if storage != Storage::Native && spec.value_type != ValueType::F32 {
+            return Err(Error::invalid(format!(
+                "rde_value_storage {storage:?} applies to float32 tables only, not {}",
+                spec.value_type.tf_name()
+            )));
+        }
+        let stored_vt = storage.stored_type(spec.value_type);
+        let row = stored_vt.elem_size().map_or(0, |s| s * spec.dim);
         let router = Router::open(&cfg)?;
         let retry = Retry {
             attempts: cfg.rde_max_retries,
@@ -260,6 +272,8 @@ impl Table {
             router,
             retry,
             row,
+            storage,
+            stored_vt,
             ttl_armed: (0..n_buckets).map(|_| Default::default()).collect(),
             ttl_last: Mutex::new(std::time::Instant::now()),
         };
@@ -379,6 +393,42 @@ impl Table {
         keys: &Keys<'_>,
         defaults: &[u8],
         out: &mut [u8],
+        exists: Option<&mut [u8]>,
+    ) -> Result<()> {
+        if self.storage == Storage::Native {
+            return self.find_rows(keys, defaults, out, exists);
+        }
+        // Compact storage: look up stored rows into a scratch buffer, then widen to float32.
+        let (n, srow, trow) = (keys.len(), self.row, self.row * 2);
+        if out.len() != n * trow {
+            return Err(Error::invalid(format!(
+                "output holds {} bytes, expected {n} rows of {trow}",
+                out.len()
+            )));
+        }
+        let dflt_rows = if defaults.len() == out.len() {
+            n
+        } else {
+            1.min(defaults.len() / trow.max(1))
+        };
+        let mut dflt = Vec::with_capacity(dflt_rows * srow);
+        for r in 0..dflt_rows {
+            self.storage
+                .encode(&defaults[r * trow..(r + 1) * trow], &mut dflt);
+        }
+        let mut scratch = vec![0u8; n * srow];
+        self.find_rows(keys, &dflt, &mut scratch, exists)?;
+        for (o, s) in out.chunks_exact_mut(trow).zip(scratch.chunks_exact(srow)) {
+            self.storage.decode(s, o);
+        }
+        Ok(())
+    }
+
+    fn find_rows(
+        &self,
+        keys: &Keys<'_>,
+        defaults: &[u8],
+        out: &mut [u8],
         mut exists: Option<&mut [u8]>,
     ) -> Result<()> {
         let (n, row) = (keys.len(), self.row);
@@ -417,7 +467,7 @@ impl Table {
                     defaults
                 };
                 let e = exists.as_deref_mut().map(|e| &mut e[a..b]);
-                self.find(&keys.sub(a, b), d, &mut out[a * row..b * row], e)?;
+                self.find_rows(&keys.sub(a, b), d, &mut out[a * row..b * row], e)?;
             }
             return Ok(());
         }
@@ -552,6 +602,49 @@ impl Table {
 
     /// Upserts rows. Within one call a duplicated key keeps its last row.
     pub fn insert(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
+        match self.compact(values, keys.len(), "values")? {
+            Some(stored) => self.insert_rows(
+                keys,
+                &Rows::Fixed {
+                    data: &stored,
+                    row: self.row,
+                },
+            ),
+            None => self.insert_rows(keys, values),
+        }
+    }
+
+    /// Bytes of one value row in tensors (float32 even when stored compact); 0 for strings.
+    fn tensor_row(&self) -> usize {
+        match self.storage {
+            Storage::Native => self.row,
+            Storage::Bf16 | Storage::F16 => self.row * 2,
+        }
+    }
+
+    /// For compact storage, float32 `rows` converted to the stored form.
+    fn compact(&self, rows: &Rows<'_>, n: usize, what: &str) -> Result<Option<Vec<u8>>> {
+        if self.storage == Storage::Native {
+            return Ok(None);
+        }
+        let trow = self.row * 2;
+        let Rows::Fixed { data, row } = *rows else {
+            return Err(Error::invalid(format!("{what} must be float32 rows")));
+        };
+        if row != trow || data.len() != n * trow {
+            return Err(Error::invalid(format!(
+                "{what} must hold {n} rows of {} float32 elements",
+                self.spec.dim
+            )));
+        }
+        let mut stored = Vec::with_capacity(n * self.row);
+        for r in data.chunks_exact(trow) {
+            self.storage.encode(r, &mut stored);
+        }
+        Ok(Some(stored))
+    }
+
+    fn insert_rows(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
         let n = keys.len();
         self.check_rows(values, n, "values")?;
         if n == 0 {
@@ -561,7 +654,7 @@ impl Table {
             // Windows in order, so a key repeated across windows still keeps its last row.
             for a in (0..n).step_by(WINDOW) {
                 let b = (a + WINDOW).min(n);
-                self.insert(&keys.sub(a, b), &values.sub(a, b))?;
+                self.insert_rows(&keys.sub(a, b), &values.sub(a, b))?;
             }
             return Ok(());
         }
@@ -590,8 +683,22 @@ impl Table {
 
     /// TFRA's bp_v2 accumulate, atomic per command on the server (see [`crate::accum`]).
     pub fn accum(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
+        match self.compact(deltas, keys.len(), "values_or_deltas")? {
+            Some(stored) => self.accum_rows(
+                keys,
+                &Rows::Fixed {
+                    data: &stored,
+                    row: self.row,
+                },
+                exists,
+            ),
+            None => self.accum_rows(keys, deltas, exists),
+        }
+    }
+
+    fn accum_rows(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
         let n = keys.len();
-        let vt = self.spec.value_type;
+        let vt = self.stored_vt;
         if !accum::supports(vt) {
             return Err(Error::invalid(format!(
                 "accum does not support {} values (supported: float, double, half, bfloat16, int8, int32, int64)",
@@ -611,7 +718,7 @@ impl Table {
         if n > WINDOW {
             for a in (0..n).step_by(WINDOW) {
                 let b = (a + WINDOW).min(n);
-                self.accum(&keys.sub(a, b), &deltas.sub(a, b), &exists[a..b])?;
+                self.accum_rows(&keys.sub(a, b), &deltas.sub(a, b), &exists[a..b])?;
             }
             return Ok(());
         }
@@ -773,7 +880,7 @@ impl Table {
         occ: &[u32],
         todo: &[bool],
     ) -> Result<()> {
-        let vt = self.spec.value_type;
+        let vt = self.stored_vt;
         let (order, chunks) = plan.subset(todo, self.cfg.keys_sending_size);
         let occurrences = |d: u32| &occ[start[d as usize] as usize..start[d as usize + 1] as usize];
         self.dispatch(
@@ -1246,7 +1353,9 @@ impl Table {
                 )
                 .map_err(Error::data)?;
             } else {
-                ex.values.extend_from_slice(v);
+                let at = ex.values.len();
+                ex.values.resize(at + self.tensor_row(), 0);
+                self.storage.decode(v, &mut ex.values[at..]);
             }
             ex.keys.extend_from_slice(k);
             if width.is_none() {
@@ -1282,7 +1391,7 @@ impl Table {
             .key_type
             .width()
             .ok_or_else(|| Error::invalid("export_into needs fixed-size keys"))?;
-        let row = self.row;
+        let row = self.tensor_row();
         if row == 0 {
             return Err(Error::invalid("export_into needs fixed-size values"));
         }
@@ -1306,7 +1415,8 @@ impl Table {
                 ));
             }
             keys_out[n * width..(n + 1) * width].copy_from_slice(k);
-            values_out[n * row..(n + 1) * row].copy_from_slice(v);
+            self.storage
+                .decode(v, &mut values_out[n * row..(n + 1) * row]);
             n += 1;
             Ok(())
         })?;
@@ -1337,6 +1447,7 @@ impl Table {
             buffer_rows,
         )?;
         let mut rows = 0u64;
+        let mut wide = Vec::new();
         if self.spec.shard.reports_shared_rows() {
             let total = self.size()?.max(0) as u64;
             let what = format!(
@@ -1346,7 +1457,13 @@ impl Table {
             );
             let mut progress = files::Progress::new(what, total);
             self.scan_rows(|_, k, v| {
-                w.row(k, v)?;
+                if self.storage == Storage::Native {
+                    w.row(k, v)?;
+                } else {
+                    wide.resize(self.tensor_row(), 0);
+                    self.storage.decode(v, &mut wide);
+                    w.row(k, &wide)?;
+                }
                 rows += 1;
                 progress.add(1, (k.len() + v.len()) as u64);
                 Ok(())
@@ -1380,7 +1497,7 @@ impl Table {
                 &base,
                 self.spec.key_type,
                 self.spec.dim,
-                self.row,
+                self.tensor_row(),
                 buffer_rows.min(LOAD_BATCH_ROWS),
                 |k, r| {
                     self.insert(k, r)?;

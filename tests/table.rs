@@ -445,3 +445,69 @@ fn heavily_contended_accums_still_add_up_exactly() {
     let (v, _) = find(&t, &keys, 8);
     assert!(v.iter().all(|&x| x == 160.0), "{:?}", &v[..8]);
 }
+
+#[test]
+fn compact_storage_halves_the_bytes_and_round_trips_within_precision() {
+    let s = Server::start();
+    for (storage, rel) in [("bfloat16", 1.0 / 128.0), ("float16", 1.0 / 1024.0)] {
+        let name = format!("c_{storage}");
+        let t = f32_table(
+            &s,
+            &name,
+            4,
+            &format!(r#""rde_value_storage": "{storage}""#),
+        );
+        let vals = [1.0f32, -2.75, 0.1, 1234.5, 3.0, 4.0, 5.0, 6.0];
+        insert(&t, &[1, 2], &vals);
+        let bucket = format!("test:{name}{{3560}}");
+        let raw = s.cli(&[b"HGET", bucket.as_bytes(), &1i64.to_le_bytes()]);
+        assert!(
+            raw.starts_with(b"$8\r\n"),
+            "{storage}: 4 floats must take 8 bytes"
+        );
+        let (v, ex) = find(&t, &[1, 2, 3], 4);
+        assert_eq!(ex, [1, 1, 0]);
+        for (a, b) in vals.iter().zip(&v[..8]) {
+            assert!((a - b).abs() <= a.abs() * rel, "{storage}: {a} -> {b}");
+        }
+        assert_eq!(&v[8..], [-1.0; 4]);
+        // accum adds in the stored format; export and file round trips widen to float32.
+        let kb = i64_keys(&[1]);
+        t.accum(
+            &t.keys(&kb, &[]).unwrap(),
+            &Rows::Fixed {
+                data: &f32_bytes(&[1.0; 4]),
+                row: 16,
+            },
+            &[1],
+        )
+        .unwrap();
+        let (v, _) = find(&t, &[1], 4);
+        assert!(
+            (v[0] - 2.0).abs() < 0.02 && (v[1] + 1.75).abs() < 0.02,
+            "{storage}: {v:?}"
+        );
+        let ex = t.export().unwrap();
+        assert_eq!((ex.len, ex.values.len()), (2, 2 * 16));
+        let dir = tempfile::tempdir().unwrap();
+        t.save_to_files(dir.path(), "f", false, 10).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("f-values"))
+                .unwrap()
+                .len(),
+            2 * 16
+        );
+        t.clear().unwrap();
+        t.load_from_files(dir.path(), "f", false, 10).unwrap();
+        assert_eq!(t.size().unwrap(), 2);
+    }
+    let e = Table::open(
+        s.config(r#""rde_value_storage": "bfloat16""#),
+        spec("x", ValueType::F64, 2),
+    )
+    .err()
+    .unwrap();
+    assert!(e.message().contains("float32 tables only"), "{e}");
+    let e = redis_embedding::Config::from_json(r#"{"rde_value_storage": "fp8"}"#).unwrap_err();
+    assert!(e.message().contains("rde_value_storage"), "{e}");
+}

@@ -136,3 +136,23 @@ def test_tfra_file_system_saver(config_path, tmp_path):
     ckpt.restore(path)
     assert int(var.size()) == 30
     np.testing.assert_array_equal(var.lookup(keys).numpy(), values.numpy())
+
+
+def test_training_with_bfloat16_storage_still_learns(redis, tmp_path):
+    path = redis.config(tmp_path / "bf.json", rde_value_storage="bfloat16")
+    creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=path))
+    emb = de.get_variable("bf_emb", dim=8, kv_creator=creator,
+                          initializer=tf.keras.initializers.RandomNormal(seed=2))
+    opt = de.DynamicEmbeddingOptimizer(tf.keras.optimizers.Adam(0.05))
+    ids = tf.constant([1, 2, 3, 4, 5], tf.int64)
+    target = tf.constant(np.linspace(-1, 1, 40, dtype=np.float32).reshape(5, 8))
+    losses = []
+    for _ in range(30):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(de.embedding_lookup(emb, ids, name="lk") - target))
+        var_list = tape.watched_variables()
+        opt.apply_gradients(zip(tape.gradient(loss, var_list), var_list))
+        losses.append(float(loss))
+    assert losses[-1] < 0.2 * losses[0], losses[::10]
+    # Rows are stored as 8 bfloat16 values: 16 bytes, half of float32.
+    assert len(redis.command(b"HGET", b"test:bf_emb{3560}", np.int64(1).tobytes())) == 16
