@@ -90,16 +90,24 @@ where
     let mut attempt = 0u32;
     loop {
         let mut groups: FxHashMap<String, Vec<(usize, bool)>> = FxHashMap::default();
+        // A slot with no known owner (a failover in progress) is retried after a refresh.
+        let mut unroutable = Vec::new();
         for (ci, ask) in pending.drain(..) {
             let is_ask = ask.is_some();
             let addr = match ask {
                 Some(a) => a,
-                None => router.addr_for(slot_of(&chunks[ci]), access)?,
+                None => match router.addr_for(slot_of(&chunks[ci]), access) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        unroutable.push(Outcome::Refused(ci, e));
+                        continue;
+                    }
+                },
             };
             groups.entry(addr).or_default().push((ci, is_ask));
         }
         let pipes = split(groups, width);
-        let outcomes: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
+        let outcomes: Mutex<Vec<Outcome>> = Mutex::new(unroutable);
         exec::run_all(pipes.len(), |p| {
             let (addr, items) = &pipes[p];
             let out = run_pipeline(router, addr, items, chunks, &encode, &decode);
