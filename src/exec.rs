@@ -25,13 +25,8 @@ fn io_pool() -> Result<Arc<ThreadPool>> {
         // (dropping would wait on them).
         std::mem::forget(stale);
     }
-    let threads = std::env::var("RDE_IO_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or(DEFAULT_IO_THREADS);
     let pool = ThreadPoolBuilder::new()
-        .num_threads(threads)
+        .num_threads(parallelism())
         .thread_name(|i| format!("rde-io-{i}"))
         .build()
         .map_err(|e| {
