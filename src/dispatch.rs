@@ -1,7 +1,8 @@
 //! Dispatch: the commands of one request are grouped by the server that owns their bucket,
 //! sent as pipelines in parallel, and the ones that come back redirected (MOVED/ASK), refused
 //! (TRYAGAIN, CLUSTERDOWN, READONLY, LOADING, MASTERDOWN) or cut off by a failed connection are
-//! sent again after a topology refresh, with bounded retries and backoff.
+//! sent again (MOVED updates the slot map; refusals and failures first refresh the topology),
+//! with bounded retries and backoff.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -120,8 +121,8 @@ where
             match o {
                 Outcome::Fatal(e) => return Err(e),
                 Outcome::Moved(ci, slot, addr) => {
+                    // The redirect names the new owner: record it, no full topology query.
                     router.moved(slot, &addr);
-                    refresh = true;
                     pending.push((ci, None));
                 }
                 Outcome::Ask(ci, addr) => pending.push((ci, Some(addr))),

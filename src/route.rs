@@ -1,7 +1,7 @@
 //! Where a bucket lives: the one server (standalone), the master that the sentinels name
 //! (sentinel), or the cluster node that owns the bucket's slot (cluster), with one connection
-//! pool per address. Topology is refreshed on demand: after MOVED, READONLY or a connection
-//! failure.
+//! pool per address. A MOVED redirect updates its one slot; READONLY, a refusal or a
+//! connection failure makes the caller refresh the whole topology.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
