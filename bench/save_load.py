@@ -14,7 +14,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,25 +28,8 @@ import tensorflow as tf  # noqa: E402
 
 import redis_embedding as rde  # noqa: E402
 
-
-def start_redis(workdir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    pidfile = os.path.join(workdir, "redis.pid")
-    subprocess.run(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--daemonize", "yes", "--dir", workdir,
-                    "--pidfile", pidfile, "--logfile", os.path.join(workdir, "redis.log")],
-                   check=True)
-    for _ in range(500):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
-                c.sendall(b"PING\r\n")
-                if c.recv(16).startswith(b"+PONG"):
-                    return port, pidfile
-        except OSError:
-            time.sleep(0.02)
-    sys.exit("redis-server did not start")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
+from redis_harness import RedisServer  # noqa: E402
 
 
 def peak_rss_mb():
@@ -65,13 +47,10 @@ def main():
                          "\"rde_standalone_buckets\": true}'")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rde-bench-")
-    port, pidfile = start_redis(work)
+    server = RedisServer(work)
     try:
-        cfg = os.path.join(work, "redis.json")
-        with open(cfg, "w") as f:
-            json.dump({"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"],
-                       "redis_host_port": [port], "table_store_mode": 0,
-                       "expire_model_tag_in_seconds": -1, **json.loads(args.config)}, f)
+        cfg = server.config(os.path.join(work, "redis.json"), expire_model_tag_in_seconds=-1,
+                            **json.loads(args.config))
         t = rde.RedisTable(tf.int64, tf.float32, tf.zeros([args.dim]), name="bench",
                            checkpoint=True, config=rde.RedisTableConfig(cfg))
         batch = 65536
@@ -145,8 +124,7 @@ def main():
             label = "save/load" if args.config == "{}" else f"save/load, {args.config}"
             write_section(label, text, " ".join(["python", *[f"'{a}'" if " " in a else a for a in sys.argv]]))
     finally:
-        with open(pidfile) as f:
-            os.kill(int(f.read()), 15)
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
