@@ -261,6 +261,24 @@ class SizeOp : public OpKernel {
   }
 };
 
+class StatsOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    rust::Vec<rust::String> names;
+    rust::Vec<int64_t> values;
+    rde::stats_snapshot(names, values);
+    const int64_t n = static_cast<int64_t>(names.size());
+    Tensor *names_out = nullptr, *values_out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n}), &names_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &values_out));
+    for (int64_t i = 0; i < n; ++i) {
+      names_out->flat<tstring>()(i) = std::string(names[i]);
+      values_out->flat<int64_t>()(i) = values[i];
+    }
+  }
+};
+
 class ExportOp : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -369,6 +387,7 @@ RDE_KERNEL("RedisTableRemove", RemoveOp);
 RDE_KERNEL("RedisTableClear", ClearOp);
 RDE_KERNEL("RedisTableSize", SizeOp);
 RDE_KERNEL("RedisTableExport", ExportOp);
+RDE_KERNEL("RedisStats", StatsOp);
 RDE_KERNEL("RedisTableSaveToFileSystem", FileSystemOp<false>);
 RDE_KERNEL("RedisTableLoadFromFileSystem", FileSystemOp<true>);
 

@@ -133,6 +133,17 @@ REGISTER_OP("RDE>RedisTableSize")
       return OkStatus();
     });
 
+// Process-wide fault and traffic counters (retries, redirects, connection failures, ...).
+REGISTER_OP("RDE>RedisStats")
+    .Output("names: string")
+    .Output("values: int64")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->Vector(c->UnknownDim()));
+      c->set_output(1, c->Vector(c->UnknownDim()));
+      return OkStatus();
+    });
+
 REGISTER_OP("RDE>RedisTableExport")
     .Input("table_handle: resource")
     .Output("keys: Tkeys")

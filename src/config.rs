@@ -85,6 +85,16 @@ pub struct Config {
     pub rde_standalone_buckets: bool,
     /// Extension: how float32 rows are stored (`native`, `bfloat16` or `float16`).
     pub rde_value_storage: crate::codec::Storage,
+    /// Extension: connect with TLS (to data nodes and sentinels).
+    pub rde_tls: bool,
+    /// Extension: PEM file of the CA certificates that sign the servers' certificates.
+    pub rde_tls_ca_cert_file: String,
+    /// Extension: PEM client certificate for servers that authenticate clients (optional).
+    pub rde_tls_cert_file: String,
+    /// Extension: PEM private key of `rde_tls_cert_file`.
+    pub rde_tls_key_file: String,
+    /// Extension: the name checked against the server certificates, instead of each host.
+    pub rde_tls_server_name: String,
 }
 
 impl Default for Config {
@@ -125,6 +135,11 @@ impl Default for Config {
             rde_retry_backoff_ms: 50,
             rde_standalone_buckets: false,
             rde_value_storage: crate::codec::Storage::Native,
+            rde_tls: false,
+            rde_tls_ca_cert_file: String::new(),
+            rde_tls_cert_file: String::new(),
+            rde_tls_key_file: String::new(),
+            rde_tls_server_name: String::new(),
         }
     }
 }
@@ -142,6 +157,7 @@ impl std::fmt::Debug for Config {
             .field("storage_slice", &self.storage_slice)
             .field("model_tag_runtime", &self.model_tag_runtime)
             .field("table_store_mode", &self.table_store_mode)
+            .field("rde_tls", &self.rde_tls)
             .finish_non_exhaustive()
     }
 }
@@ -228,6 +244,11 @@ impl Config {
                         ))
                     })?;
                 }
+                "rde_tls" => c.rde_tls = f.boolean()?,
+                "rde_tls_ca_cert_file" => c.rde_tls_ca_cert_file = f.string()?,
+                "rde_tls_cert_file" => c.rde_tls_cert_file = f.string()?,
+                "rde_tls_key_file" => c.rde_tls_key_file = f.string()?,
+                "rde_tls_server_name" => c.rde_tls_server_name = f.string()?,
                 other => log::warn!("redis config: unknown field {other:?} is ignored"),
             }
         }
@@ -274,6 +295,16 @@ impl Config {
                 self.redis_host_ip.len(),
                 self.redis_host_port.len()
             )));
+        }
+        if self.rde_tls && self.rde_tls_ca_cert_file.is_empty() {
+            return Err(Error::invalid(
+                "rde_tls is true but rde_tls_ca_cert_file is not set: give the PEM file of the CA that signed the servers' certificates",
+            ));
+        }
+        if self.rde_tls_cert_file.is_empty() != self.rde_tls_key_file.is_empty() {
+            return Err(Error::invalid(
+                "rde_tls_cert_file and rde_tls_key_file must be given together (client certificate and its key)",
+            ));
         }
         if self.redis_connection_mode == ConnectionMode::Cluster && self.redis_db != 0 {
             return Err(Error::invalid(
@@ -334,10 +365,13 @@ struct Field<'a> {
 
 impl Field<'_> {
     fn wrong(&self, want: &str) -> Error {
-        Error::invalid(format!(
-            "{} should be json {want}, got {}",
-            self.name, self.v
-        ))
+        // A mistyped secret is still a secret: name the field, not the value.
+        let got = if self.name.contains("password") {
+            "a value of another type".to_owned()
+        } else {
+            self.v.to_string()
+        };
+        Error::invalid(format!("{} should be json {want}, got {got}", self.name))
     }
 
     fn range(&self, n: i64, want: &str) -> Error {
@@ -488,5 +522,32 @@ mod tests {
     fn debug_output_hides_the_password() {
         let c = Config::from_json(r#"{"redis_password": "hunter2"}"#).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_mistyped_password_is_not_echoed() {
+        let e = err(r#"{"redis_password": 271828}"#);
+        assert!(e
+            .message()
+            .starts_with("redis_password should be json string"));
+        assert!(!e.message().contains("271828"), "{e}");
+        let e = err(r#"{"redis_sentinel_password": ["s3cret"]}"#);
+        assert!(!e.message().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn tls_fields_are_checked_together() {
+        assert!(err(r#"{"rde_tls": true}"#)
+            .message()
+            .contains("rde_tls_ca_cert_file is not set"));
+        assert!(err(r#"{"rde_tls_cert_file": "c.pem"}"#)
+            .message()
+            .contains("must be given together"));
+        let c = Config::from_json(
+            r#"{"rde_tls": true, "rde_tls_ca_cert_file": "ca.pem", "rde_tls_server_name": "redis"}"#,
+        )
+        .unwrap();
+        assert!(c.rde_tls);
+        assert_eq!(c.rde_tls_server_name, "redis");
     }
 }

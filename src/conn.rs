@@ -4,12 +4,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::time::Instant;
-
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::stats::{self, Counter};
+use crate::tls::{Tls, TlsStream};
 
 /// Where and how to connect: one server's address with its credentials and timeouts.
 #[derive(Clone, PartialEq, Eq)]
@@ -21,11 +22,24 @@ pub struct Endpoint {
     db: i64,
     connect_timeout: Duration,
     socket_timeout: Duration,
+    tls: Option<Arc<Tls>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password is left out on purpose.
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("user", &self.user)
+            .field("db", &self.db)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Endpoint {
     /// A data node (server, master, replica or cluster node) under `cfg`.
-    pub fn data(cfg: &Config, addr: String) -> Endpoint {
+    pub fn data(cfg: &Config, addr: String, tls: Option<Arc<Tls>>) -> Endpoint {
         Endpoint {
             addr,
             user: cfg.redis_user.clone(),
@@ -33,11 +47,12 @@ impl Endpoint {
             db: cfg.redis_db,
             connect_timeout: cfg.connect_timeout(),
             socket_timeout: cfg.socket_timeout(),
+            tls,
         }
     }
 
     /// A sentinel under `cfg`, with the sentinel credentials and timeouts.
-    pub fn sentinel(cfg: &Config, addr: String) -> Endpoint {
+    pub fn sentinel(cfg: &Config, addr: String, tls: Option<Arc<Tls>>) -> Endpoint {
         Endpoint {
             addr,
             user: cfg.redis_sentinel_user.clone(),
@@ -45,6 +60,58 @@ impl Endpoint {
             db: 0,
             connect_timeout: Duration::from_millis(cfg.redis_sentinel_connect_timeout.max(1)),
             socket_timeout: Duration::from_millis(cfg.redis_sentinel_socket_timeout.max(1)),
+            tls,
+        }
+    }
+}
+
+/// The byte stream under a connection.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream>),
+    /// Canned server bytes, for tests of the reply decoder.
+    #[cfg(test)]
+    Mem(std::io::Cursor<Vec<u8>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::Tls(s) => Some(s.get_ref()),
+            #[cfg(test)]
+            Stream::Mem(_) => None,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            #[cfg(test)]
+            Stream::Mem(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+            #[cfg(test)]
+            Stream::Mem(_) => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+            #[cfg(test)]
+            Stream::Mem(_) => Ok(()),
         }
     }
 }
@@ -80,10 +147,17 @@ impl FlatPage {
     }
 }
 
+/// Deepest nesting accepted in a reply (ours are at most 3 deep).
+const MAX_DEPTH: usize = 32;
+/// Payloads up to this size are allocated up front; longer ones grow as bytes arrive.
+const EAGER_BYTES: usize = 1 << 20;
+/// Items of an array reply allocated up front.
+const EAGER_ITEMS: usize = 1 << 16;
+
 /// A connection to one Redis server.
 pub struct Conn {
     addr: String,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Stream>,
     out: Vec<u8>,
     pending: usize,
     /// When the connection was made (for `redis_connection_lifetime`).
@@ -91,8 +165,18 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects, applies timeouts, authenticates and selects the db, then PINGs.
+    /// Connects, applies timeouts, runs the TLS handshake if configured, authenticates and
+    /// selects the db, then PINGs.
     pub fn open(ep: &Endpoint) -> Result<Conn> {
+        let r = Conn::connect(ep);
+        match &r {
+            Ok(_) => stats::add(Counter::ConnectionsOpened, 1),
+            Err(e) => stats::count_fault(e),
+        }
+        r
+    }
+
+    fn connect(ep: &Endpoint) -> Result<Conn> {
         let addr = ep.addr.clone();
         let sock = addr
             .to_socket_addrs()
@@ -114,6 +198,10 @@ impl Conn {
         stream
             .set_write_timeout(Some(ep.socket_timeout))
             .map_err(setup)?;
+        let stream = match &ep.tls {
+            Some(tls) => Stream::Tls(Box::new(tls.connect(&addr, stream)?)),
+            None => Stream::Tcp(stream),
+        };
         let mut c = Conn {
             addr: addr.clone(),
             reader: BufReader::with_capacity(1 << 16, stream),
@@ -138,6 +226,18 @@ impl Conn {
                 .map_err(|e| e.context("while authenticating / selecting the db"))?;
         }
         Ok(c)
+    }
+
+    /// A connection whose "server" sends `bytes`, for decoder tests.
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Conn {
+        Conn {
+            addr: "test:0".into(),
+            reader: BufReader::with_capacity(64, Stream::Mem(std::io::Cursor::new(bytes))),
+            out: Vec::new(),
+            pending: 0,
+            born: Instant::now(),
+        }
     }
 
     /// Starts a command of `argc` arguments in the pipeline; follow with `argc` [`Conn::arg`] calls.
@@ -255,31 +355,33 @@ impl Conn {
     /// Reads one whole reply of the pipeline.
     pub fn read_reply(&mut self) -> Result<Reply> {
         self.pending = self.pending.saturating_sub(1);
-        self.value()
+        self.value(0)
     }
 
-    fn value(&mut self) -> Result<Reply> {
+    fn value(&mut self, depth: usize) -> Result<Reply> {
+        // No command we send gets a reply nested this deep; a deeper one is corrupt.
+        if depth > MAX_DEPTH {
+            return Err(self.protocol(format!("reply nested deeper than {MAX_DEPTH} levels")));
+        }
         let (t, rest) = self.header()?;
         match t {
             b'+' => Ok(Reply::Status(String::from_utf8_lossy(&rest).into_owned())),
             b':' => Ok(Reply::Int(self.int(&rest)?)),
             b'$' => {
                 let n = self.int(&rest)?;
-                if n < 0 {
-                    return Ok(Reply::Nil);
+                match self.len_or_nil(n)? {
+                    Some(len) => Ok(Reply::Bulk(self.bulk(len)?)),
+                    None => Ok(Reply::Nil),
                 }
-                let mut v = vec![0u8; n as usize];
-                self.payload(&mut v)?;
-                Ok(Reply::Bulk(v))
             }
             b'*' => {
-                let n = self.int(&rest)?;
-                if n < 0 {
+                let Some(n) = self.len_or_nil(self.int(&rest)?)? else {
                     return Ok(Reply::Nil);
-                }
-                let mut items = Vec::with_capacity(n as usize);
+                };
+                // Capacity grows with the items that really arrive, not the announced count.
+                let mut items = Vec::with_capacity(n.min(EAGER_ITEMS));
                 for _ in 0..n {
-                    items.push(self.value()?);
+                    items.push(self.value(depth + 1)?);
                 }
                 Ok(Reply::Array(items))
             }
@@ -306,7 +408,17 @@ impl Conn {
             return Err(self.protocol(format!("expected a bulk string, got {:?}", t as char)));
         }
         let n = self.int(&rest)?;
-        Ok(usize::try_from(n).ok())
+        self.len_or_nil(n)
+    }
+
+    /// A length from a bulk or array header: -1 is nil, other negatives are corrupt.
+    fn len_or_nil(&self, n: i64) -> Result<Option<usize>> {
+        match n {
+            -1 => Ok(None),
+            n => usize::try_from(n)
+                .map(Some)
+                .map_err(|_| self.protocol(format!("negative length {n}"))),
+        }
     }
 
     /// Reads an array of bulk strings (an HGETALL reply, or the items of an HSCAN page) into
@@ -320,15 +432,13 @@ impl Conn {
         let n = usize::try_from(self.int(&rest)?).map_err(|_| self.protocol("nil array"))?;
         page.data.clear();
         page.offs.clear();
-        page.offs.reserve(n + 1);
+        page.offs.reserve(n.min(EAGER_ITEMS) + 1);
         page.offs.push(0);
         for _ in 0..n {
             let len = self
                 .read_bulk_len()?
                 .ok_or_else(|| self.protocol("nil inside an array of fields"))?;
-            let at = page.data.len();
-            page.data.resize(at + len, 0);
-            self.payload(&mut page.data[at..])?;
+            self.bulk_into(&mut page.data, len)?;
             page.offs.push(page.data.len());
         }
         Ok(())
@@ -344,8 +454,7 @@ impl Conn {
         let len = self
             .read_bulk_len()?
             .ok_or_else(|| self.protocol("nil HSCAN cursor"))?;
-        let mut cursor = vec![0u8; len];
-        self.payload(&mut cursor)?;
+        let cursor = self.bulk(len)?;
         self.read_flat_array(page)?;
         Ok(cursor)
     }
@@ -354,6 +463,40 @@ impl Conn {
     pub fn read_getall(&mut self, page: &mut FlatPage) -> Result<()> {
         self.pending = self.pending.saturating_sub(1);
         self.read_flat_array(page)
+    }
+
+    /// Reads a bulk payload of `len` bytes plus its CRLF into a new buffer. Memory grows with
+    /// the bytes that actually arrive, so a corrupt length cannot allocate more than that.
+    pub fn bulk(&mut self, len: usize) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.bulk_into(&mut v, len)?;
+        Ok(v)
+    }
+
+    /// Appends a bulk payload of `len` bytes to `v` and consumes its CRLF.
+    fn bulk_into(&mut self, v: &mut Vec<u8>, len: usize) -> Result<()> {
+        if len <= EAGER_BYTES {
+            let at = v.len();
+            v.resize(at + len, 0);
+            self.reader
+                .read_exact(&mut v[at..])
+                .map_err(|e| self.io_err(e))?;
+        } else {
+            let got = (&mut self.reader)
+                .take(len as u64)
+                .read_to_end(v)
+                .map_err(|e| self.io_err(e))?;
+            if got < len {
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "redis at {}: connection closed after {got} of {len} bytes of a reply",
+                        self.addr
+                    ),
+                ));
+            }
+        }
+        self.crlf()
     }
 
     /// Reads a bulk payload of exactly `dst.len()` bytes plus its CRLF into `dst`.
@@ -383,6 +526,8 @@ impl Conn {
 
     /// Closes the socket; used when a connection is left in an unknown state.
     pub fn kill(self) {
-        let _ = self.reader.get_ref().shutdown(Shutdown::Both);
+        if let Some(s) = self.reader.get_ref().tcp() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
     }
 }

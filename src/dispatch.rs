@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::exec;
 use crate::plan::Chunk;
 use crate::route::{Access, Router};
+use crate::stats::{self, Counter};
 
 /// How a request may be retried.
 #[derive(Debug, Clone, Copy)]
@@ -119,20 +120,31 @@ where
         let mut refresh = false;
         for o in outcomes.into_inner().unwrap() {
             match o {
-                Outcome::Fatal(e) => return Err(e),
+                Outcome::Fatal(e) => {
+                    stats::add(Counter::RequestsFailed, 1);
+                    return Err(e);
+                }
                 Outcome::Moved(ci, slot, addr) => {
+                    stats::add(Counter::Redirects, 1);
                     // The redirect names the new owner: record it, no full topology query.
                     router.moved(slot, &addr);
                     pending.push((ci, None));
                 }
-                Outcome::Ask(ci, addr) => pending.push((ci, Some(addr))),
+                Outcome::Ask(ci, addr) => {
+                    stats::add(Counter::Redirects, 1);
+                    pending.push((ci, Some(addr)));
+                }
                 Outcome::Refused(ci, e) => {
+                    if e.reply().is_some() {
+                        stats::add(Counter::Refusals, 1);
+                    }
                     refresh = true;
                     pending.push((ci, None));
                     last_err = Some(e);
                 }
                 Outcome::Unknown(ci, e) => {
                     if !idempotent {
+                        stats::add(Counter::RequestsFailed, 1);
                         return Err(e.context("the connection failed after the request was sent, so it is not retried"));
                     }
                     refresh = true;
@@ -146,15 +158,18 @@ where
         }
         attempt += 1;
         if attempt > retry.attempts {
+            stats::add(Counter::RequestsFailed, 1);
             let e = last_err.unwrap_or_else(|| {
                 Error::new(crate::error::ErrorKind::Server, "too many redirects")
             });
             return Err(e.context(format!("gave up after {} retries", retry.attempts)));
         }
+        stats::add(Counter::Retries, 1);
         if last_err.is_some() {
             std::thread::sleep(retry.pause(attempt));
         }
         if refresh {
+            stats::add(Counter::TopologyRefreshes, 1);
             // A failed refresh (the master is still down, say) is retried on the next round.
             if let Err(e) = router.refresh() {
                 log::info!("topology refresh failed, will retry: {e}");
@@ -208,7 +223,10 @@ where
         }
         encode(&mut c, &chunks[ci]);
     }
+    stats::add(Counter::Pipelines, 1);
+    stats::add(Counter::Commands, items.len() as u64);
     if let Err(e) = c.flush() {
+        stats::count_fault(&e);
         pool.put(c, false);
         return items
             .iter()
@@ -227,6 +245,7 @@ where
             Err(e) if e.reply().is_some() => out.push(classify(ci, e)),
             Err(e) if e.is_transient() => {
                 // The connection broke mid-pipeline: this and every later reply are unknown.
+                stats::count_fault(&e);
                 pool.put(c, false);
                 out.extend(
                     items[k..]

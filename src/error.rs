@@ -20,6 +20,9 @@ pub enum ErrorKind {
     Data,
     /// The feature exists in TFRA's surface but is not available in this build.
     Unimplemented,
+    /// Redis refused the credentials, or the ACL user may not run a command (WRONGPASS,
+    /// NOAUTH, NOPERM).
+    PermissionDenied,
     /// The table changed under a long operation (for example rows added during an export);
     /// retrying the operation is the fix.
     Conflict,
@@ -77,14 +80,15 @@ impl Error {
     /// where kinds meet TF codes; the C++ shim only forwards the number.
     pub fn tf_code(&self) -> i32 {
         match self.kind {
-            ErrorKind::InvalidArgument => 3, // INVALID_ARGUMENT
-            ErrorKind::Timeout => 4,         // DEADLINE_EXCEEDED
-            ErrorKind::NotFound => 5,        // NOT_FOUND
-            ErrorKind::Conflict => 10,       // ABORTED
-            ErrorKind::Unimplemented => 12,  // UNIMPLEMENTED
-            ErrorKind::Server => 13,         // INTERNAL
-            ErrorKind::Connection => 14,     // UNAVAILABLE
-            ErrorKind::Data => 15,           // DATA_LOSS
+            ErrorKind::InvalidArgument => 3,  // INVALID_ARGUMENT
+            ErrorKind::PermissionDenied => 7, // PERMISSION_DENIED
+            ErrorKind::Timeout => 4,          // DEADLINE_EXCEEDED
+            ErrorKind::NotFound => 5,         // NOT_FOUND
+            ErrorKind::Conflict => 10,        // ABORTED
+            ErrorKind::Unimplemented => 12,   // UNIMPLEMENTED
+            ErrorKind::Server => 13,          // INTERNAL
+            ErrorKind::Connection => 14,      // UNAVAILABLE
+            ErrorKind::Data => 15,            // DATA_LOSS
         }
     }
 
@@ -95,8 +99,13 @@ impl Error {
 
     /// An error reply from the server at `addr`. The connection stays usable.
     pub(crate) fn server_reply(addr: &str, reply: &str) -> Self {
+        let code = reply.split_whitespace().next().unwrap_or("");
+        let kind = match code {
+            "NOPERM" | "WRONGPASS" | "NOAUTH" => ErrorKind::PermissionDenied,
+            _ => ErrorKind::Server,
+        };
         let mut e = Error::new(
-            ErrorKind::Server,
+            kind,
             format!("redis at {addr} replied with an error: {reply}"),
         );
         e.reply = Some(reply.to_owned());

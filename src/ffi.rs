@@ -33,6 +33,8 @@ mod ffi {
             status: &mut Status,
         ) -> Box<TableBox>;
         fn describe(self: &TableBox) -> String;
+        /// The process-wide counters of `crate::stats`, as names and values.
+        fn stats_snapshot(names: &mut Vec<String>, values: &mut Vec<i64>);
 
         fn find(
             self: &TableBox,
@@ -144,10 +146,20 @@ fn status(r: Result<()>) -> Status {
             code: 0,
             message: String::new(),
         },
-        Err(e) => Status {
-            code: e.tf_code(),
-            message: e.to_string(),
-        },
+        Err(e) => {
+            crate::stats::add(crate::stats::Counter::OpErrors, 1);
+            Status {
+                code: e.tf_code(),
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
+fn stats_snapshot(names: &mut Vec<String>, values: &mut Vec<i64>) {
+    for (n, v) in crate::stats::stats() {
+        names.push(n.to_owned());
+        values.push(i64::try_from(v).unwrap_or(i64::MAX));
     }
 }
 

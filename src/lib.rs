@@ -27,6 +27,8 @@ mod dispatch;
 mod error;
 mod exec;
 mod files;
+#[cfg(test)]
+mod fuzz;
 mod layout;
 mod layout_store;
 mod md5;
@@ -35,7 +37,9 @@ mod pool;
 mod rdb;
 mod rehash;
 mod route;
+mod stats;
 mod table;
+mod tls;
 
 #[cfg(feature = "bridge")]
 mod ffi;
@@ -49,4 +53,5 @@ pub use files::resolve_dir;
 pub use layout::{
     bucket_of, crc32c_raw, hash_tags, key_slot, prefix, slot_tag_table, topology_tags, Buckets,
 };
+pub use stats::stats;
 pub use table::{Exported, Shard, StrRows, Table, TableSpec};

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::conn::{Conn, Endpoint};
 use crate::error::{Error, ErrorKind, Result};
+use crate::stats::{self, Counter};
 
 struct State {
     idle: Vec<Conn>,
@@ -78,6 +79,8 @@ impl Pool {
             }
             let now = Instant::now();
             if now >= deadline {
+                stats::add(Counter::PoolWaitTimeouts, 1);
+                stats::add(Counter::Timeouts, 1);
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     format!(
@@ -174,7 +177,7 @@ mod tests {
     fn checkout_waits_at_most_redis_wait_timeout() {
         let s = Server::start();
         let cfg = config(s.1, 1, 50);
-        let pool = Pool::new(Endpoint::data(&cfg, cfg.addr(0)), &cfg);
+        let pool = Pool::new(Endpoint::data(&cfg, cfg.addr(0), None), &cfg);
         let held = pool.get().unwrap();
         let e = pool.get().err().unwrap();
         assert_eq!(e.kind(), ErrorKind::Timeout);
@@ -187,7 +190,7 @@ mod tests {
     fn a_returned_connection_wakes_a_waiter() {
         let s = Server::start();
         let cfg = config(s.1, 1, 10_000);
-        let pool = Pool::new(Endpoint::data(&cfg, cfg.addr(0)), &cfg);
+        let pool = Pool::new(Endpoint::data(&cfg, cfg.addr(0), None), &cfg);
         let held = pool.get().unwrap();
         std::thread::scope(|sc| {
             let waiter = sc.spawn(|| pool.get().map(|c| pool.put(c, true)));
@@ -200,7 +203,7 @@ mod tests {
     fn broken_connections_free_their_slot() {
         let s = Server::start();
         let cfg = config(s.1, 1, 50);
-        let pool = Pool::new(Endpoint::data(&cfg, cfg.addr(0)), &cfg);
+        let pool = Pool::new(Endpoint::data(&cfg, cfg.addr(0), None), &cfg);
         let c = pool.get().unwrap();
         pool.put(c, false);
         pool.get().unwrap();

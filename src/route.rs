@@ -14,6 +14,7 @@ use crate::conn::{Conn, Endpoint, Reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::SLOTS;
 use crate::pool::Pool;
+use crate::tls::{self, Tls};
 
 /// Whether a request reads or writes (reads may go to a replica).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,7 @@ pub struct Router {
     /// Sentinel mode: the current master and, for replica reads, a replica.
     master: RwLock<Option<String>>,
     replica: RwLock<Option<String>>,
+    tls: Option<Arc<Tls>>,
 }
 
 /// A random starting point, so that many tables opening at once spread their topology
@@ -60,6 +62,7 @@ impl Router {
             slots: RwLock::new(SlotMap::default()),
             master: RwLock::new(None),
             replica: RwLock::new(None),
+            tls: tls::settings(cfg)?,
         };
         r.refresh()?;
         Ok(r)
@@ -72,7 +75,7 @@ impl Router {
             .entry(addr.to_owned())
             .or_insert_with(|| {
                 Arc::new(Pool::new(
-                    Endpoint::data(&self.cfg, addr.to_owned()),
+                    Endpoint::data(&self.cfg, addr.to_owned(), self.tls.clone()),
                     &self.cfg,
                 ))
             })
@@ -234,7 +237,7 @@ impl Router {
         let n = self.cfg.redis_host_ip.len();
         let mut last = None;
         for k in 0..n {
-            let ep = Endpoint::sentinel(&self.cfg, self.cfg.addr(k));
+            let ep = Endpoint::sentinel(&self.cfg, self.cfg.addr(k), self.tls.clone());
             let r = Conn::open(&ep).and_then(|mut c| {
                 c.cmd(args);
                 c.flush()?;

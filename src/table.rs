@@ -567,11 +567,7 @@ impl Table {
                 c.read_array_header()?;
                 for &d in &plan.order[ch.start..ch.end] {
                     let v = match c.read_bulk_len()? {
-                        Some(len) => {
-                            let mut v = vec![0u8; len];
-                            c.payload(&mut v)?;
-                            Some(v)
-                        }
+                        Some(len) => Some(c.bulk(len)?),
                         None => None,
                     };
                     stored.lock().unwrap()[d as usize] = v;

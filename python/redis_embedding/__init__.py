@@ -9,7 +9,8 @@ Drop-in for TFRA's Redis backend::
 
 from redis_embedding.config import RedisTableConfig
 from redis_embedding.creator import RedisTableCreator
+from redis_embedding.stats import stats
 from redis_embedding.table import RedisTable
 
-__all__ = ["RedisTable", "RedisTableConfig", "RedisTableCreator"]
+__all__ = ["RedisTable", "RedisTableConfig", "RedisTableCreator", "stats"]
 __version__ = "0.1.0"

@@ -1,0 +1,21 @@
+"""`stats()`: the process-wide fault and traffic counters of the Redis backend."""
+
+from redis_embedding._ops import ops as _lib
+
+
+def stats():
+    """Returns a dict of counter name -> count for this process.
+
+    Counters only grow. Compare two snapshots to see what a piece of work caused, for
+    example how many requests were retried during a failover:
+
+    * ``connections_opened``: connects and reconnects;
+    * ``connection_failures``, ``timeouts``, ``pool_wait_timeouts``: faults seen;
+    * ``pipelines``, ``commands``: traffic sent, resends included;
+    * ``retries``: rounds of resending after a redirect, refusal or failed connection;
+    * ``redirects`` (MOVED/ASK), ``refusals`` (TRYAGAIN, CLUSTERDOWN, READONLY, LOADING,
+      MASTERDOWN), ``topology_refreshes``;
+    * ``requests_failed``: requests that gave up; ``op_errors``: errors returned by ops.
+    """
+    names, values = _lib.rde_redis_stats()
+    return {n.decode(): int(v) for n, v in zip(names.numpy(), values.numpy())}

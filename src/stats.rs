@@ -1,0 +1,98 @@
+//! Process-wide fault and traffic counters: how often requests were retried, redirected or
+//! refused, how often connections failed or timed out, and how many errors reached a caller.
+//! Python reads them with `redis_embedding.stats()`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    /// Connections opened (first connects and reconnects).
+    ConnectionsOpened,
+    /// Connects that failed, and connections that broke while a pipeline was in flight.
+    ConnectionFailures,
+    /// Connects, socket reads/writes or pool checkouts that ran past their timeout.
+    Timeouts,
+    /// Checkouts that waited out `redis_wait_timeout` with every pooled connection busy.
+    PoolWaitTimeouts,
+    /// Pipelines sent.
+    Pipelines,
+    /// Commands sent (each pipelined command counts once, resends included).
+    Commands,
+    /// Rounds of resending after a redirect, refusal or failed connection.
+    Retries,
+    /// MOVED or ASK replies.
+    Redirects,
+    /// TRYAGAIN, CLUSTERDOWN, READONLY, LOADING or MASTERDOWN replies.
+    Refusals,
+    /// Topology refreshes (CLUSTER SLOTS, sentinel master lookups) after a fault.
+    TopologyRefreshes,
+    /// Requests that failed after their retries were used up, or could not be retried.
+    RequestsFailed,
+    /// Errors returned to TensorFlow by an op.
+    #[cfg_attr(not(feature = "bridge"), allow(dead_code))]
+    OpErrors,
+}
+
+const NAMES: [&str; 12] = [
+    "connections_opened",
+    "connection_failures",
+    "timeouts",
+    "pool_wait_timeouts",
+    "pipelines",
+    "commands",
+    "retries",
+    "redirects",
+    "refusals",
+    "topology_refreshes",
+    "requests_failed",
+    "op_errors",
+];
+
+static COUNTERS: [AtomicU64; NAMES.len()] = [const { AtomicU64::new(0) }; NAMES.len()];
+
+/// Adds `n` to counter `c`.
+#[inline]
+pub fn add(c: Counter, n: u64) {
+    COUNTERS[c as usize].fetch_add(n, Ordering::Relaxed);
+}
+
+/// Counts one failed connection attempt or broken connection by its error kind.
+pub(crate) fn count_fault(e: &crate::Error) {
+    match e.kind() {
+        crate::ErrorKind::Timeout => add(Counter::Timeouts, 1),
+        crate::ErrorKind::Connection => add(Counter::ConnectionFailures, 1),
+        _ => {}
+    }
+}
+
+/// Every counter with its name, in a fixed order. Counters only grow; compare two snapshots
+/// to see what one piece of work caused.
+pub fn stats() -> Vec<(&'static str, u64)> {
+    NAMES
+        .iter()
+        .zip(COUNTERS.iter())
+        .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_enum_order() {
+        let before = stats();
+        add(Counter::OpErrors, 2);
+        add(Counter::ConnectionsOpened, 1);
+        let after = stats();
+        assert_eq!(after[Counter::OpErrors as usize].0, "op_errors");
+        assert!(after[Counter::OpErrors as usize].1 >= before[Counter::OpErrors as usize].1 + 2);
+        assert_eq!(
+            after[Counter::ConnectionsOpened as usize].0,
+            "connections_opened"
+        );
+        assert_eq!(after.len(), NAMES.len());
+    }
+}
