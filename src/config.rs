@@ -280,8 +280,28 @@ impl Config {
                 format!("redis config file {} is empty", path.display()),
             ));
         }
-        Config::from_json(&text)
-            .map_err(|e| e.context(format!("redis config file {}", path.display())))
+        let cfg = Config::from_json(&text)
+            .map_err(|e| e.context(format!("redis config file {}", path.display())))?;
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            if let Some(w) = cfg.exposure_warning(path, meta.permissions().mode()) {
+                log::warn!("{w}");
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// A warning when a config file holding a password can be read by other users.
+    fn exposure_warning(&self, path: &Path, mode: u32) -> Option<String> {
+        let secret = !self.redis_password.is_empty() || !self.redis_sentinel_password.is_empty();
+        (secret && mode & 0o077 != 0).then(|| {
+            format!(
+                "redis config file {} holds a password but its mode is {:o}: other users can read it; run chmod 600 on it",
+                path.display(),
+                mode & 0o777
+            )
+        })
     }
 
     /// Cross-field checks.
@@ -522,6 +542,19 @@ mod tests {
     fn debug_output_hides_the_password() {
         let c = Config::from_json(r#"{"redis_password": "hunter2"}"#).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn readable_files_with_passwords_are_flagged() {
+        let p = Path::new("/etc/redis.json");
+        let with = Config::from_json(r#"{"redis_password": "pw"}"#).unwrap();
+        let w = with.exposure_warning(p, 0o100644).unwrap();
+        assert!(w.contains("mode is 644") && w.contains("chmod 600"), "{w}");
+        assert!(!w.contains("pw\""));
+        assert_eq!(with.exposure_warning(p, 0o100600), None);
+        let sentinel = Config::from_json(r#"{"redis_sentinel_password": "pw"}"#).unwrap();
+        assert!(sentinel.exposure_warning(p, 0o100640).is_some());
+        assert_eq!(Config::default().exposure_warning(p, 0o100666), None);
     }
 
     #[test]

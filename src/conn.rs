@@ -170,8 +170,14 @@ impl Conn {
     pub fn open(ep: &Endpoint) -> Result<Conn> {
         let r = Conn::connect(ep);
         match &r {
-            Ok(_) => stats::add(Counter::ConnectionsOpened, 1),
-            Err(e) => stats::count_fault(e),
+            Ok(_) => {
+                stats::add(Counter::ConnectionsOpened, 1);
+                log::debug!("connected: {ep:?}");
+            }
+            Err(e) => {
+                stats::count_fault(e);
+                log::debug!("connect failed: {ep:?}: {e}");
+            }
         }
         r
     }

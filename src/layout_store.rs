@@ -204,6 +204,8 @@ pub struct Resolved {
     pub target: Layout,
     /// Where the rows are now, when that is not `target`: a rehash is due.
     pub source: Option<Layout>,
+    /// The stored record already says `target` (nothing to write: read-only users can open).
+    pub recorded: bool,
 }
 
 /// Decides the runtime layout of `name` and whether its data must be rehashed into it.
@@ -227,6 +229,7 @@ pub fn resolve(cfg: &Config, name: &str, router: &Router, retry: Retry) -> Resul
         _ => tfra_tags(cfg, router, s, explicit)?,
     };
     let target = Layout::new(&prefix, rule, tags);
+    let recorded = record.as_ref() == Some(&target);
     let source = match record {
         Some(r) => (r != target).then_some(r),
         None => {
@@ -236,7 +239,11 @@ pub fn resolve(cfg: &Config, name: &str, router: &Router, retry: Retry) -> Resul
             (old != target).then_some(old)
         }
     };
-    Ok(Resolved { target, source })
+    Ok(Resolved {
+        target,
+        source,
+        recorded,
+    })
 }
 
 #[cfg(test)]

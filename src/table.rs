@@ -255,7 +255,9 @@ impl Table {
             &spec.embedding_name,
             cfg.using_md5_prefix_name,
         );
-        layout_store::save(&router, retry, &prefix, &layout)?;
+        if !resolved.recorded {
+            layout_store::save(&router, retry, &prefix, &layout)?;
+        }
         let buckets = layout.buckets.clone();
         let n_buckets = buckets.len();
         let bucket_slots = buckets
@@ -278,6 +280,12 @@ impl Table {
             ttl_last: Mutex::new(std::time::Instant::now()),
         };
         t.arm_ttl_on_open()?;
+        log::debug!(
+            "opened table {:?} ({} buckets) with {:?}",
+            t.spec.embedding_name,
+            n_buckets,
+            t.cfg
+        );
         Ok(t)
     }
 
@@ -1012,7 +1020,24 @@ impl Table {
             )?;
             self.note_armed(&all, &r);
         } else {
-            self.per_bucket(&all, b"PERSIST", &[], Access::Write)?;
+            // Only buckets that carry a TTL are changed, so a read-only (serving) user with
+            // TTLs off can open the table.
+            let ttl = self.per_bucket(&all, b"TTL", &[], Access::Write)?;
+            let expiring: Vec<usize> = all.iter().copied().filter(|&b| ttl[b] >= 0).collect();
+            if !expiring.is_empty() {
+                match self.per_bucket(&expiring, b"PERSIST", &[], Access::Write) {
+                    // A serving user may read but not change TTLs: the rows keep the TTL
+                    // their writer gave them, which is the writer's decision to make.
+                    Err(e) if e.kind() == ErrorKind::PermissionDenied => log::warn!(
+                        "table {:?}: expire_model_tag_in_seconds <= 0 asks to remove the TTL of {} bucket(s), but {e}; they keep their TTL",
+                        self.spec.embedding_name,
+                        expiring.len()
+                    ),
+                    r => {
+                        r?;
+                    }
+                }
+            }
         }
         *self.ttl_last.lock().unwrap() = std::time::Instant::now();
         Ok(())

@@ -1,0 +1,220 @@
+//! ACL users and TLS against real redis-servers, and secrets kept out of errors.
+
+mod support;
+
+use redis_embedding::{Config, ErrorKind, KeyType, Rows, Table, TableSpec, ValueType};
+use support::{f32_bytes, f32s, i64_keys, Certs, Server};
+
+fn spec() -> TableSpec {
+    TableSpec::new("emb", KeyType::I64, ValueType::F32, 2)
+}
+
+/// Inserts two rows and reads them back.
+fn round_trip(t: &Table) {
+    let kb = i64_keys(&[1, 2]);
+    let keys = t.keys(&kb, &[]).unwrap();
+    let vals = f32_bytes(&[1., 2., 3., 4.]);
+    t.insert(
+        &keys,
+        &Rows::Fixed {
+            data: &vals,
+            row: 8,
+        },
+    )
+    .unwrap();
+    let mut out = vec![0u8; 16];
+    t.find(&keys, &f32_bytes(&[0., 0.]), &mut out, None)
+        .unwrap();
+    assert_eq!(f32s(&out), [1., 2., 3., 4.]);
+}
+
+fn acl(s: &Server, rules: &[&str]) {
+    let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER"];
+    args.extend(rules.iter().map(|r| r.as_bytes()));
+    assert_eq!(s.cli(&args), b"+OK\r\n");
+}
+
+#[test]
+fn acl_user_with_password_reads_and_writes() {
+    let s = Server::start();
+    acl(&s, &["trainer", "on", ">tr4iner-pw", "~*", "+@all"]);
+    let t = Table::open(
+        s.config(r#""redis_user": "trainer", "redis_password": "tr4iner-pw""#),
+        spec(),
+    )
+    .unwrap();
+    round_trip(&t);
+}
+
+#[test]
+fn a_wrong_password_is_permission_denied_and_not_echoed() {
+    let s = Server::start();
+    acl(&s, &["trainer", "on", ">right-pw", "~*", "+@all"]);
+    let e = Table::open(
+        s.config(r#""redis_user": "trainer", "redis_password": "wr0ng-pw""#),
+        spec(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert_eq!(e.tf_code(), 7);
+    assert!(e.message().contains(&s.addr()), "{e}");
+    assert!(e.message().contains("WRONGPASS"), "{e}");
+    assert!(!e.message().contains("wr0ng-pw"), "{e}");
+    assert!(!format!("{e:?}").contains("wr0ng-pw"));
+}
+
+#[test]
+fn a_user_without_rights_gets_a_permission_error_naming_the_command() {
+    let s = Server::start();
+    acl(&s, &["nobody", "on", ">pw", "~*", "-@all", "+ping"]);
+    let e = Table::open(
+        s.config(r#""redis_user": "nobody", "redis_password": "pw""#),
+        spec(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.message().contains("NOPERM"), "{e}");
+    assert!(e.message().contains("no permissions to run the"), "{e}");
+}
+
+#[test]
+fn a_read_only_user_can_serve_but_not_write() {
+    let s = Server::start();
+    // The trainer creates the table (and its layout record) first.
+    round_trip(&Table::open(s.config(""), spec()).unwrap());
+    acl(&s, &["server", "on", ">pw", "~*", "+@read", "+ping"]);
+    let t = Table::open(
+        s.config(
+            r#""redis_user": "server", "redis_password": "pw", "expire_model_tag_in_seconds": -1"#,
+        ),
+        spec(),
+    )
+    .unwrap();
+    let kb = i64_keys(&[1, 2]);
+    let keys = t.keys(&kb, &[]).unwrap();
+    let mut out = vec![0u8; 16];
+    t.find(&keys, &f32_bytes(&[0., 0.]), &mut out, None)
+        .unwrap();
+    assert_eq!(f32s(&out), [1., 2., 3., 4.]);
+    let vals = f32_bytes(&[9.; 4]);
+    let e = t
+        .insert(
+            &keys,
+            &Rows::Fixed {
+                data: &vals,
+                row: 8,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.message().contains("hset"), "{e}");
+    // Nothing was written.
+    t.find(&keys, &f32_bytes(&[0., 0.]), &mut out, None)
+        .unwrap();
+    assert_eq!(f32s(&out), [1., 2., 3., 4.]);
+}
+
+fn tls_config(port: u16, certs: &Certs, extra: &str) -> Config {
+    Config::from_json(&format!(
+        r#"{{"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"], "redis_host_port": [{port}],
+            "rde_tls": true, "rde_tls_ca_cert_file": "{}"{extra}}}"#,
+        certs.path("ca.crt")
+    ))
+    .unwrap()
+}
+
+#[test]
+fn tls_with_a_client_certificate() {
+    let certs = Certs::generate();
+    let (_s, port) = Server::start_tls(&certs, true);
+    let client = format!(
+        r#", "rde_tls_cert_file": "{}", "rde_tls_key_file": "{}""#,
+        certs.path("client.crt"),
+        certs.path("client.key")
+    );
+    round_trip(&Table::open(tls_config(port, &certs, &client), spec()).unwrap());
+    // The server requires a client certificate: without one the connection is refused.
+    let e = Table::open(tls_config(port, &certs, ""), spec())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+    assert!(e.message().contains(&format!("127.0.0.1:{port}")), "{e}");
+}
+
+#[test]
+fn tls_checks_the_server_certificate_and_name() {
+    let certs = Certs::generate();
+    let (s, port) = Server::start_tls(&certs, false);
+    round_trip(&Table::open(tls_config(port, &certs, ""), spec()).unwrap());
+    // A CA that did not sign the server's certificate.
+    let cfg = Config::from_json(&format!(
+        r#"{{"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"], "redis_host_port": [{port}],
+            "rde_tls": true, "rde_tls_ca_cert_file": "{}"}}"#,
+        certs.path("other-ca.crt")
+    ))
+    .unwrap();
+    let e = Table::open(cfg, spec()).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+    assert!(e.message().contains("TLS handshake"), "{e}");
+    assert!(e.message().contains("certificate"), "{e}");
+    // A name the certificate does not carry.
+    let e = Table::open(
+        tls_config(
+            port,
+            &certs,
+            r#", "rde_tls_server_name": "redis.example.com""#,
+        ),
+        spec(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.message().contains("certificate"), "{e}");
+    // TLS to the plain port fails cleanly instead of hanging or misreading.
+    let e = Table::open(
+        tls_config(s.port, &certs, r#", "redis_socket_timeout": 500"#),
+        spec(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.message().contains(&s.addr()), "{e}");
+}
+
+#[test]
+fn unreadable_certificate_files_name_the_field() {
+    let certs = Certs::generate();
+    let (_s, port) = Server::start_tls(&certs, false);
+    let e = Table::open(
+        Config::from_json(&format!(
+            r#"{{"redis_connection_mode": 2, "redis_host_port": [{port}], "rde_tls": true,
+                "rde_tls_ca_cert_file": "/nonexistent/ca.pem"}}"#
+        ))
+        .unwrap(),
+        spec(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        e.message()
+            .contains("rde_tls_ca_cert_file /nonexistent/ca.pem"),
+        "{e}"
+    );
+    let e = Table::open(
+        tls_config(
+            port,
+            &certs,
+            &format!(
+                r#", "rde_tls_cert_file": "{}", "rde_tls_key_file": "{}""#,
+                certs.path("client.crt"),
+                certs.path("ca.crt")
+            ),
+        ),
+        spec(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.message().contains("rde_tls_key_file"), "{e}");
+}
