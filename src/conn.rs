@@ -530,6 +530,24 @@ impl Conn {
         }
     }
 
+    /// True if the server has closed this (idle) connection or sent something unasked:
+    /// checked before reuse, so a request is not sent into a socket that is already dead
+    /// (which would leave a non-idempotent request in doubt).
+    pub fn is_stale(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        let Some(s) = self.reader.get_ref().tcp() else {
+            return false;
+        };
+        if s.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut b = [0u8; 1];
+        let stale = !matches!(s.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        s.set_nonblocking(false).is_err() || stale
+    }
+
     /// Closes the socket; used when a connection is left in an unknown state.
     pub fn kill(self) {
         if let Some(s) = self.reader.get_ref().tcp() {

@@ -63,9 +63,15 @@ impl Pool {
                 st.pid = pid;
             }
             while let Some(c) = st.idle.pop() {
-                if lifetime.is_zero() || c.born.elapsed() < lifetime {
+                if !lifetime.is_zero() && c.born.elapsed() >= lifetime {
+                    st.open -= 1;
+                    c.kill();
+                    continue;
+                }
+                if !c.is_stale() {
                     return Ok(c);
                 }
+                stats::add(Counter::StaleConnections, 1);
                 st.open -= 1;
                 c.kill();
             }

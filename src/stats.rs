@@ -14,6 +14,8 @@ pub enum Counter {
     ConnectionFailures,
     /// Connects, socket reads/writes or pool checkouts that ran past their timeout.
     Timeouts,
+    /// Idle pooled connections found closed by the server and replaced before use.
+    StaleConnections,
     /// Checkouts that waited out `redis_wait_timeout` with every pooled connection busy.
     PoolWaitTimeouts,
     /// Pipelines sent.
@@ -35,10 +37,11 @@ pub enum Counter {
     OpErrors,
 }
 
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 13] = [
     "connections_opened",
     "connection_failures",
     "timeouts",
+    "stale_connections",
     "pool_wait_timeouts",
     "pipelines",
     "commands",

@@ -15,6 +15,8 @@ use redis_embedding::Config;
 pub struct Server {
     pub port: u16,
     dir: tempfile::TempDir,
+    /// The arguments after the harness' own, kept for [`Server::restart`].
+    extra: Vec<String>,
 }
 
 /// A free loopback port.
@@ -130,6 +132,23 @@ impl Server {
         } else {
             free_port()
         };
+        let s = Server {
+            port,
+            dir,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+        };
+        s.launch();
+        s
+    }
+
+    /// Starts the server process again on the same port and directory (after a crash or a
+    /// stop); with AOF on, it reloads what it had acknowledged.
+    pub fn restart(&self) {
+        self.launch();
+    }
+
+    fn launch(&self) {
+        let (port, dir) = (self.port, &self.dir);
         let status = Command::new("redis-server")
             .args([
                 "--port",
@@ -147,13 +166,11 @@ impl Server {
             .arg(dir.path().join("redis.pid"))
             .arg("--logfile")
             .arg(dir.path().join("redis.log"))
-            .args(extra)
+            .args(&self.extra)
             .status()
             .expect("redis-server must be installed (apt-get install redis-server)");
         assert!(status.success());
-        let s = Server { port, dir };
-        s.wait_ready();
-        s
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -349,7 +366,11 @@ impl Sentinel {
             .status()
             .unwrap();
         assert!(status.success());
-        let sentinel = Server { port, dir };
+        let sentinel = Server {
+            port,
+            dir,
+            extra: Vec::new(),
+        };
         sentinel.wait_ready();
         let s = Sentinel {
             master,
