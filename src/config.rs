@@ -85,6 +85,11 @@ pub struct Config {
     pub rde_standalone_buckets: bool,
     /// Extension: how float32 rows are stored (`native`, `bfloat16` or `float16`).
     pub rde_value_storage: crate::codec::Storage,
+    /// Extension: after each write pipeline, wait (Redis `WAIT`) until this many replicas
+    /// have the writes; fewer within `rde_wait_replicas_timeout_ms` fails the write. 0 = off.
+    pub rde_wait_replicas: u32,
+    /// Extension: how long a write waits for `rde_wait_replicas` replicas, in ms.
+    pub rde_wait_replicas_timeout_ms: u64,
     /// Extension: connect with TLS (to data nodes and sentinels).
     pub rde_tls: bool,
     /// Extension: PEM file of the CA certificates that sign the servers' certificates.
@@ -135,6 +140,8 @@ impl Default for Config {
             rde_retry_backoff_ms: 50,
             rde_standalone_buckets: false,
             rde_value_storage: crate::codec::Storage::Native,
+            rde_wait_replicas: 0,
+            rde_wait_replicas_timeout_ms: 1000,
             rde_tls: false,
             rde_tls_ca_cert_file: String::new(),
             rde_tls_cert_file: String::new(),
@@ -243,6 +250,10 @@ impl Config {
                             "rde_value_storage = {v:?} is not one of \"native\", \"bfloat16\", \"float16\""
                         ))
                     })?;
+                }
+                "rde_wait_replicas" => c.rde_wait_replicas = f.int_in(0, 64)? as u32,
+                "rde_wait_replicas_timeout_ms" => {
+                    c.rde_wait_replicas_timeout_ms = f.int_in(1, 3_600_000)? as u64
                 }
                 "rde_tls" => c.rde_tls = f.boolean()?,
                 "rde_tls_ca_cert_file" => c.rde_tls_ca_cert_file = f.string()?,

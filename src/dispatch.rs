@@ -112,7 +112,12 @@ where
         let outcomes: Mutex<Vec<Outcome>> = Mutex::new(unroutable);
         exec::run_all(pipes.len(), |p| {
             let (addr, items) = &pipes[p];
-            let out = run_pipeline(router, addr, items, chunks, &encode, &decode);
+            let ack = if access == Access::Write {
+                router.write_ack()
+            } else {
+                None
+            };
+            let out = run_pipeline(router, addr, items, chunks, ack, &encode, &decode);
             outcomes.lock().unwrap().extend(out);
             Ok(())
         })?;
@@ -195,11 +200,13 @@ fn split(
     pipes
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_pipeline<E, D>(
     router: &Router,
     addr: &str,
     items: &[(usize, bool)],
     chunks: &[Chunk],
+    ack: Option<(u32, u64)>,
     encode: &E,
     decode: &D,
 ) -> Vec<Outcome>
@@ -222,6 +229,9 @@ where
             c.cmd(&[b"ASKING"]);
         }
         encode(&mut c, &chunks[ci]);
+    }
+    if let Some((n, ms)) = ack {
+        c.cmd(&[b"WAIT", n.to_string().as_bytes(), ms.to_string().as_bytes()]);
     }
     stats::add(Counter::Pipelines, 1);
     stats::add(Counter::Commands, items.len() as u64);
@@ -257,6 +267,37 @@ where
             Err(e) => {
                 pool.put(c, false);
                 out.push(Outcome::Fatal(e));
+                return out;
+            }
+        }
+    }
+    if let Some((n, ms)) = ack {
+        match c.read_int() {
+            Ok(got) if got >= i64::from(n) => {}
+            Ok(got) => {
+                // Applied on the master, not yet on enough replicas: a failover now could
+                // lose it, so it is not acknowledged. Resending (idempotent writes) waits again.
+                stats::add(Counter::ReplicaAckShortfalls, 1);
+                let e = Error::new(
+                    crate::error::ErrorKind::Connection,
+                    format!(
+                        "redis at {addr}: only {got} of rde_wait_replicas = {n} replicas acknowledged the write within {ms} ms"
+                    ),
+                );
+                pool.put(c, true);
+                out.retain(|o| matches!(o, Outcome::Fatal(_)));
+                out.extend(items.iter().map(|&(ci, _)| Outcome::Unknown(ci, e.clone())));
+                return out;
+            }
+            Err(e) => {
+                let transient = e.is_transient();
+                pool.put(c, false);
+                out.retain(|o| matches!(o, Outcome::Fatal(_)));
+                if transient {
+                    out.extend(items.iter().map(|&(ci, _)| Outcome::Unknown(ci, e.clone())));
+                } else {
+                    out.push(Outcome::Fatal(e));
+                }
                 return out;
             }
         }

@@ -68,6 +68,14 @@ impl Router {
         Ok(r)
     }
 
+    /// `(replicas, timeout ms)` every write pipeline must be acknowledged by, if any.
+    pub fn write_ack(&self) -> Option<(u32, u64)> {
+        (self.cfg.rde_wait_replicas > 0).then_some((
+            self.cfg.rde_wait_replicas,
+            self.cfg.rde_wait_replicas_timeout_ms,
+        ))
+    }
+
     /// The pool for `addr`, created on first use.
     pub fn pool(&self, addr: &str) -> Arc<Pool> {
         let mut pools = self.pools.lock().unwrap();

@@ -30,6 +30,8 @@ pub enum Counter {
     Refusals,
     /// Topology refreshes (CLUSTER SLOTS, sentinel master lookups) after a fault.
     TopologyRefreshes,
+    /// Write pipelines that fewer than `rde_wait_replicas` replicas acknowledged in time.
+    ReplicaAckShortfalls,
     /// Requests that failed after their retries were used up, or could not be retried.
     RequestsFailed,
     /// Errors returned to TensorFlow by an op.
@@ -37,7 +39,7 @@ pub enum Counter {
     OpErrors,
 }
 
-const NAMES: [&str; 13] = [
+const NAMES: [&str; 14] = [
     "connections_opened",
     "connection_failures",
     "timeouts",
@@ -49,6 +51,7 @@ const NAMES: [&str; 13] = [
     "redirects",
     "refusals",
     "topology_refreshes",
+    "replica_ack_shortfalls",
     "requests_failed",
     "op_errors",
 ];

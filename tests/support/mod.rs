@@ -159,6 +159,9 @@ impl Server {
                 "",
                 "--appendonly",
                 "no",
+                // Replicas sync at once instead of after Redis' 5 s default delay.
+                "--repl-diskless-sync-delay",
+                "0",
             ])
             .args(["--daemonize", "yes", "--dir"])
             .arg(dir.path())
@@ -256,7 +259,25 @@ impl Cluster {
                 let info = String::from_utf8_lossy(&n.cli(&[b"CLUSTER", b"INFO"])).into_owned();
                 info.contains("cluster_state:ok")
             });
-            if ok {
+            // A replica that never finished its first sync cannot take over: wait for it.
+            let synced = self.nodes.iter().all(|n| {
+                let info = String::from_utf8_lossy(&n.cli(&[b"INFO", b"replication"])).into_owned();
+                info.contains("role:master") || info.contains("master_link_status:up")
+            });
+            // Every node knows every replica, and every master streams to its replicas: a
+            // probe write is acknowledged by them (WAIT).
+            let replicas = self
+                .nodes
+                .iter()
+                .filter(|n| !String::from_utf8_lossy(&n.cli(&[b"ROLE"])).contains("master"))
+                .count();
+            let known = self.nodes.iter().all(|n| {
+                String::from_utf8_lossy(&n.cli(&[b"CLUSTER", b"NODES"]))
+                    .matches("slave")
+                    .count()
+                    == replicas
+            });
+            if ok && synced && known && self.replicas_acknowledge() {
                 let check = Command::new("redis-cli")
                     .args(["--cluster", "check", &self.nodes[0].addr()])
                     .output()
@@ -270,6 +291,33 @@ impl Cluster {
             assert!(Instant::now() < deadline, "cluster did not become ok");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Writes a probe key on each master that has replicas and waits for them to acknowledge
+    /// it (WAIT): true if they all did.
+    fn replicas_acknowledge(&self) -> bool {
+        for n in &self.nodes {
+            let info = String::from_utf8_lossy(&n.cli(&[b"INFO", b"replication"])).into_owned();
+            let Some(count) = info
+                .lines()
+                .find_map(|l| l.strip_prefix("connected_slaves:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|&c| c > 0 && info.contains("role:master"))
+            else {
+                continue;
+            };
+            // A key this master owns: the first probe that is not redirected.
+            let key = (0..10_000)
+                .map(|i| format!("rde-probe{{{i}}}"))
+                .find(|k| n.cli(&[b"SET", k.as_bytes(), b"1"]) == b"+OK\r\n")
+                .expect("a probe key for this master");
+            let acked = n.cli(&[b"WAIT", count.to_string().as_bytes(), b"2000"]);
+            n.cli(&[b"DEL", key.as_bytes()]);
+            if acked != format!(":{count}\r\n").as_bytes() {
+                return false;
+            }
+        }
+        true
     }
 
     /// A cluster-mode config with every node as a seed.
@@ -423,7 +471,11 @@ impl Sentinel {
     /// Waits (bounded) until the replica has everything the master has.
     pub fn wait_replicated(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.replica.repl_offset() < self.master.repl_offset() {
+        let linked = |r: &Server| {
+            String::from_utf8_lossy(&r.cli(&[b"INFO", b"replication"]))
+                .contains("master_link_status:up")
+        };
+        while !linked(&self.replica) || self.replica.repl_offset() < self.master.repl_offset() {
             assert!(Instant::now() < deadline, "replica did not catch up");
             std::thread::sleep(Duration::from_millis(20));
         }
