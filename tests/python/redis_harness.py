@@ -78,6 +78,21 @@ class RedisServer:
                 return
             time.sleep(0.02)
 
+    def crash(self):
+        """Kills the server with SIGKILL (by its pid), as a crash would, and waits until it is
+        gone. `start()` brings it back on the same port and directory."""
+        with open(self.pidfile) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, 9)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server {pid} survived SIGKILL")
+
     def config(self, path, **fields):
         """Writes a standalone, table_store_mode 0 config for this server to `path`."""
         cfg = {"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"],
