@@ -112,6 +112,14 @@ mod tf {
         ] {
             b.flag_if_supported(w);
         }
+        // RDE_ASAN=1 instruments the C++ shim (and the bridge) with AddressSanitizer; the
+        // library must then run with libasan preloaded (scripts/asan.sh).
+        println!("cargo:rerun-if-env-changed=RDE_ASAN");
+        let asan = std::env::var("RDE_ASAN").is_ok_and(|v| v == "1");
+        if asan {
+            b.flag("-fsanitize=address").flag("-fno-omit-frame-pointer");
+            println!("cargo:rustc-cdylib-link-arg=-fsanitize=address");
+        }
         // REGISTER_OP / REGISTER_KERNEL_BUILDER live in static initialisers nothing refers to:
         // without whole-archive the linker drops them and no op gets registered.
         b.link_lib_modifier("+whole-archive");

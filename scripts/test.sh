@@ -12,6 +12,9 @@ cargo clippy --all-targets -q -- -D warnings
 echo "== cargo test (Redis core, no TensorFlow)"
 cargo test -q
 
+echo "== AddressSanitizer (C++ shim instrumented, op tests under libasan)"
+bash scripts/asan.sh
+
 echo "== bazel build + bazel test (the same op suite against the Bazel-built library)"
 bash scripts/bazel_test.sh
 
