@@ -2,9 +2,10 @@
 //! sentinel-managed master is SIGKILLed while batches are being written. Every batch either
 //! succeeds or fails cleanly within its retry bound; writing carries on once a replica has
 //! taken over; and with `rde_wait_replicas: 1` every acknowledged row is found afterwards.
-//! (Without it Redis replication is asynchronous: a write the master acknowledged in its
-//! last moments can be missing on the promoted replica. A run without WAIT on this 2-core
-//! machine once lost 834 such rows.)
+//! (Without it Redis replication is asynchronous: a write the master acknowledged can be
+//! missing on the promoted replica. A run without WAIT on this machine lost 834 rows: after a
+//! diskless full sync the master streams to a replica only once the replica's first
+//! REPLCONF ACK arrives, up to a second later, and the master died in that window.)
 
 mod support;
 

@@ -48,6 +48,31 @@ impl Server {
         Some(buf)
     }
 
+    /// Sends several single-line-reply commands on one connection and returns all the raw
+    /// reply bytes (read until one CRLF-terminated line per command has arrived).
+    pub fn pipeline(&self, cmds: &[&[&[u8]]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for args in cmds {
+            out.extend(format!("*{}\r\n", args.len()).into_bytes());
+            for a in *args {
+                out.extend(format!("${}\r\n", a.len()).into_bytes());
+                out.extend_from_slice(a);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("server reachable");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&out).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.windows(2).filter(|w| w == b"\r\n").count() < cmds.len() {
+            let n = s.read(&mut buf).expect("replies");
+            assert!(n > 0, "connection closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
     /// Runs one command (binary-safe argv) and returns the raw reply bytes.
     pub fn cli(&self, args: &[&[u8]]) -> Vec<u8> {
         let mut cmd = format!("*{}\r\n", args.len()).into_bytes();
@@ -295,7 +320,7 @@ impl Cluster {
 
     /// Writes a probe key on each master that has replicas and waits for them to acknowledge
     /// it (WAIT): true if they all did.
-    fn replicas_acknowledge(&self) -> bool {
+    pub fn replicas_acknowledge(&self) -> bool {
         for n in &self.nodes {
             let info = String::from_utf8_lossy(&n.cli(&[b"INFO", b"replication"])).into_owned();
             let Some(count) = info
@@ -311,9 +336,14 @@ impl Cluster {
                 .map(|i| format!("rde-probe{{{i}}}"))
                 .find(|k| n.cli(&[b"SET", k.as_bytes(), b"1"]) == b"+OK\r\n")
                 .expect("a probe key for this master");
-            let acked = n.cli(&[b"WAIT", count.to_string().as_bytes(), b"2000"]);
-            n.cli(&[b"DEL", key.as_bytes()]);
-            if acked != format!(":{count}\r\n").as_bytes() {
+            // WAIT counts replicas that have this connection's writes, so the probe write and
+            // the WAIT must share one connection.
+            let replies = n.pipeline(&[
+                &[b"SET", key.as_bytes(), b"1"],
+                &[b"WAIT", count.to_string().as_bytes(), b"2000"],
+                &[b"DEL", key.as_bytes()],
+            ]);
+            if replies != format!("+OK\r\n:{count}\r\n:1\r\n").as_bytes() {
                 return false;
             }
         }
@@ -607,5 +637,14 @@ impl Server {
             if auth_clients { "yes" } else { "no" },
         ]);
         (s, tls_port.parse().unwrap())
+    }
+}
+
+impl Server {
+    /// The last `n` lines of this server's log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
