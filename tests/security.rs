@@ -34,28 +34,28 @@ fn acl(s: &Server, rules: &[&str]) {
     assert_eq!(s.cli(&args), b"+OK\r\n");
 }
 
+/// Opens the test table as ACL user `user` with `password`.
+fn open_as(s: &Server, user: &str, password: &str) -> redis_embedding::Result<Table> {
+    Table::open(
+        s.config(&format!(
+            r#""redis_user": "{user}", "redis_password": "{password}""#
+        )),
+        spec(),
+    )
+}
+
 #[test]
 fn acl_user_with_password_reads_and_writes() {
     let s = Server::start();
     acl(&s, &["trainer", "on", ">tr4iner-pw", "~*", "+@all"]);
-    let t = Table::open(
-        s.config(r#""redis_user": "trainer", "redis_password": "tr4iner-pw""#),
-        spec(),
-    )
-    .unwrap();
-    round_trip(&t);
+    round_trip(&open_as(&s, "trainer", "tr4iner-pw").unwrap());
 }
 
 #[test]
 fn a_wrong_password_is_permission_denied_and_not_echoed() {
     let s = Server::start();
     acl(&s, &["trainer", "on", ">right-pw", "~*", "+@all"]);
-    let e = Table::open(
-        s.config(r#""redis_user": "trainer", "redis_password": "wr0ng-pw""#),
-        spec(),
-    )
-    .err()
-    .unwrap();
+    let e = open_as(&s, "trainer", "wr0ng-pw").err().unwrap();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert_eq!(e.tf_code(), 7);
     assert!(e.message().contains(&s.addr()), "{e}");
@@ -68,12 +68,7 @@ fn a_wrong_password_is_permission_denied_and_not_echoed() {
 fn a_user_without_rights_gets_a_permission_error_naming_the_command() {
     let s = Server::start();
     acl(&s, &["nobody", "on", ">pw", "~*", "-@all", "+ping"]);
-    let e = Table::open(
-        s.config(r#""redis_user": "nobody", "redis_password": "pw""#),
-        spec(),
-    )
-    .err()
-    .unwrap();
+    let e = open_as(&s, "nobody", "pw").err().unwrap();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert!(e.message().contains("NOPERM"), "{e}");
     assert!(e.message().contains("no permissions to run the"), "{e}");

@@ -61,29 +61,23 @@ class RedisServer:
             time.sleep(0.02)
 
     def stop(self):
-        try:
-            with open(self.pidfile) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            return
-        try:
-            os.kill(pid, 15)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
+        """Stops the server with SIGTERM (by its pid) and waits until it is gone."""
+        self._signal(15, required=False)
 
     def crash(self):
         """Kills the server with SIGKILL (by its pid), as a crash would, and waits until it is
         gone. `start()` brings it back on the same port and directory."""
-        with open(self.pidfile) as f:
-            pid = int(f.read().strip())
-        os.kill(pid, 9)
+        self._signal(9, required=True)
+
+    def _signal(self, sig, required):
+        try:
+            with open(self.pidfile) as f:
+                pid = int(f.read().strip())
+            os.kill(pid, sig)
+        except (OSError, ValueError):
+            if required:
+                raise
+            return
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -91,7 +85,7 @@ class RedisServer:
             except ProcessLookupError:
                 return
             time.sleep(0.02)
-        raise RuntimeError(f"redis-server {pid} survived SIGKILL")
+        raise RuntimeError(f"redis-server {pid} survived signal {sig}")
 
     def config(self, path, **fields):
         """Writes a standalone, table_store_mode 0 config for this server to `path`."""
