@@ -7,6 +7,7 @@ utilisation = keys/s × server µs/key. Accum runs for ours only (TFRA's needs i
 
     python bench/compare.py [--batch 16384] [--dim 64] [--rounds 5] [--cluster] [--write]
     python bench/compare.py --matrix --write     # batches 1024/16384/131072 × dims 8/64/256
+    python bench/compare.py --matrix --cluster --write   # the same on a 3-master cluster
 """
 
 import argparse
@@ -147,7 +148,9 @@ def main():
     ap.add_argument("--matrix", action="store_true")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    configs = ([(b, d, c) for c in (False, True) for b in (1024, 16384, 131072) for d in (8, 64, 256)]
+    # One topology per process: TFRA's backend keeps one Redis connection per process, so a
+    # standalone run followed by a cluster run in the same process fails on TFRA's side.
+    configs = ([(b, d, args.cluster) for b in (1024, 16384, 131072) for d in (8, 64, 256)]
                if args.matrix else [(args.batch, args.dim, args.cluster)])
     parts = []
     for batch, dim, cluster in configs:
@@ -162,7 +165,8 @@ def main():
         body = (f"Median of {args.rounds - 1} measured rounds (a first warm-up round is dropped), "
                 "backends alternating per round, client and server on the same 2 cores. Client "
                 "CPU is the whole Python process (TensorFlow included).\n\n" + "\n\n".join(parts))
-        label = "TFRA vs ours" + (" (matrix)" if args.matrix else " (cluster)" if args.cluster else "")
+        tags = [t for t, on in (("matrix", args.matrix), ("cluster", args.cluster)) if on]
+        label = "TFRA vs ours" + (f" ({', '.join(tags)})" if tags else "")
         write_section(label, body, " ".join(["python", *sys.argv]))
 
 
