@@ -55,7 +55,10 @@ class RedisServer:
                 if self.command(b"PING") == "PONG":
                     return
             except OSError:
-                pass
+                pass  # not listening yet
+            except RuntimeError as e:
+                if not str(e).startswith("LOADING"):  # replaying its AOF/RDB: keep waiting
+                    raise
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server on {self.port} did not start")
             time.sleep(0.02)
