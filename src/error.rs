@@ -117,6 +117,17 @@ impl Error {
         self.reply.as_deref()
     }
 
+    /// A file-system error on `path` while doing `what`: a missing file is NotFound, any
+    /// other failure InvalidArgument (the path the caller gave is unusable).
+    pub(crate) fn file(what: &str, path: &std::path::Path, err: &std::io::Error) -> Self {
+        let kind = if err.kind() == std::io::ErrorKind::NotFound {
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::InvalidArgument
+        };
+        Error::new(kind, format!("{what} {}: {err}", path.display()))
+    }
+
     /// Maps an I/O error on a connection to `addr` into a Connection or Timeout error.
     pub(crate) fn io(addr: &str, doing: &str, err: &std::io::Error) -> Self {
         use std::io::ErrorKind as K;

@@ -18,15 +18,6 @@ use crate::error::{Error, ErrorKind, Result};
 /// At most this many bytes are buffered per file, whatever `buffer_size` asks for.
 const MAX_BUFFER_BYTES: usize = 64 << 20;
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
-    let kind = if e.kind() == std::io::ErrorKind::NotFound {
-        ErrorKind::NotFound
-    } else {
-        ErrorKind::InvalidArgument
-    };
-    Error::new(kind, format!("{what} {}: {e}", path.display()))
-}
-
 /// The directory to use: the value of `$dirpath_env` if that variable is set, else `dirpath`.
 pub fn resolve_dir(dirpath: &str, dirpath_env: &str) -> PathBuf {
     if !dirpath_env.is_empty() {
@@ -121,7 +112,8 @@ impl Writer {
     ) -> Result<Writer> {
         let base = dir.join(file_name);
         let parent = base.parent().unwrap_or(dir).to_path_buf();
-        fs::create_dir_all(&parent).map_err(|e| io_err("cannot create directory", &parent, e))?;
+        fs::create_dir_all(&parent)
+            .map_err(|e| Error::file("cannot create directory", &parent, &e))?;
         let cap = buffer_rows
             .saturating_mul(row_bytes.max(16))
             .clamp(1 << 16, MAX_BUFFER_BYTES);
@@ -141,7 +133,7 @@ impl Writer {
             };
             let f = opts
                 .open(&path)
-                .map_err(|e| io_err("cannot open", &path, e))?;
+                .map_err(|e| Error::file("cannot open", &path, &e))?;
             Ok(BufWriter::with_capacity(cap / 2, f))
         };
         let keys = open("-keys")?;
@@ -189,7 +181,7 @@ impl Writer {
             })?;
         }
         for (tmp, fin) in &self.renames {
-            fs::rename(tmp, fin).map_err(|e| io_err("cannot rename into place", fin, e))?;
+            fs::rename(tmp, fin).map_err(|e| Error::file("cannot rename into place", fin, &e))?;
         }
         if let Ok(d) = File::open(&self.dir) {
             let _ = d.sync_all();
@@ -209,9 +201,11 @@ pub fn load_paths(dir: &Path, file_name: &str, entire_dir: bool) -> Result<Vec<P
         None => file_name,
     };
     let mut bases = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| io_err("cannot list", dir, e))?;
+    let entries = fs::read_dir(dir).map_err(|e| Error::file("cannot list", dir, &e))?;
     for e in entries {
-        let name = e.map_err(|e| io_err("cannot list", dir, e))?.file_name();
+        let name = e
+            .map_err(|e| Error::file("cannot list", dir, &e))?
+            .file_name();
         let name = name.to_string_lossy();
         if let Some(base) = name.strip_suffix("-keys") {
             if base.starts_with(stem) {
@@ -235,14 +229,14 @@ pub fn read_pair(
 ) -> Result<u64> {
     let kp = with_suffix(base, "-keys");
     let vp = with_suffix(base, "-values");
-    let kf = File::open(&kp).map_err(|e| io_err("cannot open", &kp, e))?;
-    let vf = File::open(&vp).map_err(|e| io_err("cannot open", &vp, e))?;
+    let kf = File::open(&kp).map_err(|e| Error::file("cannot open", &kp, &e))?;
+    let vf = File::open(&vp).map_err(|e| Error::file("cannot open", &vp, &e))?;
     let (klen, vlen) = (
         kf.metadata()
-            .map_err(|e| io_err("cannot stat", &kp, e))?
+            .map_err(|e| Error::file("cannot stat", &kp, &e))?
             .len(),
         vf.metadata()
-            .map_err(|e| io_err("cannot stat", &vp, e))?
+            .map_err(|e| Error::file("cannot stat", &vp, &e))?
             .len(),
     );
     if let (Some(w), true) = (key_type.width(), row_bytes > 0) {

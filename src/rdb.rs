@@ -62,20 +62,7 @@ pub fn write_file(path: &Path, payload: &[u8]) -> Result<()> {
 
 /// Reads a bucket file; a missing file is NotFound naming it.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| {
-        let kind = if e.kind() == std::io::ErrorKind::NotFound {
-            ErrorKind::NotFound
-        } else {
-            ErrorKind::InvalidArgument
-        };
-        Error::new(
-            kind,
-            format!(
-                "table_store_mode 1 restore: cannot read {}: {e}",
-                path.display()
-            ),
-        )
-    })
+    fs::read(path).map_err(|e| Error::file("table_store_mode 1 restore: cannot read", path, &e))
 }
 
 #[cfg(test)]
