@@ -318,9 +318,18 @@ impl Cluster {
         }
     }
 
+    /// Waits (bounded) until every replica has everything its master has written.
+    pub fn wait_replicated(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.replicas_acknowledge() {
+            assert!(Instant::now() < deadline, "replicas never caught up");
+        }
+    }
+
     /// Writes a probe key on each master that has replicas and waits for them to acknowledge
-    /// it (WAIT): true if they all did.
-    pub fn replicas_acknowledge(&self) -> bool {
+    /// it (WAIT on the probe's own connection: a WAIT only covers that connection's writes):
+    /// true if they all did.
+    fn replicas_acknowledge(&self) -> bool {
         for n in &self.nodes {
             let info = String::from_utf8_lossy(&n.cli(&[b"INFO", b"replication"])).into_owned();
             let Some(count) = info
