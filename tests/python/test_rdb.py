@@ -66,12 +66,16 @@ def wait_for_file(path, size):
     """TFRA writes its dump asynchronously: wait (bounded) for the whole file."""
     deadline = time.monotonic() + 20
     while not (os.path.exists(path) and os.path.getsize(path) == size):
-        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
+        got = os.path.getsize(path) if os.path.exists(path) else "no file"
+        assert time.monotonic() < deadline, f"{path} never reached {size} bytes ({got})"
         time.sleep(0.02)
 
 
 def test_rdb_files_move_between_tfra_and_us(redis, tmp_path):
     lib = tmp_path / "lib"
+    # TFRA's export does not reliably create <model_lib_abs_dir>/<model_tag>/ itself (it logs
+    # "failed to create" and writes nothing), so the directory is made here, as its users must.
+    os.makedirs(lib / "test")
     path = redis.config(tmp_path / "r.json", table_store_mode=1, model_lib_abs_dir=str(lib))
     theirs = de.RedisTable(tf.int64, tf.float32, tf.zeros([2]), name="cross_mht_1of1",
                            config=de.RedisTableConfig(redis_config_abs_dir=path))
