@@ -173,7 +173,7 @@ where
         if last_err.is_some() {
             std::thread::sleep(retry.pause(attempt));
         }
-        if refresh {
+        if refresh && router.has_topology() {
             stats::add(Counter::TopologyRefreshes, 1);
             // A failed refresh (the master is still down, say) is retried on the next round.
             if let Err(e) = router.refresh() {

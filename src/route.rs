@@ -102,6 +102,12 @@ impl Router {
         }
     }
 
+    /// Whether the servers can move (cluster slots, a sentinel-managed master). A standalone
+    /// server cannot, so a retry there just reconnects and needs no refresh.
+    pub fn has_topology(&self) -> bool {
+        self.cfg.redis_connection_mode != ConnectionMode::Standalone
+    }
+
     /// The address serving `slot` for `access`.
     pub fn addr_for(&self, slot: usize, access: Access) -> Result<String> {
         match self.cfg.redis_connection_mode {

@@ -32,7 +32,7 @@ fn write_through_a_crash(t: &Table, crash: impl FnOnce() + Send) -> (HashMap<i64
     let (tx, rx) = mpsc::channel::<()>();
     let mut acked = HashMap::new();
     let (mut failed, mut slowest) = (0, Duration::ZERO);
-    let retries = counter("retries");
+    let (retries, refreshes) = (counter("retries"), counter("topology_refreshes"));
     let crashed = std::sync::atomic::AtomicBool::new(false);
     let mut resumed = i64::MAX;
     std::thread::scope(|sc| {
@@ -97,6 +97,8 @@ fn write_through_a_crash(t: &Table, crash: impl FnOnce() + Send) -> (HashMap<i64
         slowest < Duration::from_secs(25),
         "a batch took {slowest:?}"
     );
+    // Cluster and sentinel topologies move: a failed-over server makes the retry refresh.
+    assert!(counter("topology_refreshes") > refreshes);
     eprintln!(
         "failover: {} rows acknowledged, {failed} batches failed cleanly, {} retry rounds, slowest batch {slowest:?}",
         acked.len(),
