@@ -4,15 +4,12 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rustc_hash::FxHashSet;
-
 use crate::accum;
 use crate::codec::{check_pair, decode_str_row, KeyType, Keys, Rows, Storage, ValueType};
 use crate::config::{Config, StoreMode};
-use crate::conn::{Conn, FlatPage, Reply};
+use crate::conn::{Conn, Reply};
 use crate::dispatch::{self, Retry};
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec;
 use crate::files;
 use crate::layout::{self, display_bytes, Buckets};
 use crate::layout_store::{self, Layout};
@@ -20,6 +17,8 @@ use crate::plan::{Chunk, Plan};
 use crate::rdb;
 use crate::rehash::Mover;
 use crate::route::{Access, Router};
+
+mod scan;
 
 /// What a table holds: its name and dtypes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1241,89 +1240,6 @@ impl Table {
 
     /// Streams every row of the table, one HSCAN page per bucket per round (all buckets side
     /// by side), checking each row's key width and value length before handing it to `f`.
-    fn scan_rows(&self, f: impl FnMut(&[u8], &[u8], &[u8]) -> Result<()> + Send) -> Result<()> {
-        let count = self.cfg.keys_sending_size.max(SCAN_PAGE_ROWS).to_string();
-        // Buckets small enough are read whole with HGETALL (about half the server CPU of
-        // HSCAN per row, and atomic); larger ones are paged with HSCAN to bound memory.
-        let lens = self.per_bucket(&self.all_buckets(), b"HLEN", &[], Access::Read)?;
-        let cursors: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(
-            lens.iter()
-                .map(|&n| (n > 0).then(|| b"0".to_vec()))
-                .collect(),
-        );
-        let whole: Vec<bool> = lens
-            .iter()
-            .map(|&n| n as usize <= GETALL_MAX_ROWS)
-            .collect();
-        // Each page is handed to `f` by the I/O thread that read it, so copying overlaps the
-        // server's work on the next buckets; at most `per_round` pages are in memory at once.
-        let f = Mutex::new(f);
-        let per_round = exec::parallelism();
-        loop {
-            let chunks: Vec<Chunk> = {
-                let cur = cursors.lock().unwrap();
-                self.bucket_chunks()
-                    .into_iter()
-                    .filter(|c| cur[c.bucket].is_some())
-                    .take(per_round)
-                    .collect()
-            };
-            if chunks.is_empty() {
-                return Ok(());
-            }
-            self.dispatch(
-                &chunks,
-                Access::Read,
-                true,
-                |c, ch| {
-                    if whole[ch.bucket] {
-                        c.cmd(&[b"HGETALL", self.bucket_name(ch)]);
-                    } else {
-                        let cursor = cursors.lock().unwrap()[ch.bucket]
-                            .clone()
-                            .unwrap_or(b"0".to_vec());
-                        c.cmd(&[
-                            b"HSCAN",
-                            self.bucket_name(ch),
-                            &cursor,
-                            b"COUNT",
-                            count.as_bytes(),
-                        ]);
-                    }
-                },
-                |c, ch| {
-                    let mut page = FlatPage::default();
-                    let next = if whole[ch.bucket] {
-                        c.read_getall(&mut page)?;
-                        None
-                    } else {
-                        let next = c.read_scan_page(&mut page)?;
-                        (next != b"0").then_some(next)
-                    };
-                    let bucket = self.buckets.name(ch.bucket);
-                    if page.len() % 2 != 0 {
-                        return Err(Error::new(
-                            ErrorKind::Server,
-                            format!(
-                                "reading {} returned an odd number of items",
-                                display_bytes(bucket)
-                            ),
-                        ));
-                    }
-                    let mut f = f.lock().unwrap();
-                    for i in (0..page.len()).step_by(2) {
-                        let (k, v) = (page.item(i), page.item(i + 1));
-                        self.check_stored(bucket, k, v)?;
-                        (*f)(bucket, k, v)?;
-                    }
-                    // A page that was handed on must not be read again by a retry.
-                    cursors.lock().unwrap()[ch.bucket] = next;
-                    Ok(())
-                },
-            )?;
-        }
-    }
-
     /// Checks a stored row against the table's key width and value layout.
     fn check_stored(&self, bucket: &[u8], k: &[u8], v: &[u8]) -> Result<()> {
         if self.spec.key_type.width().is_some_and(|w| w != k.len()) {
@@ -1359,12 +1275,7 @@ impl Table {
     fn export_rows(&self) -> Result<Exported> {
         let mut ex = self.empty_export();
         let width = self.spec.key_type.width();
-        // HSCAN may return a field twice while a hash is being resized: keep the first.
-        let mut seen: FxHashSet<Vec<u8>> = FxHashSet::default();
         self.scan_rows(|_, k, v| {
-            if !seen.insert(k.to_vec()) {
-                return Ok(());
-            }
             if self.row == 0 {
                 decode_str_row(
                     v,
@@ -1417,15 +1328,8 @@ impl Table {
             return Err(Error::invalid("export_into needs fixed-size values"));
         }
         let cap = (keys_out.len() / width).min(values_out.len() / row);
-        // HSCAN may return a field twice while a hash is being resized: keep the first.
-        let mut seen: FxHashSet<u64> = FxHashSet::default();
         let mut n = 0usize;
         self.scan_rows(|_, k, v| {
-            let mut packed = [0u8; 8];
-            packed[..width].copy_from_slice(k);
-            if !seen.insert(u64::from_le_bytes(packed)) {
-                return Ok(());
-            }
             if n == cap {
                 return Err(Error::new(
                     ErrorKind::Conflict,

@@ -1,0 +1,186 @@
+//! Streaming the whole table out of Redis (export, save): reader tasks on the I/O pool each
+//! take the next bucket and read it page by page, while the calling thread hands the rows of
+//! finished pages to the consumer. A bounded channel between the two keeps at most a few pages
+//! in memory and lets the server work on the next pages while the caller copies this one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::{Table, GETALL_MAX_ROWS, SCAN_PAGE_ROWS};
+use crate::conn::FlatPage;
+use crate::error::{Error, ErrorKind, Result};
+use crate::exec;
+use crate::layout::display_bytes;
+use crate::plan::Chunk;
+use crate::route::Access;
+
+/// One page of a bucket, read and checked to hold field/value pairs.
+struct Page {
+    bucket: usize,
+    items: FlatPage,
+    /// Read with HSCAN, which may return a field again while the hash is being resized.
+    paged: bool,
+    /// The bucket's last page.
+    last: bool,
+}
+
+/// Keys already handed on from the HSCAN-paged buckets being read (HGETALL replies hold each
+/// field once and need no such set).
+#[derive(Default)]
+struct Seen {
+    fixed: FxHashMap<usize, FxHashSet<u64>>,
+    bytes: FxHashMap<usize, FxHashSet<Vec<u8>>>,
+}
+
+impl Seen {
+    /// Whether `key` of `bucket` is new (and now recorded).
+    fn first(&mut self, bucket: usize, key: &[u8]) -> bool {
+        if key.len() <= 8 {
+            let mut packed = [0u8; 8];
+            packed[..key.len()].copy_from_slice(key);
+            // The length byte keeps short keys distinct from zero-padded longer ones.
+            let tagged = u64::from_le_bytes(packed);
+            let set = self.fixed.entry(bucket * 9 + key.len()).or_default();
+            set.insert(tagged)
+        } else {
+            self.bytes.entry(bucket).or_default().insert(key.to_vec())
+        }
+    }
+
+    /// Forgets a finished bucket.
+    fn done(&mut self, bucket: usize) {
+        self.bytes.remove(&bucket);
+        for len in 0..=8 {
+            self.fixed.remove(&(bucket * 9 + len));
+        }
+    }
+}
+
+impl Table {
+    /// Calls `f(bucket, key, value)` once for every stored row. Buckets small enough are read
+    /// whole with HGETALL (about half the server CPU of HSCAN per row, and atomic); larger
+    /// ones are paged with HSCAN, whose repeats (while a hash is being resized) are dropped.
+    pub(super) fn scan_rows(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let lens = self.per_bucket(&self.all_buckets(), b"HLEN", &[], Access::Read)?;
+        let todo: Vec<usize> = (0..lens.len()).filter(|&b| lens[b] > 0).collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let readers = exec::parallelism().min(todo.len());
+        let next = AtomicUsize::new(0);
+        // Pages waiting for the caller: with one more being read per reader, at most
+        // 2 × readers pages are in memory.
+        let (tx, rx) = mpsc::sync_channel::<Page>(readers);
+        std::thread::scope(|s| {
+            let reading = s.spawn(move || {
+                exec::run_all(readers, |_| loop {
+                    let Some(&bucket) = todo.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        return Ok(());
+                    };
+                    let whole = lens[bucket] as usize <= GETALL_MAX_ROWS;
+                    let mut cursor = b"0".to_vec();
+                    loop {
+                        let (items, more) = self.read_page(bucket, whole, &cursor)?;
+                        let page = Page {
+                            bucket,
+                            items,
+                            paged: !whole,
+                            last: more.is_none(),
+                        };
+                        if tx.send(page).is_err() {
+                            return Ok(()); // the caller stopped on an error of its own
+                        }
+                        match more {
+                            Some(c) => cursor = c,
+                            None => break,
+                        }
+                    }
+                })
+            });
+            let mut handed = Ok(());
+            let mut seen = Seen::default();
+            for page in rx.iter() {
+                let bucket = self.buckets.name(page.bucket);
+                let items = &page.items;
+                handed = (0..items.len()).step_by(2).try_for_each(|i| {
+                    let (k, v) = (items.item(i), items.item(i + 1));
+                    if page.paged && !seen.first(page.bucket, k) {
+                        return Ok(());
+                    }
+                    self.check_stored(bucket, k, v)?;
+                    f(bucket, k, v)
+                });
+                if handed.is_err() {
+                    break;
+                }
+                if page.paged && page.last {
+                    seen.done(page.bucket);
+                }
+            }
+            drop(rx);
+            let read = reading
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            handed.and(read)
+        })
+    }
+
+    /// Reads one page of `bucket` (all of it when `whole`) starting at `cursor`; returns the
+    /// items and the cursor of the next page, if any. Retries resend the same page.
+    fn read_page(
+        &self,
+        bucket: usize,
+        whole: bool,
+        cursor: &[u8],
+    ) -> Result<(FlatPage, Option<Vec<u8>>)> {
+        let count = self.cfg.keys_sending_size.max(SCAN_PAGE_ROWS).to_string();
+        let chunk = Chunk {
+            bucket,
+            start: 0,
+            end: 0,
+        };
+        let page = std::sync::Mutex::new((FlatPage::default(), None));
+        self.dispatch(
+            std::slice::from_ref(&chunk),
+            Access::Read,
+            true,
+            |c, ch| {
+                let name = self.bucket_name(ch);
+                if whole {
+                    c.cmd(&[b"HGETALL", name]);
+                } else {
+                    c.cmd(&[b"HSCAN", name, cursor, b"COUNT", count.as_bytes()]);
+                }
+            },
+            |c, _| {
+                let mut out = page.lock().unwrap();
+                let (items, more) = &mut *out;
+                *items = FlatPage::default();
+                *more = if whole {
+                    c.read_getall(items)?;
+                    None
+                } else {
+                    let next = c.read_scan_page(items)?;
+                    (next != b"0").then_some(next)
+                };
+                Ok(())
+            },
+        )?;
+        let (items, more) = page.into_inner().unwrap();
+        if items.len() % 2 != 0 {
+            return Err(Error::new(
+                ErrorKind::Server,
+                format!(
+                    "reading {} returned an odd number of items",
+                    display_bytes(self.buckets.name(bucket))
+                ),
+            ));
+        }
+        Ok((items, more))
+    }
+}
