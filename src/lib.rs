@@ -20,6 +20,7 @@
 #![cfg_attr(not(test), forbid(clippy::print_stdout))]
 
 mod accum;
+mod block_file;
 mod codec;
 mod config;
 mod conn;
