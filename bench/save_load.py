@@ -1,9 +1,10 @@
 """Save/load throughput of a 1M x 64 float32 table on one local redis-server.
 
-Measures (medians over rounds): save_to_file_system, load_from_file_system, and a
-tf.train.Checkpoint write/read (table_store_mode 0), in MB/s of key+value payload, plus the
-process's peak RSS growth during the file save and load. Writes docs/benchmarks.md section
-"save/load" when --write is given.
+Measures (medians over rounds): export into tensors and import from them (the Redis side of a
+mode-0 checkpoint), save_to_file_system, load_from_file_system, and a tf.train.Checkpoint
+write/read (table_store_mode 0, TensorFlow's checkpoint file writer included) and mode 1, in
+MB/s of key+value payload, plus the process's peak RSS growth during the file save and load.
+Writes docs/benchmarks.md section "save/load" when --write is given.
 
     python bench/save_load.py [--rows 1000000] [--dim 64] [--rounds 3] [--config JSON] [--write]
 """
@@ -27,6 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import redis_embedding as rde  # noqa: E402
+from redis_embedding._ops import ops as _lib  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
 from redis_harness import RedisServer  # noqa: E402
@@ -61,9 +63,21 @@ def main():
         assert int(t.size()) == args.rows
         mb = args.rows * (8 + 4 * args.dim) / 1e6
         files = os.path.join(work, "files")
-        results = {k: [] for k in ("file save", "file load", "checkpoint save (mode 0)",
+        results = {k: [] for k in ("export to tensors", "import from tensors", "file save",
+                                   "file load", "checkpoint save (mode 0)",
                                    "checkpoint load (mode 0)", "checkpoint save (mode 1)",
                                    "checkpoint load (mode 1)")}
+        # The Redis side of a mode-0 checkpoint, without TensorFlow's own checkpoint writer.
+        for _ in range(args.rounds):
+            s = time.perf_counter()
+            keys, values = t.export()
+            results["export to tensors"].append(time.perf_counter() - s)
+            t.clear()
+            s = time.perf_counter()
+            _lib.rde_redis_table_import(t.resource_handle, keys, values)
+            results["import from tensors"].append(time.perf_counter() - s)
+            del keys, values
+        assert int(t.size()) == args.rows
         rss_base = peak_rss_mb()
         for _ in range(args.rounds):
             s = time.perf_counter()

@@ -3,7 +3,6 @@
 //! page cache; with `O_DIRECT` the device reads the aligned buffer itself. File systems that
 //! refuse `O_DIRECT` (tmpfs, some network mounts) get ordinary buffered writes.
 
-use std::alloc::{self, Layout};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,7 +14,8 @@ use std::thread;
 /// logical block size in common use).
 const BLOCK: usize = 4096;
 
-/// A heap buffer aligned to [`BLOCK`].
+/// A buffer of whole pages mapped straight from the kernel (so aligned to [`BLOCK`], zeroed,
+/// and returned to the system when dropped rather than left in a malloc arena).
 struct AlignedBuf {
     ptr: *mut u8,
     cap: usize,
@@ -26,19 +26,31 @@ struct AlignedBuf {
 unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
-    fn new(cap: usize) -> AlignedBuf {
+    fn new(cap: usize) -> io::Result<AlignedBuf> {
         let cap = cap.max(BLOCK).next_multiple_of(BLOCK);
-        let layout = Layout::from_size_align(cap, BLOCK).expect("buffer layout");
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc::alloc_zeroed(layout) };
-        if ptr.is_null() {
-            alloc::handle_alloc_error(layout);
+        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                cap,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
         }
-        AlignedBuf { ptr, cap, len: 0 }
+        Ok(AlignedBuf {
+            ptr: ptr.cast(),
+            cap,
+            len: 0,
+        })
     }
 
     fn filled(&self) -> &[u8] {
-        // SAFETY: `len <= cap` bytes were initialised (the allocation is zeroed).
+        // SAFETY: the mapping is `cap >= len` bytes, all initialised (zero-filled).
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
@@ -54,9 +66,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.cap, BLOCK).expect("buffer layout");
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { alloc::dealloc(self.ptr, layout) };
+        // SAFETY: mapped in `new` with this length.
+        unsafe { libc::munmap(self.ptr.cast(), self.cap) };
     }
 }
 
@@ -108,7 +119,7 @@ impl BlockWriter {
         let (full_tx, full_rx) = mpsc::sync_channel::<AlignedBuf>(1);
         let (empty_tx, empty_rx) = mpsc::channel::<AlignedBuf>();
         empty_tx
-            .send(AlignedBuf::new(buffer_bytes))
+            .send(AlignedBuf::new(buffer_bytes)?)
             .expect("receiver is alive");
         let writer = thread::Builder::new()
             .name("rde-file-writer".into())
@@ -122,7 +133,7 @@ impl BlockWriter {
                 Ok(file)
             })?;
         Ok(BlockWriter {
-            buf: AlignedBuf::new(buffer_bytes),
+            buf: AlignedBuf::new(buffer_bytes)?,
             full: Some(full_tx),
             empty: empty_rx,
             writer: Some(writer),

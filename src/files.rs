@@ -10,14 +10,16 @@
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use crate::block_file::BlockWriter;
 use crate::codec::{KeyType, Keys, Rows};
 use crate::error::{Error, ErrorKind, Result};
 
-/// At most this many bytes are buffered per file, whatever `buffer_size` asks for.
-const MAX_BUFFER_BYTES: usize = 64 << 20;
+/// At most this many bytes are buffered per file (in two halves: one filled while the other is
+/// written), whatever `buffer_size` asks for; a few MB already keep the device busy.
+const MAX_BUFFER_BYTES: usize = 16 << 20;
 
 /// The directory to use: the value of `$dirpath_env` if that variable is set, else `dirpath`.
 pub fn resolve_dir(dirpath: &str, dirpath_env: &str) -> PathBuf {
@@ -256,69 +258,137 @@ pub fn read_pair(
         Ok(read(r, 4, &mut b)?.then(|| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
     };
     let batch = batch_rows.max(1);
-    let mut total = 0u64;
-    loop {
-        let (mut kbuf, mut koffs) = (Vec::new(), vec![0u64]);
-        let (mut vbuf, mut voffs) = (Vec::new(), vec![0u64]);
-        let mut n = 0usize;
-        while n < batch {
-            match key_type.width() {
-                Some(w) => {
-                    if !read(&mut kr, w, &mut kbuf)? {
-                        break;
+    // A reader thread fills the next batch while `f` upserts this one; at most three batches
+    // (reading, queued, upserting) are in memory.
+    let (tx, rx) = mpsc::sync_channel::<Batch>(1);
+    // Upserted batches come back to be refilled, so their buffers are allocated once.
+    let (back_tx, back_rx) = mpsc::channel::<Batch>();
+    let result = std::thread::scope(|s| {
+        let reader = s.spawn(move || -> Result<()> {
+            loop {
+                let mut b = back_rx.try_recv().unwrap_or_default();
+                b.clear();
+                while b.rows < batch {
+                    match key_type.width() {
+                        Some(w) => {
+                            if !read(&mut kr, w, &mut b.keys)? {
+                                break;
+                            }
+                        }
+                        None => {
+                            let Some(len) = read_len(&mut kr)? else { break };
+                            if !read(&mut kr, len, &mut b.keys)? && len > 0 {
+                                return Err(corrupt("the keys file ends inside a key"));
+                            }
+                            b.key_offs.push(b.keys.len() as u64);
+                        }
                     }
+                    if row_bytes > 0 {
+                        if !read(&mut vr, row_bytes, &mut b.values)? {
+                            return Err(corrupt(
+                                "the values file has fewer rows than the keys file",
+                            ));
+                        }
+                    } else {
+                        for _ in 0..dim {
+                            let Some(len) = read_len(&mut vr)? else {
+                                return Err(corrupt(
+                                    "the values file has fewer rows than the keys file",
+                                ));
+                            };
+                            if !read(&mut vr, len, &mut b.values)? && len > 0 {
+                                return Err(corrupt("the values file ends inside a value"));
+                            }
+                            b.value_offs.push(b.values.len() as u64);
+                        }
+                    }
+                    b.rows += 1;
                 }
-                None => {
-                    let Some(len) = read_len(&mut kr)? else { break };
-                    if !read(&mut kr, len, &mut kbuf)? && len > 0 {
-                        return Err(corrupt("the keys file ends inside a key"));
-                    }
-                    koffs.push(kbuf.len() as u64);
+                let last = b.rows < batch;
+                if b.rows > 0 && tx.send(b).is_err() {
+                    return Ok(()); // `f` failed; its error is reported
+                }
+                if last {
+                    break;
                 }
             }
-            if row_bytes > 0 {
-                if !read(&mut vr, row_bytes, &mut vbuf)? {
-                    return Err(corrupt("the values file has fewer rows than the keys file"));
-                }
-            } else {
-                for _ in 0..dim {
-                    let Some(len) = read_len(&mut vr)? else {
-                        return Err(corrupt("the values file has fewer rows than the keys file"));
-                    };
-                    if !read(&mut vr, len, &mut vbuf)? && len > 0 {
-                        return Err(corrupt("the values file ends inside a value"));
-                    }
-                    voffs.push(vbuf.len() as u64);
-                }
+            if read(&mut vr, 1, &mut Vec::new())? {
+                return Err(corrupt("the values file has more rows than the keys file"));
             }
-            n += 1;
+            Ok(())
+        });
+        let mut total = 0u64;
+        let mut handed = Ok(());
+        for b in rx.iter() {
+            handed = b.hand_to(key_type, dim, row_bytes, &mut f);
+            if handed.is_err() {
+                break;
+            }
+            total += b.rows as u64;
+            let _ = back_tx.send(b); // the reader may be done
         }
-        if n == 0 {
-            break;
+        drop(rx);
+        let read = reader
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        handed.and(read).map(|()| total)
+    });
+    crate::exec::trim_heap();
+    result
+}
+
+/// Rows read from a file pair, owned so that they can cross to the upserting thread.
+struct Batch {
+    keys: Vec<u8>,
+    key_offs: Vec<u64>,
+    values: Vec<u8>,
+    value_offs: Vec<u64>,
+    rows: usize,
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            keys: Vec::new(),
+            key_offs: vec![0],
+            values: Vec::new(),
+            value_offs: vec![0],
+            rows: 0,
         }
-        let keys = Keys::new(key_type, &kbuf, &koffs)?;
+    }
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.key_offs.truncate(1);
+        self.values.clear();
+        self.value_offs.truncate(1);
+        self.rows = 0;
+    }
+
+    fn hand_to(
+        &self,
+        key_type: KeyType,
+        dim: usize,
+        row_bytes: usize,
+        f: &mut impl FnMut(&Keys<'_>, &Rows<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let keys = Keys::new(key_type, &self.keys, &self.key_offs)?;
         let rows = if row_bytes > 0 {
             Rows::Fixed {
-                data: &vbuf,
+                data: &self.values,
                 row: row_bytes,
             }
         } else {
             Rows::Str {
-                data: &vbuf,
-                offsets: &voffs,
+                data: &self.values,
+                offsets: &self.value_offs,
                 dim,
             }
         };
-        f(&keys, &rows)?;
-        total += n as u64;
-        if n < batch {
-            break;
-        }
+        f(&keys, &rows)
     }
-    if read(&mut vr, 1, &mut Vec::new())? {
-        return Err(corrupt("the values file has more rows than the keys file"));
-    }
-    Ok(total)
 }
 
 fn read_exact_or_eof(r: &mut impl Read, n: usize, out: &mut Vec<u8>) -> std::io::Result<bool> {

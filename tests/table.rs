@@ -511,3 +511,38 @@ fn compact_storage_halves_the_bytes_and_round_trips_within_precision() {
     let e = redis_embedding::Config::from_json(r#"{"rde_value_storage": "fp8"}"#).unwrap_err();
     assert!(e.message().contains("rde_value_storage"), "{e}");
 }
+
+#[test]
+fn file_save_writes_every_row_once_from_paged_and_whole_buckets() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    // One bucket of 80k rows is paged with HSCAN; 8 spread buckets are read whole.
+    for (name, extra) in [
+        ("paged", ""),
+        (
+            "spread",
+            r#""storage_slice": 8, "rde_standalone_buckets": true"#,
+        ),
+    ] {
+        let t = f32_table(&s, name, 2, extra);
+        let keys: Vec<i64> = (0..80_000).collect();
+        let vals: Vec<f32> = keys.iter().flat_map(|&k| [k as f32, 0.5]).collect();
+        insert(&t, &keys, &vals);
+        let rows = t.save_to_files(dir.path(), name, false, 1000).unwrap();
+        assert_eq!(rows, 80_000, "{name}");
+        let len = |suffix: &str| {
+            std::fs::metadata(dir.path().join(format!("{name}{suffix}")))
+                .unwrap()
+                .len()
+        };
+        assert_eq!((len("-keys"), len("-values")), (80_000 * 8, 80_000 * 8));
+        t.clear().unwrap();
+        assert_eq!(
+            t.load_from_files(dir.path(), name, false, 777).unwrap(),
+            80_000
+        );
+        let (v, ex) = find(&t, &keys, 2);
+        assert!(ex.iter().all(|&e| e == 1), "{name}");
+        assert_eq!(v, vals, "{name}");
+    }
+}

@@ -4,7 +4,7 @@
 //! in memory and lets the server work on the next pages while the caller copies this one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -71,12 +71,25 @@ impl Table {
         if todo.is_empty() {
             return Ok(());
         }
-        let readers = exec::parallelism().min(todo.len());
+        // Two readers per server keep each one busy (one reply is read while the server
+        // produces the other); more only hold more pages.
+        let servers: FxHashSet<String> = todo
+            .iter()
+            .filter_map(|&b| {
+                self.router
+                    .addr_for(self.bucket_slots[b], Access::Read)
+                    .ok()
+            })
+            .collect();
+        let readers = exec::parallelism()
+            .min(2 * servers.len().max(1))
+            .min(todo.len());
         let next = AtomicUsize::new(0);
-        // Pages waiting for the caller: with one more being read per reader, at most
-        // 2 × readers pages are in memory.
-        let (tx, rx) = mpsc::sync_channel::<Page>(readers);
-        std::thread::scope(|s| {
+        // At most readers + 2 pages exist (one being read per reader, one queued, one being
+        // handed on), and their buffers are reused.
+        let (tx, rx) = mpsc::sync_channel::<Page>(1);
+        let spare: &Mutex<Vec<FlatPage>> = &Mutex::new(Vec::new());
+        let result = std::thread::scope(|s| {
             let reading = s.spawn(move || {
                 exec::run_all(readers, |_| loop {
                     let Some(&bucket) = todo.get(next.fetch_add(1, Ordering::Relaxed)) else {
@@ -85,7 +98,8 @@ impl Table {
                     let whole = lens[bucket] as usize <= GETALL_MAX_ROWS;
                     let mut cursor = b"0".to_vec();
                     loop {
-                        let (items, more) = self.read_page(bucket, whole, &cursor)?;
+                        let reuse = spare.lock().unwrap().pop().unwrap_or_default();
+                        let (items, more) = self.read_page(bucket, whole, &cursor, reuse)?;
                         let page = Page {
                             bucket,
                             items,
@@ -121,13 +135,16 @@ impl Table {
                 if page.paged && page.last {
                     seen.done(page.bucket);
                 }
+                spare.lock().unwrap().push(page.items);
             }
             drop(rx);
             let read = reading
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
             handed.and(read)
-        })
+        });
+        exec::trim_heap();
+        result
     }
 
     /// Reads one page of `bucket` (all of it when `whole`) starting at `cursor`; returns the
@@ -137,6 +154,7 @@ impl Table {
         bucket: usize,
         whole: bool,
         cursor: &[u8],
+        reuse: FlatPage,
     ) -> Result<(FlatPage, Option<Vec<u8>>)> {
         let count = self.cfg.keys_sending_size.max(SCAN_PAGE_ROWS).to_string();
         let chunk = Chunk {
@@ -144,7 +162,7 @@ impl Table {
             start: 0,
             end: 0,
         };
-        let page = std::sync::Mutex::new((FlatPage::default(), None));
+        let page = Mutex::new((reuse, None));
         self.dispatch(
             std::slice::from_ref(&chunk),
             Access::Read,
@@ -160,7 +178,6 @@ impl Table {
             |c, _| {
                 let mut out = page.lock().unwrap();
                 let (items, more) = &mut *out;
-                *items = FlatPage::default();
                 *more = if whole {
                     c.read_getall(items)?;
                     None
