@@ -8,6 +8,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::block_file::BlockWriter;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The file name of `bucket`: the bucket name with every byte outside `[A-Za-z0-9:{}_.-]`
@@ -49,8 +50,10 @@ pub fn write_file(path: &Path, payload: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp).map_err(|e| err("cannot create", e))?;
-    f.write_all(payload).map_err(|e| err("cannot write", e))?;
+    let mut w = BlockWriter::create(&tmp, payload.len().clamp(1 << 16, 8 << 20))
+        .map_err(|e| err("cannot create", e))?;
+    w.write_all(payload).map_err(|e| err("cannot write", e))?;
+    let f = w.finish().map_err(|e| err("cannot write", e))?;
     f.sync_all().map_err(|e| err("cannot fsync", e))?;
     drop(f);
     fs::rename(&tmp, path).map_err(|e| err("cannot rename into place", e))?;

@@ -10,6 +10,7 @@ use crate::config::{Config, StoreMode};
 use crate::conn::{Conn, Reply};
 use crate::dispatch::{self, Retry};
 use crate::error::{Error, ErrorKind, Result};
+use crate::exec;
 use crate::files;
 use crate::layout::{self, display_bytes, Buckets};
 use crate::layout_store::{self, Layout};
@@ -356,6 +357,19 @@ impl Table {
             encode,
             decode,
         )
+    }
+
+    /// How many servers own `buckets` (those whose owner is unknown right now not counted).
+    fn servers_of(&self, buckets: &[usize]) -> usize {
+        let addrs: rustc_hash::FxHashSet<String> = buckets
+            .iter()
+            .filter_map(|&b| {
+                self.router
+                    .addr_for(self.bucket_slots[b], Access::Read)
+                    .ok()
+            })
+            .collect();
+        addrs.len().max(1)
     }
 
     /// One chunk per bucket, for per-bucket admin commands.
@@ -1125,7 +1139,18 @@ impl Table {
 
     fn dump_buckets(&self) -> Result<()> {
         let dir = rdb::dir(&self.cfg.model_lib_abs_dir, &self.cfg.model_tag_runtime)?;
-        for b in self.buckets.names() {
+        let names = self.buckets.names();
+        // Two workers per server: one bucket's file is written while the server dumps the
+        // next. Each holds one bucket's payload.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let workers = (2 * self.servers_of(&self.all_buckets()))
+            .min(exec::parallelism())
+            .min(names.len());
+        exec::run_all(workers, |_| loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(b) = names.get(i).map(Vec::as_slice) else {
+                return Ok(());
+            };
             let payload =
                 match layout_store::call(&self.router, self.retry, b, Access::Read, &[b"DUMP", b])?
                 {
@@ -1134,12 +1159,13 @@ impl Table {
                     other => {
                         return Err(Error::new(
                             ErrorKind::Server,
-                            format!("DUMP replied {other:?}"),
+                            format!("DUMP of {} replied {other:?}", display_bytes(b)),
                         ))
                     }
                 };
             rdb::write_file(&dir.join(rdb::file_name(b)), &payload)?;
-        }
+        })?;
+        exec::trim_heap();
         log::info!(
             "saved {} bucket(s) of {} to {}",
             self.buckets.len(),

@@ -73,16 +73,8 @@ impl Table {
         }
         // Two readers per server keep each one busy (one reply is read while the server
         // produces the other); more only hold more pages.
-        let servers: FxHashSet<String> = todo
-            .iter()
-            .filter_map(|&b| {
-                self.router
-                    .addr_for(self.bucket_slots[b], Access::Read)
-                    .ok()
-            })
-            .collect();
         let readers = exec::parallelism()
-            .min(2 * servers.len().max(1))
+            .min(2 * self.servers_of(&todo))
             .min(todo.len());
         let next = AtomicUsize::new(0);
         // At most readers + 2 pages exist (one being read per reader, one queued, one being
