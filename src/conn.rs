@@ -301,6 +301,11 @@ impl Conn {
         r.map_err(|e| Error::io(&self.addr, "sending commands", &e))
     }
 
+    /// Bytes queued and not sent yet.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.len()
+    }
+
     /// Replies not read yet.
     pub fn pending(&self) -> usize {
         self.pending

@@ -16,6 +16,10 @@ use crate::plan::Chunk;
 use crate::route::{Access, Router};
 use crate::stats::{self, Counter};
 
+/// A pipeline's queued commands are sent once they hold this many bytes, before the rest are
+/// encoded.
+const EARLY_SEND_BYTES: usize = 128 << 10;
+
 /// How a request may be retried.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -224,18 +228,27 @@ where
                 .collect()
         }
     };
+    let mut sent = Ok(());
     for &(ci, ask) in items {
         if ask {
             c.cmd(&[b"ASKING"]);
         }
         encode(&mut c, &chunks[ci]);
+        // Big pipelines are sent as they are encoded, so the server starts on the first
+        // command while the rest are still being written.
+        if c.queued_bytes() >= EARLY_SEND_BYTES {
+            sent = c.flush();
+            if sent.is_err() {
+                break;
+            }
+        }
     }
     if let Some((n, ms)) = ack {
         c.cmd(&[b"WAIT", n.to_string().as_bytes(), ms.to_string().as_bytes()]);
     }
     stats::add(Counter::Pipelines, 1);
     stats::add(Counter::Commands, items.len() as u64);
-    if let Err(e) = c.flush() {
+    if let Err(e) = sent.and_then(|()| c.flush()) {
         stats::count_fault(&e);
         pool.put(c, false);
         return items

@@ -14,6 +14,28 @@ pub struct Chunk {
     pub end: usize,
 }
 
+/// Deduplicates `n` keys (`key(i)` is the i-th): (first, last, of) as in [`Plan`].
+fn dedup<K: std::hash::Hash + Eq>(
+    n: usize,
+    key: impl Fn(usize) -> K,
+) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let mut index: FxHashMap<K, u32> = FxHashMap::default();
+    index.reserve(n);
+    let (mut first, mut last, mut of) = (Vec::new(), Vec::new(), Vec::with_capacity(n));
+    for i in 0..n {
+        let next = first.len() as u32;
+        let d = *index.entry(key(i)).or_insert(next);
+        if d == next {
+            first.push(i as u32);
+            last.push(i as u32);
+        } else {
+            last[d as usize] = i as u32;
+        }
+        of.push(d);
+    }
+    (first, last, of)
+}
+
 /// The plan for one batch of keys.
 #[derive(Debug)]
 pub struct Plan {
@@ -38,21 +60,17 @@ impl Plan {
         bucket_of: impl Fn(&[u8]) -> usize,
     ) -> Plan {
         let n = keys.len();
-        let mut index: FxHashMap<&[u8], u32> = FxHashMap::default();
-        index.reserve(n);
-        let (mut first, mut last, mut of) = (Vec::new(), Vec::new(), Vec::with_capacity(n));
-        for i in 0..n {
-            let k = keys.get(i);
-            let next = first.len() as u32;
-            let d = *index.entry(k).or_insert(next);
-            if d == next {
-                first.push(i as u32);
-                last.push(i as u32);
-            } else {
-                last[d as usize] = i as u32;
-            }
-            of.push(d);
-        }
+        let (first, last, of) = match *keys {
+            // Numeric keys are deduplicated as integers: hashing and comparing a word is
+            // several times cheaper than a byte slice (this loop was 15% of a lookup's
+            // client CPU at 16,384 keys).
+            Keys::Fixed { data, width } if width <= 8 => dedup(n, |i| {
+                let mut word = [0u8; 8];
+                word[..width].copy_from_slice(&data[i * width..(i + 1) * width]);
+                u64::from_le_bytes(word)
+            }),
+            _ => dedup(n, |i| keys.get(i)),
+        };
         // Counting sort of distinct keys by bucket.
         let bucket: Vec<u32> = if n_buckets <= 1 {
             Vec::new()
