@@ -90,7 +90,6 @@ where
     E: Fn(&mut Conn, &Chunk) + Sync,
     D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
 {
-    let width = exec::parallelism();
     // (chunk index, ASK target)
     let mut pending: Vec<(usize, Option<String>)> = (0..chunks.len()).map(|i| (i, None)).collect();
     let mut attempt = 0u32;
@@ -112,7 +111,7 @@ where
             };
             groups.entry(addr).or_default().push((ci, is_ask));
         }
-        let pipes = split(groups, width);
+        let pipes = split(groups);
         let outcomes: Mutex<Vec<Outcome>> = Mutex::new(unroutable);
         exec::run_all(pipes.len(), |p| {
             let (addr, items) = &pipes[p];
@@ -187,21 +186,12 @@ where
     }
 }
 
-/// Splits each server's commands into pipelines so that about `width` run at once.
-fn split(
-    groups: FxHashMap<String, Vec<(usize, bool)>>,
-    width: usize,
-) -> Vec<(String, Vec<(usize, bool)>)> {
-    let per_server = (width / groups.len().max(1)).max(1);
-    let mut pipes = Vec::new();
-    for (addr, items) in groups {
-        let n = per_server.min(items.len());
-        let per = items.len().div_ceil(n);
-        for part in items.chunks(per) {
-            pipes.push((addr.clone(), part.to_vec()));
-        }
-    }
-    pipes
+/// One pipeline per server. Splitting one server's commands over several connections only
+/// moved them between threads: at 16,384 keys x 64 f32 on one server, four pipelines cost
+/// 0.17-0.21 us of client CPU per key against 0.14-0.18 for one, at the same or lower keys/s
+/// (the server runs one command at a time, and replies stream back while later ones run).
+fn split(groups: FxHashMap<String, Vec<(usize, bool)>>) -> Vec<(String, Vec<(usize, bool)>)> {
+    groups.into_iter().collect()
 }
 
 #[allow(clippy::too_many_arguments)]

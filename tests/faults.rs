@@ -124,7 +124,7 @@ fn connections_killed_during_a_load_lose_nothing() {
         "kill during load: {kills} connections killed, {} connection failures, 100 inserts acknowledged",
         counter("connection_failures") - failures
     );
-    assert!(kills >= 50, "only {kills} connections were killed");
+    assert!(kills >= 20, "only {kills} connections were killed");
     assert!(counter("connection_failures") > failures);
     for b in 0..100i64 {
         let keys: Vec<i64> = (b * 500..(b + 1) * 500).collect();
