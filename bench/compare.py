@@ -1,7 +1,8 @@
 """Side-by-side throughput of TFRA 0.8.1's Redis backend and ours, through the same
 `de.Variable` calls, in one process against one redis-server, alternating backends per round.
 
-For each workload it reports the median over rounds of keys/s, client CPU µs per key (this
+Each round times a run of calls per workload (at least --keys-per-sample keys, so short calls
+are not timed one by one). For each workload it reports the median over rounds of keys/s, client CPU µs per key (this
 process's user+sys time), server CPU µs per key (INFO cpu of redis-server) and server
 utilisation = keys/s × server µs/key. Accum runs for ours only (TFRA's needs its server module).
 
@@ -53,7 +54,7 @@ def client_cpu():
     return r.ru_utime + r.ru_stime
 
 
-def run_matrix(batch, dim, rounds, cluster, workdir):
+def run_matrix(batch, dim, rounds, cluster, workdir, keys_per_sample):
     if cluster:
         server = RedisCluster(workdir)
         nodes = server.nodes
@@ -80,31 +81,40 @@ def run_matrix(batch, dim, rounds, cluster, workdir):
         values = tf.random.uniform([batch, dim])
         present = {}
         samples = {w: {b: [] for b in variables} for w in WORKLOADS}
+        # A sample is `calls` calls (at least keys_per_sample keys), so that short calls are
+        # not timed one by one against the server's CPU-time resolution.
+        calls = max(1, keys_per_sample // batch)
+        exists = tf.ones([batch], tf.bool)
         for r in range(rounds):
             for name, var in (variables.items() if r % 2 == 0 else reversed(variables.items())):
                 base = present.setdefault(name, [])
-                new_keys = tf.constant(np.arange(len(base) * batch, (len(base) + 1) * batch)
-                                       + 10**12, tf.int64)
-                zipf = tf.constant(rng.zipf(1.2, batch) % 10_000_000, tf.int64)
-                absent = tf.constant(rng.integers(2 * 10**12, 3 * 10**12, batch), tf.int64)
+                new_keys = [tf.constant(np.arange((len(base) + i) * batch,
+                                                  (len(base) + i + 1) * batch) + 10**12, tf.int64)
+                            for i in range(calls)]
+                zipf = [tf.constant(rng.zipf(1.2, batch) % 10_000_000, tf.int64)
+                        for _ in range(calls)]
+                absent = [tf.constant(rng.integers(2 * 10**12, 3 * 10**12, batch), tf.int64)
+                          for _ in range(calls)]
                 ops = {
-                    "upsert (new keys, uniform)": lambda: var.upsert(new_keys, values),
-                    "lookup, present": lambda: var.lookup(new_keys),
-                    "lookup, absent": lambda: var.lookup(absent),
-                    "Zipf(1.2) upsert": lambda: var.upsert(zipf, values),
-                    "Zipf(1.2) lookup": lambda: var.lookup(zipf),
-                    "accum (ours only)": lambda: var.tables[0].accum(
-                        new_keys, values, tf.ones([batch], tf.bool)),
+                    "upsert (new keys, uniform)": lambda i: var.upsert(new_keys[i], values),
+                    "lookup, present": lambda i: var.lookup(new_keys[i]),
+                    "lookup, absent": lambda i: var.lookup(absent[i]),
+                    "Zipf(1.2) upsert": lambda i: var.upsert(zipf[i], values),
+                    "Zipf(1.2) lookup": lambda i: var.lookup(zipf[i]),
+                    "accum (ours only)": lambda i: var.tables[0].accum(
+                        new_keys[i], values, exists),
                 }
                 for w in WORKLOADS:
                     if w.startswith("accum") and name == "TFRA":
                         continue
                     s0, c0, t0 = server_cpu(nodes), client_cpu(), time.perf_counter()
-                    ops[w]()
+                    for i in range(calls):
+                        ops[w](i)
                     t1, c1, s1 = time.perf_counter(), client_cpu(), server_cpu(nodes)
                     if r > 0:  # the first round warms connections and caches
-                        samples[w][name].append((t1 - t0, c1 - c0, s1 - s0))
-                base.append(1)
+                        samples[w][name].append(((t1 - t0) / calls, (c1 - c0) / calls,
+                                                 (s1 - s0) / calls))
+                base.extend([1] * calls)
         rows = []
         for w in WORKLOADS:
             for name in variables:
@@ -147,6 +157,8 @@ def main():
     ap.add_argument("--cluster", action="store_true")
     ap.add_argument("--matrix", action="store_true")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--keys-per-sample", type=int, default=131072,
+                    help="each timed sample runs ceil(this / batch) calls")
     args = ap.parse_args()
     # One topology per process: TFRA's backend keeps one Redis connection per process, so a
     # standalone run followed by a cluster run in the same process fails on TFRA's side.
@@ -156,15 +168,17 @@ def main():
     for batch, dim, cluster in configs:
         work = tempfile.mkdtemp(prefix="rde-cmp-")
         try:
-            rows = run_matrix(batch, dim, args.rounds, cluster, work)
+            rows = run_matrix(batch, dim, args.rounds, cluster, work, args.keys_per_sample)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         parts.append(table(rows, batch, dim, cluster))
         print(parts[-1], flush=True)
     if args.write:
         body = (f"Median of {args.rounds - 1} measured rounds (a first warm-up round is dropped), "
-                "backends alternating per round, client and server on the same 2 cores. Client "
-                "CPU is the whole Python process (TensorFlow included).\n\n" + "\n\n".join(parts))
+                "backends alternating per round, client and server on the same 2 cores; each "
+                f"round times max(1, {args.keys_per_sample:,} / batch) calls per workload and "
+                "reports their mean. Client CPU is the whole Python process (TensorFlow "
+                "included).\n\n" + "\n\n".join(parts))
         tags = [t for t, on in (("matrix", args.matrix), ("cluster", args.cluster)) if on]
         label = "TFRA vs ours" + (f" ({', '.join(tags)})" if tags else "")
         write_section(label, body, " ".join(["python", *sys.argv]))
