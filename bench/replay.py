@@ -8,64 +8,123 @@ Prints redis-server CPU per key and INFO commandstats time per key for HSET and 
 
     python bench/replay.py {one,eight} [iterations]
 """
-import os, sys, socket, struct, threading, time, tempfile, shutil, re
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
-from redis_harness import RedisServer
+
+import os
+import re
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+
 import numpy as np
-mode = sys.argv[1]; iters = int(sys.argv[2]) if len(sys.argv) > 2 else 60
-work = tempfile.mkdtemp(prefix="rde-raw-"); server = RedisServer(work)
-val = np.random.default_rng(0).random(64, dtype=np.float32).tobytes()
-def enc(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args: out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-def conn():
-    s = socket.create_connection(("127.0.0.1", server.port)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1); return s
-def read_replies(s, n):
-    # crude: read until we've seen n top-level replies; replies are ints or arrays of bulks of fixed size
-    buf = b""; got = 0; pos = 0
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
+from redis_harness import RedisServer  # noqa: E402
+
+BATCH = 16384
+VALUE = np.random.default_rng(0).random(64, dtype=np.float32).tobytes()
+# One HMGET reply item: "$256\r\n" + 256 bytes + "\r\n".
+ITEM_BYTES = len(b"$%d\r\n" % len(VALUE)) + len(VALUE) + 2
+
+
+def encode(*args):
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(parts)
+
+
+def commands(cmd, keys, per_command):
+    """`cmd` over `keys`, `per_command` keys per command (HSET with the fixed value)."""
+    out = []
+    for i in range(0, len(keys), per_command):
+        args = []
+        for k in keys[i:i + per_command]:
+            args.append(struct.pack("<q", int(k)))
+            if cmd == b"HSET":
+                args.append(VALUE)
+        out.append(encode(cmd, b"bucket", *args))
+    return out
+
+
+def read_replies(sock, n):
+    """Reads `n` replies: integers, or arrays of VALUE-sized bulk strings."""
+    buf, got = b"", 0
     while got < n:
-        chunk = s.recv(1 << 20); buf += chunk
-        while True:
-            if pos >= len(buf): break
-            t = buf[pos:pos+1]
-            e = buf.find(b"\r\n", pos)
-            if e < 0: break
-            if t == b":":
-                pos = e + 2; got += 1; continue
-            if t == b"*":
-                m = int(buf[pos+1:e]); need = e + 2 + m * (len(b"$256\r\n") + 256 + 2)
-                if len(buf) < need: break
-                pos = need; got += 1; continue
-            raise RuntimeError(buf[pos:pos+20])
-        buf = buf[pos:]; pos = 0
-def cmds(cmd, keys, size):
-    return [enc(cmd, b"b", *[x for k in keys[i:i+size] for x in ((struct.pack("<q", int(k)), val) if cmd == b"HSET" else (struct.pack("<q", int(k)),))]) for i in range(0, len(keys), size)]
-def scpu():
-    f = open(f"/proc/{open(server.pidfile).read().strip()}/stat").read().split(")")[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-try:
-    B = 16384
-    prep = []
-    for it in range(iters):
-        keys = np.arange(it * B, (it + 1) * B) + 10**12
-        size = 1024 if mode == "one" else 2048
-        prep.append((cmds(b"HSET", keys, size), cmds(b"HMGET", keys, size)))
-    conns = [conn() for _ in range(8)]
-    s0 = scpu(); t0 = time.perf_counter()
-    for hs, hm in prep:
-        for group in (hs, hm):
-            if mode == "one":
-                conns[0].sendall(b"".join(group)); read_replies(conns[0], len(group))
+        buf += sock.recv(1 << 20)
+        while buf:
+            end = buf.find(b"\r\n")
+            if end < 0:
+                break
+            if buf[:1] == b":":
+                size = end + 2
+            elif buf[:1] == b"*":
+                size = end + 2 + int(buf[1:end]) * ITEM_BYTES
             else:
-                def run(i):
-                    conns[i].sendall(group[i]); read_replies(conns[i], 1)
-                ts = [threading.Thread(target=run, args=(i,)) for i in range(len(group))]
-                [t.start() for t in ts]; [t.join() for t in ts]
-    wall = time.perf_counter() - t0; srv = scpu() - s0
-    info = server.command(b"INFO", b"commandstats").decode()
-    k = iters * B
-    st = {c: int(u) / k for c, u in re.findall(r"cmdstat_(\w+):calls=\d+,usec=(\d+)", info)}
-    print(mode, "server us/key %.3f" % (srv / k * 1e6), {c: round(v, 3) for c, v in st.items() if c in ("hset", "hmget")}, "wall %.1fs" % wall)
-finally:
-    server.stop(); shutil.rmtree(work, ignore_errors=True)
+                raise RuntimeError(f"unexpected reply {buf[:40]!r}")
+            if len(buf) < size:
+                break
+            buf, got = buf[size:], got + 1
+
+
+def main():
+    mode = sys.argv[1]
+    iterations = int(sys.argv[2]) if len(sys.argv) > 2 else 60
+    work = tempfile.mkdtemp(prefix="rde-replay-")
+    server = RedisServer(work)
+    try:
+        with open(server.pidfile) as f:
+            pid = int(f.read().strip())
+
+        def server_cpu():
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().split(")")[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        per_command = 1024 if mode == "one" else 2048
+        calls = []
+        for it in range(iterations):
+            keys = np.arange(it * BATCH, (it + 1) * BATCH) + 10**12
+            calls.append((commands(b"HSET", keys, per_command),
+                          commands(b"HMGET", keys, per_command)))
+        socks = []
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            socks.append(s)
+
+        def one_each(i, cmd):
+            socks[i].sendall(cmd)
+            read_replies(socks[i], 1)
+
+        cpu0, t0 = server_cpu(), time.perf_counter()
+        for writes, reads in calls:
+            for group in (writes, reads):
+                if mode == "one":
+                    socks[0].sendall(b"".join(group))
+                    read_replies(socks[0], len(group))
+                else:
+                    threads = [threading.Thread(target=one_each, args=(i, c))
+                               for i, c in enumerate(group)]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+        wall, cpu = time.perf_counter() - t0, server_cpu() - cpu0
+        keys = iterations * BATCH
+        stats = server.command(b"INFO", b"commandstats").decode()
+        per_key = {c: round(int(us) / keys, 3)
+                   for c, us in re.findall(r"cmdstat_(\w+):calls=\d+,usec=(\d+)", stats)
+                   if c in ("hset", "hmget")}
+        print(f"{mode}: server {cpu / keys * 1e6:.3f} us/key, commandstats us/key {per_key}, "
+              f"wall {wall:.1f} s")
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
