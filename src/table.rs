@@ -1,6 +1,7 @@
 //! `Table`: one embedding table in Redis. Each operation plans its keys (dedup, bucket,
 //! chunk), runs the pipelines on pooled connections, and merges the replies by position.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -359,9 +360,15 @@ impl Table {
         )
     }
 
-    /// How many servers own `buckets` (those whose owner is unknown right now not counted).
-    fn servers_of(&self, buckets: &[usize]) -> usize {
-        let addrs: rustc_hash::FxHashSet<String> = buckets
+    /// Runs `work(bucket)` for every one of `buckets`, each taken by the next free worker: two
+    /// workers per server owning them (one bucket's result is handled while that server works
+    /// on the next), at most `RDE_IO_THREADS`. Stops at the first error.
+    fn each_bucket_in_parallel(
+        &self,
+        buckets: &[usize],
+        work: impl Fn(usize) -> Result<()> + Sync,
+    ) -> Result<()> {
+        let servers: rustc_hash::FxHashSet<String> = buckets
             .iter()
             .filter_map(|&b| {
                 self.router
@@ -369,7 +376,16 @@ impl Table {
                     .ok()
             })
             .collect();
-        addrs.len().max(1)
+        let workers = exec::parallelism()
+            .min(2 * servers.len().max(1))
+            .min(buckets.len());
+        let next = AtomicUsize::new(0);
+        exec::run_all(workers, |_| loop {
+            let Some(&b) = buckets.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                return Ok(());
+            };
+            work(b)?;
+        })
     }
 
     /// One chunk per bucket, for per-bucket admin commands.
@@ -1139,18 +1155,10 @@ impl Table {
 
     fn dump_buckets(&self) -> Result<()> {
         let dir = rdb::dir(&self.cfg.model_lib_abs_dir, &self.cfg.model_tag_runtime)?;
-        let names = self.buckets.names();
-        // Two workers per server: one bucket's file is written while the server dumps the
-        // next. Each holds one bucket's payload.
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let workers = (2 * self.servers_of(&self.all_buckets()))
-            .min(exec::parallelism())
-            .min(names.len());
-        exec::run_all(workers, |_| loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(b) = names.get(i).map(Vec::as_slice) else {
-                return Ok(());
-            };
+        // One bucket's file is written while the server dumps the next; each worker holds
+        // one bucket's payload.
+        self.each_bucket_in_parallel(&self.all_buckets(), |i| {
+            let b = self.buckets.name(i);
             let payload =
                 match layout_store::call(&self.router, self.retry, b, Access::Read, &[b"DUMP", b])?
                 {
@@ -1163,7 +1171,7 @@ impl Table {
                         ))
                     }
                 };
-            rdb::write_file(&dir.join(rdb::file_name(b)), &payload)?;
+            rdb::write_file(&dir.join(rdb::file_name(b)), &payload)
         })?;
         exec::trim_heap();
         log::info!(

@@ -3,7 +3,6 @@
 //! finished pages to the consumer. A bounded channel between the two keeps at most a few pages
 //! in memory and lets the server work on the next pages while the caller copies this one.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -30,7 +29,8 @@ struct Page {
 /// field once and need no such set).
 #[derive(Default)]
 struct Seen {
-    fixed: FxHashMap<usize, FxHashSet<u64>>,
+    /// Keys of up to 8 bytes, as (length, little-endian word): cheaper to hash than bytes.
+    words: FxHashMap<usize, FxHashSet<(u8, u64)>>,
     bytes: FxHashMap<usize, FxHashSet<Vec<u8>>>,
 }
 
@@ -38,12 +38,10 @@ impl Seen {
     /// Whether `key` of `bucket` is new (and now recorded).
     fn first(&mut self, bucket: usize, key: &[u8]) -> bool {
         if key.len() <= 8 {
-            let mut packed = [0u8; 8];
-            packed[..key.len()].copy_from_slice(key);
-            // The length byte keeps short keys distinct from zero-padded longer ones.
-            let tagged = u64::from_le_bytes(packed);
-            let set = self.fixed.entry(bucket * 9 + key.len()).or_default();
-            set.insert(tagged)
+            let mut word = [0u8; 8];
+            word[..key.len()].copy_from_slice(key);
+            let entry = (key.len() as u8, u64::from_le_bytes(word));
+            self.words.entry(bucket).or_default().insert(entry)
         } else {
             self.bytes.entry(bucket).or_default().insert(key.to_vec())
         }
@@ -51,10 +49,8 @@ impl Seen {
 
     /// Forgets a finished bucket.
     fn done(&mut self, bucket: usize) {
+        self.words.remove(&bucket);
         self.bytes.remove(&bucket);
-        for len in 0..=8 {
-            self.fixed.remove(&(bucket * 9 + len));
-        }
     }
 }
 
@@ -71,22 +67,13 @@ impl Table {
         if todo.is_empty() {
             return Ok(());
         }
-        // Two readers per server keep each one busy (one reply is read while the server
-        // produces the other); more only hold more pages.
-        let readers = exec::parallelism()
-            .min(2 * self.servers_of(&todo))
-            .min(todo.len());
-        let next = AtomicUsize::new(0);
         // At most readers + 2 pages exist (one being read per reader, one queued, one being
         // handed on), and their buffers are reused.
         let (tx, rx) = mpsc::sync_channel::<Page>(1);
         let spare: &Mutex<Vec<FlatPage>> = &Mutex::new(Vec::new());
         let result = std::thread::scope(|s| {
             let reading = s.spawn(move || {
-                exec::run_all(readers, |_| loop {
-                    let Some(&bucket) = todo.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        return Ok(());
-                    };
+                self.each_bucket_in_parallel(&todo, |bucket| {
                     let whole = lens[bucket] as usize <= GETALL_MAX_ROWS;
                     let mut cursor = b"0".to_vec();
                     loop {
@@ -98,12 +85,13 @@ impl Table {
                             paged: !whole,
                             last: more.is_none(),
                         };
-                        if tx.send(page).is_err() {
-                            return Ok(()); // the caller stopped on an error of its own
-                        }
+                        // A closed channel means the caller stopped on an error of its own,
+                        // which is the one reported; this one only ends the readers.
+                        tx.send(page)
+                            .map_err(|_| Error::new(ErrorKind::Conflict, "the export stopped"))?;
                         match more {
                             Some(c) => cursor = c,
-                            None => break,
+                            None => return Ok(()),
                         }
                     }
                 })
