@@ -144,23 +144,18 @@ impl BlockWriter {
 
     /// Hands the filled buffer to the writer thread and takes an empty one.
     fn swap(&mut self) -> io::Result<()> {
-        let sent = match &self.full {
-            Some(tx) => match self.empty.recv() {
-                Ok(spare) => tx
-                    .send(std::mem::replace(&mut self.buf, spare))
-                    .map_err(|_| ()),
-                Err(_) => Err(()),
-            },
-            None => Err(()),
+        let sent = match (&self.full, self.empty.recv()) {
+            (Some(tx), Ok(spare)) => tx.send(std::mem::replace(&mut self.buf, spare)).is_ok(),
+            _ => false,
         };
-        match sent {
-            Ok(()) => Ok(()),
-            // The writer thread stopped on an error: report it.
-            Err(()) => Err(self
-                .stop()
-                .err()
-                .unwrap_or_else(|| io::Error::other("the file writer thread stopped"))),
+        if sent {
+            return Ok(());
         }
+        // The writer thread stopped on an error: report it.
+        Err(self
+            .stop()
+            .err()
+            .unwrap_or_else(|| io::Error::other("the file writer thread stopped")))
     }
 
     /// Closes the channel and waits for the writer thread.

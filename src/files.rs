@@ -125,14 +125,13 @@ impl Writer {
         let mut renames = Vec::new();
         let mut open = |suffix: &str| -> Result<BlockWriter> {
             let fin = with_suffix(&base, suffix);
-            let opened = if append {
+            if append {
                 BlockWriter::append(&fin, cap / 2).map_err(|e| Error::file("cannot open", &fin, &e))
             } else {
                 let tmp = with_suffix(&base, &format!("{suffix}.tmp"));
                 renames.push((tmp.clone(), fin));
                 BlockWriter::create(&tmp, cap / 2).map_err(|e| Error::file("cannot open", &tmp, &e))
-            };
-            opened
+            }
         };
         let keys = open("-keys")?;
         let values = open("-values")?;
