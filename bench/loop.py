@@ -62,9 +62,9 @@ def main():
             "zipf": lambda i: var.lookup(zipf[i]),
             "zipf_upsert": lambda i: var.upsert(zipf[i], values),
         }[args.workload]
-        with open(server.pidfile) as f:
-            server_pid = int(f.read().strip())
         if args.pids:
+            with open(server.pidfile) as f:
+                server_pid = int(f.read().strip())
             with open(args.pids, "w") as f:
                 f.write(f"{os.getpid()} {server_pid}")
 
@@ -72,17 +72,12 @@ def main():
             r = resource.getrusage(resource.RUSAGE_SELF)
             return r.ru_utime + r.ru_stime
 
-        def server_cpu():
-            with open(f"/proc/{server_pid}/stat") as f:
-                fields = f.read().split(")")[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-        calls, t0, c0, s0 = 0, time.perf_counter(), client_cpu(), server_cpu()
+        calls, t0, c0, s0 = 0, time.perf_counter(), client_cpu(), server.cpu_seconds()
         while time.perf_counter() - t0 < args.seconds:
             step(calls % 40)
             calls += 1
         wall, keys = time.perf_counter() - t0, calls * batch
-        srv = server_cpu() - s0
+        srv = server.cpu_seconds() - s0
         print(f"{args.backend} {args.workload}: {keys / wall / 1e6:.2f} M keys/s, client "
               f"{(client_cpu() - c0) / keys * 1e6:.3f} us/key, server {srv / keys * 1e6:.3f} "
               f"us/key, server utilisation {srv / wall:.0%}")

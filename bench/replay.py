@@ -76,14 +76,6 @@ def main():
     work = tempfile.mkdtemp(prefix="rde-replay-")
     server = RedisServer(work)
     try:
-        with open(server.pidfile) as f:
-            pid = int(f.read().strip())
-
-        def server_cpu():
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().split(")")[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
         per_command = 1024 if mode == "one" else 2048
         calls = []
         for it in range(iterations):
@@ -100,7 +92,7 @@ def main():
             socks[i].sendall(cmd)
             read_replies(socks[i], 1)
 
-        cpu0, t0 = server_cpu(), time.perf_counter()
+        cpu0, t0 = server.cpu_seconds(), time.perf_counter()
         for writes, reads in calls:
             for group in (writes, reads):
                 if mode == "one":
@@ -113,7 +105,7 @@ def main():
                         t.start()
                     for t in threads:
                         t.join()
-        wall, cpu = time.perf_counter() - t0, server_cpu() - cpu0
+        wall, cpu = time.perf_counter() - t0, server.cpu_seconds() - cpu0
         keys = iterations * BATCH
         stats = server.command(b"INFO", b"commandstats").decode()
         per_key = {c: round(int(us) / keys, 3)

@@ -90,6 +90,14 @@ class RedisServer:
             time.sleep(0.02)
         raise RuntimeError(f"redis-server {pid} survived signal {sig}")
 
+    def cpu_seconds(self):
+        """User + system CPU time the server process has used (from /proc, by its pid)."""
+        with open(self.pidfile) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def config(self, path, **fields):
         """Writes a standalone, table_store_mode 0 config for this server to `path`."""
         cfg = {"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"],
