@@ -414,6 +414,13 @@ impl Conn {
     /// Reads a bulk-string header inside an array: `None` for nil, else the payload length.
     /// The caller must then consume exactly that many bytes with [`Conn::payload`] or [`Conn::skip`].
     pub fn read_bulk_len(&mut self) -> Result<Option<usize>> {
+        // Fast path: the whole header is already buffered (nearly always, inside a big
+        // reply). The general path allocates a line per header: 25% of the client's CPU on
+        // Zipf lookups went to parsing replies.
+        if let Some((len, used)) = buffered_bulk_header(self.reader.buffer()) {
+            self.reader.consume(used);
+            return Ok(len);
+        }
         let (t, rest) = self.header()?;
         if t != b'$' {
             return Err(self.protocol(format!("expected a bulk string, got {:?}", t as char)));
@@ -557,6 +564,53 @@ impl Conn {
     pub fn kill(self) {
         if let Some(s) = self.reader.get_ref().tcp() {
             let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Parses a `$<len>\r\n` or `$-1\r\n` header at the start of `buf` without copying:
+/// (length or nil, bytes used). `None` when `buf` does not start with a complete header of
+/// that shape; the general reader then handles it, errors included.
+fn buffered_bulk_header(buf: &[u8]) -> Option<(Option<usize>, usize)> {
+    let rest = buf.strip_prefix(b"$")?;
+    if rest.starts_with(b"-1\r\n") {
+        return Some((None, 5));
+    }
+    let mut len = 0usize;
+    for (i, &b) in rest.iter().enumerate().take(19) {
+        match b {
+            b'0'..=b'9' => len = len * 10 + usize::from(b - b'0'),
+            b'\r' if i > 0 => {
+                return (rest.get(i + 1) == Some(&b'\n')).then_some((Some(len), i + 3));
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::buffered_bulk_header as h;
+
+    #[test]
+    fn buffered_bulk_header_takes_only_complete_well_formed_headers() {
+        assert_eq!(h(b"$256\r\nxx"), Some((Some(256), 6)));
+        assert_eq!(h(b"$0\r\n\r\n"), Some((Some(0), 4)));
+        assert_eq!(h(b"$-1\r\n"), Some((None, 5)));
+        // Incomplete, malformed, negative or over-long: left to the general reader.
+        for b in [
+            &b""[..],
+            b"$",
+            b"$25",
+            b"$256\r",
+            b"$\r\n",
+            b"$-2\r\n",
+            b"$2x\r\n",
+            b"-ERR x\r\n",
+            b"$99999999999999999999\r\n",
+        ] {
+            assert_eq!(h(b), None, "{:?}", b.escape_ascii().to_string());
         }
     }
 }

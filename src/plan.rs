@@ -14,26 +14,90 @@ pub struct Chunk {
     pub end: usize,
 }
 
-/// Deduplicates `n` keys (`key(i)` is the i-th): (first, last, of) as in [`Plan`].
-fn dedup<K: std::hash::Hash + Eq>(
-    n: usize,
-    key: impl Fn(usize) -> K,
-) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+/// No further occurrence, in [`Plan::next`].
+pub const NONE: u32 = u32::MAX;
+
+/// What deduplication yields: (first, last, of, next) as in [`Plan`].
+type Dedup = (Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>);
+
+/// Records position `i` as an occurrence of distinct key `d` (`d == first.len()` for a new
+/// key).
+#[inline]
+fn note(
+    i: usize,
+    d: u32,
+    first: &mut Vec<u32>,
+    last: &mut Vec<u32>,
+    of: &mut Vec<u32>,
+    next: &mut [u32],
+) {
+    if d as usize == first.len() {
+        first.push(i as u32);
+        last.push(i as u32);
+    } else {
+        next[last[d as usize] as usize] = i as u32;
+        last[d as usize] = i as u32;
+    }
+    of.push(d);
+}
+
+/// Deduplicates `n` keys of any form (`key(i)` is the i-th) with a hash map.
+fn dedup<K: std::hash::Hash + Eq>(n: usize, key: impl Fn(usize) -> K) -> Dedup {
     let mut index: FxHashMap<K, u32> = FxHashMap::default();
     index.reserve(n);
-    let (mut first, mut last, mut of) = (Vec::new(), Vec::new(), Vec::with_capacity(n));
+    let (mut first, mut last, mut of, mut next) =
+        (Vec::new(), Vec::new(), Vec::with_capacity(n), vec![NONE; n]);
     for i in 0..n {
-        let next = first.len() as u32;
-        let d = *index.entry(key(i)).or_insert(next);
-        if d == next {
-            first.push(i as u32);
-            last.push(i as u32);
-        } else {
-            last[d as usize] = i as u32;
-        }
-        of.push(d);
+        let fresh = first.len() as u32;
+        let d = *index.entry(key(i)).or_insert(fresh);
+        note(i, d, &mut first, &mut last, &mut of, &mut next);
     }
-    (first, last, of)
+    (first, last, of, next)
+}
+
+thread_local! {
+    /// The open-addressing slots of [`dedup_words`], kept per thread between calls so a call
+    /// neither allocates nor faults in a fresh table.
+    static SLOTS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Deduplicates `n` numeric keys given as words. A linear-probing table of 4-byte slots
+/// (distinct index + 1; at most half full) over the distinct words: at 16,384 keys it is
+/// 128 KB, where a general hash map of (word, index) pairs is 512 KB and misses the caches on
+/// most probes. Profiled on Zipf(1.2) lookups, the hash-map dedup was 19% of the client's CPU.
+fn dedup_words(n: usize, word: impl Fn(usize) -> u64) -> Dedup {
+    let bits = (2 * n).max(16).next_power_of_two().trailing_zeros();
+    let mask = (1usize << bits) - 1;
+    let (mut first, mut last, mut of, mut next) =
+        (Vec::new(), Vec::new(), Vec::with_capacity(n), vec![NONE; n]);
+    let mut words: Vec<u64> = Vec::new();
+    SLOTS.with(|slots| {
+        let mut slots = slots.borrow_mut();
+        slots.clear();
+        slots.resize(mask + 1, 0);
+        for i in 0..n {
+            let w = word(i);
+            // Fibonacci hashing: the top bits of the product spread sequential ids evenly.
+            let mut s = (w.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize;
+            let d = loop {
+                match slots[s] {
+                    0 => {
+                        slots[s] = words.len() as u32 + 1;
+                        words.push(w);
+                        break words.len() as u32 - 1;
+                    }
+                    e if words[e as usize - 1] == w => break e - 1,
+                    _ => s = (s + 1) & mask,
+                }
+            };
+            note(i, d, &mut first, &mut last, &mut of, &mut next);
+        }
+        if slots.len() > 1 << 18 {
+            // Do not keep a huge table alive on an idle thread.
+            *slots = Vec::new();
+        }
+    });
+    (first, last, of, next)
 }
 
 /// The plan for one batch of keys.
@@ -45,6 +109,9 @@ pub struct Plan {
     pub last: Vec<u32>,
     /// For each input position, the index of its distinct key.
     pub of: Vec<u32>,
+    /// For each input position, the next position holding the same key, or [`NONE`]: a
+    /// distinct key's occurrences are `first[d]`, `next[first[d]]`, … in input order.
+    pub next: Vec<u32>,
     /// Distinct-key indices grouped by bucket.
     pub order: Vec<u32>,
     /// Commands, each a contiguous run of `order` within one bucket.
@@ -60,11 +127,14 @@ impl Plan {
         bucket_of: impl Fn(&[u8]) -> usize,
     ) -> Plan {
         let n = keys.len();
-        let (first, last, of) = match *keys {
+        let (first, last, of, next) = match *keys {
             // Numeric keys are deduplicated as integers: hashing and comparing a word is
             // several times cheaper than a byte slice (this loop was 15% of a lookup's
             // client CPU at 16,384 keys).
-            Keys::Fixed { data, width } if width <= 8 => dedup(n, |i| {
+            Keys::Fixed { data, width: 8 } => dedup_words(n, |i| {
+                u64::from_le_bytes(data[i * 8..i * 8 + 8].try_into().unwrap())
+            }),
+            Keys::Fixed { data, width } if width < 8 => dedup_words(n, |i| {
                 let mut word = [0u8; 8];
                 word[..width].copy_from_slice(&data[i * width..(i + 1) * width]);
                 u64::from_le_bytes(word)
@@ -120,6 +190,7 @@ impl Plan {
             first,
             last,
             of,
+            next,
             order,
             chunks,
         }
@@ -196,6 +267,7 @@ mod tests {
         assert_eq!(p.first, [0, 1, 3]);
         assert_eq!(p.last, [5, 4, 3]);
         assert_eq!(p.of, [0, 1, 0, 2, 1, 0]);
+        assert_eq!(p.next, [2, 4, 5, NONE, NONE, NONE]);
         assert_eq!(p.chunks.len(), 2);
         let (start, occ) = p.occurrences();
         assert_eq!(start, [0, 3, 5, 6]);
@@ -203,6 +275,33 @@ mod tests {
         let (order, chunks) = p.subset(&[true, false, true], 1);
         assert_eq!(order, [0, 2]);
         assert_eq!(chunks.len(), 2);
+    }
+
+    #[test]
+    fn word_table_agrees_with_the_hash_map() {
+        // Duplicates near and far apart, extreme words, and more keys than one table growth.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let words: Vec<u64> = (0..5000u64)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                match i % 7 {
+                    0 => 0,
+                    1 => u64::MAX,
+                    2 => x % 300,
+                    3 => (x % 50) << 40,
+                    _ => x,
+                }
+            })
+            .collect();
+        for n in [0, 1, 2, 17, 1000, 5000] {
+            assert_eq!(
+                dedup_words(n, |i| words[i]),
+                dedup(n, |i| words[i]),
+                "n = {n}"
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::exec;
 use crate::files;
 use crate::layout::{self, display_bytes, Buckets};
 use crate::layout_store::{self, Layout};
-use crate::plan::{Chunk, Plan};
+use crate::plan::{Chunk, Plan, NONE};
 use crate::rdb;
 use crate::rehash::Mover;
 use crate::route::{Access, Router};
@@ -509,8 +509,8 @@ impl Table {
             return Ok(());
         }
         let plan = self.plan(keys);
-        let mut found = vec![0u8; plan.distinct()];
-        let (out_sh, found_sh) = (Shared::new(out), Shared::new(&mut found));
+        let out_sh = Shared::new(out);
+        let exists_sh = exists.map(Shared::new);
         self.dispatch(
             &plan.chunks,
             Access::Read,
@@ -524,17 +524,17 @@ impl Table {
                         format!("HMGET returned {m} values for {} fields", ch.end - ch.start),
                     ));
                 }
+                // Each reply is scattered to every position of its key as it is read, so the
+                // copies for duplicate keys and defaults overlap the server's work on the
+                // next commands instead of following the last reply.
+                // SAFETY (every `slice` below): the rows and flags written belong to the
+                // occurrences of this chunk's distinct keys only, and each chunk is decoded
+                // by one task at a time.
                 for &d in &plan.order[ch.start..ch.end] {
                     let pos = plan.first[d as usize] as usize;
-                    // SAFETY: row `pos` and flag `d` belong to this distinct key only, and
-                    // each chunk is decoded by one task at a time.
-                    let flag = unsafe { found_sh.slice(d as usize, 1) };
-                    match c.read_bulk_len()? {
-                        None => flag[0] = 0,
-                        Some(len) if len == row => {
-                            c.payload(unsafe { out_sh.slice(pos * row, row) })?;
-                            flag[0] = 1;
-                        }
+                    let hit = match c.read_bulk_len()? {
+                        None => false,
+                        Some(len) if len == row => true,
                         Some(len) => {
                             return Err(self.key_error(
                                 self.bucket_name(ch),
@@ -546,31 +546,40 @@ impl Table {
                                 ),
                             ))
                         }
+                    };
+                    let src: &[u8] = if hit {
+                        let dst = unsafe { out_sh.slice(pos * row, row) };
+                        c.payload(dst)?;
+                        dst
+                    } else if per_key {
+                        &defaults[pos * row..(pos + 1) * row]
+                    } else {
+                        &defaults[..row]
+                    };
+                    let mut p = pos;
+                    loop {
+                        if p != pos || !hit {
+                            let from = if per_key && !hit {
+                                &defaults[p * row..(p + 1) * row]
+                            } else {
+                                src
+                            };
+                            let dst = unsafe { out_sh.slice(p * row, row) };
+                            dst.copy_from_slice(from);
+                        }
+                        if let Some(e) = &exists_sh {
+                            let flag = unsafe { e.slice(p, 1) };
+                            flag[0] = hit as u8;
+                        }
+                        p = match plan.next[p] {
+                            NONE => break,
+                            q => q as usize,
+                        };
                     }
                 }
                 Ok(())
             },
         )?;
-        for (i, &d) in plan.of.iter().enumerate() {
-            let d = d as usize;
-            let hit = found[d] != 0;
-            if let Some(e) = exists.as_deref_mut() {
-                e[i] = hit as u8;
-            }
-            if hit {
-                let first = plan.first[d] as usize;
-                if first != i {
-                    out.copy_within(first * row..(first + 1) * row, i * row);
-                }
-            } else {
-                let src = if per_key {
-                    &defaults[i * row..(i + 1) * row]
-                } else {
-                    &defaults[..row]
-                };
-                out[i * row..(i + 1) * row].copy_from_slice(src);
-            }
-        }
         self.touch(&[]);
         Ok(())
     }

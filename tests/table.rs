@@ -81,6 +81,26 @@ fn per_key_defaults_remove_and_clear() {
 }
 
 #[test]
+fn repeated_keys_get_their_own_defaults_and_flags() {
+    let s = Server::start();
+    // Two keys per command: the occurrences of a key span several replies.
+    let t = f32_table(&s, "emb", 1, r#""keys_sending_size": 2"#);
+    insert(&t, &[1, 4], &[5., 6.]);
+    let kb = i64_keys(&[2, 1, 2, 3, 2, 1, 4, 1]);
+    let keys = t.keys(&kb, &[]).unwrap();
+    let mut out = vec![0u8; 32];
+    let mut exists = vec![9u8; 8];
+    let per_key = f32_bytes(&[10., 11., 12., 13., 14., 15., 16., 17.]);
+    t.find(&keys, &per_key, &mut out, Some(&mut exists)).unwrap();
+    // A missing key takes each position's own default; a found one its row everywhere.
+    assert_eq!(f32s(&out), [10., 5., 12., 13., 14., 5., 6., 5.]);
+    assert_eq!(exists, [0, 1, 0, 0, 0, 1, 1, 1]);
+    let mut out = vec![0u8; 32];
+    t.find(&keys, &f32_bytes(&[-1.]), &mut out, None).unwrap();
+    assert_eq!(f32s(&out), [-1., 5., -1., -1., -1., 5., 6., 5.]);
+}
+
+#[test]
 fn accum_follows_bp_v2_semantics() {
     let s = Server::start();
     let t = f32_table(&s, "emb", 2, "");
