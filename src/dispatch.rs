@@ -216,14 +216,14 @@ where
         }
     };
     let mut sent = Ok(());
-    for &(ci, ask) in items {
+    for (k, &(ci, ask)) in items.iter().enumerate() {
         if ask {
             c.cmd(&[b"ASKING"]);
         }
         encode(&mut c, &chunks[ci]);
-        // Big pipelines are sent as they are encoded, so the server starts on the first
-        // command while the rest are still being written.
-        if c.queued_bytes() >= EARLY_SEND_BYTES {
+        // Pipelines are sent as they are encoded, the first command at once (plans open with
+        // a short one), so the server starts while the rest are still being written.
+        if c.queued_bytes() >= EARLY_SEND_BYTES || (k == 0 && items.len() > 1) {
             sent = c.flush();
             if sent.is_err() {
                 break;

@@ -100,6 +100,34 @@ fn dedup_words(n: usize, word: impl Fn(usize) -> u64) -> Dedup {
     (first, last, of, next)
 }
 
+/// Keys in the short commands that open and close a request.
+const EDGE_KEYS: usize = 128;
+
+/// Cuts a short command off the front of the first chunk and off the back of the last one.
+/// The server can run a command only once all of it has arrived, so a short first command
+/// sets it to work while the client encodes the rest (upserts); and the client's work after
+/// the server's last command is decoding that command's reply, so a short last command
+/// shortens that tail (lookups). Costs two more commands per request.
+fn split_ends(chunks: &mut Vec<Chunk>, step: usize) {
+    if step < 4 * EDGE_KEYS {
+        return;
+    }
+    if let Some(&c) = chunks.first() {
+        if c.end - c.start > 2 * EDGE_KEYS {
+            let cut = c.start + EDGE_KEYS;
+            chunks[0].start = cut;
+            chunks.insert(0, Chunk { end: cut, ..c });
+        }
+    }
+    if let Some(&c) = chunks.last() {
+        if chunks.len() > 1 && c.end - c.start > 2 * EDGE_KEYS {
+            let cut = c.end - EDGE_KEYS;
+            chunks.last_mut().unwrap().end = cut;
+            chunks.push(Chunk { start: cut, ..c });
+        }
+    }
+}
+
 /// The plan for one batch of keys.
 #[derive(Debug)]
 pub struct Plan {
@@ -186,6 +214,7 @@ impl Plan {
                 s = e;
             }
         }
+        split_ends(&mut chunks, step);
         Plan {
             first,
             last,
@@ -275,6 +304,25 @@ mod tests {
         let (order, chunks) = p.subset(&[true, false, true], 1);
         assert_eq!(order, [0, 2]);
         assert_eq!(chunks.len(), 2);
+    }
+
+    #[test]
+    fn big_requests_open_and_close_with_short_commands() {
+        let data = keys(&(0..3000).collect::<Vec<_>>());
+        let k = Keys::new(KeyType::I64, &data, &[]).unwrap();
+        let p = Plan::new(&k, 1, 1024, |_| 0);
+        let sizes: Vec<usize> = p.chunks.iter().map(|c| c.end - c.start).collect();
+        assert_eq!(sizes, [128, 896, 1024, 824, 128]);
+        let covered: Vec<u32> = p
+            .chunks
+            .iter()
+            .flat_map(|c| p.order[c.start..c.end].to_vec())
+            .collect();
+        assert_eq!(covered, (0..3000).collect::<Vec<u32>>());
+        // Small requests and small commands are left whole.
+        let p = Plan::new(&k.sub(0, 200), 1, 1024, |_| 0);
+        assert_eq!(p.chunks.len(), 1);
+        assert_eq!(Plan::new(&k, 1, 100, |_| 0).chunks.len(), 30);
     }
 
     #[test]

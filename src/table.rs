@@ -164,6 +164,9 @@ impl Shared {
 /// write buffers and the dedup map (and keeps TFRA's last-write-wins order across windows).
 const WINDOW: usize = 65_536;
 
+/// How many rows ahead of the one being encoded are prefetched.
+const PREFETCH_ROWS: usize = 8;
+
 /// Buckets of at most this many rows are exported with one HGETALL.
 const GETALL_MAX_ROWS: usize = 65_536;
 
@@ -709,7 +712,11 @@ impl Table {
                 c.begin(2 + 2 * (ch.end - ch.start));
                 c.arg(b"HSET");
                 c.arg(self.bucket_name(ch));
-                for &d in &plan.order[ch.start..ch.end] {
+                let order = &plan.order[ch.start..ch.end];
+                for (j, &d) in order.iter().enumerate() {
+                    if let Some(&ahead) = order.get(j + PREFETCH_ROWS) {
+                        values.prefetch(plan.last[ahead as usize] as usize);
+                    }
                     let p = plan.last[d as usize] as usize;
                     c.arg(keys.get(p));
                     c.arg_header(values.encoded_len(p));

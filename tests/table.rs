@@ -91,7 +91,8 @@ fn repeated_keys_get_their_own_defaults_and_flags() {
     let mut out = vec![0u8; 32];
     let mut exists = vec![9u8; 8];
     let per_key = f32_bytes(&[10., 11., 12., 13., 14., 15., 16., 17.]);
-    t.find(&keys, &per_key, &mut out, Some(&mut exists)).unwrap();
+    t.find(&keys, &per_key, &mut out, Some(&mut exists))
+        .unwrap();
     // A missing key takes each position's own default; a found one its row everywhere.
     assert_eq!(f32s(&out), [10., 5., 12., 13., 14., 5., 6., 5.]);
     assert_eq!(exists, [0, 1, 0, 0, 0, 1, 1, 1]);
