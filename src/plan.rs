@@ -107,9 +107,10 @@ const EDGE_KEYS: usize = 128;
 /// The server can run a command only once all of it has arrived, so a short first command
 /// sets it to work while the client encodes the rest (upserts); and the client's work after
 /// the server's last command is decoding that command's reply, so a short last command
-/// shortens that tail (lookups). Costs two more commands per request.
+/// shortens that tail (lookups). Costs two more commands per request of three or more.
 fn split_ends(chunks: &mut Vec<Chunk>, step: usize) {
-    if step < 4 * EDGE_KEYS {
+    if step < 4 * EDGE_KEYS || chunks.len() < 3 {
+        // Small commands, or a small request: little to overlap.
         return;
     }
     if let Some(&c) = chunks.first() {
@@ -320,8 +321,8 @@ mod tests {
             .collect();
         assert_eq!(covered, (0..3000).collect::<Vec<u32>>());
         // Small requests and small commands are left whole.
-        let p = Plan::new(&k.sub(0, 200), 1, 1024, |_| 0);
-        assert_eq!(p.chunks.len(), 1);
+        let p = Plan::new(&k.sub(0, 2000), 1, 1024, |_| 0);
+        assert_eq!(p.chunks.len(), 2);
         assert_eq!(Plan::new(&k, 1, 100, |_| 0).chunks.len(), 30);
     }
 
