@@ -179,7 +179,10 @@ def main():
                 f"round times max(1, {args.keys_per_sample:,} / batch) calls per workload and "
                 "reports their mean. Client CPU is the whole Python process (TensorFlow "
                 "included).\n\n" + "\n\n".join(parts))
-        tags = [t for t, on in (("matrix", args.matrix), ("cluster", args.cluster)) if on]
+        size = (not args.matrix and (args.batch, args.dim) != (16384, 64)
+                and f"{args.batch:,} x {args.dim}")
+        tags = [t for t, on in (("matrix", args.matrix), (size, size), ("cluster", args.cluster))
+                if on]
         label = "TFRA vs ours" + (f" ({', '.join(tags)})" if tags else "")
         write_section(label, body, " ".join(["python", *sys.argv]))
 

@@ -3,7 +3,8 @@ figures than compare.py's single-call samples.
 
 Upserts 40 key sets of 16,384 x 64 f32 (and, for the Zipf workloads, 40 Zipf(1.2) batches),
 writes "<client pid> <redis-server pid>" to --pids, then loops the workload for --seconds and
-prints keys/s, client and server CPU per key and server utilisation.
+prints keys/s, client and server CPU per key and server utilisation; for ours also the time per
+call inside our op and outside it (TensorFlow's and Python's, during which the server idles).
 
     python bench/loop.py {ours,tfra} {lookup,upsert,zipf,zipf_upsert} [--seconds 10] [--pids F]
     perf record -g -p <pid> -- sleep 6      # while it runs
@@ -72,6 +73,7 @@ def main():
             r = resource.getrusage(resource.RUSAGE_SELF)
             return r.ru_utime + r.ru_stime
 
+        st0 = rde.stats()
         calls, t0, c0, s0 = 0, time.perf_counter(), client_cpu(), server.cpu_seconds()
         while time.perf_counter() - t0 < args.seconds:
             step(calls % 40)
@@ -81,6 +83,12 @@ def main():
         print(f"{args.backend} {args.workload}: {keys / wall / 1e6:.2f} M keys/s, client "
               f"{(client_cpu() - c0) / keys * 1e6:.3f} us/key, server {srv / keys * 1e6:.3f} "
               f"us/key, server utilisation {srv / wall:.0%}")
+        if args.backend == "ours":
+            st = rde.stats()
+            inside = (st["call_nanoseconds"] - st0["call_nanoseconds"]) / 1e6 / calls
+            print(f"  per call: {wall / calls * 1e3:.2f} ms, of which {inside:.2f} ms inside our "
+                  f"op and {wall / calls * 1e3 - inside:.2f} ms in TensorFlow and Python "
+                  "between ops (the server idles then)")
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -37,9 +37,14 @@ pub enum Counter {
     /// Errors returned to TensorFlow by an op.
     #[cfg_attr(not(feature = "bridge"), allow(dead_code))]
     OpErrors,
+    /// Data-path calls: lookups, upserts, accums and removes.
+    Calls,
+    /// Wall time spent inside those calls, in nanoseconds: with the wall time of a loop of
+    /// ops, it splits the time per call into ours and TensorFlow's (bench/loop.py).
+    CallNanoseconds,
 }
 
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 16] = [
     "connections_opened",
     "connection_failures",
     "timeouts",
@@ -54,6 +59,8 @@ const NAMES: [&str; 14] = [
     "replica_ack_shortfalls",
     "requests_failed",
     "op_errors",
+    "calls",
+    "call_nanoseconds",
 ];
 
 static COUNTERS: [AtomicU64; NAMES.len()] = [const { AtomicU64::new(0) }; NAMES.len()];
@@ -70,6 +77,22 @@ pub(crate) fn count_fault(e: &crate::Error) {
         crate::ErrorKind::Timeout => add(Counter::Timeouts, 1),
         crate::ErrorKind::Connection => add(Counter::ConnectionFailures, 1),
         _ => {}
+    }
+}
+
+/// Counts one data-path call and, when dropped, the time it took.
+pub(crate) struct CallTimer(std::time::Instant);
+
+impl CallTimer {
+    pub(crate) fn start() -> CallTimer {
+        CallTimer(std::time::Instant::now())
+    }
+}
+
+impl Drop for CallTimer {
+    fn drop(&mut self) {
+        add(Counter::Calls, 1);
+        add(Counter::CallNanoseconds, self.0.elapsed().as_nanos() as u64);
     }
 }
 

@@ -19,6 +19,7 @@ use crate::plan::{Chunk, Plan, NONE};
 use crate::rdb;
 use crate::rehash::Mover;
 use crate::route::{Access, Router};
+use crate::stats;
 
 mod scan;
 
@@ -435,6 +436,7 @@ impl Table {
         out: &mut [u8],
         exists: Option<&mut [u8]>,
     ) -> Result<()> {
+        let _timer = stats::CallTimer::start();
         if self.storage == Storage::Native {
             return self.find_rows(keys, defaults, out, exists);
         }
@@ -590,6 +592,7 @@ impl Table {
     /// Looks up string values. `defaults` holds one row per key or at least one row.
     /// Returns the `n × dim` elements and, per key, whether it was found.
     pub fn find_strings(&self, keys: &Keys<'_>, defaults: &Rows<'_>) -> Result<(StrRows, Vec<u8>)> {
+        let _timer = stats::CallTimer::start();
         let (n, dim) = (keys.len(), self.spec.dim);
         if self.row != 0 {
             return Err(Error::invalid("fixed-size values are looked up with find"));
@@ -647,6 +650,7 @@ impl Table {
 
     /// Upserts rows. Within one call a duplicated key keeps its last row.
     pub fn insert(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
+        let _timer = stats::CallTimer::start();
         match self.compact(values, keys.len(), "values")? {
             Some(stored) => self.insert_rows(
                 keys,
@@ -732,6 +736,7 @@ impl Table {
 
     /// TFRA's bp_v2 accumulate, atomic per command on the server (see [`crate::accum`]).
     pub fn accum(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
+        let _timer = stats::CallTimer::start();
         match self.compact(deltas, keys.len(), "values_or_deltas")? {
             Some(stored) => self.accum_rows(
                 keys,
@@ -980,6 +985,7 @@ impl Table {
 
     /// Deletes keys; missing keys are ignored.
     pub fn remove(&self, keys: &Keys<'_>) -> Result<()> {
+        let _timer = stats::CallTimer::start();
         if keys.is_empty() {
             return Ok(());
         }

@@ -85,7 +85,14 @@ fn repeated_keys_get_their_own_defaults_and_flags() {
     let s = Server::start();
     // Two keys per command: the occurrences of a key span several replies.
     let t = f32_table(&s, "emb", 1, r#""keys_sending_size": 2"#);
+    let count = |name: &str| {
+        let all = redis_embedding::stats();
+        all.iter().find(|(n, _)| *n == name).unwrap().1
+    };
+    let (calls, nanos) = (count("calls"), count("call_nanoseconds"));
     insert(&t, &[1, 4], &[5., 6.]);
+    // Calls and the time inside them are counted (other tests may add to both).
+    assert!(count("calls") > calls && count("call_nanoseconds") > nanos);
     let kb = i64_keys(&[2, 1, 2, 3, 2, 1, 4, 1]);
     let keys = t.keys(&kb, &[]).unwrap();
     let mut out = vec![0u8; 32];

@@ -15,7 +15,9 @@ def stats():
     * ``retries``: rounds of resending after a redirect, refusal or failed connection;
     * ``redirects`` (MOVED/ASK), ``refusals`` (TRYAGAIN, CLUSTERDOWN, READONLY, LOADING,
       MASTERDOWN), ``topology_refreshes``;
-    * ``requests_failed``: requests that gave up; ``op_errors``: errors returned by ops.
+    * ``requests_failed``: requests that gave up; ``op_errors``: errors returned by ops;
+    * ``calls``, ``call_nanoseconds``: lookups, upserts, accums and removes, and the wall
+      time spent inside them (the rest of a step's time is TensorFlow's and Python's).
     """
     names, values = _lib.rde_redis_stats()
     return {n.decode(): int(v) for n, v in zip(names.numpy(), values.numpy())}
