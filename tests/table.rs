@@ -109,6 +109,18 @@ fn repeated_keys_get_their_own_defaults_and_flags() {
 }
 
 #[test]
+fn remove_with_repeated_and_missing_keys_deletes_each_once() {
+    let s = Server::start();
+    let t = f32_table(&s, "emb", 1, r#""keys_sending_size": 2"#);
+    insert(&t, &[1, 2, 4], &[1., 2., 4.]);
+    t.remove(&t.keys(&i64_keys(&[1, 1, 2, 1, 3, 2]), &[]).unwrap())
+        .unwrap();
+    assert_eq!(t.size().unwrap(), 1);
+    assert_eq!(find(&t, &[1, 2, 4], 1).1, [0, 0, 1]);
+    assert_eq!(find(&t, &[4], 1).0, [4.]);
+}
+
+#[test]
 fn accum_follows_bp_v2_semantics() {
     let s = Server::start();
     let t = f32_table(&s, "emb", 2, "");
