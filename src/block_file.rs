@@ -98,14 +98,8 @@ impl BlockWriter {
                 .custom_flags(flags)
                 .open(path)
         };
-        match open(libc::O_DIRECT) {
-            Ok(f) => Self::start(f, true, buffer_bytes),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                log::debug!("{}: no O_DIRECT here, buffered writes", path.display());
-                Self::start(open(0)?, false, buffer_bytes)
-            }
-            Err(e) => Err(e),
-        }
+        let (file, direct) = open_direct_or_buffered(path, open)?;
+        Self::start(file, direct, buffer_bytes)
     }
 
     /// Opens `path` for appending (created if missing), with ordinary buffered writes: its
@@ -204,6 +198,22 @@ impl Write for BlockWriter {
     }
 }
 
+/// Opens with `O_DIRECT` (`open(flags)`), or without it where the file system refuses it with
+/// `EINVAL`: (file, whether direct).
+fn open_direct_or_buffered(
+    path: &Path,
+    open: impl Fn(i32) -> io::Result<File>,
+) -> io::Result<(File, bool)> {
+    match open(libc::O_DIRECT) {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            log::debug!("{}: no O_DIRECT here, buffered writes", path.display());
+            Ok((open(0)?, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +232,32 @@ mod tests {
             w.finish().unwrap().sync_all().unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), data, "{total} bytes");
         }
+    }
+
+    #[test]
+    fn a_file_system_refusing_o_direct_gets_buffered_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // Stands in for tmpfs on older kernels and some network mounts.
+        let refusing = |flags: i32| {
+            if flags & libc::O_DIRECT != 0 {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&path)
+        };
+        let (file, direct) = open_direct_or_buffered(&path, refusing).unwrap();
+        assert!(!direct);
+        let mut w = BlockWriter::start(file, direct, 4096).unwrap();
+        w.write_all(&[7; 5000]).unwrap();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 5000]);
+        // Any other error is the caller's.
+        let denied = |_: i32| Err(io::Error::from_raw_os_error(libc::EACCES));
+        assert!(open_direct_or_buffered(&path, denied).is_err());
     }
 
     #[test]
