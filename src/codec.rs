@@ -428,6 +428,14 @@ pub fn decode_str_row(
     Ok(())
 }
 
+/// A key of at most 8 bytes as a little-endian word, zero-padded: numeric keys are compared and
+/// hashed as words, which is several times cheaper than as byte slices.
+pub(crate) fn le_word(key: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word[..key.len()].copy_from_slice(key);
+    u64::from_le_bytes(word)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

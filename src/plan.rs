@@ -4,7 +4,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::codec::Keys;
+use crate::codec::{le_word, Keys};
 
 /// One command's worth of keys: `plan.order[start..end]`, all in bucket `bucket`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct Chunk {
 }
 
 /// No further occurrence, in [`Plan::next`].
-pub const NONE: u32 = u32::MAX;
+const NONE: u32 = u32::MAX;
 
 /// What deduplication yields: (first, last, of, next) as in [`Plan`].
 type Dedup = (Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>);
@@ -163,11 +163,9 @@ impl Plan {
             Keys::Fixed { data, width: 8 } => dedup_words(n, |i| {
                 u64::from_le_bytes(data[i * 8..i * 8 + 8].try_into().unwrap())
             }),
-            Keys::Fixed { data, width } if width < 8 => dedup_words(n, |i| {
-                let mut word = [0u8; 8];
-                word[..width].copy_from_slice(&data[i * width..(i + 1) * width]);
-                u64::from_le_bytes(word)
-            }),
+            Keys::Fixed { data, width } if width < 8 => {
+                dedup_words(n, |i| le_word(&data[i * width..(i + 1) * width]))
+            }
             _ => dedup(n, |i| keys.get(i)),
         };
         // Counting sort of distinct keys by bucket.
@@ -260,23 +258,14 @@ impl Plan {
         (order, chunks)
     }
 
-    /// For each distinct key, the positions where it occurs, in input order (CSR form:
-    /// occurrences of distinct key `d` are `occ[start[d]..start[d + 1]]`).
-    pub fn occurrences(&self) -> (Vec<u32>, Vec<u32>) {
-        let mut start = vec![0u32; self.distinct() + 1];
-        for &d in &self.of {
-            start[d as usize + 1] += 1;
-        }
-        for d in 0..self.distinct() {
-            start[d + 1] += start[d];
-        }
-        let mut fill = start.clone();
-        let mut occ = vec![0u32; self.of.len()];
-        for (i, &d) in self.of.iter().enumerate() {
-            occ[fill[d as usize] as usize] = i as u32;
-            fill[d as usize] += 1;
-        }
-        (start, occ)
+    /// The input positions holding distinct key `d`, in input order.
+    pub fn positions(&self, d: usize) -> impl Iterator<Item = usize> + '_ {
+        let mut p = self.first[d];
+        std::iter::from_fn(move || {
+            let at = (p != NONE).then_some(p as usize)?;
+            p = self.next[at];
+            Some(at)
+        })
     }
 }
 
@@ -299,9 +288,8 @@ mod tests {
         assert_eq!(p.of, [0, 1, 0, 2, 1, 0]);
         assert_eq!(p.next, [2, 4, 5, NONE, NONE, NONE]);
         assert_eq!(p.chunks.len(), 2);
-        let (start, occ) = p.occurrences();
-        assert_eq!(start, [0, 3, 5, 6]);
-        assert_eq!(occ, [0, 2, 5, 1, 4, 3]);
+        let positions: Vec<Vec<usize>> = (0..3).map(|d| p.positions(d).collect()).collect();
+        assert_eq!(positions, [vec![0, 2, 5], vec![1, 4], vec![3]]);
         let (order, chunks) = p.subset(&[true, false, true], 1);
         assert_eq!(order, [0, 2]);
         assert_eq!(chunks.len(), 2);

@@ -15,7 +15,7 @@ use crate::exec;
 use crate::files;
 use crate::layout::{self, display_bytes, Buckets};
 use crate::layout_store::{self, Layout};
-use crate::plan::{Chunk, Plan, NONE};
+use crate::plan::{Chunk, Plan};
 use crate::rdb;
 use crate::rehash::Mover;
 use crate::route::{Access, Router};
@@ -552,23 +552,21 @@ impl Table {
                             ))
                         }
                     };
-                    let src: &[u8] = if hit {
+                    let found: Option<&[u8]> = if hit {
                         let dst = unsafe { out_sh.slice(pos * row, row) };
                         c.payload(dst)?;
-                        dst
-                    } else if per_key {
-                        &defaults[pos * row..(pos + 1) * row]
+                        Some(dst)
                     } else {
-                        &defaults[..row]
+                        None
                     };
-                    let mut p = pos;
-                    loop {
-                        if p != pos || !hit {
-                            let from = if per_key && !hit {
-                                &defaults[p * row..(p + 1) * row]
-                            } else {
-                                src
-                            };
+                    for p in plan.positions(d as usize) {
+                        let from = match found {
+                            Some(_) if p == pos => None, // read in place
+                            Some(r) => Some(r),
+                            None if per_key => Some(&defaults[p * row..(p + 1) * row]),
+                            None => Some(&defaults[..row]),
+                        };
+                        if let Some(from) = from {
                             let dst = unsafe { out_sh.slice(p * row, row) };
                             dst.copy_from_slice(from);
                         }
@@ -576,10 +574,6 @@ impl Table {
                             let flag = unsafe { e.slice(p, 1) };
                             flag[0] = hit as u8;
                         }
-                        p = match plan.next[p] {
-                            NONE => break,
-                            q => q as usize,
-                        };
                     }
                 }
                 Ok(())
@@ -777,15 +771,13 @@ impl Table {
             return Ok(());
         }
         let plan = self.plan(keys);
-        let (start, occ) = plan.occurrences();
         let row = self.row;
-        let occurrences = |d: usize| &occ[start[d] as usize..start[d + 1] as usize];
         let kss = self.cfg.keys_sending_size;
         let mut todo = vec![true; plan.distinct()];
         for attempt in 0..=ACCUM_CAS_ROUNDS {
             if attempt >= CAS_ROUNDS_BEFORE_SCRIPT && accum::script_supports(vt) {
                 // Contended keys: apply them inside the server, which always makes progress.
-                self.accum_by_script(keys, deltas, exists, &plan, &start, &occ, &todo)?;
+                self.accum_by_script(keys, deltas, exists, &plan, &todo)?;
                 break;
             }
             if attempt > 0 {
@@ -839,10 +831,9 @@ impl Table {
             let delta_bytes = deltas_bytes(deltas);
             for &d in &order {
                 let d = d as usize;
-                let ops = occurrences(d).iter().map(|&p| {
-                    let p = p as usize;
-                    (exists[p] != 0, &delta_bytes[p * row..(p + 1) * row])
-                });
+                let ops = plan
+                    .positions(d)
+                    .map(|p| (exists[p] != 0, &delta_bytes[p * row..(p + 1) * row]));
                 updates[d] = accum::fold(vt, stored[d].as_deref(), ops);
                 todo[d] = updates[d].is_some();
             }
@@ -923,31 +914,28 @@ impl Table {
     }
 
     /// Applies the occurrences of the keys marked in `todo` with [`accum::ADD_SCRIPT`].
-    #[allow(clippy::too_many_arguments)]
     fn accum_by_script(
         &self,
         keys: &Keys<'_>,
         deltas: &Rows<'_>,
         exists: &[u8],
         plan: &Plan,
-        start: &[u32],
-        occ: &[u32],
         todo: &[bool],
     ) -> Result<()> {
         let vt = self.stored_vt;
         let (order, chunks) = plan.subset(todo, self.cfg.keys_sending_size);
-        let occurrences = |d: u32| &occ[start[d as usize] as usize..start[d as usize + 1] as usize];
+        let occurrences = |d: u32| plan.positions(d as usize);
         self.dispatch(
             &chunks,
             Access::Write,
             false,
             |c, ch| {
                 let ds = &order[ch.start..ch.end];
-                let pairs: usize = ds.iter().map(|&d| occurrences(d).len()).sum();
                 let flags: Vec<u8> = ds
                     .iter()
-                    .flat_map(|&d| occurrences(d).iter().map(|&p| (exists[p as usize] != 0) as u8))
+                    .flat_map(|&d| occurrences(d).map(|p| (exists[p] != 0) as u8))
                     .collect();
+                let pairs = flags.len();
                 c.begin(6 + 2 * pairs);
                 c.arg(b"EVAL");
                 c.arg(accum::ADD_SCRIPT.as_bytes());
@@ -956,10 +944,10 @@ impl Table {
                 c.arg(vt.tf_name().as_bytes());
                 c.arg(&flags);
                 for &d in ds {
-                    for &p in occurrences(d) {
-                        c.arg(keys.get(p as usize));
-                        c.arg_header(deltas.encoded_len(p as usize));
-                        deltas.encode(p as usize, c.buf());
+                    for p in occurrences(d) {
+                        c.arg(keys.get(p));
+                        c.arg_header(deltas.encoded_len(p));
+                        deltas.encode(p, c.buf());
                         c.arg_end();
                     }
                 }
@@ -971,9 +959,9 @@ impl Table {
                     };
                     let p = order[ch.start..ch.end].iter().flat_map(|&d| occurrences(d)).nth(pair.saturating_sub(1));
                     match p {
-                        Some(&p) => self.key_error(
+                        Some(p) => self.key_error(
                             self.bucket_name(ch),
-                            keys.get(p as usize),
+                            keys.get(p),
                             format!("stored value has {len} bytes, expected {}; the command holding this key was not applied", self.row),
                         ),
                         None => e,

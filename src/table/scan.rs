@@ -8,6 +8,7 @@ use std::sync::{mpsc, Mutex};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{Table, GETALL_MAX_ROWS, SCAN_PAGE_ROWS};
+use crate::codec::le_word;
 use crate::conn::FlatPage;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec;
@@ -38,9 +39,7 @@ impl Seen {
     /// Whether `key` of `bucket` is new (and now recorded).
     fn first(&mut self, bucket: usize, key: &[u8]) -> bool {
         if key.len() <= 8 {
-            let mut word = [0u8; 8];
-            word[..key.len()].copy_from_slice(key);
-            let entry = (key.len() as u8, u64::from_le_bytes(word));
+            let entry = (key.len() as u8, le_word(key));
             self.words.entry(bucket).or_default().insert(entry)
         } else {
             self.bytes.entry(bucket).or_default().insert(key.to_vec())
