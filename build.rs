@@ -1,7 +1,9 @@
 //! Without features there is nothing to build: the Redis core is plain Rust.
 //! With `tf`, the C++ op shim in `cc/` and the cxx bridge are compiled against the headers of
-//! the TensorFlow wheel that `$PYTHON` (default `python3`) imports, and the cdylib is linked
-//! to that wheel's `libtensorflow_framework.so.2`.
+//! the TensorFlow wheel that the building interpreter imports, and the cdylib is linked to that
+//! wheel's `libtensorflow_framework.so.2`. The interpreter is the one setuptools-rust runs
+//! under (it exports `$PYO3_PYTHON`), else `$PYTHON`, else `python3` on `PATH`. Cargo reruns
+//! this script when that interpreter, its TensorFlow library or its TensorFlow headers change.
 //! With only `bridge`, the generated C++ side of the bridge is copied to `$RDE_BRIDGE_OUT`
 //! (`include/` and `sources/`) for a build system that compiles the C++ itself (Bazel).
 
@@ -41,13 +43,41 @@ mod bridge {
 mod tf {
     use std::process::Command;
 
+    /// The interpreter whose TensorFlow the library is built for: the one setuptools-rust
+    /// runs under (`pip install` exports it as `PYO3_PYTHON`), then `$PYTHON`, then `python3`.
     fn python() -> String {
-        std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+        ["PYO3_PYTHON", "PYTHON"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()))
+            .unwrap_or_else(|| {
+                // `python3` depends on PATH (an activated venv): a change there may mean
+                // another TensorFlow.
+                println!("cargo:rerun-if-env-changed=PATH");
+                println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
+                "python3".into()
+            })
+    }
+
+    /// What the build needs from the installed TensorFlow.
+    struct TfWheel {
+        compile: Vec<String>,
+        link: Vec<String>,
+        /// `tf.__version__`, compiled into the library (`cc/ops.cc`) and checked at import.
+        version: String,
+        /// Files whose change means another TensorFlow: the framework library and `version.h`.
+        fingerprints: Vec<String>,
     }
 
     /// Asks the installed TensorFlow for its compile and link flags.
-    fn tf_flags() -> (Vec<String>, Vec<String>) {
-        let script = "import tensorflow as tf\nprint('\\t'.join(tf.sysconfig.get_compile_flags()))\nprint('\\t'.join(tf.sysconfig.get_link_flags()))";
+    fn tf_wheel() -> TfWheel {
+        let script = "import os, tensorflow as tf\n\
+            inc = tf.sysconfig.get_include()\n\
+            lib = tf.sysconfig.get_lib()\n\
+            print(tf.__version__)\n\
+            print(os.path.join(lib, 'libtensorflow_framework.so.2'))\n\
+            print(os.path.join(inc, 'tensorflow', 'core', 'public', 'version.h'))\n\
+            print('\\t'.join(tf.sysconfig.get_compile_flags()))\n\
+            print('\\t'.join(tf.sysconfig.get_link_flags()))";
         let out = Command::new(python())
             .args(["-c", script])
             .env("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -62,23 +92,25 @@ mod tf {
             );
         }
         let text = String::from_utf8(out.stdout).expect("utf-8 flags");
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty()).rev();
-        let link = lines
-            .next()
-            .expect("link flags")
-            .split('\t')
-            .map(str::to_owned)
-            .collect();
-        let compile = lines
-            .next()
-            .expect("compile flags")
-            .split('\t')
-            .map(str::to_owned)
-            .collect();
-        (compile, link)
+        // TensorFlow may print to stdout while importing: the answer is the last five lines.
+        let lines: Vec<&str> = text.lines().collect();
+        let Some(answer) = lines
+            .get(lines.len().saturating_sub(5)..)
+            .filter(|l| l.len() == 5)
+        else {
+            panic!("{} printed no TensorFlow build flags:\n{text}", python());
+        };
+        let split = |l: &str| l.split('\t').map(str::to_owned).collect();
+        TfWheel {
+            version: answer[0].to_owned(),
+            fingerprints: vec![answer[1].to_owned(), answer[2].to_owned()],
+            compile: split(answer[3]),
+            link: split(answer[4]),
+        }
     }
 
     pub fn build() {
+        println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
         println!("cargo:rerun-if-env-changed=PYTHON");
         for f in [
             "cc/ops.cc",
@@ -89,12 +121,25 @@ mod tf {
         ] {
             println!("cargo:rerun-if-changed={f}");
         }
-        let (compile, link) = tf_flags();
+        let TfWheel {
+            compile,
+            link,
+            version,
+            fingerprints,
+        } = tf_wheel();
+        println!(
+            "cargo:warning=building the op library for TensorFlow {version} (from {})",
+            python()
+        );
+        for f in &fingerprints {
+            println!("cargo:rerun-if-changed={f}");
+        }
         let mut b = cxx_build::bridge("src/ffi.rs");
         b.file("cc/ops.cc")
             .file("cc/kernels.cc")
             .std("c++17")
-            .include("cc");
+            .include("cc")
+            .define("RDE_TF_VERSION", format!("\"{version}\"").as_str());
         for f in &compile {
             if let Some(dir) = f.strip_prefix("-I") {
                 b.include(dir);

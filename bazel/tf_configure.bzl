@@ -2,6 +2,7 @@
 
 _SCRIPT = """
 import tensorflow as tf
+print(tf.__version__)
 print(tf.sysconfig.get_include())
 print(tf.sysconfig.get_lib())
 print(' '.join(f for f in tf.sysconfig.get_compile_flags() if f.startswith('-D')))
@@ -15,7 +16,10 @@ def _tf_configure_impl(ctx):
     if res.return_code != 0:
         fail("tf_configure: %s cannot import tensorflow:\n%s" % (python, res.stderr))
     lines = res.stdout.strip().splitlines()
-    include, lib, defines = lines[-3], lines[-2], lines[-1].split(" ")
+    version, include, lib, defines = lines[-4], lines[-3], lines[-2], lines[-1].split(" ")
+    # cc/ops.cc embeds the version the library is built for (checked at import). `defines`
+    # are shell-tokenized, hence the escaped quotes.
+    defines = [d[2:] for d in defines if d] + ['RDE_TF_VERSION=\\"%s\\"' % version]
     ctx.symlink(include, "include")
     ctx.symlink(lib + "/libtensorflow_framework.so.2", "libtensorflow_framework.so.2")
     ctx.file("BUILD", """
@@ -33,7 +37,7 @@ cc_import(
     name = "tf_framework",
     shared_library = "libtensorflow_framework.so.2",
 )
-""".format(defines = repr([d[2:] for d in defines if d])))
+""".format(defines = repr(defines)))
 
 tf_configure = repository_rule(
     implementation = _tf_configure_impl,

@@ -375,7 +375,7 @@ class FileSystemOp : public OpKernel {
 };
 
 #define RDE_KERNEL(name, ...) \
-  REGISTER_KERNEL_BUILDER(Name("RDE>" name).Device(DEVICE_CPU), __VA_ARGS__)
+  REGISTER_KERNEL_BUILDER(Name("TFRA>Rde" name).Device(DEVICE_CPU), __VA_ARGS__)
 
 RDE_KERNEL("RedisTableOfTensors", TableOfTensorsOp);
 RDE_KERNEL("RedisTableFind", FindOp<false>);

@@ -1,8 +1,21 @@
-// Op registrations and shape functions. Names carry our own prefix "RDE>" so that this
-// library and TFRA's can be loaded in one process.
+// Op registrations and shape functions. Names live in TFRA's namespace, "TFRA>Rde...", so a
+// model that TFRA's docs tell to save with `namespace_whitelist=["TFRA"]` saves unchanged
+// with our tables; the "Rde" prefix keeps them apart from TFRA's own "TFRA>RedisTable..." ops,
+// so both libraries load into one process.
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
+// The TensorFlow this library was compiled against (`tf.__version__`, defined by build.rs:
+// TF 2.21's headers no longer carry it). redis_embedding/_ops.py reads it from the file before
+// loading: a library built for another TensorFlow fails to load with an undefined symbol that
+// names neither version.
+extern "C" const char rde_built_for_tensorflow[] =
+    "redis-embedding:built-for-tensorflow=" RDE_TF_VERSION ";";
+// The linker drops unreferenced sections (--gc-sections); a load-time reference keeps it.
+static const bool rde_marker_kept = [] {
+  asm volatile("" : : "r"(rde_built_for_tensorflow));
+  return true;
+}();
 
 namespace rde_tf {
 
@@ -44,7 +57,7 @@ Status FindShape(InferenceContext* c, bool with_exists) {
 
 }  // namespace
 
-REGISTER_OP("RDE>RedisTableOfTensors")
+REGISTER_OP("TFRA>RdeRedisTableOfTensors")
     .Output("table_handle: resource")
     .Attr("container: string = ''")
     .Attr("shared_name: string = ''")
@@ -72,7 +85,7 @@ REGISTER_OP("RDE>RedisTableOfTensors")
       return OkStatus();
     });
 
-REGISTER_OP("RDE>RedisTableFind")
+REGISTER_OP("TFRA>RdeRedisTableFind")
     .Input("table_handle: resource")
     .Input("keys: Tin")
     .Input("default_value: Tout")
@@ -81,7 +94,7 @@ REGISTER_OP("RDE>RedisTableFind")
     .Attr("Tout: type")
     .SetShapeFn([](InferenceContext* c) { return FindShape(c, false); });
 
-REGISTER_OP("RDE>RedisTableFindWithExists")
+REGISTER_OP("TFRA>RdeRedisTableFindWithExists")
     .Input("table_handle: resource")
     .Input("keys: Tin")
     .Input("default_value: Tout")
@@ -91,7 +104,7 @@ REGISTER_OP("RDE>RedisTableFindWithExists")
     .Attr("Tout: type")
     .SetShapeFn([](InferenceContext* c) { return FindShape(c, true); });
 
-REGISTER_OP("RDE>RedisTableInsert")
+REGISTER_OP("TFRA>RdeRedisTableInsert")
     .Input("table_handle: resource")
     .Input("keys: Tin")
     .Input("values: Tout")
@@ -99,7 +112,7 @@ REGISTER_OP("RDE>RedisTableInsert")
     .Attr("Tout: type")
     .SetShapeFn(ScalarHandle);
 
-REGISTER_OP("RDE>RedisTableAccum")
+REGISTER_OP("TFRA>RdeRedisTableAccum")
     .Input("table_handle: resource")
     .Input("keys: key_dtype")
     .Input("values_or_deltas: value_dtype")
@@ -108,7 +121,7 @@ REGISTER_OP("RDE>RedisTableAccum")
     .Attr("value_dtype: type")
     .SetShapeFn(ScalarHandle);
 
-REGISTER_OP("RDE>RedisTableRemove")
+REGISTER_OP("TFRA>RdeRedisTableRemove")
     .Input("table_handle: resource")
     .Input("keys: Tin")
     .Attr("Tin: type")
@@ -118,13 +131,13 @@ REGISTER_OP("RDE>RedisTableRemove")
       return c->WithRankAtLeast(c->input(1), 1, &keys);
     });
 
-REGISTER_OP("RDE>RedisTableClear")
+REGISTER_OP("TFRA>RdeRedisTableClear")
     .Input("table_handle: resource")
     .Attr("key_dtype: type")
     .Attr("value_dtype: type")
     .SetShapeFn(ScalarHandle);
 
-REGISTER_OP("RDE>RedisTableSize")
+REGISTER_OP("TFRA>RdeRedisTableSize")
     .Input("table_handle: resource")
     .Output("size: int64")
     .SetShapeFn([](InferenceContext* c) {
@@ -134,7 +147,7 @@ REGISTER_OP("RDE>RedisTableSize")
     });
 
 // Process-wide fault and traffic counters (retries, redirects, connection failures, ...).
-REGISTER_OP("RDE>RedisStats")
+REGISTER_OP("TFRA>RdeRedisStats")
     .Output("names: string")
     .Output("values: int64")
     .SetIsStateful()
@@ -144,7 +157,7 @@ REGISTER_OP("RDE>RedisStats")
       return OkStatus();
     });
 
-REGISTER_OP("RDE>RedisTableExport")
+REGISTER_OP("TFRA>RdeRedisTableExport")
     .Input("table_handle: resource")
     .Output("keys: Tkeys")
     .Output("values: Tvalues")
@@ -163,7 +176,7 @@ REGISTER_OP("RDE>RedisTableExport")
       return OkStatus();
     });
 
-REGISTER_OP("RDE>RedisTableImport")
+REGISTER_OP("TFRA>RdeRedisTableImport")
     .Input("table_handle: resource")
     .Input("keys: Tin")
     .Input("values: Tout")
@@ -175,7 +188,7 @@ REGISTER_OP("RDE>RedisTableImport")
       return c->WithRank(c->input(1), 1, &keys);
     });
 
-REGISTER_OP("RDE>RedisTableSaveToFileSystem")
+REGISTER_OP("TFRA>RdeRedisTableSaveToFileSystem")
     .Input("table_handle: resource")
     .Input("dirpath: string")
     .Input("file_name: string")
@@ -186,7 +199,7 @@ REGISTER_OP("RDE>RedisTableSaveToFileSystem")
     .Attr("buffer_size: int >= 1")
     .SetShapeFn(ScalarHandle);
 
-REGISTER_OP("RDE>RedisTableLoadFromFileSystem")
+REGISTER_OP("TFRA>RdeRedisTableLoadFromFileSystem")
     .Input("table_handle: resource")
     .Input("dirpath: string")
     .Input("file_name: string")

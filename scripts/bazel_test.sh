@@ -12,7 +12,9 @@ if ! command -v bazel >/dev/null || [ ! -d /usr/share/bazel/rules/java ] || [ ! 
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq bazel-bootstrap bazel-rules-java bazel-platforms >/dev/null
 fi
 
-export PYTHON_BIN_PATH="${PYTHON:-$(command -v python3)}"
+export PYTHON_BIN_PATH="${PYTHON:-$PWD/.venv/tf2.16/bin/python}"
+# bazel/run_op_tests.sh runs `python3` from PATH (.bazelrc passes PATH to the test).
+export PATH="$(dirname "$PYTHON_BIN_PATH"):$PATH"
 status=0
 bazel build //:_redis_embedding_ops.so && bazel test //:op_tests || status=$?
 bazel shutdown >/dev/null 2>&1 || true

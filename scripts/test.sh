@@ -1,24 +1,46 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine, then runs every test: lint, the Rust core (no TensorFlow), and the
-# Python op suite against real redis-server processes.
+# Sets up a machine, then runs every test: lint, the Rust core (no TensorFlow), the C++ shim
+# under AddressSanitizer, the Bazel build, and the Python op suite against real redis-server
+# processes in two environments (TF 2.16.2 + TFRA 0.8.1, and TF 2.21 with Keras 3, no TFRA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+venvs="${RDE_VENV_ROOT:-$PWD/.venv}"
 
-echo "== cargo fmt / clippy"
+echo "== setup: TF 2.16.2 + TFRA 0.8.1 venv, package built into it"
+bash scripts/setup.sh tf2.16
+py16="$venvs/tf2.16/bin/python"
+# asan.sh, bazel_test.sh and direct cargo builds with the tf feature use this interpreter.
+export PYTHON="$py16"
+
+echo "== cargo fmt / clippy (no features; bridge + failpoints; tf)"
 cargo fmt --check
 cargo clippy --all-targets -q -- -D warnings
+cargo clippy --all-targets -q --features bridge,failpoints -- -D warnings
+cargo clippy --lib -q --features tf -- -D warnings
 
 echo "== cargo test (Redis core, no TensorFlow)"
 cargo test -q
+echo "== cargo test --features bridge,failpoints (the bridge's panic guard)"
+cargo test -q --features bridge,failpoints --lib ffi::
 
-echo "== AddressSanitizer (C++ shim instrumented, op tests under libasan)"
+echo "== AddressSanitizer (C++ shim instrumented, op tests and the panic test under libasan)"
 bash scripts/asan.sh
 
 echo "== bazel build + bazel test (the same op suite against the Bazel-built library)"
 bash scripts/bazel_test.sh
 
-echo "== pytest (TF ops on real redis-server processes)"
-export TF_USE_LEGACY_KERAS=1
-# Run from the tests directory so the installed package (not ./python) is imported.
-cd tests/python && exec "${PYTHON:-python3}" -m pytest -q -p no:cacheprovider .
+echo "== pytest, TF 2.16.2 + TFRA 0.8.1 (drop-in and byte compatibility included)"
+(cd tests/python && RDE_REQUIRE_TFRA=1 TF_USE_LEGACY_KERAS=1 "$py16" -m pytest -q \
+  -p no:cacheprovider .)
+
+echo "== setup: TF 2.21 venv, built with its pip (not activated) while TF 2.16's python3 is first on PATH"
+PATH="$venvs/tf2.16/bin:$PATH" bash scripts/setup.sh tf2.21
+py21="$venvs/tf2.21/bin/python"
+lib16=$(ls "$venvs"/tf2.16/lib/python3*/site-packages/redis_embedding/_redis_embedding_ops*.so)
+
+echo "== pytest, TF 2.21 + Keras 3 (every test that does not need TFRA)"
+(cd tests/python && env -u PYTHON RDE_OTHER_TF_LIBRARY="$lib16" "$py21" -m pytest -q \
+  -p no:cacheprovider .)
+
+echo "== the README demo, in the venv the README's command makes"
+bash scripts/demo.sh

@@ -40,6 +40,8 @@ pub enum StoreMode {
 #[non_exhaustive]
 pub struct Config {
     pub redis_connection_mode: ConnectionMode,
+    /// Whether the file sets `redis_connection_mode` (TFRA's default, 1, applies otherwise).
+    pub redis_connection_mode_set: bool,
     pub redis_master_name: String,
     pub redis_host_ip: Vec<String>,
     pub redis_host_port: Vec<u16>,
@@ -106,6 +108,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             redis_connection_mode: ConnectionMode::Sentinel,
+            redis_connection_mode_set: false,
             redis_master_name: "master".into(),
             redis_host_ip: vec!["127.0.0.1".into()],
             redis_host_port: vec![6379],
@@ -184,6 +187,7 @@ impl Config {
             let f = Field { name, v };
             match name.as_str() {
                 "redis_connection_mode" => {
+                    c.redis_connection_mode_set = true;
                     c.redis_connection_mode = match f.int()? {
                         0 => ConnectionMode::Cluster,
                         1 => ConnectionMode::Sentinel,
@@ -349,6 +353,55 @@ impl Config {
     /// `host:port` of server `i`.
     pub fn addr(&self, i: usize) -> String {
         format!("{}:{}", self.redis_host_ip[i], self.redis_host_port[i])
+    }
+
+    /// The connection mode in effect and the hosts it uses, for errors at table creation:
+    /// `redis_connection_mode 1 (sentinel, TFRA's default: the config does not set it) via
+    /// sentinels 127.0.0.1:26379`.
+    pub fn mode_in_effect(&self) -> String {
+        let hosts = (0..self.redis_host_ip.len().min(self.redis_host_port.len()))
+            .map(|i| self.addr(i))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (n, name, via) = match self.redis_connection_mode {
+            ConnectionMode::Cluster => (0, "cluster", "seeds"),
+            ConnectionMode::Sentinel => (1, "sentinel", "sentinels"),
+            ConnectionMode::Standalone => (2, "standalone", "server"),
+        };
+        let default = if self.redis_connection_mode_set {
+            ""
+        } else {
+            ", TFRA's default: the config does not set it"
+        };
+        format!("redis_connection_mode {n} ({name}{default}) via {via} {hosts}")
+    }
+
+    /// What to set when the mode in effect does not match the servers.
+    pub fn mode_hint(&self) -> &'static str {
+        match self.redis_connection_mode {
+            ConnectionMode::Cluster => {
+                "if these are not Redis Cluster nodes, set \"redis_connection_mode\": 2 for one \
+                 plain server or 1 for sentinels"
+            }
+            ConnectionMode::Sentinel => {
+                "for one plain Redis server set \"redis_connection_mode\": 2, for a Redis Cluster \
+                 set 0; in mode 1 every redis_host_ip/redis_host_port entry is a sentinel"
+            }
+            ConnectionMode::Standalone => {
+                "if these are sentinels set \"redis_connection_mode\": 1, for a Redis Cluster \
+                 set 0"
+            }
+        }
+    }
+
+    /// The same settings for one plain server at `redis_host_ip[0]:redis_host_port[0]`:
+    /// what mode 1 falls back to when that host is a Redis master rather than a sentinel.
+    pub(crate) fn as_standalone(&self) -> Config {
+        let mut c = self.clone();
+        c.redis_connection_mode = ConnectionMode::Standalone;
+        c.redis_host_ip.truncate(1);
+        c.redis_host_port.truncate(1);
+        c
     }
 }
 

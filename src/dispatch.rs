@@ -15,6 +15,7 @@ use crate::exec;
 use crate::plan::Chunk;
 use crate::route::{Access, Router};
 use crate::stats::{self, Counter};
+use crate::sync;
 
 /// Queued commands are written once they hold this many bytes.
 const EARLY_SEND_BYTES: usize = 128 << 10;
@@ -133,7 +134,7 @@ where
                 None
             };
             let out = run_pipeline(router, addr, items, chunks, ack, &encode, &decode);
-            outcomes.lock().unwrap().extend(out);
+            sync::lock(&outcomes).extend(out);
             Ok(())
         })?;
         let mut last_err = None;

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     /// Redis refused the credentials, or the ACL user may not run a command (WRONGPASS,
     /// NOAUTH, NOPERM).
     PermissionDenied,
+    /// A bug in this library (a panic caught at the TensorFlow bridge).
+    Internal,
     /// The table changed under a long operation (for example rows added during an export);
     /// retrying the operation is the fix.
     Conflict,
@@ -76,6 +78,12 @@ impl Error {
         self
     }
 
+    /// Appends advice (what to set or do) to the message, keeping the kind.
+    pub fn hint(mut self, advice: impl fmt::Display) -> Self {
+        self.message = format!("{}. {advice}", self.message.trim_end_matches('.'));
+        self
+    }
+
     /// The `absl::StatusCode` TensorFlow reports for this error. This is the one place
     /// where kinds meet TF codes; the C++ shim only forwards the number.
     pub fn tf_code(&self) -> i32 {
@@ -87,6 +95,7 @@ impl Error {
             ErrorKind::Conflict => 10,        // ABORTED
             ErrorKind::Unimplemented => 12,   // UNIMPLEMENTED
             ErrorKind::Server => 13,          // INTERNAL
+            ErrorKind::Internal => 13,        // INTERNAL
             ErrorKind::Connection => 14,      // UNAVAILABLE
             ErrorKind::Data => 15,            // DATA_LOSS
         }

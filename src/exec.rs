@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::sync;
 
 /// Threads in the I/O pool unless `RDE_IO_THREADS` says otherwise.
 const DEFAULT_IO_THREADS: usize = 4;
@@ -64,7 +65,7 @@ where
             let (task, first_err) = (&task, &first_err);
             s.spawn(move |_| {
                 if let Err(e) = task(i) {
-                    first_err.lock().unwrap().get_or_insert(e);
+                    sync::lock(first_err).get_or_insert(e);
                 }
             });
         }

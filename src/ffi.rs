@@ -4,7 +4,9 @@
 
 use crate::codec::{KeyType, Rows, ValueType};
 use crate::config::{resolve_path, Config};
-use crate::error::{Error, Result};
+use std::panic::AssertUnwindSafe;
+
+use crate::error::{Error, ErrorKind, Result};
 use crate::table::{Exported, Shard, StrRows, Table, TableSpec};
 
 #[cxx::bridge(namespace = "rde")]
@@ -157,11 +159,50 @@ fn status(r: Result<()>) -> Status {
 }
 
 fn stats_snapshot(names: &mut Vec<String>, values: &mut Vec<i64>) {
-    for (n, v) in crate::stats::stats() {
-        names.push(n.to_owned());
-        values.push(i64::try_from(v).unwrap_or(i64::MAX));
+    // Reads atomics only; guarded all the same, so that no entry point can unwind into C++.
+    let _ = guarded("stats", || {
+        for (n, v) in crate::stats::stats() {
+            names.push(n.to_owned());
+            values.push(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    });
+}
+
+/// Runs the body of the bridge entry point `op`. A panic (a bug) becomes an `Internal` error
+/// naming the op instead of unwinding into C++, where cxx would abort the whole training
+/// process. Locks held at the time stay usable (`crate::sync`), so the next op runs normally.
+fn guarded<T>(op: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        failpoint(op);
+        body()
+    }))
+    .unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic with no message");
+        Err(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "redis table op {op} failed on a bug in redis-embedding (please report it): {what}"
+            ),
+        ))
+    })
+}
+
+/// With the `failpoints` feature (tests only), `RDE_FAILPOINT_PANIC=<op>` makes that op panic
+/// inside [`guarded`], to show that a panic never reaches TensorFlow.
+#[cfg(feature = "failpoints")]
+fn failpoint(op: &str) {
+    if std::env::var("RDE_FAILPOINT_PANIC").is_ok_and(|v| v == op) {
+        panic!("failpoint RDE_FAILPOINT_PANIC={op}");
     }
 }
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_op: &str) {}
 
 /// A table, or nothing if opening it failed (the status says why).
 pub struct TableBox(Option<Table>);
@@ -191,7 +232,7 @@ fn open_table(
 ) -> Box<TableBox> {
     crate::logging::init();
     let name = String::from_utf8_lossy(embedding_name).into_owned();
-    let opened = (|| {
+    let opened = guarded("open", || {
         let (config_path, config_env) = (
             utf8("redis_config_abs_dir", config_path)?,
             utf8("redis_config_abs_dir_env", config_env)?,
@@ -207,7 +248,7 @@ fn open_table(
         };
         let cfg = Config::from_file(&resolve_path(config_path, config_env)?)?;
         Table::open(cfg, spec)
-    })();
+    });
     match opened {
         Ok(t) => {
             *st = status(Ok(()));
@@ -248,6 +289,11 @@ impl TableBox {
     }
 
     fn describe(&self) -> String {
+        guarded("describe", || Ok(self.description()))
+            .unwrap_or_else(|e| format!("RedisEmbeddingTable(<{e}>)"))
+    }
+
+    fn description(&self) -> String {
         match &self.0 {
             Some(t) => format!(
                 "RedisEmbeddingTable({}, {} buckets, dim {})",
@@ -305,11 +351,11 @@ impl TableBox {
         exists: &mut [u8],
         want_exists: bool,
     ) -> Status {
-        status((|| {
+        status(guarded("find", || {
             let t = self.typed(key_dtype, value_dtype)?;
             let k = t.keys(keys, key_offsets)?;
             t.find(&k, defaults, out, want_exists.then_some(exists))
-        })())
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -324,7 +370,7 @@ impl TableBox {
         exists: &mut [u8],
         st: &mut Status,
     ) -> Box<StrRowsBox> {
-        let r = (|| {
+        let r = guarded("find", || {
             let t = self.typed(key_dtype, value_dtype)?;
             let k = t.keys(keys, key_offsets)?;
             let defaults = Self::rows(t, default_data, default_offsets);
@@ -333,7 +379,7 @@ impl TableBox {
                 exists.copy_from_slice(&found);
             }
             Ok(rows)
-        })();
+        });
         match r {
             Ok(rows) => {
                 *st = status(Ok(()));
@@ -359,7 +405,7 @@ impl TableBox {
         value_dims: &[i64],
         import: bool,
     ) -> Status {
-        status((|| {
+        status(guarded("insert", || {
             let t = self.typed(key_dtype, value_dtype)?;
             check_value_shape(key_dims, value_dims, t.spec().dim)?;
             let k = t.keys(keys, key_offsets)?;
@@ -369,7 +415,7 @@ impl TableBox {
             } else {
                 t.insert(&k, &rows)
             }
-        })())
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -385,16 +431,16 @@ impl TableBox {
         value_dims: &[i64],
         exists: &[u8],
     ) -> Status {
-        status((|| {
+        status(guarded("accum", || {
             let t = self.typed(key_dtype, value_dtype)?;
             check_value_shape(key_dims, value_dims, t.spec().dim)?;
             let k = t.keys(keys, key_offsets)?;
             t.accum(&k, &Self::rows(t, values, value_offsets), exists)
-        })())
+        }))
     }
 
     fn remove(&self, key_dtype: i32, keys: &[u8], key_offsets: &[u64]) -> Status {
-        status((|| {
+        status(guarded("remove", || {
             let t = self.table()?;
             if KeyType::from_tf(key_dtype)? != t.spec().key_type {
                 return Err(Error::invalid(format!(
@@ -403,19 +449,23 @@ impl TableBox {
                 )));
             }
             t.remove(&t.keys(keys, key_offsets)?)
-        })())
+        }))
     }
 
     fn clear(&self) -> Status {
-        status(self.table().and_then(Table::clear))
+        status(guarded("clear", || self.table().and_then(Table::clear)))
     }
 
     fn size(&self, out: &mut i64) -> Status {
-        status(self.table().and_then(Table::size).map(|n| *out = n))
+        status(guarded("size", || {
+            self.table().and_then(Table::size).map(|n| *out = n)
+        }))
     }
 
     fn export_(&self, key_dtype: i32, value_dtype: i32, st: &mut Status) -> Box<ExportBox> {
-        match self.typed(key_dtype, value_dtype).and_then(Table::export) {
+        match guarded("export", || {
+            self.typed(key_dtype, value_dtype).and_then(Table::export)
+        }) {
             Ok(e) => {
                 *st = status(Ok(()));
                 Box::new(ExportBox(e))
@@ -462,12 +512,12 @@ impl TableBox {
         append: bool,
         buffer_size: i64,
     ) -> Status {
-        status((|| {
+        status(guarded("save_to_file_system", || {
             let t = self.typed(key_dtype, value_dtype)?;
             let (dir, name) = file_target(dirpath, file_name, dirpath_env)?;
             t.save_to_files(&dir, &name, append, buffer_rows(buffer_size)?)
                 .map(|_| ())
-        })())
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -481,30 +531,30 @@ impl TableBox {
         entire_dir: bool,
         buffer_size: i64,
     ) -> Status {
-        status((|| {
+        status(guarded("load_from_file_system", || {
             let t = self.typed(key_dtype, value_dtype)?;
             let (dir, name) = file_target(dirpath, file_name, dirpath_env)?;
             t.load_from_files(&dir, &name, entire_dir, buffer_rows(buffer_size)?)
                 .map(|_| ())
-        })())
+        }))
     }
 }
 
 impl TableBox {
     fn export_capacity(&self, key_dtype: i32, value_dtype: i32, rows: &mut i64) -> Status {
-        status(
+        status(guarded("export", || {
             self.typed(key_dtype, value_dtype)
                 .and_then(Table::export_capacity)
-                .map(|c| *rows = c.map_or(-1, |c| c as i64)),
-        )
+                .map(|c| *rows = c.map_or(-1, |c| c as i64))
+        }))
     }
 
     fn export_into(&self, keys: &mut [u8], values: &mut [u8], rows: &mut i64) -> Status {
-        status(
+        status(guarded("export", || {
             self.table()
                 .and_then(|t| t.export_into(keys, values))
-                .map(|n| *rows = n as i64),
-        )
+                .map(|n| *rows = n as i64)
+        }))
     }
 }
 
@@ -548,5 +598,31 @@ mod tests {
         let e = check_value_shape(&[2], &[2, 4], 3).unwrap_err();
         assert_eq!(e.message(), "Expected shape [2,3] for value, got [2,4]");
         assert!(check_value_shape(&[0], &[0], 3).is_err());
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error_naming_the_op() {
+        let e = guarded::<()>("find", || panic!("index out of bounds")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert_eq!(e.tf_code(), 13);
+        assert!(e.message().contains("op find"), "{e}");
+        assert!(e.message().contains("index out of bounds"), "{e}");
+        let e = guarded::<()>("insert", || panic!("{} rows", 3)).unwrap_err();
+        assert!(
+            e.message().contains("op insert") && e.message().contains("3 rows"),
+            "{e}"
+        );
+        assert_eq!(guarded("size", || Ok(7)).unwrap(), 7);
+    }
+
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn the_panic_failpoint_fires_only_for_its_op() {
+        std::env::set_var("RDE_FAILPOINT_PANIC", "remove");
+        assert_eq!(guarded("find", || Ok(1)).unwrap(), 1);
+        let e = guarded("remove", || Ok(1)).unwrap_err();
+        std::env::remove_var("RDE_FAILPOINT_PANIC");
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert!(e.message().contains("failpoint"), "{e}");
     }
 }

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::layout::{self, Buckets};
 use crate::plan::Chunk;
 use crate::route::{Access, Router};
+use crate::sync;
 
 const MAGIC: &str = "rde-layout v1";
 
@@ -114,7 +115,7 @@ pub fn call(
         retry,
         |c, _| c.cmd(args),
         |c, _| {
-            *reply.lock().unwrap() = Some(c.read_reply()?);
+            *sync::lock(&reply) = Some(c.read_reply()?);
             Ok(())
         },
     )?;

@@ -39,6 +39,7 @@ mod rdb;
 mod rehash;
 mod route;
 mod stats;
+mod sync;
 mod table;
 mod tls;
 

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::conn::{Conn, Endpoint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stats::{self, Counter};
+use crate::sync;
 
 struct State {
     idle: Vec<Conn>,
@@ -53,7 +54,7 @@ impl Pool {
     pub fn get(&self) -> Result<Conn> {
         let deadline = Instant::now() + self.wait;
         let lifetime = self.lifetime;
-        let mut st = self.state.lock().unwrap();
+        let mut st = sync::lock(&self.state);
         loop {
             let pid = std::process::id();
             if st.pid != pid {
@@ -79,7 +80,7 @@ impl Pool {
                 st.open += 1;
                 drop(st);
                 return Conn::open(&self.ep).inspect_err(|_| {
-                    self.state.lock().unwrap().open -= 1;
+                    sync::lock(&self.state).open -= 1;
                     self.freed.notify_one();
                 });
             }
@@ -103,7 +104,7 @@ impl Pool {
 
     /// Returns a connection. `healthy = false` closes it instead (unknown protocol state).
     pub fn put(&self, c: Conn, healthy: bool) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = sync::lock(&self.state);
         if st.pid != std::process::id() {
             std::mem::forget(c);
             return;

@@ -14,6 +14,7 @@ use crate::conn::{Conn, Endpoint, Reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::SLOTS;
 use crate::pool::Pool;
+use crate::sync;
 use crate::tls::{self, Tls};
 
 /// Whether a request reads or writes (reads may go to a replica).
@@ -45,6 +46,17 @@ pub struct Router {
     tls: Option<Arc<Tls>>,
 }
 
+/// The first element of a `ROLE` reply: "master", "slave" or "sentinel".
+fn role_name(reply: &Reply) -> Option<&[u8]> {
+    match reply {
+        Reply::Array(v) => match v.first() {
+            Some(Reply::Bulk(r)) => Some(r.as_slice()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// A random starting point, so that many tables opening at once spread their topology
 /// queries over the seeds instead of all asking the first one.
 fn random_start(n: usize) -> usize {
@@ -54,18 +66,64 @@ fn random_start(n: usize) -> usize {
 }
 
 impl Router {
-    /// Builds the router and learns the topology (connecting once).
+    /// Builds the router and learns the topology (connecting once). Errors name the mode in
+    /// effect and what to set.
+    ///
+    /// Mode 1 (sentinel, also TFRA's default when the field is absent) keeps TFRA's tolerance
+    /// of a plain server, without its danger: when the one configured host answers the
+    /// sentinel query with an error reply and `ROLE` says it is a master, it is used as a
+    /// standalone server (one log line says so). A sentinel that is down, unknown to the
+    /// master name or failing is an error, and no other server is ever tried.
     pub fn open(cfg: &Config) -> Result<Router> {
+        let opened = Router::connect(cfg.clone()).or_else(|sentinel_err| {
+            let plain = Router::plain_server_in_sentinel_mode(cfg, &sentinel_err)?;
+            log::warn!(
+                "{}: {} is a plain Redis master, not a sentinel; using it as a standalone \
+                 server (set \"redis_connection_mode\": 2 to say so)",
+                cfg.mode_in_effect(),
+                cfg.addr(0)
+            );
+            Router::connect(plain)
+        });
+        opened.map_err(|e| e.context(cfg.mode_in_effect()).hint(cfg.mode_hint()))
+    }
+
+    fn connect(cfg: Config) -> Result<Router> {
+        let tls = tls::settings(&cfg)?;
         let r = Router {
-            cfg: cfg.clone(),
+            cfg,
             pools: Mutex::new(FxHashMap::default()),
             slots: RwLock::new(SlotMap::default()),
             master: RwLock::new(None),
             replica: RwLock::new(None),
-            tls: tls::settings(cfg)?,
+            tls,
         };
         r.refresh()?;
         Ok(r)
+    }
+
+    /// The standalone config to use when `cfg` is in sentinel mode, names one host, and that
+    /// host turned out to be a Redis master (it answered the sentinel query with an error
+    /// reply, and `ROLE` with "master"). Otherwise the sentinel error stands.
+    fn plain_server_in_sentinel_mode(cfg: &Config, sentinel_err: &Error) -> Result<Config> {
+        let answered_with_error_reply = sentinel_err.reply().is_some();
+        if cfg.redis_connection_mode != ConnectionMode::Sentinel
+            || cfg.redis_host_ip.len() != 1
+            || !answered_with_error_reply
+        {
+            return Err(sentinel_err.clone());
+        }
+        let plain = cfg.as_standalone();
+        let ep = Endpoint::data(&plain, plain.addr(0), tls::settings(&plain)?);
+        let role = Conn::open(&ep).and_then(|mut c| {
+            c.cmd(&[b"ROLE"]);
+            c.flush()?;
+            c.read_reply()
+        });
+        match role {
+            Ok(reply) if role_name(&reply) == Some(b"master".as_slice()) => Ok(plain),
+            _ => Err(sentinel_err.clone()),
+        }
     }
 
     /// `(replicas, timeout ms)` every write pipeline must be acknowledged by, if any.
@@ -78,7 +136,7 @@ impl Router {
 
     /// The pool for `addr`, created on first use.
     pub fn pool(&self, addr: &str) -> Arc<Pool> {
-        let mut pools = self.pools.lock().unwrap();
+        let mut pools = sync::lock(&self.pools);
         pools
             .entry(addr.to_owned())
             .or_insert_with(|| {
@@ -114,16 +172,16 @@ impl Router {
             ConnectionMode::Standalone => Ok(self.cfg.addr(0)),
             ConnectionMode::Sentinel => {
                 if access == Access::Read && self.cfg.redis_read_access_slave {
-                    if let Some(r) = self.replica.read().unwrap().clone() {
+                    if let Some(r) = sync::read(&self.replica).clone() {
                         return Ok(r);
                     }
                 }
-                self.master.read().unwrap().clone().ok_or_else(|| {
+                sync::read(&self.master).clone().ok_or_else(|| {
                     Error::new(ErrorKind::Connection, "no master known from the sentinels")
                 })
             }
             ConnectionMode::Cluster => {
-                let map = self.slots.read().unwrap();
+                let map = sync::read(&self.slots);
                 match map.owner.get(slot) {
                     Some(&i) if i != u16::MAX => Ok(map.nodes[i as usize].clone()),
                     _ => Err(Error::new(
@@ -137,7 +195,7 @@ impl Router {
 
     /// Records a MOVED redirect without a full refresh.
     pub fn moved(&self, slot: usize, addr: &str) {
-        let mut map = self.slots.write().unwrap();
+        let mut map = sync::write(&self.slots);
         let i = match map.nodes.iter().position(|n| n == addr) {
             Some(i) => i,
             None => {
@@ -243,7 +301,7 @@ impl Router {
                 format!("redis cluster at {seed} serves no slots"),
             ));
         }
-        *self.slots.write().unwrap() = map;
+        *sync::write(&self.slots) = map;
         Ok(())
     }
 
@@ -304,16 +362,15 @@ impl Router {
             c.flush()?;
             c.read_reply()
         })?;
-        let is_master = matches!(&role, Reply::Array(v) if matches!(v.first(), Some(Reply::Bulk(r)) if r.as_slice() == b"master"));
-        if !is_master {
+        if role_name(&role) != Some(b"master".as_slice()) {
             return Err(Error::new(
                 ErrorKind::Connection,
                 format!("{addr}, named master of {:?} by the sentinels, is not a master (failover in progress)", self.cfg.redis_master_name),
             ));
         }
-        *self.master.write().unwrap() = Some(addr);
+        *sync::write(&self.master) = Some(addr);
         if self.cfg.redis_read_access_slave {
-            *self.replica.write().unwrap() = self.find_replica().ok().flatten();
+            *sync::write(&self.replica) = self.find_replica().ok().flatten();
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use crate::rdb;
 use crate::rehash::Mover;
 use crate::route::{Access, Router};
 use crate::stats;
+use crate::sync;
 
 mod scan;
 
@@ -616,7 +617,7 @@ impl Table {
                         Some(len) => Some(c.bulk(len)?),
                         None => None,
                     };
-                    stored.lock().unwrap()[d as usize] = v;
+                    sync::lock(&stored)[d as usize] = v;
                 }
                 Ok(())
             },
@@ -820,7 +821,7 @@ impl Table {
                             }
                             None => None,
                         };
-                        stored.lock().unwrap()[d as usize] = v;
+                        sync::lock(&stored)[d as usize] = v;
                     }
                     Ok(())
                 },
@@ -877,7 +878,7 @@ impl Table {
                             "accum: the CAS script replied with a non-array",
                         ));
                     };
-                    let mut lost = lost.lock().unwrap();
+                    let mut lost = sync::lock(&lost);
                     for f in failed {
                         if let Reply::Int(i) = f {
                             if let Some(&d) =
@@ -1034,7 +1035,7 @@ impl Table {
             },
             |c, ch| {
                 let n = c.read_int()?;
-                replies.lock().unwrap()[ch.bucket] = n;
+                sync::lock(&replies)[ch.bucket] = n;
                 Ok(())
             },
         )?;
@@ -1078,7 +1079,7 @@ impl Table {
                 }
             }
         }
-        *self.ttl_last.lock().unwrap() = std::time::Instant::now();
+        *sync::lock(&self.ttl_last) = std::time::Instant::now();
         Ok(())
     }
 
@@ -1100,7 +1101,7 @@ impl Table {
         let arg = secs.to_string();
         let every = std::time::Duration::from_secs((secs as u64 / 4).clamp(1, 60));
         let due = {
-            let mut last = self.ttl_last.lock().unwrap();
+            let mut last = sync::lock(&self.ttl_last);
             let due = last.elapsed() >= every;
             if due {
                 *last = std::time::Instant::now();

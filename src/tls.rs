@@ -12,6 +12,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::sync;
 
 /// A TLS-wrapped socket.
 pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
@@ -53,11 +54,11 @@ pub fn settings(cfg: &Config) -> Result<Option<Arc<Tls>>> {
     };
     static CACHE: OnceLock<Mutex<HashMap<Files, Arc<Tls>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(t) = cache.lock().unwrap().get(&files) {
+    if let Some(t) = sync::lock(cache).get(&files) {
         return Ok(Some(t.clone()));
     }
     let tls = Arc::new(build(&files)?);
-    cache.lock().unwrap().insert(files, tls.clone());
+    sync::lock(cache).insert(files, tls.clone());
     Ok(Some(tls))
 }
 

@@ -19,5 +19,5 @@ def stats():
     * ``calls``, ``call_nanoseconds``: lookups, upserts, accums and removes, and the wall
       time spent inside them (the rest of a step's time is TensorFlow's and Python's).
     """
-    names, values = _lib.rde_redis_stats()
+    names, values = _lib.tfra_rde_redis_stats()
     return {n.decode(): int(v) for n, v in zip(names.numpy(), values.numpy())}

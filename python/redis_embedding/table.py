@@ -69,7 +69,7 @@ class RedisTable(LookupInterface):
     def _create_resource(self):
         use_node_name_sharing = bool(self._checkpoint and self._shared_name is None)
         with ops.device(self._device):
-            handle = _lib.rde_redis_table_of_tensors(
+            handle = _lib.tfra_rde_redis_table_of_tensors(
                 shared_name=self._shared_name,
                 use_node_name_sharing=use_node_name_sharing,
                 key_dtype=self._key_dtype,
@@ -103,7 +103,7 @@ class RedisTable(LookupInterface):
         """Number of rows in the table (an int64 scalar)."""
         with ops.name_scope(name, "%s_Size" % self.name, [self.resource_handle]):
             with ops.colocate_with(self.resource_handle):
-                return _lib.rde_redis_table_size(self.resource_handle)
+                return _lib.tfra_rde_redis_table_size(self.resource_handle)
 
     def remove(self, keys, name=None):
         """Removes `keys`; missing keys are ignored."""
@@ -112,13 +112,13 @@ class RedisTable(LookupInterface):
                             (self._key_dtype, keys.dtype))
         with ops.name_scope(name, "%s_lookup_table_remove" % self.name,
                             (self.resource_handle, keys)):
-            return _lib.rde_redis_table_remove(self.resource_handle, keys)
+            return _lib.tfra_rde_redis_table_remove(self.resource_handle, keys)
 
     def clear(self, name=None):
         """Deletes every row of this table."""
         with ops.name_scope(name, "%s_lookup_table_clear" % self.name, [self.resource_handle]):
-            return _lib.rde_redis_table_clear(self.resource_handle, key_dtype=self._key_dtype,
-                                              value_dtype=self._value_dtype)
+            return _lib.tfra_rde_redis_table_clear(self.resource_handle, key_dtype=self._key_dtype,
+                                                   value_dtype=self._value_dtype)
 
     def lookup(self, keys, dynamic_default_values=None, return_exists=False, name=None):
         """Values for `keys` (shape keys.shape + [dim]); missing keys get their default.
@@ -134,9 +134,9 @@ class RedisTable(LookupInterface):
                         if dynamic_default_values is not None else self._default_value)
             with ops.colocate_with(self.resource_handle):
                 if return_exists:
-                    return _lib.rde_redis_table_find_with_exists(self.resource_handle, keys,
-                                                                 defaults)
-                return _lib.rde_redis_table_find(self.resource_handle, keys, defaults)
+                    return _lib.tfra_rde_redis_table_find_with_exists(self.resource_handle, keys,
+                                                                      defaults)
+                return _lib.tfra_rde_redis_table_find(self.resource_handle, keys, defaults)
 
     def insert(self, keys, values, name=None):
         """Upserts rows; for a key repeated in `keys` the last row wins."""
@@ -145,7 +145,7 @@ class RedisTable(LookupInterface):
             keys = ops.convert_to_tensor(keys, self._key_dtype, name="keys")
             values = ops.convert_to_tensor(values, self._value_dtype, name="values")
             with ops.colocate_with(self.resource_handle):
-                return _lib.rde_redis_table_insert(self.resource_handle, keys, values)
+                return _lib.tfra_rde_redis_table_insert(self.resource_handle, keys, values)
 
     def accum(self, keys, values_or_deltas, exists, name=None):
         """TFRA's bp_v2 update, atomic per key on the server: where `exists`, adds the delta
@@ -157,16 +157,16 @@ class RedisTable(LookupInterface):
                                                      name="values_or_deltas")
             exists = ops.convert_to_tensor(exists, dtypes.bool, name="exists")
             with ops.colocate_with(self.resource_handle):
-                return _lib.rde_redis_table_accum(self.resource_handle, keys,
-                                                  values_or_deltas, exists)
+                return _lib.tfra_rde_redis_table_accum(self.resource_handle, keys,
+                                                       values_or_deltas, exists)
 
     def export(self, name=None):
         """All keys and values (table_store_mode 0), or empty tensors in mode 2."""
         with ops.name_scope(name, "%s_lookup_table_export_values" % self.name,
                             [self.resource_handle]):
             with ops.colocate_with(self.resource_handle):
-                return _lib.rde_redis_table_export(self.resource_handle, Tkeys=self._key_dtype,
-                                                   Tvalues=self._value_dtype)
+                return _lib.tfra_rde_redis_table_export(self.resource_handle, Tkeys=self._key_dtype,
+                                                        Tvalues=self._value_dtype)
 
     def save_to_file_system(self, dirpath, file_name=None, dirpath_env="TFRA_SAVED_KV",
                             append_to_file=False, buffer_size=4194304, name=None):
@@ -178,12 +178,12 @@ class RedisTable(LookupInterface):
         """
         with ops.name_scope(name, "%s_save_table" % self.name, [self.resource_handle]):
             with ops.colocate_with(None, ignore_existing=True):
-                return _lib.rde_redis_table_save_to_file_system(
-                    self.resource_handle, dirpath=dirpath,
-                    file_name=file_name if file_name else self._name,
-                    key_dtype=self._key_dtype, value_dtype=self._value_dtype,
-                    dirpath_env=dirpath_env or "", append_to_file=append_to_file,
-                    buffer_size=buffer_size)
+                return _lib.tfra_rde_redis_table_save_to_file_system(
+                         self.resource_handle, dirpath=dirpath,
+                         file_name=file_name if file_name else self._name,
+                         key_dtype=self._key_dtype, value_dtype=self._value_dtype,
+                         dirpath_env=dirpath_env or "", append_to_file=append_to_file,
+                         buffer_size=buffer_size)
 
     def load_from_file_system(self, dirpath, file_name=None, dirpath_env="TFRA_SAVED_KV",
                               load_entire_dir=False, buffer_size=4194304, name=None):
@@ -194,12 +194,12 @@ class RedisTable(LookupInterface):
         """
         with ops.name_scope(name, "%s_load_table" % self.name, [self.resource_handle]):
             with ops.colocate_with(None, ignore_existing=True):
-                return _lib.rde_redis_table_load_from_file_system(
-                    self.resource_handle, dirpath=dirpath,
-                    file_name=file_name if file_name else self._name,
-                    key_dtype=self._key_dtype, value_dtype=self._value_dtype,
-                    dirpath_env=dirpath_env or "", load_entire_dir=load_entire_dir,
-                    buffer_size=buffer_size)
+                return _lib.tfra_rde_redis_table_load_from_file_system(
+                         self.resource_handle, dirpath=dirpath,
+                         file_name=file_name if file_name else self._name,
+                         key_dtype=self._key_dtype, value_dtype=self._value_dtype,
+                         dirpath_env=dirpath_env or "", load_entire_dir=load_entire_dir,
+                         buffer_size=buffer_size)
 
     def _gather_saveables_for_checkpoint(self):
         self._new_obj_trackable = None
@@ -241,8 +241,8 @@ class RedisTable(LookupInterface):
             del restored_shapes
             with ops.name_scope(name, "%s_table_restore" % self._restore_name):
                 with ops.colocate_with(self.op.resource_handle):
-                    return _lib.rde_redis_table_import(self.op.resource_handle,
-                                                       restored_tensors[0], restored_tensors[1])
+                    return _lib.tfra_rde_redis_table_import(self.op.resource_handle,
+                                                            restored_tensors[0], restored_tensors[1])
 
 
-ops.NotDifferentiable("RDE>RedisTableOfTensors")
+ops.NotDifferentiable("TFRA>RdeRedisTableOfTensors")

@@ -15,6 +15,7 @@ use crate::exec;
 use crate::layout::display_bytes;
 use crate::plan::Chunk;
 use crate::route::Access;
+use crate::sync;
 
 /// One page of a bucket, read and checked to hold field/value pairs.
 struct Page {
@@ -76,7 +77,7 @@ impl Table {
                     let whole = lens[bucket] as usize <= GETALL_MAX_ROWS;
                     let mut cursor = b"0".to_vec();
                     loop {
-                        let reuse = spare.lock().unwrap().pop().unwrap_or_default();
+                        let reuse = sync::lock(spare).pop().unwrap_or_default();
                         let (items, more) = self.read_page(bucket, whole, &cursor, reuse)?;
                         let page = Page {
                             bucket,
@@ -114,7 +115,7 @@ impl Table {
                 if page.paged && page.last {
                     seen.done(page.bucket);
                 }
-                spare.lock().unwrap().push(page.items);
+                sync::lock(spare).push(page.items);
             }
             drop(rx);
             let read = reading
@@ -155,7 +156,7 @@ impl Table {
                 }
             },
             |c, _| {
-                let mut out = page.lock().unwrap();
+                let mut out = sync::lock(&page);
                 let (items, more) = &mut *out;
                 *more = if whole {
                     c.read_getall(items)?;

@@ -1,10 +1,14 @@
 """Shared fixtures: one redis-server for the session (flushed before every test) and a
 config file pointing at it."""
 
+import importlib.util
 import os
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# TFRA needs legacy Keras (tf-keras, the TF 2.16 leg); the newest-TF leg runs Keras 3. Set
+# before TensorFlow is imported, and inherited by the subprocesses the tests start.
+if importlib.util.find_spec("tf_keras") is not None:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
 

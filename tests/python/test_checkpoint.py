@@ -3,11 +3,10 @@ run whose embedding and optimizer-slot tables come back exactly."""
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders_addons as tfra
 
 import redis_embedding as rde
+from optional_tfra import de, requires_tfra
 
-de = tfra.dynamic_embedding
 
 
 def rows(table):
@@ -57,6 +56,7 @@ def test_tf1_saver_round_trip(config_path, tmp_path):
     np.testing.assert_array_equal(before[1][ob], after[1][oa])
 
 
+@requires_tfra
 def test_adam_training_survives_save_and_restore_exactly(config_path, tmp_path):
     creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=config_path))
     emb = de.get_variable("ckpt_emb", key_dtype=tf.int64, value_dtype=tf.float32, dim=4,
@@ -120,6 +120,7 @@ def test_every_mode_round_trips_every_dtype_pair(redis, tmp_path, mode, key_dtyp
     assert int(t.size()) == 20
 
 
+@requires_tfra
 def test_tfra_file_system_saver(config_path, tmp_path):
     creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=config_path),
                                     saver=de.FileSystemSaver())
@@ -138,6 +139,7 @@ def test_tfra_file_system_saver(config_path, tmp_path):
     np.testing.assert_array_equal(var.lookup(keys).numpy(), values.numpy())
 
 
+@requires_tfra
 def test_training_with_bfloat16_storage_still_learns(redis, tmp_path):
     path = redis.config(tmp_path / "bf.json", rde_value_storage="bfloat16")
     creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=path))

@@ -4,11 +4,12 @@ import subprocess
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders_addons as tfra
 
 import redis_embedding as rde
+from optional_tfra import de, requires_tfra
 
-de = tfra.dynamic_embedding
+pytestmark = requires_tfra
+
 
 
 def test_reshard_during_training(redis_cluster, tmp_path):

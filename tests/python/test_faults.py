@@ -9,15 +9,15 @@ import time
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders_addons as tfra
 
 import redis_embedding as rde
+from optional_tfra import de, requires_tfra
 from redis_harness import RedisServer
 
-de = tfra.dynamic_embedding
 FAULTS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
 
 
+@requires_tfra
 def test_training_survives_a_server_kill_and_restart(tmp_path):
     server = RedisServer(tmp_path / "aof", extra=("--appendonly", "yes", "--appendfsync", "always"))
     try:
@@ -104,7 +104,7 @@ def test_several_processes_share_one_table(redis, tmp_path):
     t = rde.RedisTable(tf.int64, tf.float32, tf.zeros([4]), name="shared",
                        config=rde.RedisTableConfig(path))
     t.insert(tf.range(50, dtype=tf.int64), tf.zeros([50, 4]))
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, path, str(w)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for w in range(3)]

@@ -6,12 +6,11 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_recommenders_addons as tfra
 
 import redis_embedding as rde
+from optional_tfra import de, requires_tfra
 from test_ops import PAIRS, make_keys, make_values, table
 
-de = tfra.dynamic_embedding
 
 
 def sorted_rows(t):
@@ -36,6 +35,7 @@ def test_round_trip_every_dtype_pair(config_path, tmp_path, key_dtype, value_dty
 @pytest.mark.parametrize("key_dtype,value_dtype",
                          [(tf.int64, tf.float32), (tf.int32, tf.float64), (tf.int64, tf.int8)],
                          ids=lambda d: d.name)
+@requires_tfra
 def test_files_move_between_tfra_and_us(config_path, tmp_path, key_dtype, value_dtype):
     cfg = de.RedisTableConfig(redis_config_abs_dir=config_path)
     theirs = de.RedisTable(key_dtype, value_dtype, tf.zeros([4], value_dtype), name="x_mht_1of1",
@@ -57,6 +57,7 @@ def test_files_move_between_tfra_and_us(config_path, tmp_path, key_dtype, value_
     assert int(theirs.size()) == 20
 
 
+@requires_tfra
 def test_variable_files_env_append_and_entire_dir(config_path, tmp_path, monkeypatch):
     creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=config_path))
     var = de.get_variable("fs", dim=2, devices=["/CPU:0", "/CPU:0"], kv_creator=creator,

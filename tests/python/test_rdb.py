@@ -6,13 +6,11 @@ import time
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders_addons as tfra
-from tensorflow_recommenders_addons.dynamic_embedding.python.ops import redis_table_ops as tfra_ops
 
 import redis_embedding as rde
+from optional_tfra import de, requires_tfra
 from redis_embedding._ops import ops as rde_ops
 
-de = tfra.dynamic_embedding
 
 
 def rows(t):
@@ -58,8 +56,8 @@ def test_missing_file_is_an_error(redis, tmp_path):
                        config=rde.RedisTableConfig(path))
     import pytest
     with pytest.raises(tf.errors.NotFoundError, match=r"test:nofile\{3560\}\.rdb"):
-        rde_ops.rde_redis_table_import(t.resource_handle, tf.constant([], tf.int64),
-                                       tf.zeros([0, 3]))
+        rde_ops.tfra_rde_redis_table_import(t.resource_handle, tf.constant([], tf.int64),
+                                            tf.zeros([0, 3]))
 
 
 def wait_for_file(path, size):
@@ -71,7 +69,10 @@ def wait_for_file(path, size):
         time.sleep(0.02)
 
 
+@requires_tfra
 def test_rdb_files_move_between_tfra_and_us(redis, tmp_path):
+    from tensorflow_recommenders_addons.dynamic_embedding.python.ops import \
+        redis_table_ops as tfra_ops
     lib = tmp_path / "lib"
     # TFRA's export does not reliably create <model_lib_abs_dir>/<model_tag>/ itself (it logs
     # "failed to create" and writes nothing), so the directory is made here, as its users must.
@@ -89,7 +90,7 @@ def test_rdb_files_move_between_tfra_and_us(redis, tmp_path):
     redis.command(b"DEL", bucket)
     ours = rde.RedisTable(tf.int64, tf.float32, tf.zeros([2]), name="cross",
                           config=rde.RedisTableConfig(path))
-    rde_ops.rde_redis_table_import(ours.resource_handle, tf.constant([], tf.int64), tf.zeros([0, 2]))
+    rde_ops.tfra_rde_redis_table_import(ours.resource_handle, tf.constant([], tf.int64), tf.zeros([0, 2]))
     np.testing.assert_array_equal(ours.lookup(keys).numpy(), values.numpy())
 
     # And back: our dump, TFRA's restore.

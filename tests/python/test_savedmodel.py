@@ -9,22 +9,27 @@ import textwrap
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders_addons as tfra
 
 import redis_embedding as rde
 from redis_harness import RedisServer
 
-de = tfra.dynamic_embedding
 
 EXPORT = textwrap.dedent("""
     import os, sys
     import tensorflow as tf
-    import tensorflow_recommenders_addons as tfra
     import redis_embedding as rde
     config, out = sys.argv[1], sys.argv[2]
 
     class Model(tf.Module):
         def __init__(self):
+            try:  # through TFRA's Variable where TFRA is installed, else our table alone
+                import tensorflow_recommenders_addons as tfra
+            except ImportError:
+                self.emb = rde.RedisTable(tf.int64, tf.float32, tf.constant([-1.0, -1.0]),
+                                          name="served", config=rde.RedisTableConfig(config),
+                                          checkpoint=True)
+                self.emb.upsert = self.emb.insert
+                return
             creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=config))
             self.emb = tfra.dynamic_embedding.get_variable(
                 "served", dim=2, initializer=-1.0, kv_creator=creator)
@@ -49,7 +54,7 @@ SERVE = textwrap.dedent("""
 
 
 def run(script, *args, env=None):
-    full = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    full = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     full.pop("TFRA_REDIS_CONFIG_PATH", None) if env is None else None
     out = subprocess.run([sys.executable, "-c", script, *args], env=full, capture_output=True,
                          text=True, timeout=300)

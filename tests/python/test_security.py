@@ -38,7 +38,7 @@ def test_passwords_stay_out_of_logs_errors_and_repr(redis, tmp_path):
     os.chmod(good, 0o644)
     bad = redis.config(tmp_path / "bad.json", redis_user="trainer", redis_password=SECRET + "x")
     os.chmod(bad, 0o600)
-    env = dict(os.environ, RDE_LOG="debug", TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, RDE_LOG="debug", TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", SCRIPT, good, bad], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -2,15 +2,18 @@
 by TFRA are read by us and the reverse, and the stored bytes are the raw little-endian
 layout."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_recommenders_addons as tfra
 
 import redis_embedding as rde
+from optional_tfra import de, requires_tfra
 from test_ops import make_keys, make_values
 
-de = tfra.dynamic_embedding
+pytestmark = requires_tfra
+
 
 PAIRS = [(tf.int64, tf.float32), (tf.int32, tf.float64), (tf.string, tf.float32),
          (tf.int64, tf.bfloat16), (tf.int64, tf.int8), (tf.string, tf.int64),
@@ -76,3 +79,40 @@ def test_tfra_training_data_is_readable_by_ours(redis, tmp_path):
                             config=rde.RedisTableConfig(path))
     np.testing.assert_array_equal(mirror.lookup(ids).numpy(), [[1, 1], [2, 2], [3, 3]])
     assert int(new.size()) == 0
+
+
+def test_tfra_keras_layer_fits_and_saves_with_tfras_save_options(redis, tmp_path):
+    """TFRA's shortest config (no redis_connection_mode, so mode 1, against a plain server)
+    and TFRA's Keras layer with our creator: model.fit lowers the loss, and model.save with
+    the options TFRA's docs give (namespace_whitelist=["TFRA"]) works with no code change."""
+    path = tmp_path / "redis.json"
+    path.write_text(json.dumps({"redis_host_ip": ["127.0.0.1"], "redis_host_port": [redis.port],
+                                "table_store_mode": 0}))
+    creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=str(path)))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 64, size=(2048, 1)).astype(np.int64)
+    labels = (ids[:, 0] % 2).astype(np.float32)  # learnable only through the embedding
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(1,), dtype=tf.int64),
+        de.keras.layers.Embedding(4, key_dtype=tf.int64, kv_creator=creator, name="ids",
+                                  initializer=tf.keras.initializers.RandomNormal(0, 0.1)),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=de.DynamicEmbeddingOptimizer(tf.keras.optimizers.Adam(0.05)),
+                  loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
+    history = model.fit(ids, labels, batch_size=256, epochs=6, verbose=0).history["loss"]
+    assert history[-1] < 0.5 * history[0], history
+    stored = [k for k in redis.command(b"KEYS", b"*") if not k.startswith(b"rde-layout:")]
+    assert stored, "the embedding rows are not in Redis"
+
+    out = str(tmp_path / "saved")
+    model.save(out, options=tf.saved_model.SaveOptions(namespace_whitelist=["TFRA"]))
+    served = tf.saved_model.load(out).signatures["serving_default"]
+    ops = {n.op for n in served.graph.as_graph_def().node}
+    ops |= {n.op for f in served.graph.as_graph_def().library.function for n in f.node_def}
+    assert any(op.startswith("TFRA>Rde") for op in ops), sorted(ops)
+    assert not any(op.startswith("RDE>") for op in ops), sorted(ops)
+    (arg,) = served.structured_input_signature[1]
+    got = list(served(**{arg: tf.constant(ids[:8])}).values())[0].numpy()
+    np.testing.assert_allclose(got, model.predict(ids[:8], verbose=0), rtol=1e-5)

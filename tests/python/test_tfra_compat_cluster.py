@@ -4,12 +4,13 @@ bucket for every key, rows readable in both directions."""
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_recommenders_addons as tfra
 
 import redis_embedding as rde
+from optional_tfra import de, requires_tfra
 from test_ops import make_keys, make_values
 
-de = tfra.dynamic_embedding
+pytestmark = requires_tfra
+
 
 
 @pytest.mark.parametrize("key_dtype", [tf.int64, tf.int32, tf.string], ids=lambda d: d.name)

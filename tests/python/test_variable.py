@@ -2,11 +2,12 @@
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders_addons as tfra
 
 import redis_embedding as rde
+from optional_tfra import de, requires_tfra
 
-de = tfra.dynamic_embedding
+pytestmark = requires_tfra
+
 
 
 def test_multi_device_variable_size_export_and_checkpoint(config_path, tmp_path):
