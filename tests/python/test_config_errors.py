@@ -69,8 +69,34 @@ def test_unreachable_cluster_seeds_and_sentinels_are_unavailable(tmp_path):
         port = free_port()
         path = write(tmp_path, {**DEAD, "redis_host_port": [port], "redis_connection_mode": mode,
                                 "redis_connect_timeout": 200, "redis_sentinel_connect_timeout": 200})
-        with pytest.raises(tf.errors.UnavailableError, match=f"127.0.0.1:{port}"):
+        with pytest.raises(tf.errors.UnavailableError, match=f"127.0.0.1:{port}") as e:
             make_table(path)
+        assert f"redis_connection_mode {mode} (" in str(e.value)
+        assert '"redis_connection_mode": 2' in str(e.value)  # what to set for a plain server
+
+
+def test_tfra_default_mode_uses_a_plain_server_and_says_so(tmp_path, redis, capfd):
+    """TFRA's shortest config has no redis_connection_mode (so mode 1, sentinel): pointed at a
+    plain server, the table works against that server and one log line says so."""
+    path = write(tmp_path, {"redis_host_ip": ["127.0.0.1"], "redis_host_port": [redis.port]})
+    t = make_table(path, name="tfra_default")
+    t.insert(tf.constant([5, 6], tf.int64), tf.constant([[1.0, 2.0], [3.0, 4.0]]))
+    assert t.lookup(tf.constant([6], tf.int64)).numpy().tolist() == [[3.0, 4.0]]
+    assert int(redis.command(b"HLEN", b"test:tfra_default{3560}")) == 2
+    err = capfd.readouterr().err
+    assert "is a plain Redis master, not a sentinel; using it as a standalone server" in err, err
+    assert "TFRA's default: the config does not set it" in err, err
+
+
+def test_a_dead_sentinel_in_the_default_mode_is_a_clear_error(tmp_path):
+    port = free_port()
+    path = write(tmp_path, {"redis_host_ip": ["127.0.0.1"], "redis_host_port": [port],
+                            "redis_sentinel_connect_timeout": 200, "rde_max_retries": 0})
+    with pytest.raises(tf.errors.UnavailableError) as e:
+        make_table(path, name="dead_sentinel")
+    msg = str(e.value)
+    assert "redis_connection_mode 1 (sentinel, TFRA's default: the config does not set it)" in msg
+    assert f"via sentinels 127.0.0.1:{port}" in msg and '"redis_connection_mode": 2' in msg
 
 
 def test_lookup_priority_env_attr_then_tfra_env_then_path(tmp_path, redis, monkeypatch):
