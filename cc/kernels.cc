@@ -62,14 +62,24 @@ rust::Slice<uint8_t> MutBytes(Tensor* t) {
   return {reinterpret_cast<uint8_t*>(const_cast<char*>(sp.data())), sp.size()};
 }
 
-// Copies string elements [data + offsets[i], data + offsets[i+1]) into a string tensor.
-void FillStrings(rust::Slice<const uint8_t> data, rust::Slice<const uint64_t> offsets,
-                 Tensor* out) {
+// Copies string elements (element i is data[offsets[i]..offsets[i+1]]) into `out`, which
+// must hold exactly offsets.size() - 1 of them; anything else is a bug reported, not truncated.
+Status FillStrings(rust::Slice<const uint8_t> data, rust::Slice<const uint64_t> offsets,
+                   Tensor* out) {
   auto flat = out->flat<tstring>();
-  for (int64_t i = 0; i < flat.size() && static_cast<size_t>(i) + 1 < offsets.size(); ++i) {
+  if (flat.size() == 0) return OkStatus();
+  if (offsets.size() != static_cast<size_t>(flat.size()) + 1 ||
+      offsets[offsets.size() - 1] > data.size()) {
+    return errors::Internal("string rows do not fit the output: ", offsets.size(),
+                            " offsets and ", data.size(), " bytes for ", flat.size(),
+                            " elements");
+  }
+  for (int64_t i = 0; i < flat.size(); ++i) {
+    if (offsets[i] > offsets[i + 1]) return errors::Internal("string offsets decrease at ", i);
     flat(i).assign(reinterpret_cast<const char*>(data.data()) + offsets[i],
                    offsets[i + 1] - offsets[i]);
   }
+  return OkStatus();
 }
 
 Status GetTable(OpKernelContext* ctx, TableResource** table) {
@@ -176,7 +186,7 @@ class FindOp : public OpKernel {
                                              k.offsets(), d.data(), d.offsets(),
                                              {found.data(), found.size()}, st);
       OP_REQUIRES_OK(ctx, ToStatus(st));
-      FillStrings(rows->data(), rows->offsets(), values);
+      OP_REQUIRES_OK(ctx, FillStrings(rows->data(), rows->offsets(), values));
       if (exists) std::memcpy(MutBytes(exists).data(), found.data(), found.size());
       return;
     }
@@ -314,7 +324,7 @@ class ExportOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n}), &keys));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, value_shape, &values));
     if (keys->dtype() == DT_STRING) {
-      FillStrings(ex->keys(), ex->key_offsets(), keys);
+      OP_REQUIRES_OK(ctx, FillStrings(ex->keys(), ex->key_offsets(), keys));
     } else {
       auto dst = MutBytes(keys);
       OP_REQUIRES(ctx, dst.size() == ex->keys().size(),
@@ -322,7 +332,7 @@ class ExportOp : public OpKernel {
       if (!dst.empty()) std::memcpy(dst.data(), ex->keys().data(), dst.size());
     }
     if (values->dtype() == DT_STRING) {
-      FillStrings(ex->str_data(), ex->str_offsets(), values);
+      OP_REQUIRES_OK(ctx, FillStrings(ex->str_data(), ex->str_offsets(), values));
     } else {
       auto dst = MutBytes(values);
       OP_REQUIRES(ctx, dst.size() == ex->values().size(),

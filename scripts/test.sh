@@ -18,10 +18,8 @@ cargo clippy --all-targets -q -- -D warnings
 cargo clippy --all-targets -q --features bridge,failpoints -- -D warnings
 cargo clippy --lib -q --features tf -- -D warnings
 
-echo "== cargo test (Redis core, no TensorFlow)"
-cargo test -q
-echo "== cargo test --features bridge,failpoints (the bridge's panic guard)"
-cargo test -q --features bridge,failpoints --lib ffi::
+echo "== cargo test (Redis core, no TensorFlow; with the bridge and the test-only failpoints)"
+cargo test -q --features bridge,failpoints
 
 echo "== AddressSanitizer (C++ shim instrumented, op tests and the panic test under libasan)"
 bash scripts/asan.sh

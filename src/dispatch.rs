@@ -139,7 +139,7 @@ where
         })?;
         let mut last_err = None;
         let mut refresh = false;
-        for o in outcomes.into_inner().unwrap() {
+        for o in sync::into_inner(outcomes) {
             match o {
                 Outcome::Fatal(e) => {
                     stats::add(Counter::RequestsFailed, 1);

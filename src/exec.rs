@@ -70,7 +70,7 @@ where
             });
         }
     });
-    match first_err.into_inner().unwrap() {
+    match sync::into_inner(first_err) {
         Some(e) => Err(e),
         None => Ok(()),
     }

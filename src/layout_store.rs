@@ -119,7 +119,7 @@ pub fn call(
             Ok(())
         },
     )?;
-    Ok(reply.into_inner().unwrap().unwrap_or(Reply::Nil))
+    Ok(sync::into_inner(reply).unwrap_or(Reply::Nil))
 }
 
 /// The layout stored for `prefix`, if any.

@@ -36,8 +36,9 @@ pub struct Mover<'a> {
     pub name: &'a str,
 }
 
-/// Testing failpoint: `RDE_FAILPOINT_MIGRATE_ABORT_AFTER=<rows>` makes a migration fail after
-/// copying that many rows, as if the process had died there.
+/// Test-only failpoint (feature `failpoints`): `RDE_FAILPOINT_MIGRATE_ABORT_AFTER=<rows>`
+/// makes a migration fail after copying that many rows, as if the process had died there.
+#[cfg(feature = "failpoints")]
 fn failpoint(copied: u64) -> Result<()> {
     match std::env::var("RDE_FAILPOINT_MIGRATE_ABORT_AFTER")
         .ok()
@@ -49,6 +50,11 @@ fn failpoint(copied: u64) -> Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_copied: u64) -> Result<()> {
+    Ok(())
 }
 
 struct Progress<'a> {

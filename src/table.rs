@@ -331,6 +331,21 @@ impl Table {
         self.buckets.name(c.bucket)
     }
 
+    /// Reads the array header of an HMGET reply to `ch`, which must hold one value per field.
+    fn read_hmget_header(&self, c: &mut Conn, ch: &Chunk) -> Result<()> {
+        let (got, sent) = (c.read_array_header()?, ch.end - ch.start);
+        if got != sent {
+            return Err(Error::new(
+                ErrorKind::Server,
+                format!(
+                    "HMGET on bucket {} returned {got} values for {sent} fields",
+                    display_bytes(self.bucket_name(ch))
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn key_error(&self, bucket: &[u8], key: &[u8], what: String) -> Error {
         Error::data(format!(
             "bucket {} key {}: {what}",
@@ -523,13 +538,7 @@ impl Table {
             true,
             |c, ch| self.encode_hmget(c, ch, &plan, keys),
             |c, ch| {
-                let m = c.read_array_header()?;
-                if m != ch.end - ch.start {
-                    return Err(Error::new(
-                        ErrorKind::Server,
-                        format!("HMGET returned {m} values for {} fields", ch.end - ch.start),
-                    ));
-                }
+                self.read_hmget_header(c, ch)?;
                 // Each reply is scattered to every position of its key as it is read, so the
                 // copies for duplicate keys and defaults overlap the server's work on the
                 // next commands instead of following the last reply.
@@ -604,17 +613,18 @@ impl Table {
             )));
         }
         let plan = self.plan(keys);
-        let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; plan.distinct()]);
+        // Each distinct key's stored row, with the bucket it was read from.
+        let stored: Mutex<Vec<Option<(usize, Vec<u8>)>>> = Mutex::new(vec![None; plan.distinct()]);
         self.dispatch(
             &plan.chunks,
             Access::Read,
             true,
             |c, ch| self.encode_hmget(c, ch, &plan, keys),
             |c, ch| {
-                c.read_array_header()?;
+                self.read_hmget_header(c, ch)?;
                 for &d in &plan.order[ch.start..ch.end] {
                     let v = match c.read_bulk_len()? {
-                        Some(len) => Some(c.bulk(len)?),
+                        Some(len) => Some((ch.bucket, c.bulk(len)?)),
                         None => None,
                     };
                     sync::lock(&stored)[d as usize] = v;
@@ -622,14 +632,14 @@ impl Table {
                 Ok(())
             },
         )?;
-        let stored = stored.into_inner().unwrap();
+        let stored = sync::into_inner(stored);
         let mut exists = vec![0u8; n];
         for (i, &d) in plan.of.iter().enumerate() {
             match &stored[d as usize] {
-                Some(v) => {
+                Some((bucket, v)) => {
                     decode_str_row(v, dim, &mut rows.data, &mut rows.offsets).map_err(|why| {
                         self.key_error(
-                            self.buckets.name(0),
+                            self.buckets.name(*bucket),
                             keys.get(i),
                             format!("stored string value is malformed: {why}"),
                         )
@@ -804,7 +814,7 @@ impl Table {
                     }
                 },
                 |c, ch| {
-                    c.read_array_header()?;
+                    self.read_hmget_header(c, ch)?;
                     for &d in &order[ch.start..ch.end] {
                         let v = match c.read_bulk_len()? {
                             Some(len) if len == row => {
@@ -827,7 +837,7 @@ impl Table {
                 },
             )?;
             // 2. Fold each key's occurrences into its row, client-side.
-            let stored = stored.into_inner().unwrap();
+            let stored = sync::into_inner(stored);
             let mut updates: Vec<Option<Vec<u8>>> = vec![None; plan.distinct()];
             let delta_bytes = deltas_bytes(deltas);
             for &d in &order {
@@ -893,7 +903,7 @@ impl Table {
             )?;
             // Keys that lost a race are read and recomputed in the next round.
             todo.iter_mut().for_each(|t| *t = false);
-            let lost = lost.into_inner().unwrap();
+            let lost = sync::into_inner(lost);
             if lost.is_empty() {
                 break;
             }
@@ -1039,7 +1049,7 @@ impl Table {
                 Ok(())
             },
         )?;
-        Ok(replies.into_inner().unwrap())
+        Ok(sync::into_inner(replies))
     }
 
     fn all_buckets(&self) -> Vec<usize> {

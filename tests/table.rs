@@ -352,6 +352,54 @@ fn string_keys_and_string_values_round_trip() {
 }
 
 #[test]
+fn a_malformed_string_row_names_its_own_bucket() {
+    let s = Server::start();
+    let t = Table::open(
+        s.config(r#""storage_slice": 4, "rde_standalone_buckets": true"#),
+        TableSpec::new("sb", KeyType::I64, ValueType::Str, 1),
+    )
+    .unwrap();
+    let keys: Vec<i64> = (0..32).collect();
+    let kb = i64_keys(&keys);
+    let offs: Vec<u64> = (0..=32).collect();
+    t.insert(
+        &t.keys(&kb, &[]).unwrap(),
+        &Rows::Str {
+            data: &[b'v'; 32],
+            offsets: &offs,
+            dim: 1,
+        },
+    )
+    .unwrap();
+    // A key that lives in a bucket other than bucket 0.
+    let (key, bucket) = keys
+        .iter()
+        .find_map(|&k| {
+            (1..t.buckets().len()).find_map(|b| {
+                let name = t.buckets().name(b);
+                (s.cli(&[b"HEXISTS", name, &k.to_le_bytes()]) == b":1\r\n").then_some((k, b))
+            })
+        })
+        .expect("some key outside bucket 0");
+    let name = t.buckets().name(bucket).to_vec();
+    s.cli(&[b"HSET", &name, &key.to_le_bytes(), b"\xff\xff\xff"]);
+    let dflt = Rows::Str {
+        data: b"d",
+        offsets: &[0, 1],
+        dim: 1,
+    };
+    let e = t
+        .find_strings(&t.keys(&i64_keys(&[key]), &[]).unwrap(), &dflt)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Data, "{e}");
+    let shown = String::from_utf8_lossy(&name).into_owned();
+    assert!(
+        e.message().contains(&format!("bucket {shown} key {key}")),
+        "{e}"
+    );
+}
+
+#[test]
 fn export_returns_every_row_once() {
     let s = Server::start();
     let t = f32_table(&s, "emb", 2, r#""keys_sending_size": 100"#);

@@ -168,7 +168,7 @@ impl Table {
                 Ok(())
             },
         )?;
-        let (items, more) = page.into_inner().unwrap();
+        let (items, more) = sync::into_inner(page);
         if items.len() % 2 != 0 {
             return Err(Error::new(
                 ErrorKind::Server,
