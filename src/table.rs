@@ -614,7 +614,8 @@ impl Table {
         }
         let plan = self.plan(keys);
         // Each distinct key's stored row, with the bucket it was read from.
-        let stored: Mutex<Vec<Option<(usize, Vec<u8>)>>> = Mutex::new(vec![None; plan.distinct()]);
+        type Stored = Option<(usize, Vec<u8>)>;
+        let stored: Mutex<Vec<Stored>> = Mutex::new(vec![None; plan.distinct()]);
         self.dispatch(
             &plan.chunks,
             Access::Read,
