@@ -1,9 +1,13 @@
 """`stats()`: the process-wide fault and traffic counters of the Redis backend."""
 
+from __future__ import annotations
+
+from typing import Dict
+
 from redis_embedding._ops import ops as _lib
 
 
-def stats():
+def stats() -> Dict[str, int]:
     """Returns a dict of counter name -> count for this process.
 
     Counters only grow. Compare two snapshots to see what a piece of work caused, for

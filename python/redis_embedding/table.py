@@ -2,10 +2,16 @@
 dynamic-embedding stack calls (lookup, insert, accum, remove, clear, size, export) and a
 checkpoint saveable (table_store_mode 0: the rows travel through the checkpoint)."""
 
+from __future__ import annotations
+
 import copy
 import functools
+import os
 import re
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
+import numpy as np
+import tensorflow as tf
 from tensorflow.python.eager import context
 from tensorflow.python.framework import dtypes
 from tensorflow.python.framework import ops
@@ -13,15 +19,42 @@ from tensorflow.python.ops.lookup_ops import LookupInterface
 from tensorflow.python.training.saver import BaseSaverBuilder
 
 from redis_embedding._ops import ops as _lib
+from redis_embedding.config import ConfigLike, RedisTableConfig
+
+TensorLike = Union[tf.Tensor, tf.Variable, np.ndarray, Sequence, int, float, bool, str, bytes]
+"""Keys and values: a tensor, or what `tf.convert_to_tensor` makes a tensor of (lists, tuples,
+numpy arrays, scalars). Non-tensors are converted to the table's dtypes."""
+
+DTypeLike = Union[tf.DType, np.dtype, type, str]
+"""A dtype as `tf.as_dtype` takes it: `tf.int64`, `np.int64`, `"int64"`."""
+
+PathLike = Union[str, bytes, "os.PathLike[str]", tf.Tensor]
+"""A directory or file name: a string, a `pathlib.Path`, or a string tensor."""
+
+SaveableFn = Callable[..., BaseSaverBuilder.SaveableObject]
 
 
-def _shard_of(name):
+def _shard_of(name: str) -> Tuple[int, int]:
     """(i, N) from a Variable shard name `<var>_mht_<i>of<N>`, else (1, 1)."""
     m = re.search(r"_mht_(\d+)of(\d+)", name)
     if not m:
         return 1, 1
     i, n = int(m.group(1)), int(m.group(2))
     return (i, n) if 1 <= i <= n else (1, 1)
+
+
+def _to_tensor(value: TensorLike, dtype: DTypeLike, name: str) -> tf.Tensor:
+    """`value` as a tensor of `dtype`. Lists and arrays are converted; a tensor of another
+    dtype is refused rather than cast, as TFRA's `remove` does."""
+    if tf.is_tensor(value) and value.dtype != dtype:
+        raise TypeError("Signature mismatch. %s must be dtype %s, got %s." %
+                        (name.capitalize(), dtype, value.dtype))
+    return ops.convert_to_tensor(value, dtype=dtype, name=name)
+
+
+def _path(value: PathLike) -> Union[str, bytes, tf.Tensor]:
+    """`pathlib.Path` and other path objects as strings; strings and tensors unchanged."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 class RedisTable(LookupInterface):
@@ -35,10 +68,11 @@ class RedisTable(LookupInterface):
     Variable's size and export count every row once; `clear()` on any shard clears them all.
     """
 
-    def __init__(self, key_dtype, value_dtype, default_value, name="RedisTable",
-                 checkpoint=False, config=None, device="", shard_saveable_object_fn=None):
+    def __init__(self, key_dtype: DTypeLike, value_dtype: DTypeLike, default_value: TensorLike,
+                 name: str = "RedisTable", checkpoint: bool = False,
+                 config: Optional[ConfigLike] = None, device: Optional[str] = "",
+                 shard_saveable_object_fn: Optional[SaveableFn] = None) -> None:
         if config is None:
-            from redis_embedding.config import RedisTableConfig
             config = RedisTableConfig()
         self._default_value = ops.convert_to_tensor(default_value, dtype=value_dtype)
         self._value_shape = self._default_value.get_shape()
@@ -66,7 +100,7 @@ class RedisTable(LookupInterface):
             if not context.executing_eagerly():
                 ops.add_to_collection(ops.GraphKeys.SAVEABLE_OBJECTS, self.saveable)
 
-    def _create_resource(self):
+    def _create_resource(self) -> tf.Tensor:
         use_node_name_sharing = bool(self._checkpoint and self._shared_name is None)
         with ops.device(self._device):
             handle = _lib.tfra_rde_redis_table_of_tensors(
@@ -82,10 +116,13 @@ class RedisTable(LookupInterface):
                 shard_count=self._shard_count,
                 name=self._name,
             )
-        self._table_name = None if context.executing_eagerly() else handle.op.name.split("/")[-1]
+        # A graph names the table by its op (made unique there); eager ops have no names.
+        self._table_name = (self._name if context.executing_eagerly()
+                            else handle.op.name.split("/")[-1])
         return handle
 
-    def _map_resources(self, _):
+    def _map_resources(self, _: object,
+                       ) -> Tuple[Dict[RedisTable, RedisTable], Dict[tf.Tensor, tf.Tensor]]:
         """For SavedModel export: a copy of this table with its own resource op."""
         new_obj = copy.copy(self)
         if self._new_obj_trackable is None:
@@ -96,31 +133,33 @@ class RedisTable(LookupInterface):
         return {self: new_obj}, {self.resource_handle: new_resource}
 
     @property
-    def name(self):
+    def name(self) -> str:
+        """The table's name: the op name in graph mode, the `name` argument in eager mode.
+        (TFRA's table returns None in eager mode.)"""
         return self._table_name
 
-    def size(self, name=None):
+    def size(self, name: Optional[str] = None) -> tf.Tensor:
         """Number of rows in the table (an int64 scalar)."""
         with ops.name_scope(name, "%s_Size" % self.name, [self.resource_handle]):
             with ops.colocate_with(self.resource_handle):
                 return _lib.tfra_rde_redis_table_size(self.resource_handle)
 
-    def remove(self, keys, name=None):
+    def remove(self, keys: TensorLike, name: Optional[str] = None) -> Optional[tf.Operation]:
         """Removes `keys`; missing keys are ignored."""
-        if keys.dtype != self._key_dtype:
-            raise TypeError("Signature mismatch. Keys must be dtype %s, got %s." %
-                            (self._key_dtype, keys.dtype))
         with ops.name_scope(name, "%s_lookup_table_remove" % self.name,
                             (self.resource_handle, keys)):
+            keys = _to_tensor(keys, self._key_dtype, "keys")
             return _lib.tfra_rde_redis_table_remove(self.resource_handle, keys)
 
-    def clear(self, name=None):
+    def clear(self, name: Optional[str] = None) -> Optional[tf.Operation]:
         """Deletes every row of this table."""
         with ops.name_scope(name, "%s_lookup_table_clear" % self.name, [self.resource_handle]):
             return _lib.tfra_rde_redis_table_clear(self.resource_handle, key_dtype=self._key_dtype,
                                                    value_dtype=self._value_dtype)
 
-    def lookup(self, keys, dynamic_default_values=None, return_exists=False, name=None):
+    def lookup(self, keys: TensorLike, dynamic_default_values: Optional[TensorLike] = None,
+               return_exists: bool = False, name: Optional[str] = None,
+               ) -> Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]:
         """Values for `keys` (shape keys.shape + [dim]); missing keys get their default.
 
         `dynamic_default_values` of shape keys.shape + [dim] gives one default per key;
@@ -129,38 +168,40 @@ class RedisTable(LookupInterface):
         """
         with ops.name_scope(name, "%s_lookup_table_find" % self.name,
                             (self.resource_handle, keys, self._default_value)):
-            keys = ops.convert_to_tensor(keys, dtype=self._key_dtype, name="keys")
-            defaults = (dynamic_default_values
-                        if dynamic_default_values is not None else self._default_value)
+            keys = _to_tensor(keys, self._key_dtype, "keys")
+            defaults = (self._default_value if dynamic_default_values is None else
+                        _to_tensor(dynamic_default_values, self._value_dtype,
+                                   "dynamic_default_values"))
             with ops.colocate_with(self.resource_handle):
                 if return_exists:
                     return _lib.tfra_rde_redis_table_find_with_exists(self.resource_handle, keys,
                                                                       defaults)
                 return _lib.tfra_rde_redis_table_find(self.resource_handle, keys, defaults)
 
-    def insert(self, keys, values, name=None):
+    def insert(self, keys: TensorLike, values: TensorLike,
+               name: Optional[str] = None) -> Optional[tf.Operation]:
         """Upserts rows; for a key repeated in `keys` the last row wins."""
         with ops.name_scope(name, "%s_lookup_table_insert" % self.name,
                             [self.resource_handle, keys, values]):
-            keys = ops.convert_to_tensor(keys, self._key_dtype, name="keys")
-            values = ops.convert_to_tensor(values, self._value_dtype, name="values")
+            keys = _to_tensor(keys, self._key_dtype, "keys")
+            values = _to_tensor(values, self._value_dtype, "values")
             with ops.colocate_with(self.resource_handle):
                 return _lib.tfra_rde_redis_table_insert(self.resource_handle, keys, values)
 
-    def accum(self, keys, values_or_deltas, exists, name=None):
+    def accum(self, keys: TensorLike, values_or_deltas: TensorLike, exists: TensorLike,
+              name: Optional[str] = None) -> Optional[tf.Operation]:
         """TFRA's bp_v2 update, atomic per key on the server: where `exists`, adds the delta
         to a stored row; where not, inserts the value if the key is absent."""
         with ops.name_scope(name, "%s_lookup_table_accum" % self.name,
                             [self.resource_handle, keys, values_or_deltas]):
-            keys = ops.convert_to_tensor(keys, self._key_dtype, name="keys")
-            values_or_deltas = ops.convert_to_tensor(values_or_deltas, self._value_dtype,
-                                                     name="values_or_deltas")
-            exists = ops.convert_to_tensor(exists, dtypes.bool, name="exists")
+            keys = _to_tensor(keys, self._key_dtype, "keys")
+            values_or_deltas = _to_tensor(values_or_deltas, self._value_dtype, "values_or_deltas")
+            exists = _to_tensor(exists, dtypes.bool, "exists")
             with ops.colocate_with(self.resource_handle):
                 return _lib.tfra_rde_redis_table_accum(self.resource_handle, keys,
                                                        values_or_deltas, exists)
 
-    def export(self, name=None):
+    def export(self, name: Optional[str] = None) -> Tuple[tf.Tensor, tf.Tensor]:
         """All keys and values (table_store_mode 0), or empty tensors in mode 2."""
         with ops.name_scope(name, "%s_lookup_table_export_values" % self.name,
                             [self.resource_handle]):
@@ -168,8 +209,10 @@ class RedisTable(LookupInterface):
                 return _lib.tfra_rde_redis_table_export(self.resource_handle, Tkeys=self._key_dtype,
                                                         Tvalues=self._value_dtype)
 
-    def save_to_file_system(self, dirpath, file_name=None, dirpath_env="TFRA_SAVED_KV",
-                            append_to_file=False, buffer_size=4194304, name=None):
+    def save_to_file_system(self, dirpath: PathLike, file_name: Optional[PathLike] = None,
+                            dirpath_env: Optional[str] = "TFRA_SAVED_KV",
+                            append_to_file: bool = False, buffer_size: int = 4194304,
+                            name: Optional[str] = None) -> Optional[tf.Operation]:
         """Writes the table to `<dir>/<file_name>-keys` and `-values` (TFRA's file layout).
 
         `dir` is `$<dirpath_env>` if that variable is set, else `dirpath`. Files are replaced
@@ -179,14 +222,16 @@ class RedisTable(LookupInterface):
         with ops.name_scope(name, "%s_save_table" % self.name, [self.resource_handle]):
             with ops.colocate_with(None, ignore_existing=True):
                 return _lib.tfra_rde_redis_table_save_to_file_system(
-                         self.resource_handle, dirpath=dirpath,
-                         file_name=file_name if file_name else self._name,
+                         self.resource_handle, dirpath=_path(dirpath),
+                         file_name=self._file_name(file_name),
                          key_dtype=self._key_dtype, value_dtype=self._value_dtype,
                          dirpath_env=dirpath_env or "", append_to_file=append_to_file,
                          buffer_size=buffer_size)
 
-    def load_from_file_system(self, dirpath, file_name=None, dirpath_env="TFRA_SAVED_KV",
-                              load_entire_dir=False, buffer_size=4194304, name=None):
+    def load_from_file_system(self, dirpath: PathLike, file_name: Optional[PathLike] = None,
+                              dirpath_env: Optional[str] = "TFRA_SAVED_KV",
+                              load_entire_dir: bool = False, buffer_size: int = 4194304,
+                              name: Optional[str] = None) -> Optional[tf.Operation]:
         """Upserts the rows of files written by `save_to_file_system` (ours or TFRA's).
 
         With `load_entire_dir`, loads every file pair in the directory whose name shares
@@ -195,13 +240,20 @@ class RedisTable(LookupInterface):
         with ops.name_scope(name, "%s_load_table" % self.name, [self.resource_handle]):
             with ops.colocate_with(None, ignore_existing=True):
                 return _lib.tfra_rde_redis_table_load_from_file_system(
-                         self.resource_handle, dirpath=dirpath,
-                         file_name=file_name if file_name else self._name,
+                         self.resource_handle, dirpath=_path(dirpath),
+                         file_name=self._file_name(file_name),
                          key_dtype=self._key_dtype, value_dtype=self._value_dtype,
                          dirpath_env=dirpath_env or "", load_entire_dir=load_entire_dir,
                          buffer_size=buffer_size)
 
-    def _gather_saveables_for_checkpoint(self):
+    def _file_name(self, file_name: Optional[PathLike]) -> Union[str, bytes, tf.Tensor]:
+        """The files' name prefix: `file_name`, or the table's name when it is None or empty
+        (as in TFRA)."""
+        if file_name is None or (isinstance(file_name, (str, bytes)) and not file_name):
+            return self._name
+        return _path(file_name)
+
+    def _gather_saveables_for_checkpoint(self) -> Dict[str, SaveableFn]:
         self._new_obj_trackable = None
         if not self._checkpoint:
             return {}
@@ -216,14 +268,14 @@ class RedisTable(LookupInterface):
         restore must not overwrite the files it is about to read.
         """
 
-        def __init__(self, table, name, full_name=""):
-            exported = {}
+        def __init__(self, table: RedisTable, name: str, full_name: Optional[str] = "") -> None:
+            exported: Dict[str, Tuple[tf.Tensor, tf.Tensor]] = {}
 
-            def keys():
+            def keys() -> tf.Tensor:
                 exported["kv"] = table.export()
                 return exported["kv"][0]
 
-            def values():
+            def values() -> tf.Tensor:
                 kv = exported.pop("kv", None) or table.export()
                 return kv[1]
 
@@ -237,7 +289,9 @@ class RedisTable(LookupInterface):
             super().__init__(table, specs, name)
             self._restore_name = table._name  # pylint: disable=protected-access
 
-        def restore(self, restored_tensors, restored_shapes, name=None):
+        def restore(self, restored_tensors: Sequence[tf.Tensor],
+                    restored_shapes: Optional[Sequence[tf.TensorShape]],
+                    name: Optional[str] = None) -> Optional[tf.Operation]:
             del restored_shapes
             with ops.name_scope(name, "%s_table_restore" % self._restore_name):
                 with ops.colocate_with(self.op.resource_handle):
