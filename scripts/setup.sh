@@ -2,20 +2,21 @@
 # Sets up a machine for redis-embedding and builds the package into a virtual environment of
 # its own, so nothing depends on what the machine's Python already has.
 #
-#   bash scripts/setup.sh [STACK]     STACK: tf2.16 (default) or tf2.21
+#   bash scripts/setup.sh [STACK] [--fresh]     STACK: tf2.16 (default) or tf2.21
 #
 #   tf2.16  tensorflow-cpu 2.16.2 + TFRA 0.8.1 + tf-keras 2.16.0: the drop-in stack. TFRA
 #           imports pkg_resources, which setuptools 81 removed, hence setuptools<81.
 #   tf2.21  tensorflow-cpu 2.21.0 with Keras 3, no TFRA.
 #
 # The venv is .venv/STACK in the checkout (RDE_VENV_ROOT puts it elsewhere). It is created
-# when missing, and always anew under CI=true, so CI resolves packages as a new machine does;
-# pip's download cache (~/.cache/pip) is used either way. The package is then built with that
+# when missing, and anew with --fresh (scripts/test.sh passes it under CI=true, so CI resolves
+# packages as a new machine does); pip's download cache is used either way. The package is then built with that
 # venv's pip, not activated, which is what `build.rs` must get right.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 stack=${1:-tf2.16}
+fresh=${2:-}
 case "$stack" in
   tf2.16) packages=("tensorflow-cpu==2.16.2" "tensorflow-recommenders-addons==0.8.1"
                     "tf-keras==2.16.0" "setuptools>=68,<81") ;;
@@ -43,7 +44,7 @@ if ! "$base_python" -c "import venv, ensurepip" 2>/dev/null; then
 fi
 
 venv="${RDE_VENV_ROOT:-$PWD/.venv}/$stack"
-if [ "${CI:-}" = true ]; then rm -rf "$venv"; fi
+if [ "$fresh" = --fresh ]; then rm -rf "$venv"; fi
 if [ ! -x "$venv/bin/python" ]; then
   echo "== creating $venv" >&2
   "$base_python" -m venv "$venv"

@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venvs="${RDE_VENV_ROOT:-$PWD/.venv}"
+# CI makes its venvs anew (pip's download cache still applies); a developer's are reused.
+fresh=""; [ "${CI:-}" = true ] && fresh=--fresh
 
 echo "== setup: TF 2.16.2 + TFRA 0.8.1 venv, package built into it"
-bash scripts/setup.sh tf2.16
+bash scripts/setup.sh tf2.16 $fresh
 py16="$venvs/tf2.16/bin/python"
 # asan.sh, bazel_test.sh and direct cargo builds with the tf feature use this interpreter.
 export PYTHON="$py16"
@@ -31,14 +33,14 @@ echo "== pytest, TF 2.16.2 + TFRA 0.8.1 (drop-in and byte compatibility included
 (cd tests/python && RDE_REQUIRE_TFRA=1 TF_USE_LEGACY_KERAS=1 "$py16" -m pytest -q \
   -p no:cacheprovider .)
 
+echo "== the README demo (its command reuses the venv made above, new in this CI run)"
+bash scripts/demo.sh
+
 echo "== setup: TF 2.21 venv, built with its pip (not activated) while TF 2.16's python3 is first on PATH"
-PATH="$venvs/tf2.16/bin:$PATH" bash scripts/setup.sh tf2.21
+PATH="$venvs/tf2.16/bin:$PATH" bash scripts/setup.sh tf2.21 $fresh
 py21="$venvs/tf2.21/bin/python"
 lib16=$(ls "$venvs"/tf2.16/lib/python3*/site-packages/redis_embedding/_redis_embedding_ops*.so)
 
 echo "== pytest, TF 2.21 + Keras 3 (every test that does not need TFRA)"
 (cd tests/python && env -u PYTHON RDE_OTHER_TF_LIBRARY="$lib16" "$py21" -m pytest -q \
   -p no:cacheprovider .)
-
-echo "== the README demo, in the venv the README's command makes"
-bash scripts/demo.sh
