@@ -1,6 +1,7 @@
 //! `Table`: one embedding table in Redis. Each operation plans its keys (dedup, bucket,
 //! chunk), runs the pipelines on pooled connections, and merges the replies by position.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -133,30 +134,33 @@ pub struct Exported {
     pub len: usize,
 }
 
-/// A raw output buffer that parallel pipelines write disjoint rows of.
+/// A raw output buffer that parallel pipelines write disjoint rows of. It borrows the buffer
+/// for `'buf`, so the compiler checks that the buffer outlives every task holding a copy.
 #[derive(Clone, Copy)]
-struct Shared {
+struct Shared<'buf> {
     ptr: *mut u8,
     len: usize,
+    _buf: PhantomData<&'buf mut [u8]>,
 }
 
 // SAFETY: every writer touches a disjoint byte range (one row per distinct key), and the
-// buffer outlives the scoped tasks that use it.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
+// borrow `'buf` keeps the buffer alive and unused elsewhere while copies exist.
+unsafe impl Send for Shared<'_> {}
+unsafe impl Sync for Shared<'_> {}
 
-impl Shared {
-    fn new(buf: &mut [u8]) -> Self {
+impl<'buf> Shared<'buf> {
+    fn new(buf: &'buf mut [u8]) -> Self {
         Shared {
             ptr: buf.as_mut_ptr(),
             len: buf.len(),
+            _buf: PhantomData,
         }
     }
 
     /// # Safety
     /// No two live slices may overlap.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, at: usize, len: usize) -> &mut [u8] {
+    unsafe fn slice(&self, at: usize, len: usize) -> &'buf mut [u8] {
         assert!(at + len <= self.len);
         std::slice::from_raw_parts_mut(self.ptr.add(at), len)
     }
