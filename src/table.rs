@@ -170,6 +170,17 @@ impl<'buf> Shared<'buf> {
 /// write buffers and the dedup map (and keeps TFRA's last-write-wins order across windows).
 const WINDOW: usize = 65_536;
 
+/// For a call of `n` keys over one window: `None`, the caller works on them at once. Else
+/// `f(a, b)` runs on each window `[a, b)` in order (so a key repeated across windows keeps
+/// TFRA's last-write-wins), stopping at the first error.
+fn in_windows(n: usize, mut f: impl FnMut(usize, usize) -> Result<()>) -> Option<Result<()>> {
+    (n > WINDOW).then(|| {
+        (0..n)
+            .step_by(WINDOW)
+            .try_for_each(|a| f(a, (a + WINDOW).min(n)))
+    })
+}
+
 /// How many rows ahead of the one being encoded are prefetched.
 const PREFETCH_ROWS: usize = 8;
 
@@ -438,11 +449,12 @@ impl Table {
         Ok(())
     }
 
-    fn encode_hmget(&self, c: &mut Conn, ch: &Chunk, plan: &Plan, keys: &Keys<'_>) {
+    /// Encodes one HMGET of the chunk's distinct keys, listed by `order`.
+    fn encode_hmget(&self, c: &mut Conn, ch: &Chunk, order: &[u32], plan: &Plan, keys: &Keys<'_>) {
         c.begin(2 + ch.end - ch.start);
         c.arg(b"HMGET");
         c.arg(self.bucket_name(ch));
-        for &d in &plan.order[ch.start..ch.end] {
+        for &d in &order[ch.start..ch.end] {
             c.arg(keys.get(plan.first[d as usize] as usize));
         }
     }
@@ -519,19 +531,17 @@ impl Table {
                 self.spec.dim
             )));
         }
-        if n > WINDOW {
-            // Bounded memory for huge batches: one window of keys at a time.
-            for a in (0..n).step_by(WINDOW) {
-                let b = (a + WINDOW).min(n);
-                let d = if per_key {
-                    &defaults[a * row..b * row]
-                } else {
-                    defaults
-                };
-                let e = exists.as_deref_mut().map(|e| &mut e[a..b]);
-                self.find_rows(&keys.sub(a, b), d, &mut out[a * row..b * row], e)?;
-            }
-            return Ok(());
+        let windowed = in_windows(n, |a, b| {
+            let d = if per_key {
+                &defaults[a * row..b * row]
+            } else {
+                defaults
+            };
+            let e = exists.as_deref_mut().map(|e| &mut e[a..b]);
+            self.find_rows(&keys.sub(a, b), d, &mut out[a * row..b * row], e)
+        });
+        if let Some(done) = windowed {
+            return done;
         }
         let plan = self.plan(keys);
         let out_sh = Shared::new(out);
@@ -540,7 +550,7 @@ impl Table {
             &plan.chunks,
             Access::Read,
             true,
-            |c, ch| self.encode_hmget(c, ch, &plan, keys),
+            |c, ch| self.encode_hmget(c, ch, &plan.order, &plan, keys),
             |c, ch| {
                 self.read_hmget_header(c, ch)?;
                 // Each reply is scattered to every position of its key as it is read, so the
@@ -624,7 +634,7 @@ impl Table {
             &plan.chunks,
             Access::Read,
             true,
-            |c, ch| self.encode_hmget(c, ch, &plan, keys),
+            |c, ch| self.encode_hmget(c, ch, &plan.order, &plan, keys),
             |c, ch| {
                 self.read_hmget_header(c, ch)?;
                 for &d in &plan.order[ch.start..ch.end] {
@@ -709,13 +719,10 @@ impl Table {
         if n == 0 {
             return Ok(());
         }
-        if n > WINDOW {
-            // Windows in order, so a key repeated across windows still keeps its last row.
-            for a in (0..n).step_by(WINDOW) {
-                let b = (a + WINDOW).min(n);
-                self.insert_rows(&keys.sub(a, b), &values.sub(a, b))?;
-            }
-            return Ok(());
+        if let Some(done) = in_windows(n, |a, b| {
+            self.insert_rows(&keys.sub(a, b), &values.sub(a, b))
+        }) {
+            return done;
         }
         let plan = self.plan(keys);
         self.dispatch(
@@ -779,12 +786,10 @@ impl Table {
         if n == 0 {
             return Ok(());
         }
-        if n > WINDOW {
-            for a in (0..n).step_by(WINDOW) {
-                let b = (a + WINDOW).min(n);
-                self.accum_rows(&keys.sub(a, b), &deltas.sub(a, b), &exists[a..b])?;
-            }
-            return Ok(());
+        if let Some(done) = in_windows(n, |a, b| {
+            self.accum_rows(&keys.sub(a, b), &deltas.sub(a, b), &exists[a..b])
+        }) {
+            return done;
         }
         let plan = self.plan(keys);
         let row = self.row;
@@ -810,14 +815,7 @@ impl Table {
                 &chunks,
                 Access::Write,
                 true,
-                |c, ch| {
-                    c.begin(2 + ch.end - ch.start);
-                    c.arg(b"HMGET");
-                    c.arg(self.bucket_name(ch));
-                    for &d in &order[ch.start..ch.end] {
-                        c.arg(keys.get(plan.first[d as usize] as usize));
-                    }
-                },
+                |c, ch| self.encode_hmget(c, ch, &order, &plan, keys),
                 |c, ch| {
                     self.read_hmget_header(c, ch)?;
                     for &d in &order[ch.start..ch.end] {
@@ -993,11 +991,8 @@ impl Table {
         if keys.is_empty() {
             return Ok(());
         }
-        if keys.len() > WINDOW {
-            for a in (0..keys.len()).step_by(WINDOW) {
-                self.remove(&keys.sub(a, (a + WINDOW).min(keys.len())))?;
-            }
-            return Ok(());
+        if let Some(done) = in_windows(keys.len(), |a, b| self.remove(&keys.sub(a, b))) {
+            return done;
         }
         let plan = self.plan(keys);
         self.dispatch(
