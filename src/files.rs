@@ -11,7 +11,6 @@ use std::fs::{self, File};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Instant;
 
 use crate::block_file::BlockWriter;
 use crate::codec::{KeyType, Keys, Rows};
@@ -35,63 +34,6 @@ fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
     let mut s = base.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
-}
-
-/// Progress of a long save or load, logged about once a second.
-pub struct Progress {
-    what: String,
-    total_rows: u64,
-    rows: u64,
-    bytes: u64,
-    start: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    /// Starts reporting `what` with `total_rows` expected.
-    pub fn new(what: String, total_rows: u64) -> Progress {
-        let now = Instant::now();
-        Progress {
-            what,
-            total_rows,
-            rows: 0,
-            bytes: 0,
-            start: now,
-            last: now,
-        }
-    }
-
-    /// Adds rows and bytes done. The clock is read once per 4,096 rows (callers add rows one
-    /// at a time).
-    pub fn add(&mut self, rows: u64, bytes: u64) {
-        let before = self.rows;
-        self.rows += rows;
-        self.bytes += bytes;
-        if before >> 12 != self.rows >> 12 && self.last.elapsed().as_secs_f64() >= 1.0 {
-            self.last = Instant::now();
-            self.log();
-        }
-    }
-
-    /// Logs the current state.
-    pub fn log(&self) {
-        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        let mb = self.bytes as f64 / 1e6;
-        let rate = self.rows as f64 / secs;
-        let eta = if rate > 0.0 && self.total_rows > self.rows {
-            format!(", ETA {:.0} s", (self.total_rows - self.rows) as f64 / rate)
-        } else {
-            String::new()
-        };
-        log::info!(
-            "{}: {}/{} rows, {:.1} MB, {:.1} MB/s{eta}",
-            self.what,
-            self.rows,
-            self.total_rows,
-            mb,
-            mb / secs
-        );
-    }
 }
 
 /// Writes one table's `-keys` and `-values` files.

@@ -35,6 +35,7 @@ mod layout_store;
 mod md5;
 mod plan;
 mod pool;
+mod progress;
 mod rdb;
 mod rehash;
 mod route;

@@ -6,8 +6,6 @@
 //! bucket holds it. Both passes are idempotent, so a run that dies at any point is finished by
 //! the next open. Progress (rows done of total, rate) goes to the log.
 
-use std::time::Instant;
-
 use rustc_hash::FxHashMap;
 
 use crate::conn::Reply;
@@ -15,6 +13,7 @@ use crate::dispatch::Retry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::display_bytes;
 use crate::layout_store::{call, Layout};
+use crate::progress::Progress;
 use crate::route::{Access, Router};
 
 /// A (field, value) pair borrowed from a scanned page.
@@ -55,38 +54,6 @@ fn failpoint(copied: u64) -> Result<()> {
 #[cfg(not(feature = "failpoints"))]
 fn failpoint(_copied: u64) -> Result<()> {
     Ok(())
-}
-
-struct Progress<'a> {
-    what: &'a str,
-    name: &'a str,
-    total: u64,
-    done: u64,
-    start: Instant,
-    last: Instant,
-}
-
-impl Progress<'_> {
-    fn add(&mut self, n: u64) {
-        self.done += n;
-        if self.last.elapsed().as_secs_f64() >= 1.0 {
-            self.last = Instant::now();
-            self.log();
-        }
-    }
-
-    fn log(&self) {
-        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        log::info!(
-            "{} {}: {}/{} rows ({:.0}%), {:.0} rows/s",
-            self.what,
-            self.name,
-            self.done,
-            self.total,
-            100.0 * self.done as f64 / self.total.max(1) as f64,
-            self.done as f64 / secs
-        );
-    }
 }
 
 impl Mover<'_> {
@@ -186,15 +153,7 @@ impl Mover<'_> {
             src.buckets.len(),
             dst.buckets.len()
         );
-        let now = Instant::now();
-        let mut progress = Progress {
-            what,
-            name: self.name,
-            total,
-            done: 0,
-            start: now,
-            last: now,
-        };
+        let mut progress = Progress::new(format!("{what} {}", self.name), total);
         let mut copied = 0u64;
         for sb in src.buckets.names() {
             self.scan(sb, |rows| {
@@ -210,7 +169,7 @@ impl Mover<'_> {
                     copied += part.len() as u64;
                     failpoint(copied)?;
                 }
-                progress.add(rows.len() as u64);
+                progress.add(rows.len() as u64, 0);
                 Ok(())
             })?;
         }

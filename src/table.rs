@@ -17,6 +17,7 @@ use crate::files;
 use crate::layout::{self, display_bytes, Buckets};
 use crate::layout_store::{self, Layout};
 use crate::plan::{Chunk, Plan};
+use crate::progress::Progress;
 use crate::rdb;
 use crate::rehash::Mover;
 use crate::route::{Access, Router};
@@ -1435,7 +1436,7 @@ impl Table {
                 self.spec.embedding_name,
                 dir.join(file_name).display()
             );
-            let mut progress = files::Progress::new(what, total);
+            let mut progress = Progress::new(what, total);
             self.scan_rows(|_, k, v| {
                 if self.storage == Storage::Native {
                     w.row(k, v)?;
@@ -1472,7 +1473,7 @@ impl Table {
                 (Some(w), Ok(m)) => m.len() / w as u64,
                 _ => 0,
             };
-            let mut progress = files::Progress::new(what, total);
+            let mut progress = Progress::new(what, total);
             rows += files::read_pair(
                 &base,
                 self.spec.key_type,
