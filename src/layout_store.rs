@@ -247,6 +247,31 @@ pub fn resolve(cfg: &Config, name: &str, router: &Router, retry: Retry) -> Resul
     })
 }
 
+/// The layout of the model version `model_tag_import` of `embedding_name`: its stored record,
+/// else TFRA's layout from the `*_import` fields.
+pub fn import_layout(
+    cfg: &Config,
+    embedding_name: &str,
+    router: &Router,
+    retry: Retry,
+) -> Result<Layout> {
+    let prefix = layout::prefix(
+        &cfg.model_tag_import,
+        embedding_name,
+        cfg.using_md5_prefix_name,
+    );
+    match load(router, retry, &prefix)? {
+        Some(l) => Ok(l),
+        None => tfra_layout(
+            cfg,
+            router,
+            &prefix,
+            cfg.storage_slice_import,
+            &cfg.redis_hash_tags_import,
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

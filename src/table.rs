@@ -1212,19 +1212,9 @@ impl Table {
         let cfg = &self.cfg;
         let dir = rdb::dir(&cfg.model_lib_abs_dir, &cfg.model_tag_import)?;
         let name = &self.spec.embedding_name;
-        let import_prefix = layout::prefix(&cfg.model_tag_import, name, cfg.using_md5_prefix_name);
+        let import = layout_store::import_layout(cfg, name, &self.router, self.retry)?;
         let runtime_prefix =
             layout::prefix(&cfg.model_tag_runtime, name, cfg.using_md5_prefix_name);
-        let import = match layout_store::load(&self.router, self.retry, &import_prefix)? {
-            Some(l) => l,
-            None => layout_store::tfra_layout(
-                cfg,
-                &self.router,
-                &import_prefix,
-                cfg.storage_slice_import,
-                &cfg.redis_hash_tags_import,
-            )?,
-        };
         // The import buckets under the runtime prefix: the runtime layout itself when the tags
         // and rule agree, else a staging layout to rehash from.
         let staging = Layout {
@@ -1517,21 +1507,7 @@ fn copy_model_tag(
     mover: &Mover<'_>,
     target: &Layout,
 ) -> Result<()> {
-    let import_prefix = layout::prefix(
-        &cfg.model_tag_import,
-        &spec.embedding_name,
-        cfg.using_md5_prefix_name,
-    );
-    let source = match layout_store::load(router, retry, &import_prefix)? {
-        Some(l) => l,
-        None => layout_store::tfra_layout(
-            cfg,
-            router,
-            &import_prefix,
-            cfg.storage_slice_import,
-            &cfg.redis_hash_tags_import,
-        )?,
-    };
+    let source = layout_store::import_layout(cfg, &spec.embedding_name, router, retry)?;
     let runtime_prefix = layout::prefix(
         &cfg.model_tag_runtime,
         &spec.embedding_name,
