@@ -11,6 +11,7 @@
 //! which is atomic and so always makes progress.
 
 use crate::codec::ValueType;
+use crate::conn::Reply;
 
 /// The compare-and-set script. KEYS[1] is the bucket; ARGV holds triples (field, expected,
 /// new) where expected is `\0` for "absent" or `\1` followed by the current bytes. Returns the
@@ -40,8 +41,9 @@ return failed
 /// one script (atomic, so it always makes progress), at ~15 µs of server CPU per 64-float row.
 /// ARGV: dtype, exists bytes (one per pair), then field/value pairs; KEYS[1] is the bucket.
 /// Float sums are computed in double and rounded once (equal to the IEEE float sum); integers
-/// wrap; bfloat16 rounds the float32 sum to nearest even. A stored value of the wrong length
-/// fails the whole command before anything is written.
+/// wrap; bfloat16 rounds the float32 sum to nearest even. Returns the number of pairs, or,
+/// when a stored value has the wrong length, `{pair, stored length}` before anything is
+/// written (see [`script_result`]).
 pub const ADD_SCRIPT: &str = r#"
 local h = KEYS[1]
 local dt = ARGV[1]
@@ -117,7 +119,7 @@ for i = 1, n do
   if old then
     if e then
       if #old ~= #d then
-        return redis.error_reply('RDE_LEN ' .. i .. ' ' .. #old)
+        return {i, #old}
       end
       local v = add(old, d)
       pending[f] = v
@@ -152,17 +154,34 @@ pub fn script_supports(v: ValueType) -> bool {
     )
 }
 
-/// Reads the script's `RDE_LEN <pair> <stored length>` error: (1-based pair, length).
-pub fn parse_len_error(msg: &str) -> Option<(usize, usize)> {
-    let rest = msg.split("RDE_LEN ").nth(1)?;
-    let mut it = rest.split_whitespace();
-    let i: usize = it.next()?.parse().ok()?;
-    let len: usize = it
-        .next()?
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .ok()?;
-    Some((i, len))
+/// How [`ADD_SCRIPT`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ScriptResult {
+    /// Every pair was applied.
+    Applied,
+    /// The stored value of (1-based) pair `pair` has `len` bytes; nothing was written.
+    WrongLength {
+        /// The pair, counted from 1 in the order they were sent.
+        pair: usize,
+        /// The stored value's length in bytes.
+        len: usize,
+    },
+}
+
+/// Reads [`ADD_SCRIPT`]'s reply (an integer, or a `{pair, length}` array); `None` for
+/// anything else.
+pub fn script_result(reply: &Reply) -> Option<ScriptResult> {
+    match reply {
+        Reply::Int(_) => Some(ScriptResult::Applied),
+        Reply::Array(a) => match a.as_slice() {
+            [Reply::Int(pair), Reply::Int(len)] => Some(ScriptResult::WrongLength {
+                pair: usize::try_from(*pair).ok()?,
+                len: usize::try_from(*len).ok()?,
+            }),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Whether accum supports values of type `v`.
@@ -254,6 +273,25 @@ pub fn fold<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_script_reply_says_applied_or_which_pair_has_the_wrong_length() {
+        assert_eq!(script_result(&Reply::Int(7)), Some(ScriptResult::Applied));
+        let wrong = Reply::Array(vec![Reply::Int(3), Reply::Int(12)]);
+        assert_eq!(
+            script_result(&wrong),
+            Some(ScriptResult::WrongLength { pair: 3, len: 12 })
+        );
+        for odd in [
+            Reply::Nil,
+            Reply::Status("OK".into()),
+            Reply::Array(vec![Reply::Int(3)]),
+            Reply::Array(vec![Reply::Int(-1), Reply::Int(12)]),
+            Reply::Array(vec![Reply::Bulk(b"3".to_vec()), Reply::Int(12)]),
+        ] {
+            assert_eq!(script_result(&odd), None, "{odd:?}");
+        }
+    }
 
     fn f32s(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()

@@ -279,7 +279,7 @@ impl Config {
     /// Reads and parses the file at `path`. A missing or empty file is NotFound.
     pub fn from_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::file("unable to read redis config file", path, &e))?;
+            .map_err(|e| Error::file("unable to read redis config file", path, e))?;
         if text.trim().is_empty() {
             return Err(Error::new(
                 ErrorKind::NotFound,

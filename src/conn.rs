@@ -186,7 +186,7 @@ impl Conn {
         let addr = ep.addr.clone();
         let sock = addr
             .to_socket_addrs()
-            .map_err(|e| Error::io(&addr, "resolving the address", &e))?
+            .map_err(|e| Error::io(&addr, "resolving the address", e))?
             .next()
             .ok_or_else(|| {
                 Error::new(
@@ -195,8 +195,8 @@ impl Conn {
                 )
             })?;
         let stream = TcpStream::connect_timeout(&sock, ep.connect_timeout)
-            .map_err(|e| Error::io(&addr, "connecting", &e))?;
-        let setup = |e: std::io::Error| Error::io(&addr, "configuring the socket", &e);
+            .map_err(|e| Error::io(&addr, "connecting", e))?;
+        let setup = |e: std::io::Error| Error::io(&addr, "configuring the socket", e);
         stream.set_nodelay(true).map_err(setup)?;
         stream
             .set_read_timeout(Some(ep.socket_timeout))
@@ -298,7 +298,7 @@ impl Conn {
     pub fn flush(&mut self) -> Result<()> {
         let r = self.reader.get_mut().write_all(&self.out);
         self.out.clear();
-        r.map_err(|e| Error::io(&self.addr, "sending commands", &e))
+        r.map_err(|e| Error::io(&self.addr, "sending commands", e))
     }
 
     /// Bytes queued and not sent yet.
@@ -312,10 +312,11 @@ impl Conn {
     }
 
     fn io_err(&self, e: std::io::Error) -> Error {
-        Error::io(&self.addr, "reading the reply", &e)
+        Error::io(&self.addr, "reading the reply", e)
     }
 
-    fn protocol(&self, what: impl std::fmt::Display) -> Error {
+    /// A reply that does not fit what the command returns.
+    pub(crate) fn protocol(&self, what: impl std::fmt::Display) -> Error {
         Error::new(
             ErrorKind::Server,
             format!("redis at {}: protocol error: {what}", self.addr),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use crate::conn::Conn;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ServerError};
 use crate::exec;
 use crate::plan::Chunk;
 use crate::route::{Access, Router};
@@ -58,24 +58,14 @@ enum Outcome {
     Fatal(Error),
 }
 
+/// What to do with command `ci` after the error reply `e` (classified when it was read).
 fn classify(ci: usize, e: Error) -> Outcome {
-    let Some(reply) = e.reply() else {
-        return Outcome::Fatal(e);
-    };
-    let mut words = reply.split_whitespace();
-    match words.next().unwrap_or("") {
-        "MOVED" | "ASK" => {
-            let moved = reply.starts_with("MOVED");
-            let slot = words.next().and_then(|s| s.parse().ok());
-            match (slot, words.next()) {
-                (Some(slot), Some(addr)) if moved => Outcome::Moved(ci, slot, addr.to_owned()),
-                (Some(_), Some(addr)) => Outcome::Ask(ci, addr.to_owned()),
-                _ => Outcome::Fatal(e),
-            }
+    match e.server() {
+        Some(ServerError::Moved { slot, addr }) => {
+            Outcome::Moved(ci, usize::from(*slot), addr.clone())
         }
-        "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "LOADING" | "MASTERDOWN" => {
-            Outcome::Refused(ci, e)
-        }
+        Some(ServerError::Ask { addr, .. }) => Outcome::Ask(ci, addr.clone()),
+        Some(s) if s.is_refusal() => Outcome::Refused(ci, e),
         _ => Outcome::Fatal(e),
     }
 }
@@ -156,7 +146,7 @@ where
                     pending.push((ci, Some(addr)));
                 }
                 Outcome::Refused(ci, e) => {
-                    if e.reply().is_some() {
+                    if e.server().is_some() {
                         stats::add(Counter::Refusals, 1);
                     }
                     refresh = true;
@@ -335,7 +325,7 @@ where
     };
     match asked.and_then(|_| decode(c, &chunks[ci])) {
         Ok(()) => true,
-        Err(e) if e.reply().is_some() => {
+        Err(e) if e.server().is_some() => {
             out.push(classify(ci, e));
             true
         }
@@ -358,5 +348,73 @@ where
             out.push(Outcome::Fatal(e));
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn reply(text: &str) -> Error {
+        Error::server_reply("127.0.0.1:7000", text)
+    }
+
+    #[test]
+    fn moved_names_the_slot_and_new_owner() {
+        match classify(4, reply("MOVED 3999 127.0.0.1:7001")) {
+            Outcome::Moved(4, 3999, addr) => assert_eq!(addr, "127.0.0.1:7001"),
+            _ => panic!("not a Moved outcome"),
+        }
+    }
+
+    #[test]
+    fn ask_names_the_node_for_this_command_only() {
+        match classify(2, reply("ASK 12 127.0.0.1:7002")) {
+            Outcome::Ask(2, addr) => assert_eq!(addr, "127.0.0.1:7002"),
+            _ => panic!("not an Ask outcome"),
+        }
+    }
+
+    #[test]
+    fn refusals_are_resent() {
+        for text in [
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+            "READONLY You can't write against a read only replica.",
+            "LOADING Redis is loading the dataset in memory",
+            "MASTERDOWN Link with MASTER is down",
+        ] {
+            match classify(1, reply(text)) {
+                Outcome::Refused(1, e) => {
+                    assert_eq!(e.kind(), ErrorKind::Unavailable, "{text}");
+                    assert!(e.message().contains(text), "{e}");
+                }
+                _ => panic!("{text} is not a refusal"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_replies_and_malformed_redirects_are_fatal() {
+        for text in [
+            "MOVED 3999",
+            "MOVED x 127.0.0.1:7001",
+            "ASK",
+            "NOPERM this user has no permissions to run the 'hset' command",
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "NOSCRIPT No matching script.",
+            "ERR unknown command 'X'",
+            "ERR syntax error",
+        ] {
+            match classify(0, reply(text)) {
+                Outcome::Fatal(e) => assert_eq!(e, reply(text), "{text}"),
+                _ => panic!("{text} is not fatal"),
+            }
+        }
+        // An error that is not a reply (a decoding failure, say) is fatal as well.
+        let e = Error::data("bucket b key 1: stored value has 3 bytes");
+        assert!(matches!(classify(0, e), Outcome::Fatal(_)));
     }
 }

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 
 use crate::block_file::BlockWriter;
 use crate::codec::{KeyType, Keys, Rows};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// At most this many bytes are buffered per file (in two halves: one filled while the other is
 /// written), whatever `buffer_size` asks for; a few MB already keep the device busy.
@@ -60,7 +60,7 @@ impl Writer {
         let base = dir.join(file_name);
         let parent = base.parent().unwrap_or(dir).to_path_buf();
         fs::create_dir_all(&parent)
-            .map_err(|e| Error::file("cannot create directory", &parent, &e))?;
+            .map_err(|e| Error::file("cannot create directory", &parent, e))?;
         let cap = buffer_rows
             .saturating_mul(row_bytes.max(16))
             .clamp(1 << 16, MAX_BUFFER_BYTES);
@@ -68,11 +68,11 @@ impl Writer {
         let mut open = |suffix: &str| -> Result<BlockWriter> {
             let fin = with_suffix(&base, suffix);
             if append {
-                BlockWriter::append(&fin, cap / 2).map_err(|e| Error::file("cannot open", &fin, &e))
+                BlockWriter::append(&fin, cap / 2).map_err(|e| Error::file("cannot open", &fin, e))
             } else {
                 let tmp = with_suffix(&base, &format!("{suffix}.tmp"));
                 renames.push((tmp.clone(), fin));
-                BlockWriter::create(&tmp, cap / 2).map_err(|e| Error::file("cannot open", &tmp, &e))
+                BlockWriter::create(&tmp, cap / 2).map_err(|e| Error::file("cannot open", &tmp, e))
             }
         };
         let keys = open("-keys")?;
@@ -88,12 +88,7 @@ impl Writer {
 
     /// Appends one row (raw key bytes, stored value bytes).
     pub fn row(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let w = |e| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                format!("cannot write table files: {e}"),
-            )
-        };
+        let w = |e| Error::file("cannot write table files in", &self.dir, e);
         if self.key_type == KeyType::Str {
             self.keys
                 .write_all(&(key.len() as u32).to_le_bytes())
@@ -106,21 +101,14 @@ impl Writer {
     /// Flushes, fsyncs and renames the files into place.
     pub fn finish(self) -> Result<()> {
         for f in [self.keys, self.values] {
-            let file = f.finish().map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("cannot write table files: {e}"),
-                )
-            })?;
-            file.sync_all().map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("cannot fsync table files: {e}"),
-                )
-            })?;
+            let file = f
+                .finish()
+                .map_err(|e| Error::file("cannot write table files in", &self.dir, e))?;
+            file.sync_all()
+                .map_err(|e| Error::file("cannot fsync table files in", &self.dir, e))?;
         }
         for (tmp, fin) in &self.renames {
-            fs::rename(tmp, fin).map_err(|e| Error::file("cannot rename into place", fin, &e))?;
+            fs::rename(tmp, fin).map_err(|e| Error::file("cannot rename into place", fin, e))?;
         }
         if let Ok(d) = File::open(&self.dir) {
             let _ = d.sync_all();
@@ -140,10 +128,10 @@ pub fn load_paths(dir: &Path, file_name: &str, entire_dir: bool) -> Result<Vec<P
         None => file_name,
     };
     let mut bases = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| Error::file("cannot list", dir, &e))?;
+    let entries = fs::read_dir(dir).map_err(|e| Error::file("cannot list", dir, e))?;
     for e in entries {
         let name = e
-            .map_err(|e| Error::file("cannot list", dir, &e))?
+            .map_err(|e| Error::file("cannot list", dir, e))?
             .file_name();
         let name = name.to_string_lossy();
         if let Some(base) = name.strip_suffix("-keys") {
@@ -168,14 +156,14 @@ pub fn read_pair(
 ) -> Result<u64> {
     let kp = with_suffix(base, "-keys");
     let vp = with_suffix(base, "-values");
-    let kf = File::open(&kp).map_err(|e| Error::file("cannot open", &kp, &e))?;
-    let vf = File::open(&vp).map_err(|e| Error::file("cannot open", &vp, &e))?;
+    let kf = File::open(&kp).map_err(|e| Error::file("cannot open", &kp, e))?;
+    let vf = File::open(&vp).map_err(|e| Error::file("cannot open", &vp, e))?;
     let (klen, vlen) = (
         kf.metadata()
-            .map_err(|e| Error::file("cannot stat", &kp, &e))?
+            .map_err(|e| Error::file("cannot stat", &kp, e))?
             .len(),
         vf.metadata()
-            .map_err(|e| Error::file("cannot stat", &vp, &e))?
+            .map_err(|e| Error::file("cannot stat", &vp, e))?
             .len(),
     );
     if let (Some(w), true) = (key_type.width(), row_bytes > 0) {
@@ -191,13 +179,20 @@ pub fn read_pair(
     let mut kr = BufReader::with_capacity(1 << 20, kf);
     let mut vr = BufReader::with_capacity(1 << 20, vf);
     let corrupt = |what: &str| Error::data(format!("{} / {}: {what}", kp.display(), vp.display()));
-    let read = |r: &mut BufReader<File>, n: usize, out: &mut Vec<u8>| {
-        read_exact_or_eof(r, n, out).map_err(|e| corrupt(&e.to_string()))
+    // A file that ends inside a record is corrupt; any other read error is the file system's.
+    let read = |r: &mut BufReader<File>, path: &Path, n: usize, out: &mut Vec<u8>| {
+        read_exact_or_eof(r, n, out).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => corrupt(&e.to_string()),
+            _ => Error::file("cannot read", path, e),
+        })
     };
-    let read_len = |r: &mut BufReader<File>| -> Result<Option<usize>> {
-        let mut b = Vec::with_capacity(4);
-        Ok(read(r, 4, &mut b)?.then(|| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
-    };
+    let read_len =
+        |r: &mut BufReader<File>, path: &Path| -> Result<Option<usize>> {
+            let mut b = Vec::with_capacity(4);
+            Ok(read(r, path, 4, &mut b)?
+                .then(|| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
+        };
+    let (kp, vp) = (kp.as_path(), vp.as_path());
     let batch = batch_rows.max(1);
     // A reader thread fills the next batch while `f` upserts this one; at most three batches
     // (reading, queued, upserting) are in memory.
@@ -212,32 +207,34 @@ pub fn read_pair(
                 while b.rows < batch {
                     match key_type.width() {
                         Some(w) => {
-                            if !read(&mut kr, w, &mut b.keys)? {
+                            if !read(&mut kr, kp, w, &mut b.keys)? {
                                 break;
                             }
                         }
                         None => {
-                            let Some(len) = read_len(&mut kr)? else { break };
-                            if !read(&mut kr, len, &mut b.keys)? && len > 0 {
+                            let Some(len) = read_len(&mut kr, kp)? else {
+                                break;
+                            };
+                            if !read(&mut kr, kp, len, &mut b.keys)? && len > 0 {
                                 return Err(corrupt("the keys file ends inside a key"));
                             }
                             b.key_offs.push(b.keys.len() as u64);
                         }
                     }
                     if row_bytes > 0 {
-                        if !read(&mut vr, row_bytes, &mut b.values)? {
+                        if !read(&mut vr, vp, row_bytes, &mut b.values)? {
                             return Err(corrupt(
                                 "the values file has fewer rows than the keys file",
                             ));
                         }
                     } else {
                         for _ in 0..dim {
-                            let Some(len) = read_len(&mut vr)? else {
+                            let Some(len) = read_len(&mut vr, vp)? else {
                                 return Err(corrupt(
                                     "the values file has fewer rows than the keys file",
                                 ));
                             };
-                            if !read(&mut vr, len, &mut b.values)? && len > 0 {
+                            if !read(&mut vr, vp, len, &mut b.values)? && len > 0 {
                                 return Err(corrupt("the values file ends inside a value"));
                             }
                             b.value_offs.push(b.values.len() as u64);
@@ -253,7 +250,7 @@ pub fn read_pair(
                     break;
                 }
             }
-            if read(&mut vr, 1, &mut Vec::new())? {
+            if read(&mut vr, vp, 1, &mut Vec::new())? {
                 return Err(corrupt("the values file has more rows than the keys file"));
             }
             Ok(())

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use crate::codec::{decode_str_row, KeyType, Keys, Rows};
 use crate::config::Config;
 use crate::conn::{Conn, FlatPage, Reply};
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, ServerError};
 
 fn corpus(dir: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -202,7 +202,13 @@ fn reply_corpus() {
         match name.as_str() {
             "mixed_array.resp" => assert!(r.is_ok(), "{name}: {r:?}"),
             "noperm.resp" => assert_eq!(r.unwrap_err().kind(), ErrorKind::PermissionDenied),
-            "moved.resp" => assert_eq!(r.unwrap_err().reply(), Some("MOVED 3999 127.0.0.1:7001")),
+            "moved.resp" => assert_eq!(
+                r.unwrap_err().server(),
+                Some(&ServerError::Moved {
+                    slot: 3999,
+                    addr: "127.0.0.1:7001".into()
+                })
+            ),
             n if n.starts_with("scan_page") => {}
             _ => assert!(r.is_err(), "{name} should not decode: {r:?}"),
         }

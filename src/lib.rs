@@ -51,7 +51,7 @@ mod logging;
 
 pub use codec::{KeyType, Keys, Rows, ValueType};
 pub use config::{resolve_path, Config, ConnectionMode, StoreMode, DEFAULT_CONFIG_ENV};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, ServerError};
 pub use files::resolve_dir;
 pub use layout::{
     bucket_of, crc32c_raw, hash_tags, key_slot, prefix, slot_tag_table, topology_tags, Buckets,

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::block_file::BlockWriter;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// The file name of `bucket`: the bucket name with every byte outside `[A-Za-z0-9:{}_.-]`
 /// percent-encoded (so binary MD5 prefixes and `/` are safe, and the mapping is reversible),
@@ -40,12 +40,7 @@ pub fn dir(model_lib_abs_dir: &str, model_tag: &str) -> Result<PathBuf> {
 /// Writes `payload` to `path` durably: temporary file, fsync, rename, fsync of the directory.
 pub fn write_file(path: &Path, payload: &[u8]) -> Result<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
-    let err = |what: &str, e: std::io::Error| {
-        Error::new(
-            ErrorKind::InvalidArgument,
-            format!("{what} {}: {e}", path.display()),
-        )
-    };
+    let err = |what: &str, e| Error::file(what, path, e);
     fs::create_dir_all(parent).map_err(|e| err("cannot create the directory of", e))?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -65,7 +60,7 @@ pub fn write_file(path: &Path, payload: &[u8]) -> Result<()> {
 
 /// Reads a bucket file; a missing file is NotFound naming it.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| Error::file("table_store_mode 1 restore: cannot read", path, &e))
+    fs::read(path).map_err(|e| Error::file("table_store_mode 1 restore: cannot read", path, e))
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ impl Router {
     /// host turned out to be a Redis master (it answered the sentinel query with an error
     /// reply, and `ROLE` with "master"). Otherwise the sentinel error stands.
     fn plain_server_in_sentinel_mode(cfg: &Config, sentinel_err: &Error) -> Result<Config> {
-        let answered_with_error_reply = sentinel_err.reply().is_some();
+        let answered_with_error_reply = sentinel_err.server().is_some();
         if cfg.redis_connection_mode != ConnectionMode::Sentinel
             || cfg.redis_host_ip.len() != 1
             || !answered_with_error_reply

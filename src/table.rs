@@ -968,20 +968,21 @@ impl Table {
                 }
             },
             |c, ch| {
-                c.read_int().map(|_| ()).map_err(|e| {
-                    let Some((pair, len)) = accum::parse_len_error(e.message()) else {
-                        return e;
-                    };
-                    let p = order[ch.start..ch.end].iter().flat_map(|&d| occurrences(d)).nth(pair.saturating_sub(1));
-                    match p {
-                        Some(p) => self.key_error(
-                            self.bucket_name(ch),
-                            keys.get(p),
-                            format!("stored value has {len} bytes, expected {}; the command holding this key was not applied", self.row),
-                        ),
-                        None => e,
-                    }
-                })
+                let reply = c.read_reply()?;
+                let (pair, len) = match accum::script_result(&reply) {
+                    Some(accum::ScriptResult::Applied) => return Ok(()),
+                    Some(accum::ScriptResult::WrongLength { pair, len }) => (pair, len),
+                    None => return Err(c.protocol(format!("the accum script replied {reply:?}"))),
+                };
+                let p = order[ch.start..ch.end].iter().flat_map(|&d| occurrences(d)).nth(pair.wrapping_sub(1));
+                match p {
+                    Some(p) => Err(self.key_error(
+                        self.bucket_name(ch),
+                        keys.get(p),
+                        format!("stored value has {len} bytes, expected {}; the command holding this key was not applied", self.row),
+                    )),
+                    None => Err(c.protocol(format!("the accum script named pair {pair}, beyond the command"))),
+                }
             },
         )
     }

@@ -80,7 +80,10 @@ fn write_through_a_crash(t: &Table, crash: impl FnOnce() + Send) -> (HashMap<i64
                     assert!(
                         matches!(
                             e.kind(),
-                            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Server
+                            ErrorKind::Connection
+                                | ErrorKind::Timeout
+                                | ErrorKind::Unavailable
+                                | ErrorKind::Server
                         ),
                         "{e}"
                     );

@@ -634,3 +634,71 @@ fn file_save_writes_every_row_once_from_paged_and_whole_buckets() {
         assert_eq!(v, vals, "{name}");
     }
 }
+
+#[test]
+fn redis_at_maxmemory_fails_writes_as_resource_exhausted() {
+    let s = Server::start();
+    let t = f32_table(&s, "oom", 2, "");
+    insert(&t, &[1], &[1.0, 2.0]);
+    assert!(s
+        .cli(&[b"CONFIG", b"SET", b"maxmemory", b"1"])
+        .starts_with(b"+OK"));
+    let kb = i64_keys(&[2]);
+    let e = t
+        .insert(
+            &t.keys(&kb, &[]).unwrap(),
+            &Rows::Fixed {
+                data: &f32_bytes(&[3.0, 4.0]),
+                row: 8,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ResourceExhausted, "{e}");
+    assert_eq!(e.tf_code(), 8, "{e}");
+    assert_eq!(e.server(), Some(&redis_embedding::ServerError::Oom), "{e}");
+    // Reads still work.
+    let (v, ex) = find(&t, &[1, 2], 2);
+    assert_eq!((v, ex), (vec![1.0, 2.0, -1.0, -1.0], vec![1, 0]));
+}
+
+#[test]
+fn file_errors_carry_their_real_kind() {
+    let s = Server::start();
+    let t = f32_table(&s, "ferr", 2, "");
+    insert(&t, &[1], &[1.0, 2.0]);
+    let dir = tempfile::tempdir().unwrap();
+    // The directory to save into exists as a file: EEXIST (was InvalidArgument).
+    let taken = dir.path().join("taken");
+    std::fs::write(&taken, b"").unwrap();
+    let e = t.save_to_files(&taken, "f", false, 10).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    // Below a file: ENOTDIR, an unusable path.
+    let e = t
+        .save_to_files(&taken.join("sub"), "f", false, 10)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    // A missing file to load.
+    let e = t
+        .load_from_files(dir.path(), "missing", false, 10)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    // Files that are directories: reading them fails with EISDIR (was DataLoss). String
+    // keys, so that no length check (directory sizes differ between file systems) comes
+    // first.
+    for suffix in ["-keys", "-values"] {
+        std::fs::create_dir(dir.path().join(format!("d{suffix}"))).unwrap();
+    }
+    let strs = Table::open(
+        s.config(""),
+        TableSpec::new("ferr_s", KeyType::Str, ValueType::F32, 2),
+    )
+    .unwrap();
+    let e = strs
+        .load_from_files(dir.path(), "d", false, 10)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    let io = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .expect("the io::Error is kept");
+    assert_eq!(io.kind(), std::io::ErrorKind::IsADirectory, "{e}");
+}
