@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use crate::conn::Conn;
-use crate::error::{Error, Result, ServerError};
+use crate::error::{Error, ErrorKind, Result, ServerError};
 use crate::exec;
 use crate::plan::Chunk;
 use crate::route::{Access, Router};
@@ -206,6 +206,9 @@ where
     let pool = router.pool(addr);
     let mut c = match pool.get() {
         Ok(c) => c,
+        // Credentials or ACL rules refused at connect (say, a rotated password) stay refused:
+        // resending cannot help.
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => return vec![Outcome::Fatal(e)],
         Err(e) => {
             return items
                 .iter()

@@ -213,3 +213,40 @@ fn unreadable_certificate_files_name_the_field() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(e.message().contains("rde_tls_key_file"), "{e}");
 }
+
+#[test]
+fn a_password_rotated_under_an_open_table_fails_at_once_without_retries() {
+    let s = Server::start();
+    acl(&s, &["trainer", "on", ">old-pw", "~*", "+@all"]);
+    // A backoff long enough that a single retry would show in the duration.
+    let t = Table::open(
+        s.config(
+            r#""redis_user": "trainer", "redis_password": "old-pw", "rde_retry_backoff_ms": 5000"#,
+        ),
+        spec(),
+    )
+    .unwrap();
+    round_trip(&t);
+    acl(&s, &["trainer", "resetpass", ">new-pw"]);
+    // Pooled connections stay authenticated: drop them so the next request must log in.
+    s.cli(&[b"CLIENT", b"KILL", b"USER", b"trainer"]);
+    let kb = i64_keys(&[1]);
+    let vals = f32_bytes(&[5., 6.]);
+    let started = std::time::Instant::now();
+    let e = t
+        .insert(
+            &t.keys(&kb, &[]).unwrap(),
+            &Rows::Fixed {
+                data: &vals,
+                row: 8,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.message().contains("WRONGPASS"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the refused login was retried: {:?}",
+        started.elapsed()
+    );
+}
