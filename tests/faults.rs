@@ -100,7 +100,8 @@ fn wait_blocked_in(s: &Server, cmd: &str) {
 fn a_killed_connection_is_reopened_and_the_request_retried() {
     let _serial = support::serial();
     let s = Server::start();
-    let t = table(&s, "kill1", "");
+    // A paused request waits for its kill, however slow this machine: no socket timeout.
+    let t = table(&s, "kill1", r#""redis_socket_timeout": 60000"#);
     insert(&t, &[1, 2, 3], 7.0).unwrap();
     // Killed while idle in the pool: found dead before use and replaced.
     let stale = counter("stale_connections");
@@ -142,7 +143,8 @@ fn connections_killed_during_a_load_lose_nothing() {
     let t = table(
         &s,
         "kill2",
-        r#""keys_sending_size": 64, "rde_retry_backoff_ms": 5"#,
+        // A paused request waits for its kill, however slow this machine: no socket timeout.
+        r#""keys_sending_size": 64, "rde_retry_backoff_ms": 5, "redis_socket_timeout": 60000"#,
     );
     let (failures, retries, failed) = (
         counter("connection_failures"),
@@ -221,7 +223,8 @@ fn an_accum_killed_in_flight_fails_and_is_never_resent() {
     const ROUNDS: u32 = 10;
     let _serial = support::serial();
     let s = Server::start();
-    let t = table(&s, "kill3", "");
+    // A paused request waits for its kill, however slow this machine: no socket timeout.
+    let t = table(&s, "kill3", r#""redis_socket_timeout": 60000"#);
     let keys: Vec<i64> = (0..32).collect();
     insert(&t, &keys, 0.0).unwrap();
     let kb = i64_keys(&keys);

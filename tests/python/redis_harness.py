@@ -136,6 +136,8 @@ class RedisServer:
         if pid is None:
             return
         try:
+            if not _alive(pid):  # a zombie (exited, not reaped) still accepts signals
+                raise ProcessLookupError(pid)
             os.kill(pid, sig)
         except ProcessLookupError:
             self._fail(f"process {pid} had already exited before signal {sig}")

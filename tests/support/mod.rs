@@ -154,12 +154,12 @@ impl Server {
         if pid == 0 {
             return Ok(());
         }
+        // A zombie (exited, not yet reaped) still accepts signals: check it is alive first.
         // SAFETY: kill(2) with a pid this harness started and a valid signal number.
-        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+        if !alive(pid) || unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
             return Err(format!(
-                "redis-server pid {pid} on port {} had already exited before signal {sig} ({}); its log ends:\n{}",
+                "redis-server pid {pid} on port {} had already exited before signal {sig}; its log ends:\n{}",
                 self.port,
-                std::io::Error::last_os_error(),
                 self.log_tail(20)
             ));
         }
