@@ -15,6 +15,8 @@ struct State {
     idle: Vec<Conn>,
     /// Connections alive (idle + checked out) in this process.
     open: usize,
+    /// Checkouts waiting for a connection to be returned.
+    waiting: usize,
     pid: u32,
 }
 
@@ -39,6 +41,7 @@ impl Pool {
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
+                waiting: 0,
                 pid: std::process::id(),
             }),
             freed: Condvar::new(),
@@ -98,7 +101,9 @@ impl Pool {
                     ),
                 ));
             }
+            st.waiting += 1;
             st = self.freed.wait_timeout(st, deadline - now).unwrap().0;
+            st.waiting -= 1;
         }
     }
 
@@ -193,6 +198,9 @@ mod tests {
         pool.get().unwrap();
     }
 
+    /// The waiter is seen waiting (the pool counts it) before the connection is returned,
+    /// and it gets the connection long before its 10 s `redis_wait_timeout`: the return woke
+    /// it (a waiter that was not woken would only find the connection at its deadline).
     #[test]
     fn a_returned_connection_wakes_a_waiter() {
         let s = Server::start();
@@ -201,9 +209,24 @@ mod tests {
         let held = pool.get().unwrap();
         std::thread::scope(|sc| {
             let waiter = sc.spawn(|| pool.get().map(|c| pool.put(c, true)));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sync::lock(&pool.state).waiting == 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the second checkout never waited"
+                );
+                std::thread::yield_now();
+            }
+            let returned = Instant::now();
             pool.put(held, true);
             waiter.join().unwrap().unwrap();
+            let woke = returned.elapsed();
+            assert!(
+                woke < Duration::from_secs(5),
+                "the waiter got the connection {woke:?} after it was returned"
+            );
         });
+        assert_eq!(sync::lock(&pool.state).waiting, 0);
     }
 
     #[test]

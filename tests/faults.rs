@@ -1,8 +1,11 @@
 //! Faults injected into real redis-servers while tables work: connections killed
-//! (CLIENT KILL), replies stalled past the socket timeout (CLIENT PAUSE), the server killed
-//! and restarted with AOF, and concurrent writers. Each test checks that nothing
-//! acknowledged is lost, that failures are errors naming the server (never defaults), and
-//! that the fault counters saw the faults.
+//! (CLIENT KILL) while a request is in flight, replies stalled past or within the socket
+//! timeout (CLIENT PAUSE), the server killed and restarted with AOF, and concurrent writers.
+//! Each test checks that nothing acknowledged is lost, that failures are errors naming the
+//! server (never defaults), and that the fault counters saw the faults.
+//!
+//! The counters are process-wide, so every test here holds `support::serial()`: a counter
+//! delta a test checks was caused by that test.
 
 mod support;
 
@@ -57,10 +60,48 @@ fn kill_clients(s: &Server) -> u64 {
     String::from_utf8_lossy(&r[1..r.len() - 2]).parse().unwrap()
 }
 
+/// Pauses the server's write commands (reads and admin commands still run) for far longer
+/// than any test waits: [`unpause`] ends it.
+fn pause_writes(s: &Server) {
+    assert_eq!(
+        s.cli(&[b"CLIENT", b"PAUSE", b"60000", b"WRITE"]),
+        b"+OK\r\n"
+    );
+}
+
+fn unpause(s: &Server) {
+    assert_eq!(s.cli(&[b"CLIENT", b"UNPAUSE"]), b"+OK\r\n");
+}
+
+/// Waits (at most 10 s) until CLIENT LIST shows a client blocked (flag `b`) in `cmd`: under
+/// [`pause_writes`], a request that has reached the server and not run yet.
+fn wait_blocked_in(s: &Server, cmd: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = format!(" cmd={cmd} ");
+    loop {
+        let list = String::from_utf8_lossy(&s.cli(&[b"CLIENT", b"LIST"])).into_owned();
+        let blocked = list.lines().any(|l| {
+            l.contains(&want)
+                && l.split(' ')
+                    .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('b')))
+        });
+        if blocked {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no client was blocked in {cmd} within 10 s; CLIENT LIST:\n{list}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn a_killed_connection_is_reopened_and_the_request_retried() {
+    let _serial = support::serial();
     let s = Server::start();
-    let t = table(&s, "kill1", "");
+    // A paused request waits for its kill, however slow this machine: no socket timeout.
+    let t = table(&s, "kill1", r#""redis_socket_timeout": 60000"#);
     insert(&t, &[1, 2, 3], 7.0).unwrap();
     // Killed while idle in the pool: found dead before use and replaced.
     let stale = counter("stale_connections");
@@ -72,18 +113,13 @@ fn a_killed_connection_is_reopened_and_the_request_retried() {
     // Killed with a reply in flight (the server is paused, so the kill lands first): the
     // lookup is resent on a new connection.
     let (failures, retries) = (counter("connection_failures"), counter("retries"));
-    assert_eq!(
-        s.cli(&[b"CLIENT", b"PAUSE", b"10000", b"WRITE"]),
-        b"+OK\r\n"
-    );
+    pause_writes(&s);
     std::thread::scope(|sc| {
         let writer = sc.spawn(|| insert(&t, &[4], 8.0));
         // The insert is waiting on the pause once the server lists a client blocked in it.
-        while !String::from_utf8_lossy(&s.cli(&[b"CLIENT", b"LIST"])).contains("cmd=hset") {
-            std::thread::yield_now();
-        }
+        wait_blocked_in(&s, "hset");
         assert!(kill_clients(&s) >= 1);
-        assert_eq!(s.cli(&[b"CLIENT", b"UNPAUSE"]), b"+OK\r\n");
+        unpause(&s);
         writer.join().unwrap().unwrap();
     });
     assert!(counter("connection_failures") > failures);
@@ -93,40 +129,79 @@ fn a_killed_connection_is_reopened_and_the_request_retried() {
     assert_eq!(find(&t, &[4]).unwrap().1, [1]);
 }
 
-/// A writer inserts batches while connections are killed under it, one kill per batch at
-/// an unsynchronised moment. Every insert is acknowledged (inserts are idempotent, so a
-/// broken pipeline is resent) and every row is there afterwards.
+/// A writer inserts batches while its requests are killed in flight: 20 times, writes are
+/// paused, the writer's HSET pipeline is seen blocked on the server (reached it, not run),
+/// and its connection is killed. Every insert is acknowledged (inserts are idempotent, so
+/// the cut pipeline is resent), every kill is seen as a connection failure and a retry, and
+/// every row is there afterwards.
 #[test]
 fn connections_killed_during_a_load_lose_nothing() {
+    const KILLS: u64 = 20;
+    const BATCHES: i64 = 100;
+    let _serial = support::serial();
     let s = Server::start();
     let t = table(
         &s,
         "kill2",
-        r#""keys_sending_size": 64, "rde_retry_backoff_ms": 5"#,
+        // A paused request waits for its kill, however slow this machine: no socket timeout.
+        r#""keys_sending_size": 64, "rde_retry_backoff_ms": 5, "redis_socket_timeout": 60000"#,
     );
-    let failures = counter("connection_failures");
-    let (tx, rx) = mpsc::channel::<()>();
-    let mut kills = 0;
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            for b in 0..100i64 {
+    let (failures, retries, failed) = (
+        counter("connection_failures"),
+        counter("retries"),
+        counter("requests_failed"),
+    );
+    let (tx, acks) = mpsc::channel::<i64>();
+    let killer_done = std::sync::atomic::AtomicBool::new(false);
+    let written = std::thread::scope(|sc| {
+        let (t, killer_done) = (&t, &killer_done);
+        let writer = sc.spawn(move || {
+            // Runs until the killer is done and at least BATCHES batches are in.
+            let started = Instant::now();
+            let mut b = 0i64;
+            while b < BATCHES || !killer_done.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "the load did not finish within 120 s ({b} batches)"
+                );
                 let keys: Vec<i64> = (b * 500..(b + 1) * 500).collect();
-                insert(&t, &keys, b as f32).unwrap();
-                tx.send(()).unwrap();
+                insert(t, &keys, b as f32).unwrap_or_else(|e| panic!("batch {b}: {e}"));
+                // The killer may be gone (done): acknowledgements are then unread.
+                let _ = tx.send(b);
+                b += 1;
             }
-            drop(tx);
+            b
         });
-        while rx.recv().is_ok() {
-            kills += kill_clients(&s);
+        for kill in 0..KILLS {
+            pause_writes(&s);
+            wait_blocked_in(&s, "hset");
+            assert!(kill_clients(&s) >= 1, "kill {kill} found no client");
+            // The writer cannot finish a batch while writes are paused: acknowledgements
+            // read after the unpause are of batches that got through after this kill.
+            while acks.try_recv().is_ok() {}
+            unpause(&s);
+            // One kill per request: the next kill waits until the killed one got through.
+            if let Err(e) = acks.recv_timeout(Duration::from_secs(30)) {
+                panic!("no insert was acknowledged within 30 s after kill {kill}: {e}");
+            }
         }
+        killer_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        writer.join().unwrap()
     });
-    eprintln!(
-        "kill during load: {kills} connections killed, {} connection failures, 100 inserts acknowledged",
-        counter("connection_failures") - failures
+    let (failures, retries) = (
+        counter("connection_failures") - failures,
+        counter("retries") - retries,
     );
-    assert!(kills >= 20, "only {kills} connections were killed");
-    assert!(counter("connection_failures") > failures);
-    for b in 0..100i64 {
+    eprintln!(
+        "kill during load: {KILLS} in-flight kills, {failures} connection failures, {retries} retries, {written} inserts acknowledged"
+    );
+    assert!(
+        failures >= KILLS,
+        "{KILLS} kills but {failures} connection failures"
+    );
+    assert!(retries >= KILLS, "{KILLS} kills but {retries} retries");
+    assert_eq!(counter("requests_failed"), failed, "an insert failed");
+    for b in 0..written {
         let keys: Vec<i64> = (b * 500..(b + 1) * 500).collect();
         let (v, ex) = find(&t, &keys).unwrap();
         assert!(ex.iter().all(|&e| e == 1), "batch {b} lost rows");
@@ -137,61 +212,82 @@ fn connections_killed_during_a_load_lose_nothing() {
     }
 }
 
-/// Accum is not idempotent: a pipeline cut after sending is reported, never resent. So the
-/// stored sum is at least the acknowledged accums and at most those plus the failed ones.
+/// Accum is not idempotent: a pipeline cut after sending is reported, never resent. Ten
+/// times, an acknowledged accum is followed by one whose compare-and-set EVAL is seen
+/// blocked on the server (writes paused: it reached the server and has not run) when its
+/// connection is killed. That accum must fail naming the server, the EVAL must never run
+/// (no resend: the server's EVAL count moves only with the acknowledged accums, and no
+/// retry round is counted), and the stored sum must equal the acknowledged accums.
 #[test]
-fn accums_under_killed_connections_are_never_applied_twice() {
+fn an_accum_killed_in_flight_fails_and_is_never_resent() {
+    const ROUNDS: u32 = 10;
+    let _serial = support::serial();
     let s = Server::start();
-    let t = table(&s, "kill3", "");
+    // A paused request waits for its kill, however slow this machine: no socket timeout.
+    let t = table(&s, "kill3", r#""redis_socket_timeout": 60000"#);
     let keys: Vec<i64> = (0..32).collect();
     insert(&t, &keys, 0.0).unwrap();
     let kb = i64_keys(&keys);
     let d = f32_bytes(&vec![1.0; keys.len() * DIM]);
     let exists = vec![1u8; keys.len()];
-    let (tx, rx) = mpsc::channel::<()>();
-    let (mut acked, mut failed) = (0u32, 0u32);
-    let server = &s;
-    std::thread::scope(|sc| {
-        sc.spawn(move || {
-            while rx.recv().is_ok() {
-                kill_clients(server);
-            }
+    let accum = || {
+        t.accum(
+            &t.keys(&kb, &[]).unwrap(),
+            &Rows::Fixed {
+                data: &d,
+                row: DIM * 4,
+            },
+            &exists,
+        )
+    };
+    let (failures, retries, failed) = (
+        counter("connection_failures"),
+        counter("retries"),
+        counter("requests_failed"),
+    );
+    let evals = s.calls("eval");
+    for round in 1..=ROUNDS {
+        accum().unwrap();
+        pause_writes(&s);
+        let r = std::thread::scope(|sc| {
+            let killed = sc.spawn(accum);
+            wait_blocked_in(&s, "eval");
+            assert!(kill_clients(&s) >= 1);
+            unpause(&s);
+            killed.join().unwrap()
         });
-        for _ in 0..200 {
-            match t.accum(
-                &t.keys(&kb, &[]).unwrap(),
-                &Rows::Fixed {
-                    data: &d,
-                    row: DIM * 4,
-                },
-                &exists,
-            ) {
-                Ok(()) => acked += 1,
-                Err(e) => {
-                    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
-                    assert!(e.message().contains(&s.addr()), "{e}");
-                    failed += 1;
-                }
-            }
-            tx.send(()).unwrap();
-        }
-        drop(tx);
-    });
-    eprintln!("accum under kills: {acked} acknowledged, {failed} reported as failed");
-    let (v, _) = find(&t, &keys).unwrap();
-    for x in v {
+        let e = r.expect_err(
+            "an accum whose CAS was cut in flight succeeded: it was resent on a new connection",
+        );
+        assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+        assert!(e.message().contains(&s.addr()), "{e}");
+        assert!(e.message().contains("so it is not retried"), "{e}");
+        assert_eq!(
+            s.calls("eval") - evals,
+            u64::from(round),
+            "round {round}: the killed CAS ran (it was resent)"
+        );
+        let (v, _) = find(&t, &keys).unwrap();
         assert!(
-            x >= acked as f32 && x <= (acked + failed) as f32,
-            "sum {x} outside [{acked}, {}]",
-            acked + failed
+            v.iter().all(|&x| x == round as f32),
+            "round {round}: sums {:?}, expected {round} (the acknowledged accums only)",
+            &v[..DIM]
         );
     }
+    assert!(counter("connection_failures") - failures >= u64::from(ROUNDS));
+    assert_eq!(
+        counter("requests_failed") - failed,
+        u64::from(ROUNDS),
+        "one failed request per killed accum"
+    );
+    assert_eq!(counter("retries"), retries, "a request was resent");
 }
 
 /// Replies stalled past the socket timeout fail with DeadlineExceeded after the bounded
 /// retries, well before the stall ends; afterwards the same table works again.
 #[test]
 fn stalled_replies_time_out_within_the_retry_bound() {
+    let _serial = support::serial();
     let s = Server::start();
     let t = table(
         &s,
@@ -215,16 +311,48 @@ fn stalled_replies_time_out_within_the_retry_bound() {
     assert_eq!(find(&t, &[1]).unwrap().1, [1]);
 }
 
-/// A slow reply within the socket timeout is waited for, not failed.
+/// A slow reply within the socket timeout is waited for, not failed: the server is paused
+/// (CLIENT PAUSE ALL, every command waits) for 1 s with a 10 s socket timeout. The lookup
+/// succeeds, no sooner than the pause ends (so it really waited) and well before the socket
+/// timeout, without a timeout, a retry or a connection failure.
 #[test]
 fn a_slow_reply_within_the_timeout_succeeds() {
+    const PAUSE: Duration = Duration::from_millis(1000);
+    const SOCKET_TIMEOUT: Duration = Duration::from_millis(10_000);
+    let _serial = support::serial();
     let s = Server::start();
-    let t = table(&s, "slow2", r#""redis_socket_timeout": 3000"#);
+    let t = table(
+        &s,
+        "slow2",
+        &format!(r#""redis_socket_timeout": {}"#, SOCKET_TIMEOUT.as_millis()),
+    );
     insert(&t, &[1], 1.0).unwrap();
-    std::thread::scope(|sc| {
-        sc.spawn(|| s.cli(&[b"DEBUG", b"SLEEP", b"0.3"]));
-        assert_eq!(find(&t, &[1]).unwrap().1, [1]);
-    });
+    let (timeouts, retries, failures) = (
+        counter("timeouts"),
+        counter("retries"),
+        counter("connection_failures"),
+    );
+    // The pause starts after `started`, so no reply can come before started + PAUSE.
+    let started = Instant::now();
+    let pause_ms = PAUSE.as_millis().to_string();
+    assert_eq!(
+        s.cli(&[b"CLIENT", b"PAUSE", pause_ms.as_bytes(), b"ALL"]),
+        b"+OK\r\n"
+    );
+    let r = find(&t, &[1]);
+    let took = started.elapsed();
+    assert_eq!(r.unwrap().1, [1]);
+    assert!(
+        took >= PAUSE,
+        "the lookup returned after {took:?}, before the {PAUSE:?} pause ended: it did not wait"
+    );
+    assert!(
+        took < SOCKET_TIMEOUT / 2,
+        "the lookup took {took:?} against a {PAUSE:?} pause"
+    );
+    assert_eq!(counter("timeouts"), timeouts, "a read timed out");
+    assert_eq!(counter("retries"), retries, "the lookup was retried");
+    assert_eq!(counter("connection_failures"), failures);
 }
 
 /// The server is SIGKILLed under a writer and restarted on its AOF (`appendfsync always`).
@@ -232,6 +360,7 @@ fn a_slow_reply_within_the_timeout_succeeds() {
 /// server; after the restart the same table carries on; every acknowledged batch is there.
 #[test]
 fn server_killed_and_restarted_keeps_every_acknowledged_write() {
+    let _serial = support::serial();
     let s = Server::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let t = table(
         &s,
@@ -313,6 +442,7 @@ fn server_killed_and_restarted_keeps_every_acknowledged_write() {
 /// against the union of the models at the end.
 #[test]
 fn concurrent_insert_remove_lookup_keep_their_invariants() {
+    let _serial = support::serial();
     let s = Server::start();
     let t = table(&s, "stress", r#""keys_sending_size": 32"#);
     let shared: Vec<i64> = (1_000_000..1_000_050).collect();

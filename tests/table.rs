@@ -447,20 +447,34 @@ fn server_down_fails_with_connection_error_naming_the_address() {
     assert_eq!(e.kind(), ErrorKind::Connection);
 }
 
+/// A server that accepts connections and never answers (a real one, paused with CLIENT
+/// PAUSE ALL for far longer than the test) fails the open with a timeout naming it, after
+/// waiting out the socket timeout and within the bound the timeouts and retries allow.
 #[test]
 fn silent_server_times_out() {
-    // Accepts connections and never answers.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let cfg = redis_embedding::Config::from_json(&format!(
-        r#"{{"redis_connection_mode": 2, "redis_host_port": [{port}], "redis_socket_timeout": 150}}"#
-    )).unwrap();
+    const SOCKET_MS: u64 = 150;
+    const CONNECT_MS: u64 = 150;
+    const RETRIES: u32 = 2;
+    let s = Server::start();
+    let cfg = s.config(&format!(
+        r#""redis_socket_timeout": {SOCKET_MS}, "redis_connect_timeout": {CONNECT_MS}, "rde_max_retries": {RETRIES}"#
+    ));
+    assert_eq!(s.cli(&[b"CLIENT", b"PAUSE", b"60000", b"ALL"]), b"+OK\r\n");
+    let started = std::time::Instant::now();
     let e = Table::open(cfg, spec("emb", ValueType::F32, 1))
         .err()
         .unwrap();
+    let took = started.elapsed();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-    assert!(e.message().contains(&port.to_string()));
-    drop(l);
+    assert!(e.message().contains(&s.addr()), "{e}");
+    let ms = std::time::Duration::from_millis;
+    let attempts = RETRIES + 1;
+    // It waited a whole socket timeout for a reply...
+    assert!(took >= ms(SOCKET_MS), "gave up after {took:?}: {e}");
+    // ...and no attempt took more than its connect, write and read timeouts, plus the
+    // 50 + 100 ms of backoff between attempts; twice that, for a loaded machine.
+    let bound = (ms(CONNECT_MS + 2 * SOCKET_MS) * attempts + ms(150)) * 2;
+    assert!(took < bound, "gave up after {took:?}, bound {bound:?}: {e}");
 }
 
 #[test]

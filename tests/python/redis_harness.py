@@ -1,11 +1,26 @@
 """Real redis-server processes for the Python tests: each on a free port (never 6379) with a
-pidfile, stopped by pid. Plus a tiny binary-safe RESP client for checking stored bytes."""
+pidfile, stopped by pid. A start checks that the server answering on the port is the process
+it started (pidfile = `INFO server` process_id); a stop or crash waits (bounded) until that
+process is gone. Each raises otherwise. Plus a tiny binary-safe RESP client for checking
+stored bytes."""
 
 import json
 import os
 import socket
 import subprocess
 import time
+
+# How long a server may take to start, or to exit after a signal.
+PROCESS_DEADLINE = 10
+
+
+def _alive(pid):
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def free_port():
@@ -40,61 +55,103 @@ class RedisServer:
         self.dir = os.path.join(str(workdir), f"redis-{self.port}")
         os.makedirs(self.dir, exist_ok=True)
         self.pidfile = os.path.join(self.dir, "redis.pid")
+        self.pid = None  # of the running process this harness started
         self.start()
 
+    def log_tail(self, n=20):
+        try:
+            with open(os.path.join(self.dir, "redis.log")) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError as e:
+            return f"(no log: {e})"
+
+    def _fail(self, what):
+        raise RuntimeError(f"redis-server on port {self.port} (dir {self.dir}): {what}; "
+                           f"its log ends:\n{self.log_tail()}")
+
     def start(self):
+        """Starts the server (again, after a stop or crash: same port and directory) and waits
+        until it answers PING. Raises if the process answering is not the one started: a
+        daemonized server that failed to bind (another process took the free port first)
+        exits without a pidfile while whatever holds the port answers."""
+        if self.pid is not None:
+            raise RuntimeError(f"redis-server on {self.port} is already running (pid {self.pid})")
+        try:
+            os.remove(self.pidfile)  # left by a crash: not the new process'
+        except FileNotFoundError:
+            pass
         subprocess.run(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--daemonize", "yes", "--dir", self.dir,
              "--pidfile", self.pidfile, "--logfile", os.path.join(self.dir, "redis.log"),
              *self.extra],
             check=True)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + PROCESS_DEADLINE
         while True:
+            pong = False
             try:
-                if self.command(b"PING") == "PONG":
-                    return
+                pong = self.command(b"PING") == "PONG"
             except OSError:
                 pass  # not listening yet
             except RuntimeError as e:
                 if not str(e).startswith("LOADING"):  # replaying its AOF/RDB: keep waiting
                     raise
+            pid = None
+            try:
+                with open(self.pidfile) as f:
+                    pid = int(f.read().strip())
+            except (OSError, ValueError):
+                pass  # written before the server serves: not started yet
+            if pong and pid is not None:
+                break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on {self.port} did not start")
+                self._fail(f"not started within {PROCESS_DEADLINE} s "
+                           f"(answers PING: {pong}, pidfile: {pid})")
             time.sleep(0.02)
+        if not _alive(pid):
+            self._fail(f"process {pid} from the pidfile is not running")
+        info = self.command(b"INFO", b"server").decode()
+        answering = next((int(line.split(":", 1)[1]) for line in info.splitlines()
+                          if line.startswith("process_id:")), None)
+        if answering != pid:
+            self._fail(f"the server answering on the port is process {answering}, not the one "
+                       f"started (pid {pid}): the port was taken by another server")
+        self.pid = pid
 
     def stop(self):
-        """Stops the server with SIGTERM (by its pid) and waits until it is gone."""
-        self._signal(15, required=False)
+        """Stops the server with SIGTERM (by its pid) and waits until it is gone. Does nothing
+        if it is not running (stopped or crashed); raises if it had died on its own or is
+        still there after 10 s."""
+        self._signal(15)
 
     def crash(self):
         """Kills the server with SIGKILL (by its pid), as a crash would, and waits until it is
         gone. `start()` brings it back on the same port and directory."""
-        self._signal(9, required=True)
+        if self.pid is None:
+            raise RuntimeError(f"crash(): redis-server on {self.port} is not running")
+        self._signal(9)
 
-    def _signal(self, sig, required):
-        try:
-            with open(self.pidfile) as f:
-                pid = int(f.read().strip())
-            os.kill(pid, sig)
-        except (OSError, ValueError):
-            if required:
-                raise
+    def _signal(self, sig):
+        pid, self.pid = self.pid, None
+        if pid is None:
             return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
+        try:
+            if not _alive(pid):  # a zombie (exited, not reaped) still accepts signals
+                raise ProcessLookupError(pid)
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            self._fail(f"process {pid} had already exited before signal {sig}")
+        deadline = time.monotonic() + PROCESS_DEADLINE
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)  # leave nothing behind
+                self._fail(f"process {pid} was still running {PROCESS_DEADLINE} s after "
+                           f"signal {sig} (now SIGKILLed)")
             time.sleep(0.02)
-        raise RuntimeError(f"redis-server {pid} survived signal {sig}")
 
     def cpu_seconds(self):
         """User + system CPU time the server process has used (from /proc, by its pid)."""
-        with open(self.pidfile) as f:
-            pid = int(f.read().strip())
-        with open(f"/proc/{pid}/stat") as f:
+        with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

@@ -2,7 +2,6 @@
 server that is down or silent fails the op (never default values) and names host:port."""
 
 import json
-import socket
 import time
 
 import pytest
@@ -144,10 +143,22 @@ def test_server_down_mid_run_fails_ops_then_recovers_after_restart(tmp_path):
 
 
 def test_silent_server_is_deadline_exceeded(tmp_path):
-    with socket.socket() as listener:  # accepts connections, never answers
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        port = listener.getsockname()[1]
-        path = write(tmp_path, {**DEAD, "redis_host_port": [port], "redis_socket_timeout": 200})
-        with pytest.raises(tf.errors.DeadlineExceededError, match=str(port)):
+    """A server that accepts connections and never answers (a real one, paused with CLIENT
+    PAUSE ALL for far longer than the test) fails the op with DeadlineExceeded naming it,
+    after waiting out the socket timeout and within the bound its timeouts allow."""
+    server = RedisServer(tmp_path)
+    try:
+        socket_ms, connect_ms, retries = 200, 200, 2
+        path = server.config(tmp_path / "silent.json", redis_socket_timeout=socket_ms,
+                             redis_connect_timeout=connect_ms, rde_max_retries=retries)
+        assert server.command(b"CLIENT", b"PAUSE", b"60000", b"ALL") == "OK"
+        start = time.monotonic()
+        with pytest.raises(tf.errors.DeadlineExceededError, match=f"127.0.0.1:{server.port}"):
             make_table(path)
+        took = time.monotonic() - start
+        assert took >= socket_ms / 1000, took
+        # Each attempt at most its connect, write and read timeouts, plus 50 + 100 ms of
+        # backoff; twice that for a loaded machine.
+        assert took < 2 * ((retries + 1) * (connect_ms + 2 * socket_ms) + 150) / 1000, took
+    finally:
+        server.stop()

@@ -64,21 +64,63 @@ def test_stored_bytes_are_raw_little_endian(redis, tmp_path):
     assert [k for k in redis.command(b"KEYS", b"*") if not k.startswith(b"rde-layout:")] == [bucket]
 
 
+def _train(creator, ids, target, steps):
+    """A Variable named "migrate" made by `creator`, trained `steps` Adam steps (through
+    TFRA's DynamicEmbeddingOptimizer) towards `target`. Returns the Variable, its rows as
+    first looked up, and the loss of every step."""
+    var = de.Variable(key_dtype=tf.int64, value_dtype=tf.float32, dim=2, name="migrate",
+                      initializer=tf.keras.initializers.RandomNormal(0, 0.1, seed=1),
+                      kv_creator=creator)
+    first = var.lookup(ids).numpy()
+    shadow = de.shadow_ops.ShadowVariable(var, name="migrate-shadow", trainable=True)
+    opt = de.DynamicEmbeddingOptimizer(tf.keras.optimizers.Adam(0.1))
+    losses = []
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(de.shadow_ops.embedding_lookup(shadow, ids) - target))
+        grads = tape.gradient(loss, [shadow])
+        opt.apply_gradients(zip(grads, [shadow]))
+        losses.append(float(loss))
+    return var, first, losses
+
+
 def test_tfra_training_data_is_readable_by_ours(redis, tmp_path):
-    """A Variable trained through TFRA's creator keeps training through ours."""
+    """A Variable trained through TFRA's creator keeps training through ours: both are named
+    "migrate" (tables "migrate_mht_1of1", so the same bucket `test:migrate{3560}`). Ours starts
+    from the rows TFRA trained, not from fresh initial values; its training moves them; and
+    TFRA's table then reads what ours wrote."""
     path = redis.config(tmp_path / "redis.json")
     ids = tf.constant([1, 2, 3], tf.int64)
-    init = tf.keras.initializers.Zeros()
-    old = de.get_variable("migrate", dim=2, initializer=init,
-                          kv_creator=de.RedisTableCreator(de.RedisTableConfig(redis_config_abs_dir=path)))
-    old.upsert(ids, tf.constant([[1., 1.], [2., 2.], [3., 3.]]))
-    new = de.get_variable("migrate_new", dim=2, initializer=init,
-                          kv_creator=rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=path)))
-    # Same Redis prefix only if the names match; read through a table named like the old one.
-    mirror = rde.RedisTable(tf.int64, tf.float32, tf.zeros([2]), name="migrate_mht_1of1",
-                            config=rde.RedisTableConfig(path))
-    np.testing.assert_array_equal(mirror.lookup(ids).numpy(), [[1, 1], [2, 2], [3, 3]])
-    assert int(new.size()) == 0
+    target = tf.constant([[1., -1.], [2., -2.], [3., -3.]])
+    tfra_creator = de.RedisTableCreator(de.RedisTableConfig(redis_config_abs_dir=path))
+    old, initial, old_losses = _train(tfra_creator, ids, target, 5)
+    assert isinstance(old.tables[0], de.RedisTable)
+    assert old_losses[-1] < old_losses[0], old_losses
+    trained_by_tfra = old.lookup(ids).numpy()
+    assert not np.allclose(trained_by_tfra, initial)
+    assert int(redis.command(b"HLEN", b"test:migrate{3560}")) == 3
+    # The rows and the Adam slots (m, v) TFRA wrote.
+    tfra_keys = set(redis.command(b"KEYS", b"*"))
+    assert b"test:migrate{3560}" in tfra_keys and len(tfra_keys) == 3, tfra_keys
+
+    ours = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=path))
+    new, first, new_losses = _train(ours, ids, target, 5)
+    assert isinstance(new.tables[0], rde.RedisTable)
+    assert new.tables[0].name == "migrate_mht_1of1"
+    # Ours read TFRA's trained rows (not its own initializer) and its first step started there.
+    np.testing.assert_array_equal(first, trained_by_tfra)
+    expected = float(tf.reduce_sum(tf.square(trained_by_tfra - target)))
+    assert new_losses[0] == pytest.approx(expected, rel=1e-5), (new_losses, expected)
+    assert new_losses[-1] < new_losses[0], new_losses
+    # Training through ours moved the rows, in Redis: TFRA's table reads what ours wrote.
+    trained_by_ours = new.lookup(ids).numpy()
+    assert np.abs(trained_by_ours - trained_by_tfra).min() > 1e-3, (trained_by_ours,
+                                                                    trained_by_tfra)
+    np.testing.assert_array_equal(old.lookup(ids).numpy(), trained_by_ours)
+    assert int(redis.command(b"HLEN", b"test:migrate{3560}")) == 3
+    # Ours wrote to TFRA's keys (rows and slots) and added only its layout records.
+    ours_keys = set(redis.command(b"KEYS", b"*"))
+    assert {k for k in ours_keys if not k.startswith(b"rde-layout:")} == tfra_keys, ours_keys
 
 
 def test_tfra_keras_layer_fits_and_saves_with_tfras_save_options(redis, tmp_path):

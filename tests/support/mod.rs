@@ -1,15 +1,31 @@
 //! Real redis-server processes for integration tests: each on its own free port (never
-//! 6379), with a pidfile in a temp dir, stopped by pid on drop.
+//! 6379), with a pidfile in a temp dir, stopped by pid on drop. A start checks that the server
+//! answering on the port is the process it started (pidfile = `INFO server` process_id), and
+//! a stop or crash waits (bounded) until that process is gone; each fails loudly otherwise.
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis_embedding::Config;
+
+/// Serialises the tests of one test binary: every test of a binary that reads the
+/// process-wide counters (`redis_embedding::stats()`) holds this guard for its whole run, so
+/// a counter delta is caused by the test that checks it. Poison-tolerant: a failed test does
+/// not fail the others.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How long a server may take to start, or to exit after a signal.
+const PROCESS_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A running redis-server.
 pub struct Server {
@@ -17,6 +33,22 @@ pub struct Server {
     dir: tempfile::TempDir,
     /// The arguments after the harness' own, kept for [`Server::restart`].
     extra: Vec<String>,
+    /// The password the server requires at start (sentinels), for the harness' own checks.
+    password: String,
+    /// The pid of the running process this harness started, 0 when none is running.
+    pid: AtomicU32,
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
 }
 
 /// A free loopback port.
@@ -94,23 +126,71 @@ impl Server {
         .unwrap()
     }
 
-    /// Stops the server by its pid and waits until the port is closed.
+    /// Stops the server (SIGTERM by its pid) and waits until the process is gone. Does
+    /// nothing if it is not running (never started, stopped or crashed). Panics if the process
+    /// had already died on its own, or is still there after 10 s (it is then SIGKILLed).
     pub fn stop(&self) {
-        let Ok(pid) = std::fs::read_to_string(self.pidfile()) else {
-            return;
-        };
-        let pid = pid.trim().to_string();
-        let _ = Command::new("kill").arg(&pid).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+        if let Err(e) = self.signal(libc::SIGTERM) {
+            panic!("{e}");
+        }
+    }
+
+    /// Kills the server hard (SIGKILL by its pid), as a crash would, and waits until the
+    /// process is gone. Panics if it was not running or is still there after 10 s.
+    pub fn crash(&self) {
+        assert!(
+            self.pid.load(Ordering::SeqCst) != 0,
+            "crash(): redis-server on {} is not running",
+            self.port
+        );
+        if let Err(e) = self.signal(libc::SIGKILL) {
+            panic!("{e}");
+        }
+    }
+
+    /// Sends `sig` to the running server and waits (bounded) until the process has exited.
+    fn signal(&self, sig: libc::c_int) -> Result<(), String> {
+        let pid = self.pid.swap(0, Ordering::SeqCst);
+        if pid == 0 {
+            return Ok(());
+        }
+        // A zombie (exited, not yet reaped) still accepts signals: check it is alive first.
+        // SAFETY: kill(2) with a pid this harness started and a valid signal number.
+        if !alive(pid) || unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+            return Err(format!(
+                "redis-server pid {pid} on port {} had already exited before signal {sig}; its log ends:\n{}",
+                self.port,
+                self.log_tail(20)
+            ));
+        }
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        while alive(pid) {
+            if Instant::now() >= deadline {
+                // SAFETY: as above; no process is left behind.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                return Err(format!(
+                    "redis-server pid {pid} on port {} was still running {PROCESS_DEADLINE:?} after signal {sig} (now SIGKILLed); its log ends:\n{}",
+                    self.port,
+                    self.log_tail(20)
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop();
+        if let Err(e) = self.signal(libc::SIGTERM) {
+            // Never a panic inside a panic (that aborts the test binary): the first failure
+            // is the one to read.
+            if std::thread::panicking() {
+                eprintln!("{e}");
+            } else {
+                panic!("{e}");
+            }
+        }
     }
 }
 
@@ -161,6 +241,8 @@ impl Server {
             port,
             dir,
             extra: extra.iter().map(|a| a.to_string()).collect(),
+            password: String::new(),
+            pid: AtomicU32::new(0),
         };
         s.launch();
         s
@@ -173,7 +255,14 @@ impl Server {
     }
 
     fn launch(&self) {
+        assert!(
+            self.pid.load(Ordering::SeqCst) == 0,
+            "redis-server on {} is already running",
+            self.port
+        );
         let (port, dir) = (self.port, &self.dir);
+        // A pidfile left by a crash must not be mistaken for the new process'.
+        let _ = std::fs::remove_file(self.pidfile());
         let status = Command::new("redis-server")
             .args([
                 "--port",
@@ -201,20 +290,83 @@ impl Server {
         self.wait_ready();
     }
 
+    /// Waits (bounded) until the server answers PING (PONG, or NOAUTH from a server that
+    /// wants a password) and checks that the process answering is the one started: the pid
+    /// in its pidfile equals the process_id it reports. A daemonized server that failed to
+    /// bind its port (another process took the free port first) exits without a pidfile
+    /// while whatever holds the port answers PING; that fails here, with the log tail.
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Up means answering: PONG, or NOAUTH from a server that wants a password.
-        while !self
-            .raw(b"*1\r\n$4\r\nPING\r\n")
-            .is_some_and(|r| r.starts_with(b"+PONG") || r.starts_with(b"-NOAUTH"))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        let fail = |what: String| -> ! {
+            panic!(
+                "redis-server on port {} (dir {}): {what}; its log ends:\n{}",
+                self.port,
+                self.dir.path().display(),
+                self.log_tail(20)
+            )
+        };
+        let pid = loop {
+            let pong = self
+                .raw(b"*1\r\n$4\r\nPING\r\n")
+                .is_some_and(|r| r.starts_with(b"+PONG") || r.starts_with(b"-NOAUTH"));
+            let pid = std::fs::read_to_string(self.pidfile())
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            match pid {
+                Some(pid) if pong => break pid,
+                // The pidfile is written before the server serves: no pid means not started.
+                _ if Instant::now() >= deadline => fail(format!(
+                    "not started within {PROCESS_DEADLINE:?} (answers PING: {pong}, pidfile: {pid:?})"
+                )),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        if !alive(pid) {
+            fail(format!("process {pid} from the pidfile is not running"));
         }
+        match self.process_id() {
+            Ok(answering) if answering == pid => self.pid.store(pid, Ordering::SeqCst),
+            Ok(answering) => fail(format!(
+                "the server answering on the port is process {answering}, not the one started \
+                 (pid {pid}): the port was taken by another server"
+            )),
+            Err(e) => fail(format!("INFO server failed: {e}")),
+        }
+    }
+
+    /// The process_id the server answering on this port reports (`INFO server`).
+    pub fn process_id(&self) -> Result<u32, String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(PROCESS_DEADLINE))
+            .map_err(|e| e.to_string())?;
+        let mut cmd = Vec::new();
+        if !self.password.is_empty() {
+            let p = &self.password;
+            cmd.extend(format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n", p.len()).into_bytes());
+        }
+        cmd.extend_from_slice(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n");
+        s.write_all(&cmd).map_err(|e| e.to_string())?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        if !self.password.is_empty() {
+            r.read_line(&mut line).map_err(|e| e.to_string())?;
+            if line != "+OK\r\n" {
+                return Err(format!("AUTH replied {line:?}"));
+            }
+            line.clear();
+        }
+        r.read_line(&mut line).map_err(|e| e.to_string())?;
+        let len: usize = line
+            .strip_prefix('$')
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("INFO replied {line:?}"))?;
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).map_err(|e| e.to_string())?;
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| "INFO server has no process_id".to_string())
     }
 
     /// A cluster-enabled node (not yet part of a cluster).
@@ -406,17 +558,6 @@ impl Server {
             .and_then(|v| v.split(',').next()?.parse().ok())
             .unwrap_or(0)
     }
-
-    /// Kills the server hard (SIGKILL by pid), as a crash would.
-    pub fn crash(&self) {
-        if let Ok(pid) = std::fs::read_to_string(self.pidfile()) {
-            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 impl Sentinel {
@@ -457,6 +598,8 @@ impl Sentinel {
             port,
             dir,
             extra: Vec::new(),
+            password: password.to_string(),
+            pid: AtomicU32::new(0),
         };
         sentinel.wait_ready();
         let s = Sentinel {
