@@ -102,7 +102,11 @@ impl Pool {
                 ));
             }
             st.waiting += 1;
-            st = self.freed.wait_timeout(st, deadline - now).unwrap().0;
+            st = self
+                .freed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
             st.waiting -= 1;
         }
     }
