@@ -364,6 +364,17 @@ mod tests {
     }
 
     #[test]
+    fn the_backoff_doubles_per_retry_up_to_one_second() {
+        let r = Retry {
+            attempts: 8,
+            backoff: Duration::from_millis(50),
+        };
+        let ms: Vec<u128> = (1..=7).map(|a| r.pause(a).as_millis()).collect();
+        assert_eq!(ms, [50, 100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(r.pause(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
     fn moved_names_the_slot_and_new_owner() {
         match classify(4, reply("MOVED 3999 127.0.0.1:7001")) {
             Outcome::Moved(4, 3999, addr) => assert_eq!(addr, "127.0.0.1:7001"),
