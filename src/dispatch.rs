@@ -1,8 +1,12 @@
-//! Dispatch: the commands of one request are grouped by the server that owns their bucket,
-//! sent as pipelines in parallel, and the ones that come back redirected (MOVED/ASK), refused
-//! (TRYAGAIN, CLUSTERDOWN, READONLY, LOADING, MASTERDOWN) or cut off by a failed connection are
-//! sent again (MOVED updates the slot map; refusals and failures first refresh the topology),
-//! with bounded retries and backoff.
+//! The request executor: the commands of one request are grouped by the server that owns
+//! their slot, sent as one pipeline per server in parallel (on the I/O pool), and the ones
+//! that come back redirected (MOVED/ASK), refused (TRYAGAIN, CLUSTERDOWN, READONLY, LOADING,
+//! MASTERDOWN) or cut off by a failed connection are sent again: MOVED updates the slot map,
+//! refusals and failures first refresh the topology; bounded retries with backoff.
+//!
+//! Invariant: the executor never touches a socket. It works over [`Servers`], which is
+//! `crate::pipeline::Redis` in production and an in-memory script in the unit tests below, so
+//! every redirect, refusal and fault path is tested without a server.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,21 +16,11 @@ use rustc_hash::FxHashMap;
 use crate::conn::Conn;
 use crate::error::{Error, ErrorKind, Result, ServerError};
 use crate::exec;
+use crate::pipeline;
 use crate::plan::Chunk;
 use crate::route::{Access, Router};
 use crate::stats::{self, Counter};
 use crate::sync;
-
-/// Queued commands are written once they hold this many bytes.
-const EARLY_SEND_BYTES: usize = 128 << 10;
-
-/// A pipeline reads replies once the commands on the wire hold more than this many keys (and
-/// more than two commands), before sending the next command. Redis writes at most 64 KB of
-/// replies per client per event-loop turn and buffers the rest in memory; letting a whole
-/// request's replies pile up there (several MB at 16,384 x 64 f32) cost the server up to
-/// 1.3-1.5x the CPU per key on lookups of freshly written keys. With this window the server
-/// always has the next command queued, and a few hundred KB of replies at most.
-const REPLY_WINDOW_KEYS: usize = 2048;
 
 /// How a request may be retried.
 #[derive(Debug, Clone, Copy)]
@@ -44,8 +38,8 @@ impl Retry {
     }
 }
 
-/// What happened to one command.
-enum Outcome {
+/// What happened to one command that did not simply succeed.
+pub enum Outcome {
     /// Redirected for good: refresh that slot and resend.
     Moved(usize, usize, String),
     /// Redirected once: resend to that node, preceded by ASKING.
@@ -59,7 +53,7 @@ enum Outcome {
 }
 
 /// What to do with command `ci` after the error reply `e` (classified when it was read).
-fn classify(ci: usize, e: Error) -> Outcome {
+pub fn classify(ci: usize, e: Error) -> Outcome {
     match e.server() {
         Some(ServerError::Moved { slot, addr }) => {
             Outcome::Moved(ci, usize::from(*slot), addr.clone())
@@ -68,6 +62,21 @@ fn classify(ci: usize, e: Error) -> Outcome {
         Some(s) if s.is_refusal() => Outcome::Refused(ci, e),
         _ => Outcome::Fatal(e),
     }
+}
+
+/// What the executor needs from the servers of one request.
+pub trait Servers: Sync {
+    /// The server owning `slot`.
+    fn addr_for(&self, slot: usize) -> Result<String>;
+    /// Records a MOVED redirect: `slot` is served by `addr` from now on.
+    fn moved(&self, slot: usize, addr: &str);
+    /// Whether servers can move (cluster slots, a sentinel-managed master).
+    fn has_topology(&self) -> bool;
+    /// Re-learns the topology.
+    fn refresh(&self) -> Result<()>;
+    /// Sends the commands `items` (chunk index, preceded by ASKING) to `addr` as one
+    /// pipeline; returns an outcome for each command that did not succeed.
+    fn pipeline(&self, addr: &str, items: &[(usize, bool)]) -> Vec<Outcome>;
 }
 
 /// Runs `chunks` (command `i` is built by `encode(conn, &chunks[i])` and its reply read by
@@ -88,8 +97,28 @@ where
     E: Fn(&mut Conn, &Chunk) + Sync,
     D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
 {
+    let slots: Vec<usize> = chunks.iter().map(slot_of).collect();
+    let servers = pipeline::Redis {
+        router,
+        chunks,
+        access,
+        encode,
+        decode,
+    };
+    execute(&servers, &slots, idempotent, retry)
+}
+
+/// Sends command `i` (for `i < slots.len()`) to the owner of `slots[i]` until each has
+/// succeeded, or fails: at once on a fatal reply, or for a command that may have run when it
+/// is not `idempotent`, or once `retry.attempts` rounds of resending are used up.
+pub fn execute<S: Servers>(
+    servers: &S,
+    slots: &[usize],
+    idempotent: bool,
+    retry: Retry,
+) -> Result<()> {
     // (chunk index, ASK target)
-    let mut pending: Vec<(usize, Option<String>)> = (0..chunks.len()).map(|i| (i, None)).collect();
+    let mut pending: Vec<(usize, Option<String>)> = (0..slots.len()).map(|i| (i, None)).collect();
     let mut attempt = 0u32;
     loop {
         let mut groups: FxHashMap<String, Vec<(usize, bool)>> = FxHashMap::default();
@@ -99,7 +128,7 @@ where
             let is_ask = ask.is_some();
             let addr = match ask {
                 Some(a) => a,
-                None => match router.addr_for(slot_of(&chunks[ci]), access) {
+                None => match servers.addr_for(slots[ci]) {
                     Ok(a) => a,
                     Err(e) => {
                         unroutable.push(Outcome::Refused(ci, e));
@@ -118,12 +147,7 @@ where
         let outcomes: Mutex<Vec<Outcome>> = Mutex::new(unroutable);
         exec::run_all(pipes.len(), |p| {
             let (addr, items) = &pipes[p];
-            let ack = if access == Access::Write {
-                router.write_ack()
-            } else {
-                None
-            };
-            let out = run_pipeline(router, addr, items, chunks, ack, &encode, &decode);
+            let out = servers.pipeline(addr, items);
             sync::lock(&outcomes).extend(out);
             Ok(())
         })?;
@@ -138,7 +162,7 @@ where
                 Outcome::Moved(ci, slot, addr) => {
                     stats::add(Counter::Redirects, 1);
                     // The redirect names the new owner: record it, no full topology query.
-                    router.moved(slot, &addr);
+                    servers.moved(slot, &addr);
                     pending.push((ci, None));
                 }
                 Outcome::Ask(ci, addr) => {
@@ -170,186 +194,19 @@ where
         attempt += 1;
         if attempt > retry.attempts {
             stats::add(Counter::RequestsFailed, 1);
-            let e = last_err.unwrap_or_else(|| {
-                Error::new(crate::error::ErrorKind::Server, "too many redirects")
-            });
+            let e = last_err.unwrap_or_else(|| Error::new(ErrorKind::Server, "too many redirects"));
             return Err(e.context(format!("gave up after {} retries", retry.attempts)));
         }
         stats::add(Counter::Retries, 1);
         if last_err.is_some() {
             std::thread::sleep(retry.pause(attempt));
         }
-        if refresh && router.has_topology() {
+        if refresh && servers.has_topology() {
             stats::add(Counter::TopologyRefreshes, 1);
             // A failed refresh (the master is still down, say) is retried on the next round.
-            if let Err(e) = router.refresh() {
+            if let Err(e) = servers.refresh() {
                 log::info!("topology refresh failed, will retry: {e}");
             }
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_pipeline<E, D>(
-    router: &Router,
-    addr: &str,
-    items: &[(usize, bool)],
-    chunks: &[Chunk],
-    ack: Option<(u32, u64)>,
-    encode: &E,
-    decode: &D,
-) -> Vec<Outcome>
-where
-    E: Fn(&mut Conn, &Chunk),
-    D: Fn(&mut Conn, &Chunk) -> Result<()>,
-{
-    let pool = router.pool(addr);
-    let mut c = match pool.get() {
-        Ok(c) => c,
-        // Credentials or ACL rules refused at connect (say, a rotated password) stay refused:
-        // resending cannot help.
-        Err(e) if e.kind() == ErrorKind::PermissionDenied => return vec![Outcome::Fatal(e)],
-        Err(e) => {
-            return items
-                .iter()
-                .map(|&(ci, _)| Outcome::Refused(ci, e.clone()))
-                .collect()
-        }
-    };
-    stats::add(Counter::Pipelines, 1);
-    stats::add(Counter::Commands, items.len() as u64);
-    // Commands [read, sent) are on the wire, [sent, k] queued; `unread_keys` counts the keys
-    // of [read, k].
-    let (mut sent, mut read, mut unread_keys) = (0usize, 0usize, 0usize);
-    let keys_of = |k: usize| {
-        let ch = &chunks[items[k].0];
-        ch.end - ch.start
-    };
-    let mut out = Vec::new();
-    for (k, &(ci, ask)) in items.iter().enumerate() {
-        if ask {
-            c.cmd(&[b"ASKING"]);
-        }
-        encode(&mut c, &chunks[ci]);
-        let last = k + 1 == items.len();
-        if last {
-            if let Some((n, ms)) = ack {
-                c.cmd(&[b"WAIT", n.to_string().as_bytes(), ms.to_string().as_bytes()]);
-            }
-        }
-        unread_keys += keys_of(k);
-        let over =
-            |read: usize, unread_keys: usize| unread_keys > REPLY_WINDOW_KEYS && k + 1 - read > 2;
-        // Commands are sent as they are encoded: the first at once (plans open with a short
-        // one) so the server starts while the rest are written, then in writes of at least
-        // EARLY_SEND_BYTES, and before any wait for a reply.
-        if last || k == 0 || over(read, unread_keys) || c.queued_bytes() >= EARLY_SEND_BYTES {
-            if let Err(e) = c.flush() {
-                stats::count_fault(&e);
-                pool.put(c, false);
-                // The commands of this write may have run; the later ones never left.
-                let unknown = items[read..=k]
-                    .iter()
-                    .map(|&(ci, _)| Outcome::Unknown(ci, e.clone()));
-                out.extend(unknown);
-                out.extend(
-                    items[k + 1..]
-                        .iter()
-                        .map(|&(ci, _)| Outcome::Refused(ci, e.clone())),
-                );
-                return out;
-            }
-            sent = k + 1;
-        }
-        while over(read, unread_keys) || (last && read < sent) {
-            if !read_one(&mut c, items, chunks, decode, read, sent, &mut out) {
-                pool.put(c, false);
-                return out;
-            }
-            unread_keys -= keys_of(read);
-            read += 1;
-        }
-    }
-    if let Some((n, ms)) = ack {
-        match c.read_int() {
-            Ok(got) if got >= i64::from(n) => {}
-            Ok(got) => {
-                // Applied on the master, not yet on enough replicas: a failover now could
-                // lose it, so it is not acknowledged. Resending (idempotent writes) waits again.
-                stats::add(Counter::ReplicaAckShortfalls, 1);
-                let e = Error::new(
-                    crate::error::ErrorKind::Connection,
-                    format!(
-                        "redis at {addr}: only {got} of rde_wait_replicas = {n} replicas acknowledged the write within {ms} ms"
-                    ),
-                );
-                pool.put(c, true);
-                out.retain(|o| matches!(o, Outcome::Fatal(_)));
-                out.extend(items.iter().map(|&(ci, _)| Outcome::Unknown(ci, e.clone())));
-                return out;
-            }
-            Err(e) => {
-                let transient = e.is_transient();
-                pool.put(c, false);
-                out.retain(|o| matches!(o, Outcome::Fatal(_)));
-                if transient {
-                    out.extend(items.iter().map(|&(ci, _)| Outcome::Unknown(ci, e.clone())));
-                } else {
-                    out.push(Outcome::Fatal(e));
-                }
-                return out;
-            }
-        }
-    }
-    pool.put(c, true);
-    out
-}
-
-/// Reads the reply of `items[k]` into `out`. Returns false when the connection cannot be used
-/// any more: `out` then holds the outcomes of `items[k..]` too (those from `sent` on were
-/// never sent).
-fn read_one<D>(
-    c: &mut Conn,
-    items: &[(usize, bool)],
-    chunks: &[Chunk],
-    decode: &D,
-    k: usize,
-    sent: usize,
-    out: &mut Vec<Outcome>,
-) -> bool
-where
-    D: Fn(&mut Conn, &Chunk) -> Result<()>,
-{
-    let (ci, ask) = items[k];
-    let asked = if ask {
-        c.read_reply().map(|_| ())
-    } else {
-        Ok(())
-    };
-    match asked.and_then(|_| decode(c, &chunks[ci])) {
-        Ok(()) => true,
-        Err(e) if e.server().is_some() => {
-            out.push(classify(ci, e));
-            true
-        }
-        Err(e) if e.is_transient() => {
-            // The connection broke mid-pipeline: this and every later reply are unknown.
-            stats::count_fault(&e);
-            out.extend(
-                items[k..sent]
-                    .iter()
-                    .map(|&(ci, _)| Outcome::Unknown(ci, e.clone())),
-            );
-            out.extend(
-                items[sent..]
-                    .iter()
-                    .map(|&(ci, _)| Outcome::Refused(ci, e.clone())),
-            );
-            false
-        }
-        Err(e) => {
-            out.push(Outcome::Fatal(e));
-            false
         }
     }
 }
@@ -430,5 +287,194 @@ mod tests {
         // An error that is not a reply (a decoding failure, say) is fatal as well.
         let e = Error::data("bucket b key 1: stored value has 3 bytes");
         assert!(matches!(classify(0, e), Outcome::Fatal(_)));
+    }
+
+    /// What a scripted server does with one command.
+    #[derive(Clone, Copy)]
+    enum Step {
+        Ok,
+        /// An error reply (MOVED, ASK, TRYAGAIN, WRONGTYPE, ...).
+        Reply(&'static str),
+        /// The connection breaks once this command is on the wire: it and the rest of the
+        /// pipeline may or may not have run.
+        Drop,
+    }
+
+    /// Servers in memory: a slot map, a script of steps per (server, command) (`Ok` once a
+    /// script runs out), and a log of every command sent.
+    struct Script {
+        owners: Mutex<FxHashMap<usize, String>>,
+        steps: Mutex<FxHashMap<(String, usize), std::collections::VecDeque<Step>>>,
+        sent: Mutex<Vec<(String, usize, bool)>>,
+        refreshes: Mutex<usize>,
+        topology: bool,
+    }
+
+    impl Script {
+        fn new(owners: &[(usize, &str)]) -> Script {
+            Script {
+                owners: Mutex::new(owners.iter().map(|&(s, a)| (s, a.to_owned())).collect()),
+                steps: Mutex::new(FxHashMap::default()),
+                sent: Mutex::new(Vec::new()),
+                refreshes: Mutex::new(0),
+                topology: true,
+            }
+        }
+
+        fn on(self, addr: &str, command: usize, steps: &[Step]) -> Script {
+            sync::lock(&self.steps)
+                .entry((addr.to_owned(), command))
+                .or_default()
+                .extend(steps.iter().cloned());
+            self
+        }
+
+        fn sent(&self) -> Vec<(String, usize, bool)> {
+            let mut v = sync::lock(&self.sent).clone();
+            v.sort();
+            v
+        }
+    }
+
+    impl Servers for Script {
+        fn addr_for(&self, slot: usize) -> Result<String> {
+            Ok(sync::lock(&self.owners)[&slot].clone())
+        }
+        fn moved(&self, slot: usize, addr: &str) {
+            sync::lock(&self.owners).insert(slot, addr.to_owned());
+        }
+        fn has_topology(&self) -> bool {
+            self.topology
+        }
+        fn refresh(&self) -> Result<()> {
+            *sync::lock(&self.refreshes) += 1;
+            Ok(())
+        }
+        fn pipeline(&self, addr: &str, items: &[(usize, bool)]) -> Vec<Outcome> {
+            let mut out = Vec::new();
+            for (k, &(ci, ask)) in items.iter().enumerate() {
+                sync::lock(&self.sent).push((addr.to_owned(), ci, ask));
+                let step = sync::lock(&self.steps)
+                    .get_mut(&(addr.to_owned(), ci))
+                    .and_then(|q| q.pop_front())
+                    .unwrap_or(Step::Ok);
+                match step {
+                    Step::Ok => {}
+                    Step::Reply(text) => out.push(classify(ci, Error::server_reply(addr, text))),
+                    Step::Drop => {
+                        let e = Error::new(ErrorKind::Connection, format!("{addr}: reset"));
+                        out.extend(
+                            items[k..]
+                                .iter()
+                                .map(|&(c, _)| Outcome::Unknown(c, e.clone())),
+                        );
+                        break;
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    fn retry(attempts: u32) -> Retry {
+        Retry {
+            attempts,
+            backoff: Duration::ZERO,
+        }
+    }
+
+    fn sent(list: &[(&str, usize, bool)]) -> Vec<(String, usize, bool)> {
+        let mut v: Vec<_> = list.iter().map(|&(a, c, k)| (a.to_owned(), c, k)).collect();
+        v.sort();
+        v
+    }
+
+    const A: &str = "10.0.0.1:7000";
+    const B: &str = "10.0.0.2:7000";
+
+    #[test]
+    fn moved_updates_the_slot_map_and_resends_to_the_new_owner() {
+        let s = Script::new(&[(5, A), (9, A)]).on(A, 0, &[Step::Reply("MOVED 5 10.0.0.2:7000")]);
+        execute(&s, &[5, 9], true, retry(3)).unwrap();
+        assert_eq!(
+            s.sent(),
+            sent(&[(A, 0, false), (A, 1, false), (B, 0, false)])
+        );
+        assert_eq!(sync::lock(&s.owners)[&5], B);
+        assert_eq!(
+            *sync::lock(&s.refreshes),
+            0,
+            "MOVED names the owner: no refresh"
+        );
+    }
+
+    #[test]
+    fn ask_resends_once_with_asking_and_leaves_the_slot_map() {
+        let s = Script::new(&[(5, A)]).on(A, 0, &[Step::Reply("ASK 5 10.0.0.2:7000")]);
+        execute(&s, &[5], true, retry(3)).unwrap();
+        assert_eq!(s.sent(), sent(&[(A, 0, false), (B, 0, true)]));
+        assert_eq!(sync::lock(&s.owners)[&5], A);
+    }
+
+    #[test]
+    fn refusals_refresh_the_topology_and_are_resent() {
+        for text in [
+            "TRYAGAIN x",
+            "CLUSTERDOWN x",
+            "READONLY x",
+            "LOADING x",
+            "MASTERDOWN x",
+        ] {
+            let s = Script::new(&[(5, A)]).on(A, 0, &[Step::Reply(text), Step::Reply(text)]);
+            execute(&s, &[5], false, retry(3)).unwrap();
+            assert_eq!(s.sent().len(), 3, "{text}");
+            assert_eq!(*sync::lock(&s.refreshes), 2, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_connection_dropped_mid_pipeline_resends_only_idempotent_requests() {
+        let script = || Script::new(&[(1, A), (2, A), (3, A)]).on(A, 1, &[Step::Drop]);
+        let s = script();
+        execute(&s, &[1, 2, 3], true, retry(3)).unwrap();
+        // Command 1 and everything after it in the pipeline are sent again.
+        let twice = sent(&[(A, 0, false), (A, 1, false), (A, 1, false), (A, 2, false)]);
+        assert_eq!(s.sent(), twice);
+        assert_eq!(*sync::lock(&s.refreshes), 1);
+
+        let s = script();
+        let e = execute(&s, &[1, 2, 3], false, retry(3)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection);
+        assert!(e.message().contains("so it is not retried"), "{e}");
+        let once = sent(&[(A, 0, false), (A, 1, false)]);
+        assert_eq!(s.sent(), once, "a request that may have run was resent");
+    }
+
+    #[test]
+    fn retries_are_bounded_and_the_last_error_is_reported() {
+        let busy = [Step::Reply("TRYAGAIN busy"); 10];
+        let s = Script::new(&[(5, A)]).on(A, 0, &busy);
+        let e = execute(&s, &[5], true, retry(3)).unwrap_err();
+        assert_eq!(s.sent().len(), 4, "one send and three retries");
+        assert!(e.message().starts_with("gave up after 3 retries"), "{e}");
+        assert!(e.message().contains("TRYAGAIN busy"), "{e}");
+        assert_eq!(e.tf_code(), 14);
+    }
+
+    #[test]
+    fn a_fatal_reply_fails_the_request_at_once() {
+        let s = Script::new(&[(5, A), (6, B)]).on(A, 0, &[Step::Reply("WRONGTYPE x")]);
+        let e = execute(&s, &[5, 6], true, retry(3)).unwrap_err();
+        assert!(e.message().contains("WRONGTYPE"), "{e}");
+        assert_eq!(s.sent(), sent(&[(A, 0, false), (B, 1, false)]));
+    }
+
+    #[test]
+    fn without_a_topology_a_refusal_is_resent_without_a_refresh() {
+        let mut s = Script::new(&[(5, A)]).on(A, 0, &[Step::Reply("LOADING x")]);
+        s.topology = false;
+        execute(&s, &[5], true, retry(1)).unwrap();
+        assert_eq!(s.sent().len(), 2);
+        assert_eq!(*sync::lock(&s.refreshes), 0);
     }
 }

@@ -33,6 +33,7 @@ mod fuzz;
 mod layout;
 mod layout_store;
 mod md5;
+mod pipeline;
 mod plan;
 mod pool;
 mod progress;
