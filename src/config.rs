@@ -522,6 +522,10 @@ mod tests {
         assert_eq!(c.table_store_mode, StoreMode::RdbFiles);
         assert_eq!(c.storage_slice_import, 1);
         assert_eq!(c.keys_sending_size, 1024);
+        // The defaults docs/operations.md states.
+        assert_eq!((c.rde_max_retries, c.rde_retry_backoff_ms), (8, 50));
+        assert_eq!(c.redis_wait_timeout, 100_000_000, "TFRA's 27.8 hours");
+        assert_eq!(c.expire_model_tag_in_seconds, 7 * 24 * 3600);
     }
 
     #[test]

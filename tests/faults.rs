@@ -212,6 +212,45 @@ fn connections_killed_during_a_load_lose_nothing() {
     }
 }
 
+/// Remove (HDEL) and clear (UNLINK) are idempotent like insert: each is seen blocked on the
+/// server (writes paused: it reached the server and has not run) when its connection is
+/// killed, and is resent on a new connection and succeeds; the rows are gone afterwards.
+#[test]
+fn a_remove_or_clear_killed_in_flight_is_resent() {
+    let _serial = support::serial();
+    let s = Server::start();
+    // A paused request waits for its kill, however slow this machine: no socket timeout.
+    let t = table(&s, "kill4", r#""redis_socket_timeout": 60000"#);
+    insert(&t, &[1, 2, 3], 1.0).unwrap();
+    let kb = i64_keys(&[1, 2]);
+    let remove = || t.remove(&t.keys(&kb, &[]).unwrap());
+    let clear = || t.clear();
+    let ops: [(&str, &(dyn Fn() -> redis_embedding::Result<()> + Sync)); 2] =
+        [("hdel", &remove), ("unlink", &clear)];
+    for (cmd, op) in ops {
+        let (failures, retries) = (counter("connection_failures"), counter("retries"));
+        let ran = s.calls(cmd);
+        pause_writes(&s);
+        std::thread::scope(|sc| {
+            let cut = sc.spawn(op);
+            wait_blocked_in(&s, cmd);
+            assert!(kill_clients(&s) >= 1);
+            unpause(&s);
+            cut.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{cmd} cut in flight was not resent: {e}"));
+        });
+        assert!(counter("connection_failures") > failures, "{cmd}");
+        assert!(counter("retries") > retries, "{cmd}");
+        assert_eq!(
+            s.calls(cmd) - ran,
+            1,
+            "{cmd} ran once, on the new connection"
+        );
+    }
+    assert_eq!(find(&t, &[1, 2, 3]).unwrap().1, [0, 0, 0]);
+}
+
 /// Accum is not idempotent: a pipeline cut after sending is reported, never resent. Ten
 /// times, an acknowledged accum is followed by one whose compare-and-set EVAL is seen
 /// blocked on the server (writes paused: it reached the server and has not run) when its

@@ -105,6 +105,12 @@ fn a_read_only_user_can_serve_but_not_write() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert!(e.message().contains("hset"), "{e}");
+    // Not retried (8 retries by default): the server refused the HSET once.
+    assert_eq!(
+        s.cmdstat("hset", "rejected_calls"),
+        1,
+        "the NOPERM write was retried"
+    );
     // Nothing was written.
     t.find(&keys, &f32_bytes(&[0., 0.]), &mut out, None)
         .unwrap();
@@ -143,6 +149,14 @@ fn tls_checks_the_server_certificate_and_name() {
     let certs = Certs::generate();
     let (s, port) = Server::start_tls(&certs, false);
     round_trip(&Table::open(tls_config(port, &certs, ""), spec()).unwrap());
+    // A name the certificate carries, other than the address connected to.
+    round_trip(
+        &Table::open(
+            tls_config(port, &certs, r#", "rde_tls_server_name": "localhost""#),
+            spec(),
+        )
+        .unwrap(),
+    );
     // A CA that did not sign the server's certificate.
     let cfg = Config::from_json(&format!(
         r#"{{"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"], "redis_host_port": [{port}],

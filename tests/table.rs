@@ -437,10 +437,13 @@ fn server_down_fails_with_connection_error_naming_the_address() {
         .find(&t.keys(&kb, &[]).unwrap(), &[0u8; 4], &mut out, None)
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+    assert_eq!(e.tf_code(), 14, "UnavailableError expected: {e}");
     assert!(
         e.message().contains(&format!("127.0.0.1:{}", s.port)),
         "{e}"
     );
+    // Refused connections are retried (8 times by default) before the lookup fails.
+    assert!(e.message().contains("gave up after 8 retries"), "{e}");
     let e = Table::open(s.config(""), spec("emb", ValueType::F32, 1))
         .err()
         .unwrap();
@@ -670,6 +673,12 @@ fn redis_at_maxmemory_fails_writes_as_resource_exhausted() {
     assert_eq!(e.kind(), ErrorKind::ResourceExhausted, "{e}");
     assert_eq!(e.tf_code(), 8, "{e}");
     assert_eq!(e.server(), Some(&redis_embedding::ServerError::Oom), "{e}");
+    // Not retried (8 retries by default): the server refused the HSET once.
+    assert_eq!(
+        s.cmdstat("hset", "rejected_calls"),
+        1,
+        "the OOM write was retried"
+    );
     // Reads still work.
     let (v, ex) = find(&t, &[1, 2], 2);
     assert_eq!((v, ex), (vec![1.0, 2.0, -1.0, -1.0], vec![1, 0]));
@@ -715,4 +724,29 @@ fn file_errors_carry_their_real_kind() {
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .expect("the io::Error is kept");
     assert_eq!(io.kind(), std::io::ErrorKind::IsADirectory, "{e}");
+}
+
+/// Any other error reply (here WRONGTYPE: a bucket key holds a string) fails the op at once
+/// as an InternalError naming the server: not retried (8 retries by default), the server ran
+/// the lookup once.
+#[test]
+fn another_error_reply_is_internal_and_not_retried() {
+    let s = Server::start();
+    let t = f32_table(&s, "wrongtype", 1, "");
+    let bucket = t.buckets().name(0).to_vec();
+    assert_eq!(s.cli(&[b"SET", &bucket, b"not a hash"]), b"+OK\r\n");
+    let kb = i64_keys(&[1]);
+    let mut out = vec![0u8; 4];
+    let e = t
+        .find(&t.keys(&kb, &[]).unwrap(), &[0u8; 4], &mut out, None)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Server, "{e}");
+    assert_eq!(e.tf_code(), 13, "InternalError expected: {e}");
+    assert!(e.message().contains("WRONGTYPE"), "{e}");
+    assert!(e.message().contains(&s.addr()), "{e}");
+    assert_eq!(
+        s.cmdstat("hmget", "failed_calls"),
+        1,
+        "the lookup was retried"
+    );
 }

@@ -800,3 +800,53 @@ impl Server {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
+
+impl Server {
+    /// Field `field` (`calls`, `rejected_calls`, `failed_calls`) of `command` in INFO
+    /// commandstats: `rejected_calls` counts replies refused before running (OOM, NOPERM,
+    /// READONLY), `failed_calls` errors while running (WRONGTYPE).
+    pub fn cmdstat(&self, command: &str, field: &str) -> u64 {
+        let info = String::from_utf8_lossy(&self.cli(&[b"INFO", b"commandstats"])).into_owned();
+        let prefix = format!("cmdstat_{command}:");
+        let want = format!("{field}=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix(&want)))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Starts a sentinel from `conf` (sentinel directives; the harness adds port, bind,
+    /// daemonize, pidfile, logfile and dir) and waits (bounded) until it answers PING on its
+    /// plain port, checking its pid like any server.
+    pub fn start_sentinel(conf: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let file = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize yes\npidfile {pid}\nlogfile {log}\ndir {d}\n{conf}",
+                pid = dir.path().join("redis.pid").display(),
+                log = dir.path().join("redis.log").display(),
+                d = dir.path().display(),
+            ),
+        )
+        .unwrap();
+        let status = Command::new("redis-server")
+            .arg(&file)
+            .arg("--sentinel")
+            .status()
+            .expect("redis-server must be installed");
+        assert!(status.success());
+        let s = Server {
+            port,
+            dir,
+            extra: Vec::new(),
+            password: String::new(),
+            pid: AtomicU32::new(0),
+        };
+        s.wait_ready();
+        s
+    }
+}
