@@ -7,8 +7,8 @@ use std::sync::{mpsc, Mutex};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::{Table, GETALL_MAX_ROWS, SCAN_PAGE_ROWS};
-use crate::codec::le_word;
+use super::Table;
+use crate::codec::{decode_str_row, le_word};
 use crate::conn::FlatPage;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec;
@@ -16,6 +16,12 @@ use crate::layout::display_bytes;
 use crate::plan::Chunk;
 use crate::route::Access;
 use crate::sync;
+
+/// Buckets of at most this many rows are exported with one HGETALL.
+const GETALL_MAX_ROWS: usize = 65_536;
+
+/// Rows asked for per HSCAN page when exporting (at least; `keys_sending_size` if larger).
+const SCAN_PAGE_ROWS: usize = 4_096;
 
 /// One page of a bucket, read and checked to hold field/value pairs.
 struct Page {
@@ -179,5 +185,37 @@ impl Table {
             ));
         }
         Ok((items, more))
+    }
+
+    /// Checks a stored row against the table's key width and value layout.
+    fn check_stored(&self, bucket: &[u8], k: &[u8], v: &[u8]) -> Result<()> {
+        if self.spec.key_type.width().is_some_and(|w| w != k.len()) {
+            return Err(self.key_error(
+                bucket,
+                k,
+                format!(
+                    "field has {} bytes, not a {:?} key",
+                    k.len(),
+                    self.spec.key_type
+                ),
+            ));
+        }
+        if self.row == 0 {
+            let (mut d, mut o) = (Vec::new(), vec![0]);
+            decode_str_row(v, self.spec.dim, &mut d, &mut o).map_err(|why| {
+                self.key_error(
+                    bucket,
+                    k,
+                    format!("stored string value is malformed: {why}"),
+                )
+            })?;
+        } else if v.len() != self.row {
+            return Err(self.key_error(
+                bucket,
+                k,
+                format!("stored value has {} bytes, expected {}", v.len(), self.row),
+            ));
+        }
+        Ok(())
     }
 }

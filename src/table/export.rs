@@ -1,0 +1,115 @@
+//! Checkpoint save as tensors: `export` (per `table_store_mode`) and `export_into` (straight
+//! into caller-allocated buffers). The rows are streamed by [`super::scan`].
+
+use super::{Exported, StrRows, Table};
+use crate::codec::{decode_str_row, KeyType};
+use crate::config::StoreMode;
+use crate::error::{Error, ErrorKind, Result};
+
+impl Table {
+    /// Checkpoint save. Mode 0: the whole table (shard 1 only, see [`Shard`]). Mode 1: each
+    /// bucket DUMPed to its file (see [`crate::rdb`]) and empty tensors. Mode 2: empty tensors.
+    pub fn export(&self) -> Result<Exported> {
+        let shared = self.spec.shard.reports_shared_rows();
+        match self.cfg.table_store_mode {
+            StoreMode::Tensors if shared => self.export_rows(),
+            StoreMode::RdbFiles if shared => {
+                self.dump_buckets()?;
+                Ok(self.empty_export())
+            }
+            _ => Ok(self.empty_export()),
+        }
+    }
+
+    fn empty_export(&self) -> Exported {
+        Exported {
+            key_offsets: self.empty_key_offsets(),
+            str_values: StrRows::new(),
+            ..Default::default()
+        }
+    }
+
+    fn empty_key_offsets(&self) -> Vec<u64> {
+        if self.spec.key_type == KeyType::Str {
+            vec![0]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn export_rows(&self) -> Result<Exported> {
+        let mut ex = self.empty_export();
+        let width = self.spec.key_type.width();
+        self.scan_rows(|_, k, v| {
+            if self.row == 0 {
+                decode_str_row(
+                    v,
+                    self.spec.dim,
+                    &mut ex.str_values.data,
+                    &mut ex.str_values.offsets,
+                )
+                .map_err(Error::data)?;
+            } else {
+                let at = ex.values.len();
+                ex.values.resize(at + self.tensor_row(), 0);
+                self.storage.decode(v, &mut ex.values[at..]);
+            }
+            ex.keys.extend_from_slice(k);
+            if width.is_none() {
+                ex.key_offsets.push(ex.keys.len() as u64);
+            }
+            ex.len += 1;
+            Ok(())
+        })?;
+        Ok(ex)
+    }
+
+    /// Room to allocate for [`Table::export_into`]: `Some(rows)` (the row count plus headroom
+    /// for rows added meanwhile) when keys and values have fixed sizes and the export returns
+    /// rows; `None` when [`Table::export`] must be used instead.
+    pub fn export_capacity(&self) -> Result<Option<usize>> {
+        let streamable = self.cfg.table_store_mode == StoreMode::Tensors
+            && self.spec.shard.reports_shared_rows()
+            && self.row > 0
+            && self.spec.key_type.width().is_some();
+        if !streamable {
+            return Ok(None);
+        }
+        let n = self.size()?.max(0) as usize;
+        Ok(Some(n + n / 100 + 1024))
+    }
+
+    /// Streams the whole table straight into caller-allocated key and value buffers (no
+    /// intermediate copy) and returns the number of rows written. Fails with
+    /// [`ErrorKind::Conflict`] if the table grew past the buffers meanwhile.
+    pub fn export_into(&self, keys_out: &mut [u8], values_out: &mut [u8]) -> Result<usize> {
+        let width = self
+            .spec
+            .key_type
+            .width()
+            .ok_or_else(|| Error::invalid("export_into needs fixed-size keys"))?;
+        let row = self.tensor_row();
+        if row == 0 {
+            return Err(Error::invalid("export_into needs fixed-size values"));
+        }
+        let cap = (keys_out.len() / width).min(values_out.len() / row);
+        let mut n = 0usize;
+        self.scan_rows(|_, k, v| {
+            if n == cap {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "table {} grew past {cap} rows while it was exported; retry the export",
+                        self.spec.embedding_name
+                    ),
+                ));
+            }
+            keys_out[n * width..(n + 1) * width].copy_from_slice(k);
+            self.storage
+                .decode(v, &mut values_out[n * row..(n + 1) * row]);
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+}
