@@ -11,7 +11,7 @@
 //! which is atomic and so always makes progress.
 
 use crate::codec::ValueType;
-use crate::conn::Reply;
+use crate::resp::conn::Reply;
 
 /// The compare-and-set script. KEYS[1] is the bucket; ARGV holds triples (field, expected,
 /// new) where expected is `\0` for "absent" or `\1` followed by the current bytes. Returns the

@@ -123,7 +123,7 @@ impl ServerError {
         let slot = words
             .next()
             .and_then(|s| s.parse::<u16>().ok())
-            .filter(|&s| usize::from(s) < crate::layout::SLOTS);
+            .filter(|&s| usize::from(s) < crate::cluster::layout::SLOTS);
         match (slot, words.next()) {
             (Some(slot), Some(addr)) => {
                 let addr = addr.to_owned();

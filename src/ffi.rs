@@ -297,7 +297,7 @@ impl TableBox {
         match &self.0 {
             Some(t) => format!(
                 "RedisEmbeddingTable({}, {} buckets, dim {})",
-                crate::layout::display_bytes(t.buckets().name(0)),
+                crate::cluster::layout::display_bytes(t.buckets().name(0)),
                 t.buckets().len(),
                 t.spec().dim
             ),
@@ -484,8 +484,10 @@ fn file_target(
     file_name: &[u8],
     dirpath_env: &[u8],
 ) -> Result<(std::path::PathBuf, String)> {
-    let dir =
-        crate::files::resolve_dir(utf8("dirpath", dirpath)?, utf8("dirpath_env", dirpath_env)?);
+    let dir = crate::persist::files::resolve_dir(
+        utf8("dirpath", dirpath)?,
+        utf8("dirpath_env", dirpath_env)?,
+    );
     let name = utf8("file_name", file_name)?;
     if name.is_empty() {
         return Err(Error::invalid("file_name must not be empty"));

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 
 use crate::codec::{decode_str_row, KeyType, Keys, Rows};
 use crate::config::Config;
-use crate::conn::{Conn, FlatPage, Reply};
 use crate::error::{ErrorKind, ServerError};
+use crate::resp::conn::{Conn, FlatPage, Reply};
 
 fn corpus(dir: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

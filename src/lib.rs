@@ -19,43 +19,36 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), forbid(clippy::print_stdout))]
 
+// Layers, bottom up (see ARCHITECTURE.md): shared ground (error, config, codec, plan, exec,
+// stats, sync, progress), `resp` (one server), `cluster` (which server, fan-out, layout),
+// `persist` (files), `table` (the ops), `ffi` (the TensorFlow bridge).
 mod accum;
-mod block_file;
+mod cluster;
 mod codec;
 mod config;
-mod conn;
-mod dispatch;
 mod error;
 mod exec;
-mod files;
 #[cfg(test)]
 mod fuzz;
-mod layout;
-mod layout_store;
-mod md5;
-mod pipeline;
+mod persist;
 mod plan;
-mod pool;
 mod progress;
-mod rdb;
-mod rehash;
-mod route;
+mod resp;
 mod stats;
 mod sync;
 mod table;
-mod tls;
 
 #[cfg(feature = "bridge")]
 mod ffi;
 #[cfg(feature = "bridge")]
 mod logging;
 
+pub use cluster::layout::{
+    bucket_of, crc32c_raw, hash_tags, key_slot, prefix, slot_tag_table, topology_tags, Buckets,
+};
 pub use codec::{KeyType, Keys, Rows, ValueType};
 pub use config::{resolve_path, Config, ConnectionMode, StoreMode, DEFAULT_CONFIG_ENV};
 pub use error::{Error, ErrorKind, Result, ServerError};
-pub use files::resolve_dir;
-pub use layout::{
-    bucket_of, crc32c_raw, hash_tags, key_slot, prefix, slot_tag_table, topology_tags, Buckets,
-};
+pub use persist::files::resolve_dir;
 pub use stats::stats;
 pub use table::{Exported, Shard, StrRows, Table, TableSpec};

@@ -6,11 +6,11 @@ use std::sync::Mutex;
 
 use super::{in_windows, Table};
 use crate::accum;
+use crate::cluster::route::Access;
 use crate::codec::{Keys, Rows};
-use crate::conn::Reply;
 use crate::error::{Error, ErrorKind, Result};
 use crate::plan::Plan;
-use crate::route::Access;
+use crate::resp::conn::Reply;
 use crate::stats;
 use crate::sync;
 

@@ -3,9 +3,9 @@
 use std::sync::Mutex;
 
 use super::{in_windows, Shared, StrRows, Table};
+use crate::cluster::route::Access;
 use crate::codec::{decode_str_row, Keys, Rows, Storage};
 use crate::error::{Error, Result};
-use crate::route::Access;
 use crate::stats;
 use crate::sync;
 

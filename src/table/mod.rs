@@ -6,17 +6,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::cluster::dispatch::{self, Retry};
+use crate::cluster::layout::{self, display_bytes, Buckets};
+use crate::cluster::layout_store::{self, Layout};
+use crate::cluster::rehash::Mover;
+use crate::cluster::route::{Access, Router};
 use crate::codec::{check_pair, KeyType, Keys, Rows, Storage, ValueType};
 use crate::config::Config;
-use crate::conn::Conn;
-use crate::dispatch::{self, Retry};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec;
-use crate::layout::{self, display_bytes, Buckets};
-use crate::layout_store::{self, Layout};
 use crate::plan::{Chunk, Plan};
-use crate::rehash::Mover;
-use crate::route::{Access, Router};
+use crate::resp::conn::Conn;
 use crate::sync;
 
 mod accum;
@@ -348,7 +348,7 @@ impl Table {
     }
 
     /// Sends one command per chunk (built by `encode`, reply read by `decode`) to the
-    /// servers owning the chunks' buckets; see [`crate::dispatch`].
+    /// servers owning the chunks' buckets; see [`crate::cluster::dispatch`].
     fn dispatch<E, D>(
         &self,
         chunks: &[Chunk],

@@ -3,19 +3,19 @@
 //! a table opens.
 
 use super::{Table, TableSpec};
+use crate::cluster::dispatch::Retry;
+use crate::cluster::layout::{self, display_bytes, Buckets};
+use crate::cluster::layout_store::{self, Layout};
+use crate::cluster::rehash::Mover;
+use crate::cluster::route::{Access, Router};
 use crate::codec::{KeyType, Rows, Storage};
 use crate::config::Config;
-use crate::conn::Reply;
-use crate::dispatch::Retry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec;
-use crate::files;
-use crate::layout::{self, display_bytes, Buckets};
-use crate::layout_store::{self, Layout};
+use crate::persist::files;
+use crate::persist::rdb;
 use crate::progress::Progress;
-use crate::rdb;
-use crate::rehash::Mover;
-use crate::route::{Access, Router};
+use crate::resp::conn::Reply;
 
 /// Rows per insert while loading files (bounds the memory of a load).
 const LOAD_BATCH_ROWS: usize = 65_536;
@@ -115,7 +115,7 @@ impl Table {
     }
 
     /// Writes the table to `<dir>/<file_name>-keys` and `-values` (TFRA's layout; see
-    /// [`crate::files`]), appending or replacing them atomically. Shards other than the first
+    /// [`crate::persist::files`]), appending or replacing them atomically. Shards other than the first
     /// write empty files (they share the first shard's rows). Returns the rows written.
     pub fn save_to_files(
         &self,

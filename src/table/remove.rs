@@ -1,9 +1,9 @@
 //! Deletes and counts: `remove` (HDEL), `clear` (UNLINK every bucket), `size` (HLEN).
 
 use super::{in_windows, Table};
+use crate::cluster::route::Access;
 use crate::codec::Keys;
 use crate::error::Result;
-use crate::route::Access;
 use crate::stats;
 
 impl Table {
@@ -43,7 +43,7 @@ impl Table {
     }
 
     /// Number of rows over all runtime buckets (0 on shards other than the first, see
-    /// [`Shard`]).
+    /// [`Shard`](super::Shard)).
     pub fn size(&self) -> Result<i64> {
         if !self.spec.shard.reports_shared_rows() {
             return Ok(0);

@@ -8,13 +8,13 @@ use std::sync::{mpsc, Mutex};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::Table;
+use crate::cluster::layout::display_bytes;
+use crate::cluster::route::Access;
 use crate::codec::{decode_str_row, le_word};
-use crate::conn::FlatPage;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec;
-use crate::layout::display_bytes;
 use crate::plan::Chunk;
-use crate::route::Access;
+use crate::resp::conn::FlatPage;
 use crate::sync;
 
 /// Buckets of at most this many rows are exported with one HGETALL.

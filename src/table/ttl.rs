@@ -2,9 +2,9 @@
 //! rolling while it is used.
 
 use super::Table;
+use crate::cluster::route::Access;
 use crate::error::{ErrorKind, Result};
 use crate::plan::Chunk;
-use crate::route::Access;
 use crate::sync;
 
 impl Table {

@@ -1,10 +1,10 @@
 //! Writes: `insert` (HSET, last occurrence of a duplicated key wins) and `import`.
 
 use super::{in_windows, Table};
+use crate::cluster::route::Access;
 use crate::codec::{Keys, Rows};
 use crate::config::StoreMode;
 use crate::error::Result;
-use crate::route::Access;
 use crate::stats;
 
 /// How many rows ahead of the one being encoded are prefetched.

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rustc_hash::FxHashMap;
 
+use crate::cluster::layout::SLOTS;
 use crate::config::{Config, ConnectionMode};
-use crate::conn::{Conn, Endpoint, Reply};
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::SLOTS;
-use crate::pool::Pool;
+use crate::resp::conn::{Conn, Endpoint, Reply};
+use crate::resp::pool::Pool;
+use crate::resp::tls::{self, Tls};
 use crate::sync;
-use crate::tls::{self, Tls};
 
 /// Whether a request reads or writes (reads may go to a replica).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

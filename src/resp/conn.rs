@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::resp::tls::{Tls, TlsStream};
 use crate::stats::{self, Counter};
-use crate::tls::{Tls, TlsStream};
 
 /// Where and how to connect: one server's address with its credentials and timeouts.
 #[derive(Clone, PartialEq, Eq)]

@@ -148,11 +148,11 @@ pub fn topology_tags(cluster_nodes: &str, slices: u32) -> Vec<String> {
 }
 
 /// The table's key prefix: `<model_tag>:<embedding_name>`, or its 16-byte TFRA digest
-/// (see [`crate::md5`]).
+/// (see [`crate::cluster::md5`]).
 pub fn prefix(model_tag: &str, embedding_name: &str, md5: bool) -> Vec<u8> {
     let plain = format!("{model_tag}:{embedding_name}");
     if md5 {
-        crate::md5::tfra_md5(plain.as_bytes()).to_vec()
+        crate::cluster::md5::tfra_md5(plain.as_bytes()).to_vec()
     } else {
         plain.into_bytes()
     }
@@ -326,6 +326,6 @@ mod tests {
         let b = Buckets::new(&prefix("test", "emb", false), &hash_tags(1, &[]));
         assert_eq!(b.name(0), b"test:emb{3560}");
         let p = prefix("test", "emb", true);
-        assert_eq!(p, crate::md5::tfra_md5(b"test:emb"));
+        assert_eq!(p, crate::cluster::md5::tfra_md5(b"test:emb"));
     }
 }

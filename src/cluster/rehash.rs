@@ -8,13 +8,13 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::conn::Reply;
-use crate::dispatch::Retry;
+use crate::cluster::dispatch::Retry;
+use crate::cluster::layout::display_bytes;
+use crate::cluster::layout_store::{call, Layout};
+use crate::cluster::route::{Access, Router};
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::display_bytes;
-use crate::layout_store::{call, Layout};
 use crate::progress::Progress;
-use crate::route::{Access, Router};
+use crate::resp::conn::Reply;
 
 /// A (field, value) pair borrowed from a scanned page.
 type Row<'a> = (&'a [u8], &'a [u8]);

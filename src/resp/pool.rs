@@ -6,8 +6,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::conn::{Conn, Endpoint};
 use crate::error::{Error, ErrorKind, Result};
+use crate::resp::conn::{Conn, Endpoint};
 use crate::stats::{self, Counter};
 use crate::sync;
 

@@ -7,13 +7,13 @@
 
 use std::sync::Mutex;
 
+use crate::cluster::dispatch::{self, Retry};
+use crate::cluster::layout::{self, Buckets};
+use crate::cluster::route::{Access, Router};
 use crate::config::{Config, ConnectionMode};
-use crate::conn::Reply;
-use crate::dispatch::{self, Retry};
 use crate::error::{Error, Result};
-use crate::layout::{self, Buckets};
 use crate::plan::Chunk;
-use crate::route::{Access, Router};
+use crate::resp::conn::Reply;
 use crate::sync;
 
 const MAGIC: &str = "rde-layout v1";

@@ -5,7 +5,7 @@
 //! refusals and failures first refresh the topology; bounded retries with backoff.
 //!
 //! Invariant: the executor never touches a socket. It works over [`Servers`], which is
-//! `crate::pipeline::Redis` in production and an in-memory script in the unit tests below, so
+//! `crate::cluster::pipeline::Redis` in production and an in-memory script in the unit tests below, so
 //! every redirect, refusal and fault path is tested without a server.
 
 use std::sync::Mutex;
@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use crate::conn::Conn;
+use crate::cluster::pipeline;
+use crate::cluster::route::{Access, Router};
 use crate::error::{Error, ErrorKind, Result, ServerError};
 use crate::exec;
-use crate::pipeline;
 use crate::plan::Chunk;
-use crate::route::{Access, Router};
+use crate::resp::conn::Conn;
 use crate::stats::{self, Counter};
 use crate::sync;
 

@@ -8,8 +8,8 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::block_file::BlockWriter;
 use crate::error::{Error, Result};
+use crate::persist::block_file::BlockWriter;
 
 /// The file name of `bucket`: the bucket name with every byte outside `[A-Za-z0-9:{}_.-]`
 /// percent-encoded (so binary MD5 prefixes and `/` are safe, and the mapping is reversible),

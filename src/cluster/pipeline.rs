@@ -1,14 +1,14 @@
-//! Pipelined Redis I/O for the executor (`crate::dispatch`): the one implementation of
+//! Pipelined Redis I/O for the executor (`crate::cluster::dispatch`): the one implementation of
 //! [`Servers`] that talks to real servers. A pipeline takes one pooled connection to one
 //! server, sends its commands as they are encoded (the first at once, then in large writes),
 //! reads replies once a window of keys is on the wire, and turns each failure into the
 //! [`Outcome`] the executor acts on. It knows nothing of retries.
 
-use crate::conn::Conn;
-use crate::dispatch::{classify, Outcome, Servers};
+use crate::cluster::dispatch::{classify, Outcome, Servers};
+use crate::cluster::route::{Access, Router};
 use crate::error::{Error, ErrorKind, Result};
 use crate::plan::Chunk;
-use crate::route::{Access, Router};
+use crate::resp::conn::Conn;
 use crate::stats::{self, Counter};
 
 /// Queued commands are written once they hold this many bytes.

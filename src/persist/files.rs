@@ -12,9 +12,9 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use crate::block_file::BlockWriter;
 use crate::codec::{KeyType, Keys, Rows};
 use crate::error::{Error, Result};
+use crate::persist::block_file::BlockWriter;
 
 /// At most this many bytes are buffered per file (in two halves: one filled while the other is
 /// written), whatever `buffer_size` asks for; a few MB already keep the device busy.

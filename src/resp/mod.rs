@@ -1,0 +1,6 @@
+//! The RESP layer: one connection (TCP or TLS), its pool, and the TLS settings. It speaks
+//! RESP2 to one server and knows nothing of tables, buckets or cluster topology.
+
+pub(crate) mod conn;
+pub(crate) mod pool;
+pub(crate) mod tls;
