@@ -5,8 +5,8 @@
 //! refusals and failures first refresh the topology; bounded retries with backoff.
 //!
 //! Invariant: the executor never touches a socket. It works over [`Servers`], which is
-//! `crate::cluster::pipeline::Redis` in production and an in-memory script in the unit tests below, so
-//! every redirect, refusal and fault path is tested without a server.
+//! `crate::cluster::pipeline::Redis` in production and an in-memory script in the unit tests
+//! below, so every redirect, refusal and fault path is tested without a server.
 
 use std::sync::Mutex;
 use std::time::Duration;

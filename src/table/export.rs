@@ -7,8 +7,9 @@ use crate::config::StoreMode;
 use crate::error::{Error, ErrorKind, Result};
 
 impl Table {
-    /// Checkpoint save. Mode 0: the whole table (shard 1 only, see [`Shard`](super::Shard)). Mode 1: each
-    /// bucket DUMPed to its file (see [`crate::persist::rdb`]) and empty tensors. Mode 2: empty tensors.
+    /// Checkpoint save. Mode 0: the whole table (shard 1 only, see [`Shard`](super::Shard)).
+    /// Mode 1: each bucket DUMPed to its file (see [`crate::persist::rdb`]) and empty tensors.
+    /// Mode 2: empty tensors.
     pub fn export(&self) -> Result<Exported> {
         let shared = self.spec.shard.reports_shared_rows();
         match self.cfg.table_store_mode {

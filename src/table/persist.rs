@@ -115,8 +115,9 @@ impl Table {
     }
 
     /// Writes the table to `<dir>/<file_name>-keys` and `-values` (TFRA's layout; see
-    /// [`crate::persist::files`]), appending or replacing them atomically. Shards other than the first
-    /// write empty files (they share the first shard's rows). Returns the rows written.
+    /// [`crate::persist::files`]), appending or replacing them atomically. Shards other than
+    /// the first write empty files (they share the first shard's rows). Returns the rows
+    /// written.
     pub fn save_to_files(
         &self,
         dir: &std::path::Path,
