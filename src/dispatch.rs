@@ -295,6 +295,17 @@ where
                 out.extend(items.iter().map(|&(ci, _)| Outcome::Unknown(ci, e.clone())));
                 return out;
             }
+            Err(e)
+                if e.reply()
+                    .is_some_and(|r| r.contains("WAIT cannot be used with replica")) =>
+            {
+                // The node became a replica (a restarted old master): it refused the writes
+                // with READONLY, and WAIT with this. Resend them after a topology refresh.
+                pool.put(c, true);
+                out.retain(|o| matches!(o, Outcome::Fatal(_)));
+                out.extend(items.iter().map(|&(ci, _)| Outcome::Refused(ci, e.clone())));
+                return out;
+            }
             Err(e) => {
                 let transient = e.is_transient();
                 pool.put(c, false);
