@@ -113,6 +113,9 @@ impl ServerError {
             "WRONGPASS" => ServerError::WrongPass,
             "OOM" => ServerError::Oom,
             "ERR" if names_unknown_command(rest) => ServerError::UnknownCommand,
+            // A node that became a replica (a restarted old master) refuses WAIT with this
+            // where it refuses writes with READONLY; it is the same refusal.
+            "ERR" if rest.starts_with("WAIT cannot be used with replica") => ServerError::ReadOnly,
             _ => ServerError::Other,
         }
     }
@@ -409,6 +412,7 @@ mod tests {
             (S::ClusterDown, "CLUSTERDOWN The cluster is down"),
             (S::Loading, "LOADING Redis is loading the dataset in memory"),
             (S::ReadOnly, "READONLY You can't write against a read only replica."),
+            (S::ReadOnly, "ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated."),
             (S::MasterDown, "MASTERDOWN Link with MASTER is down"),
             (S::NoScript, "NOSCRIPT No matching script. Please use EVAL."),
             (S::WrongType, "WRONGTYPE Operation against a key holding the wrong kind"),

@@ -6,7 +6,7 @@
 
 use crate::cluster::dispatch::{classify, Outcome, Servers};
 use crate::cluster::route::{Access, Router};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, ServerError};
 use crate::plan::Chunk;
 use crate::resp::conn::Conn;
 use crate::stats::{self, Counter};
@@ -168,6 +168,14 @@ where
                 pool.put(c, true);
                 out.retain(|o| matches!(o, Outcome::Fatal(_)));
                 out.extend(items.iter().map(|&(ci, _)| Outcome::Unknown(ci, e.clone())));
+                return out;
+            }
+            // A node that is a replica now (an old master restarted): its READONLY refusals
+            // of the writes are in `out`; resend them all after a topology refresh.
+            Err(e) if e.server().is_some_and(ServerError::is_refusal) => {
+                pool.put(c, true);
+                out.retain(|o| matches!(o, Outcome::Fatal(_)));
+                out.extend(items.iter().map(|&(ci, _)| Outcome::Refused(ci, e.clone())));
                 return out;
             }
             Err(e) => {

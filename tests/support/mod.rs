@@ -244,17 +244,23 @@ impl Server {
             password: String::new(),
             pid: AtomicU32::new(0),
         };
-        s.launch();
+        s.launch(&[]);
         s
     }
 
     /// Starts the server process again on the same port and directory (after a crash or a
     /// stop); with AOF on, it reloads what it had acknowledged.
     pub fn restart(&self) {
-        self.launch();
+        self.launch(&[]);
     }
 
-    fn launch(&self) {
+    /// Like [`Server::restart`], with `more` arguments after the original ones, for this
+    /// start only.
+    pub fn restart_with(&self, more: &[&str]) {
+        self.launch(more);
+    }
+
+    fn launch(&self, more: &[&str]) {
         assert!(
             self.pid.load(Ordering::SeqCst) == 0,
             "redis-server on {} is already running",
@@ -284,6 +290,7 @@ impl Server {
             .arg("--logfile")
             .arg(dir.path().join("redis.log"))
             .args(&self.extra)
+            .args(more)
             .status()
             .expect("redis-server must be installed (apt-get install redis-server)");
         assert!(status.success());
@@ -558,6 +565,35 @@ impl Server {
             .and_then(|v| v.split(',').next()?.parse().ok())
             .unwrap_or(0)
     }
+
+    /// Stops the process (SIGSTOP by its pid), as a process starved of CPU looks to its
+    /// peers: connected, silent. It runs again (SIGCONT) when the guard is dropped.
+    pub fn pause(&self) -> Paused<'_> {
+        let pid = self.pid.load(Ordering::SeqCst);
+        assert!(
+            pid != 0,
+            "pause(): redis-server on {} is not running",
+            self.port
+        );
+        // SAFETY: kill(2) with a pid this harness started and a valid signal number.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        assert_eq!(
+            sent, 0,
+            "SIGSTOP to redis-server pid {pid} on {}",
+            self.port
+        );
+        Paused(self, pid)
+    }
+}
+
+/// A server stopped by [`Server::pause`] (and its pid); dropping this resumes it.
+pub struct Paused<'a>(&'a Server, u32);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as in `pause`.
+        unsafe { libc::kill(self.1 as libc::pid_t, libc::SIGCONT) };
+    }
 }
 
 impl Sentinel {
@@ -568,8 +604,21 @@ impl Sentinel {
 
     /// Like [`Sentinel::start`], with the sentinel requiring `password` (if not empty).
     pub fn start_with_password(password: &str) -> Sentinel {
-        let master = Server::start_with(&[]);
-        let replica = Server::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        Sentinel::launch(password, &[])
+    }
+
+    /// Like [`Sentinel::start`], with extra arguments for master and replica (kept by
+    /// [`Server::restart`]), for example an append-only file.
+    pub fn start_with_data_args(args: &[&str]) -> Sentinel {
+        Sentinel::launch("", args)
+    }
+
+    fn launch(password: &str, data_args: &[&str]) -> Sentinel {
+        let master = Server::start_with(data_args);
+        let master_port = master.port.to_string();
+        let mut replica_args = data_args.to_vec();
+        replica_args.extend(["--replicaof", "127.0.0.1", &master_port]);
+        let replica = Server::start_with(&replica_args);
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
@@ -660,6 +709,21 @@ impl Sentinel {
         while !linked(&self.replica) || self.replica.repl_offset() < self.master.repl_offset() {
             assert!(Instant::now() < deadline, "replica did not catch up");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Copies the three logs (and the sentinel's rewritten config) into `dest`, which is
+    /// created, so that a failing run can be read after the temp dirs are gone.
+    pub fn keep_logs(&self, dest: &std::path::Path) {
+        std::fs::create_dir_all(dest).unwrap();
+        for (name, s) in [
+            ("master", &self.master),
+            ("replica", &self.replica),
+            ("sentinel", &self.sentinel),
+        ] {
+            for f in ["redis.log", "sentinel.conf"] {
+                let _ = std::fs::copy(s.dir().join(f), dest.join(format!("{name}.{f}")));
+            }
         }
     }
 
@@ -793,6 +857,11 @@ impl Server {
 }
 
 impl Server {
+    /// This server's directory (its `redis.log`, and `sentinel.conf` for a sentinel).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// The last `n` lines of this server's log, for failure messages.
     pub fn log_tail(&self, n: usize) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
