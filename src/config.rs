@@ -380,15 +380,15 @@ impl Config {
     pub fn mode_hint(&self) -> &'static str {
         match self.redis_connection_mode {
             ConnectionMode::Cluster => {
-                "if these are not Redis Cluster nodes, set \"redis_connection_mode\": 2 for one \
+                "If these are not Redis Cluster nodes, set \"redis_connection_mode\": 2 for one \
                  plain server or 1 for sentinels"
             }
             ConnectionMode::Sentinel => {
-                "for one plain Redis server set \"redis_connection_mode\": 2, for a Redis Cluster \
+                "For one plain Redis server set \"redis_connection_mode\": 2, for a Redis Cluster \
                  set 0; in mode 1 every redis_host_ip/redis_host_port entry is a sentinel"
             }
             ConnectionMode::Standalone => {
-                "if these are sentinels set \"redis_connection_mode\": 1, for a Redis Cluster \
+                "If these are sentinels set \"redis_connection_mode\": 1, for a Redis Cluster \
                  set 0"
             }
         }
