@@ -5,10 +5,8 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use redis_embedding::{key_slot, stats, KeyType, Rows, Table, TableSpec, ValueType};
-use support::{f32_bytes, f32s, i64_keys, serial, Cluster, Server};
+use support::{f32_bytes, f32s, i64_keys, serial, wait_for, Cluster, Server};
 
 fn counter(name: &str) -> u64 {
     stats().into_iter().find(|(n, _)| *n == name).unwrap().1
@@ -42,18 +40,6 @@ fn find(t: &Table, keys: &[i64]) -> redis_embedding::Result<Vec<f32>> {
 
 fn expected(keys: &[i64]) -> Vec<f32> {
     keys.iter().flat_map(|&k| [k as f32, -k as f32]).collect()
-}
-
-/// Waits (bounded) until `cond` holds, naming `what` if it never does.
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::yield_now();
-    }
 }
 
 fn info_has(s: &Server, section: &[u8], needle: &str) -> bool {

@@ -6,10 +6,8 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use redis_embedding::{stats, Config, ErrorKind, KeyType, Rows, Table, TableSpec, ValueType};
-use support::{f32_bytes, f32s, free_port, i64_keys, serial, Certs, Sentinel, Server};
+use support::{f32_bytes, f32s, free_port, i64_keys, serial, wait_for, Certs, Sentinel, Server};
 
 fn counter(name: &str) -> u64 {
     stats().into_iter().find(|(n, _)| *n == name).unwrap().1
@@ -37,18 +35,6 @@ fn find(t: &Table, keys: &[i64]) -> Vec<f32> {
     )
     .unwrap();
     f32s(&out)
-}
-
-/// Waits (bounded) until `cond` holds, naming `what` if it never does.
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn text(b: Vec<u8>) -> String {

@@ -919,3 +919,16 @@ impl Server {
         s
     }
 }
+
+/// Waits (bounded) until `cond` holds, polling every few milliseconds; panics naming `what`
+/// if it does not within `secs` seconds.
+pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
