@@ -4,6 +4,8 @@
 //! reads replies once a window of keys is on the wire, and turns each failure into the
 //! [`Outcome`] the executor acts on. It knows nothing of retries.
 
+use std::time::Duration;
+
 use crate::cluster::dispatch::{classify, Outcome, Servers};
 use crate::cluster::route::{Access, Router};
 use crate::error::{Error, ErrorKind, Result, ServerError};
@@ -153,7 +155,9 @@ where
         }
     }
     if let Some((n, ms)) = ack {
-        match c.read_int() {
+        // WAIT answers when `ms` ends if the replicas are short: that much on top of the
+        // socket timeout, or a shortfall would look like a stalled server.
+        match c.read_int_after(Duration::from_millis(ms), router.socket_timeout()) {
             Ok(got) if got >= i64::from(n) => {}
             Ok(got) => {
                 // Applied on the master, not yet on enough replicas: a failover now could

@@ -535,6 +535,29 @@ impl Conn {
         Ok(())
     }
 
+    /// Like [`Conn::read_int`], for a reply the server may hold back for `extra` beyond the
+    /// socket timeout (WAIT, which answers when its own timeout ends).
+    pub fn read_int_after(&mut self, extra: Duration, socket_timeout: Duration) -> Result<i64> {
+        self.set_read_timeout(socket_timeout + extra)
+            .map_err(|e| Error::io(&self.addr, "configuring the socket", e))?;
+        let n = self.read_int();
+        // A socket left with the long timeout would wait too long on the next stalled reply.
+        if self.set_read_timeout(socket_timeout).is_err() {
+            return Err(Error::new(
+                ErrorKind::Connection,
+                format!("redis at {}: cannot restore the socket timeout", self.addr),
+            ));
+        }
+        n
+    }
+
+    fn set_read_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.reader
+            .get_ref()
+            .tcp()
+            .map_or(Ok(()), |s| s.set_read_timeout(Some(d)))
+    }
+
     /// Reads the next reply and expects an integer.
     pub fn read_int(&mut self) -> Result<i64> {
         match self.read_reply()? {
