@@ -157,7 +157,7 @@ where
     if let Some((n, ms)) = ack {
         // WAIT answers when `ms` ends if the replicas are short: that much on top of the
         // socket timeout, or a shortfall would look like a stalled server.
-        match c.read_int_after(Duration::from_millis(ms), router.socket_timeout()) {
+        match c.read_int_after(Duration::from_millis(ms)) {
             Ok(got) if got >= i64::from(n) => {}
             Ok(got) => {
                 // Applied on the master, not yet on enough replicas: a failover now could

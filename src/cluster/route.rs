@@ -126,11 +126,6 @@ impl Router {
         }
     }
 
-    /// The socket timeout of data connections.
-    pub fn socket_timeout(&self) -> std::time::Duration {
-        self.cfg.socket_timeout()
-    }
-
     /// `(replicas, timeout ms)` every write pipeline must be acknowledged by, if any.
     pub fn write_ack(&self) -> Option<(u32, u64)> {
         (self.cfg.rde_wait_replicas > 0).then_some((

@@ -160,6 +160,8 @@ pub struct Conn {
     reader: BufReader<Stream>,
     out: Vec<u8>,
     pending: usize,
+    /// The read timeout set at connect (`redis_socket_timeout` for data nodes).
+    socket_timeout: Duration,
     /// When the connection was made (for `redis_connection_lifetime`).
     pub(crate) born: Instant,
 }
@@ -213,6 +215,7 @@ impl Conn {
             reader: BufReader::with_capacity(1 << 16, stream),
             out: Vec::with_capacity(1 << 16),
             pending: 0,
+            socket_timeout: ep.socket_timeout,
             born: Instant::now(),
         };
         if !ep.password.is_empty() {
@@ -242,6 +245,7 @@ impl Conn {
             reader: BufReader::with_capacity(64, Stream::Mem(std::io::Cursor::new(bytes))),
             out: Vec::new(),
             pending: 0,
+            socket_timeout: Duration::from_secs(1),
             born: Instant::now(),
         }
     }
@@ -537,12 +541,12 @@ impl Conn {
 
     /// Like [`Conn::read_int`], for a reply the server may hold back for `extra` beyond the
     /// socket timeout (WAIT, which answers when its own timeout ends).
-    pub fn read_int_after(&mut self, extra: Duration, socket_timeout: Duration) -> Result<i64> {
-        self.set_read_timeout(socket_timeout + extra)
+    pub fn read_int_after(&mut self, extra: Duration) -> Result<i64> {
+        self.set_read_timeout(self.socket_timeout + extra)
             .map_err(|e| Error::io(&self.addr, "configuring the socket", e))?;
         let n = self.read_int();
         // A socket left with the long timeout would wait too long on the next stalled reply.
-        if self.set_read_timeout(socket_timeout).is_err() {
+        if self.set_read_timeout(self.socket_timeout).is_err() {
             return Err(Error::new(
                 ErrorKind::Connection,
                 format!("redis at {}: cannot restore the socket timeout", self.addr),
