@@ -83,9 +83,9 @@ impl Router {
                 cfg.mode_in_effect(),
                 cfg.addr(0)
             );
-            Router::connect(plain)
+            Ok(plain)
         });
-        opened.map_err(|e| e.context(cfg.mode_in_effect()).hint(cfg.mode_hint()))
+        opened.map_err(|e: Error| e.context(cfg.mode_in_effect()).hint(cfg.mode_hint()))
     }
 
     fn connect(cfg: Config) -> Result<Router> {
@@ -102,10 +102,19 @@ impl Router {
         Ok(r)
     }
 
-    /// The standalone config to use when `cfg` is in sentinel mode, names one host, and that
+    /// The `ROLE` reply of the server at `addr` (over its pool).
+    fn role(&self, addr: &str) -> Result<Reply> {
+        self.pool(addr).with(|c| {
+            c.cmd(&[b"ROLE"]);
+            c.flush()?;
+            c.read_reply()
+        })
+    }
+
+    /// A standalone router for the one host of `cfg` when `cfg` is in sentinel mode and that
     /// host turned out to be a Redis master (it answered the sentinel query with an error
     /// reply, and `ROLE` with "master"). Otherwise the sentinel error stands.
-    fn plain_server_in_sentinel_mode(cfg: &Config, sentinel_err: &Error) -> Result<Config> {
+    fn plain_server_in_sentinel_mode(cfg: &Config, sentinel_err: &Error) -> Result<Router> {
         let answered_with_error_reply = sentinel_err.server().is_some();
         if cfg.redis_connection_mode != ConnectionMode::Sentinel
             || cfg.redis_host_ip.len() != 1
@@ -113,14 +122,8 @@ impl Router {
         {
             return Err(sentinel_err.clone());
         }
-        let plain = cfg.as_standalone();
-        let ep = Endpoint::data(&plain, plain.addr(0), tls::settings(&plain)?);
-        let role = Conn::open(&ep).and_then(|mut c| {
-            c.cmd(&[b"ROLE"]);
-            c.flush()?;
-            c.read_reply()
-        });
-        match role {
+        let plain = Router::connect(cfg.as_standalone()).map_err(|_| sentinel_err.clone())?;
+        match plain.role(&cfg.addr(0)) {
             Ok(reply) if role_name(&reply) == Some(b"master".as_slice()) => Ok(plain),
             _ => Err(sentinel_err.clone()),
         }
@@ -357,11 +360,7 @@ impl Router {
             }
         };
         // During a failover the sentinels may still name the old master: insist on the role.
-        let role = self.pool(&addr).with(|c| {
-            c.cmd(&[b"ROLE"]);
-            c.flush()?;
-            c.read_reply()
-        })?;
+        let role = self.role(&addr)?;
         if role_name(&role) != Some(b"master".as_slice()) {
             return Err(Error::new(
                 ErrorKind::Connection,
@@ -403,13 +402,8 @@ impl Router {
             };
             let addr = format!("{ip}:{port}");
             // Use it only if it answers as a replica; otherwise reads stay on the master.
-            let role = self.pool(&addr).with(|c| {
-                c.cmd(&[b"ROLE"]);
-                c.flush()?;
-                c.read_reply()
-            });
-            if matches!(&role, Ok(Reply::Array(v)) if matches!(v.first(), Some(Reply::Bulk(r)) if r.as_slice() == b"slave"))
-            {
+            let role = self.role(&addr);
+            if matches!(&role, Ok(r) if role_name(r) == Some(b"slave".as_slice())) {
                 return Ok(Some(addr));
             }
         }
