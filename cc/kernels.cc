@@ -384,6 +384,93 @@ class FileSystemOp : public OpKernel {
   int64_t buffer_size_ = 1;
 };
 
+// Joins list(string) attributes with newlines, as the bridge takes them.
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i) out += '\n';
+    out += names[i];
+  }
+  return out;
+}
+
+rust::Slice<const uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+class TrainLookupOp : public OpKernel {
+ public:
+  explicit TrainLookupOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::vector<std::string> slots;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("dim", &dim_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("init", &init_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("init_params", &init_params_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("seed", &seed_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("slot_names", &slots));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("slot_inits", &slot_inits_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("remember", &remember_));
+    slot_names_ = JoinNames(slots);
+  }
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    const Tensor& keys = ctx->input(1);
+    TensorShape out_shape = keys.shape();
+    out_shape.AddDim(dim_);
+    Tensor *values = nullptr, *exists = nullptr, *ticket = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &values));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, keys.shape(), &exists));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({}), &ticket));
+    TensorBytes k(keys);
+    int64_t t = 0;
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().train_lookup(
+                            keys.dtype(), k.data(), k.offsets(), Bytes(init_),
+                            {init_params_.data(), init_params_.size()}, seed_,
+                            Bytes(slot_names_), {slot_inits_.data(), slot_inits_.size()},
+                            MutBytes(values), MutBytes(exists), remember_, t)));
+    ticket->scalar<int64_t>()() = t;
+  }
+
+ private:
+  int64_t dim_ = 0, seed_ = 0;
+  std::string init_, slot_names_;
+  std::vector<float> init_params_, slot_inits_;
+  bool remember_ = false;
+};
+
+class TrainApplyOp : public OpKernel {
+ public:
+  explicit TrainApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::vector<std::string> slots;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("optimizer", &optimizer_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("slot_names", &slots));
+    slot_names_ = JoinNames(slots);
+  }
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    const Tensor& ids = ctx->input(1);
+    const Tensor& grads = ctx->input(2);
+    const Tensor& hyper = ctx->input(3);
+    auto id = ids.flat<int64_t>();
+    auto hy = hyper.flat<double>();
+    TensorBytes g(grads);
+    Tensor* updated = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &updated));
+    int64_t n = 0;
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().train_apply(
+                            {id.data(), static_cast<size_t>(id.size())}, g.data(),
+                            Bytes(optimizer_), {hy.data(), static_cast<size_t>(hy.size())},
+                            Bytes(slot_names_), n)));
+    updated->scalar<int64_t>()() = n;
+  }
+
+ private:
+  std::string optimizer_, slot_names_;
+};
+
 #define RDE_KERNEL(name, ...) \
   REGISTER_KERNEL_BUILDER(Name("TFRA>Rde" name).Device(DEVICE_CPU), __VA_ARGS__)
 
@@ -400,5 +487,7 @@ RDE_KERNEL("RedisTableExport", ExportOp);
 RDE_KERNEL("RedisStats", StatsOp);
 RDE_KERNEL("RedisTableSaveToFileSystem", FileSystemOp<false>);
 RDE_KERNEL("RedisTableLoadFromFileSystem", FileSystemOp<true>);
+RDE_KERNEL("TrainLookup", TrainLookupOp);
+RDE_KERNEL("TrainApply", TrainApplyOp);
 
 }  // namespace rde_tf

@@ -210,4 +210,50 @@ REGISTER_OP("TFRA>RdeRedisTableLoadFromFileSystem")
     .Attr("buffer_size: int >= 1")
     .SetShapeFn(ScalarHandle);
 
+// Training (src/table/train.rs). TrainLookup reads params (and the named slot tables' rows)
+// and initialises keys not yet stored; in training mode it remembers keys and rows under the
+// returned ticket. TrainApply applies one sparse optimizer step to the rows a gradient names
+// by (ticket << 32 | position) and writes params and slots back.
+REGISTER_OP("TFRA>RdeTrainLookup")
+    .Input("table_handle: resource")
+    .Input("keys: key_dtype")
+    .Output("values: float")
+    .Output("exists: bool")
+    .Output("ticket: int64")
+    .Attr("key_dtype: type")
+    .Attr("dim: int >= 1")
+    .Attr("init: string")
+    .Attr("init_params: list(float)")
+    .Attr("seed: int = 0")
+    .Attr("slot_names: list(string) = []")
+    .Attr("slot_inits: list(float) = []")
+    .Attr("remember: bool = false")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(ScalarHandle(c));
+      int64_t dim;
+      TF_RETURN_IF_ERROR(c->GetAttr("dim", &dim));
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(c->Concatenate(c->input(1), c->Vector(dim), &out));
+      c->set_output(0, out);
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->Scalar());
+      return OkStatus();
+    });
+
+REGISTER_OP("TFRA>RdeTrainApply")
+    .Input("table_handle: resource")
+    .Input("ids: int64")
+    .Input("grads: float")
+    .Input("hyper: double")
+    .Output("updated: int64")
+    .Attr("optimizer: string")
+    .Attr("slot_names: list(string) = []")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(ScalarHandle(c));
+      c->set_output(0, c->Scalar());
+      return OkStatus();
+    });
+
 }  // namespace rde_tf

@@ -7,6 +7,8 @@ use crate::config::{resolve_path, Config};
 use std::panic::AssertUnwindSafe;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::optim::{Init, Optimizer};
+use crate::table::train::{LookupOut, Starts, Trainer};
 use crate::table::{Exported, Shard, StrRows, Table, TableSpec};
 
 #[cxx::bridge(namespace = "rde")]
@@ -128,6 +130,31 @@ mod ffi {
             buffer_size: i64,
         ) -> Status;
 
+        fn train_lookup(
+            self: &TableBox,
+            key_dtype: i32,
+            keys: &[u8],
+            key_offsets: &[u64],
+            init: &[u8],
+            init_params: &[f32],
+            seed: i64,
+            slot_names: &[u8],
+            slot_inits: &[f32],
+            out: &mut [u8],
+            exists: &mut [u8],
+            remember: bool,
+            ticket: &mut i64,
+        ) -> Status;
+        fn train_apply(
+            self: &TableBox,
+            ids: &[i64],
+            grads: &[u8],
+            optimizer: &[u8],
+            hyper: &[f64],
+            slot_names: &[u8],
+            updated: &mut i64,
+        ) -> Status;
+
         fn len(self: &ExportBox) -> usize;
         fn keys(self: &ExportBox) -> &[u8];
         fn key_offsets(self: &ExportBox) -> &[u64];
@@ -204,8 +231,8 @@ fn failpoint(op: &str) {
 #[cfg(not(feature = "failpoints"))]
 fn failpoint(_op: &str) {}
 
-/// A table, or nothing if opening it failed (the status says why).
-pub struct TableBox(Option<Table>);
+/// A table, or nothing if opening it failed (the status says why), and its training state.
+pub struct TableBox(Option<Table>, Trainer);
 
 /// An exported table.
 pub struct ExportBox(Exported);
@@ -252,13 +279,23 @@ fn open_table(
     match opened {
         Ok(t) => {
             *st = status(Ok(()));
-            Box::new(TableBox(Some(t)))
+            Box::new(TableBox(Some(t), Trainer::default()))
         }
         Err(e) => {
             *st = status(Err(e.context(format!("cannot open redis table {name:?}"))));
-            Box::new(TableBox(None))
+            Box::new(TableBox(None, Trainer::default()))
         }
     }
+}
+
+/// A newline-separated list attribute (slot table names) as strings.
+fn names(what: &str, joined: &[u8]) -> Result<Vec<String>> {
+    let joined = utf8(what, joined)?;
+    Ok(if joined.is_empty() {
+        Vec::new()
+    } else {
+        joined.split('\n').map(str::to_owned).collect()
+    })
 }
 
 /// TF's insert shape rule: values.shape must equal keys.shape + [dim].
@@ -355,6 +392,74 @@ impl TableBox {
             let t = self.typed(key_dtype, value_dtype)?;
             let k = t.keys(keys, key_offsets)?;
             t.find(&k, defaults, out, want_exists.then_some(exists))
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train_lookup(
+        &self,
+        key_dtype: i32,
+        keys: &[u8],
+        key_offsets: &[u64],
+        init: &[u8],
+        init_params: &[f32],
+        seed: i64,
+        slot_names: &[u8],
+        slot_inits: &[f32],
+        out: &mut [u8],
+        exists: &mut [u8],
+        remember: bool,
+        ticket: &mut i64,
+    ) -> Status {
+        status(guarded("train_lookup", || {
+            let t = self.table()?;
+            if KeyType::from_tf(key_dtype)? != t.spec().key_type {
+                return Err(Error::invalid(format!(
+                    "dtype mismatch: the table's keys are {:?}, the op got {:?}",
+                    t.spec().key_type,
+                    KeyType::from_tf(key_dtype)?
+                )));
+            }
+            let k = t.keys(keys, key_offsets)?;
+            let [a, b] = init_params else {
+                return Err(Error::invalid("init_params must hold two numbers"));
+            };
+            let names = names("slot_names", slot_names)?;
+            let starts = Starts {
+                init: Init::parse(utf8("init", init)?, *a, *b)?,
+                seed: seed as u64,
+                slot_names: &names,
+                slot_inits,
+            };
+            let out = LookupOut {
+                values: out,
+                exists,
+                remember,
+            };
+            *ticket = i64::from(self.1.lookup(t, &k, &starts, out)?);
+            Ok(())
+        }))
+    }
+
+    fn train_apply(
+        &self,
+        ids: &[i64],
+        grads: &[u8],
+        optimizer: &[u8],
+        hyper: &[f64],
+        slot_names: &[u8],
+        updated: &mut i64,
+    ) -> Status {
+        status(guarded("train_apply", || {
+            let t = self.table()?;
+            let (opt, step) = Optimizer::parse(utf8("optimizer", optimizer)?, hyper)?;
+            let grads: Vec<f32> = grads
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let names = names("slot_names", slot_names)?;
+            *updated = self.1.apply(t, ids, &grads, &opt, step, &names)? as i64;
+            Ok(())
         }))
     }
 

@@ -30,6 +30,7 @@ mod error;
 mod exec;
 #[cfg(test)]
 mod fuzz;
+mod optim;
 mod persist;
 mod plan;
 mod progress;
@@ -49,6 +50,8 @@ pub use cluster::layout::{
 pub use codec::{KeyType, Keys, Rows, ValueType};
 pub use config::{resolve_path, Config, ConnectionMode, StoreMode, DEFAULT_CONFIG_ENV};
 pub use error::{Error, ErrorKind, Result, ServerError};
+pub use optim::{Init, Optimizer, Step};
 pub use persist::files::resolve_dir;
 pub use stats::stats;
+pub use table::train::{LookupOut, Starts, Trainer};
 pub use table::{Exported, Shard, StrRows, Table, TableSpec};

@@ -12,5 +12,15 @@ from redis_embedding.creator import RedisTableCreator
 from redis_embedding.stats import stats
 from redis_embedding.table import RedisTable
 
+
+def __getattr__(name: str) -> object:
+    # `rde.keras` imports Keras 3 only when used, so the TFRA drop-in never loads it.
+    if name == "keras":
+        import importlib
+
+        return importlib.import_module("redis_embedding.keras")
+    raise AttributeError(f"module 'redis_embedding' has no attribute {name!r}")
+
+
 __all__ = ["RedisTable", "RedisTableConfig", "RedisTableCreator", "stats"]
 __version__ = "0.1.0"

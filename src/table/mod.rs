@@ -25,6 +25,7 @@ mod find;
 mod persist;
 mod remove;
 mod scan;
+pub(crate) mod train;
 mod ttl;
 mod write;
 

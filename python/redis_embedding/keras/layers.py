@@ -1,0 +1,218 @@
+"""`Embedding`: a Keras 3 layer whose rows live in Redis, trained by the sparse optimizers in
+`redis_embedding.keras.optimizers`.
+
+How a step flows: the layer's forward op reads the rows of the batch's ids (and, once an
+optimizer is attached, the optimizer's slot rows) and keeps them in Rust under a ticket. Its
+output carries a custom gradient onto a one-element "anchor" weight: an `IndexedSlices` whose
+values are the row gradients and whose indices name (ticket, position). The optimizer hands
+that to the fused apply op, which sums duplicate ids, updates rows and slots and writes them
+back. Dense weights never see any of this.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import keras
+import tensorflow as tf
+
+from redis_embedding._ops import ops as _lib
+from redis_embedding.config import ConfigLike, RedisTableConfig
+from redis_embedding.keras.init import init_spec
+from redis_embedding.table import RedisTable
+
+COMBINERS = ("sum", "mean", "sqrtn")
+KEY_DTYPES = ("int64", "int32", "string")
+
+
+def _config(config: Union[None, str, ConfigLike]) -> RedisTableConfig:
+    if config is None:
+        return RedisTableConfig()
+    if isinstance(config, str):
+        return RedisTableConfig(redis_config_abs_dir=config)
+    return RedisTableConfig(config.redis_config_abs_dir, config.redis_config_abs_dir_env)
+
+
+@keras.saving.register_keras_serializable(package="redis_embedding")
+class Embedding(keras.layers.Layer):
+    """Maps int64, int32 or string ids to `dim`-float rows stored in Redis.
+
+    Args:
+      dim: row width.
+      config: the JSON config's path, or a `RedisTableConfig` (TFRA's config object works
+        too); None uses `$TFRA_REDIS_CONFIG_PATH`.
+      name: the layer's name; the rows live in the table TFRA's Keras layer of that name uses
+        (`<model_tag>:<name>-parameter{…}`) and the optimizer slots where TFRA's
+        `DynamicEmbeddingOptimizer` keeps them, so a model trained with TFRA continues here.
+      key_dtype: "int64", "int32" or "string".
+      initializer: a Keras initializer (see `redis_embedding.keras.init.SUPPORTED`) for ids not
+        yet in Redis; the row is drawn from (id, the initializer's seed), so every worker and
+        rerun starts an id from the same row.
+      combiner: None (one row per id), or "sum" / "mean" / "sqrtn" over the last id axis
+        (multi-hot dense ids, `tf.RaggedTensor` or `tf.SparseTensor`).
+    """
+
+    def __init__(self, dim: int, config: Union[None, str, ConfigLike] = None,
+                 name: Optional[str] = None, key_dtype: str = "int64",
+                 initializer: Any = "uniform", combiner: Optional[str] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"Embedding dim must be a positive int, got {dim!r}")
+        if key_dtype not in KEY_DTYPES:
+            raise ValueError(f"Embedding key_dtype must be one of {KEY_DTYPES}, got {key_dtype!r}")
+        if combiner is not None and combiner not in COMBINERS:
+            raise ValueError(f"Embedding combiner must be None or one of {COMBINERS}, "
+                             f"got {combiner!r}")
+        self.dim = dim
+        self.key_dtype = key_dtype
+        self.combiner = combiner
+        self.redis_config = _config(config)
+        self.initializer = keras.initializers.get(initializer)
+        self._init_kind, self._init_params, self._seed = init_spec(self.initializer, dim)
+        self.supports_jit = False  # custom ops: no XLA
+        self._slot_names: List[str] = []
+        self._slot_inits: List[float] = []
+        self._tables: Dict[str, RedisTable] = {}
+
+    # Names as TFRA's Keras layer and DynamicEmbeddingOptimizer give them.
+    @property
+    def params_name(self) -> str:
+        """The embedding name of the params table."""
+        return f"{self.name}-parameter"
+
+    def slot_table_name(self, slot: str) -> str:
+        """The embedding name of optimizer slot `slot` (TFRA's naming)."""
+        return f"{self.params_name}_DynamicEmbedding_{self.name}-shadow_{slot}"
+
+    def build(self, input_shape: Any = None) -> None:
+        self._anchor = self.add_weight(name="rde_anchor", shape=(1,), initializer="zeros",
+                                       trainable=True)
+        self._anchor._rde_layer = self  # found by the optimizers
+        self.built = True
+
+    @property
+    def table(self) -> RedisTable:
+        """The params table (opened on first use)."""
+        return self._table(self.params_name)
+
+    def slot_table(self, slot: str) -> RedisTable:
+        """The table of optimizer slot `slot` (opened on first use)."""
+        return self._table(self.slot_table_name(slot))
+
+    def _table(self, embedding_name: str) -> RedisTable:
+        table = self._tables.get(embedding_name)
+        if table is None:
+            with tf.init_scope():
+                table = RedisTable(key_dtype=tf.as_dtype(self.key_dtype), value_dtype=tf.float32,
+                                   default_value=tf.zeros([self.dim]), name=embedding_name,
+                                   config=self.redis_config)
+            self._tables[embedding_name] = table
+        return table
+
+    def use_slots(self, slots: Sequence[str], inits: Sequence[float]) -> None:
+        """Called by an optimizer when it is built: later training lookups also read these
+        slot tables, so its apply needs no read of its own."""
+        self._slot_names = [self.slot_table_name(s) for s in slots]
+        self._slot_inits = [float(v) for v in inits]
+
+    def lookup(self, ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Rows of `ids` (any shape) as `ids.shape + [dim]`. With `training`, the rows are
+        remembered for the optimizer and the result carries their gradient."""
+        ids = tf.convert_to_tensor(ids)
+        want = tf.as_dtype(self.key_dtype)
+        if ids.dtype != want:
+            if ids.dtype.is_integer and want.is_integer:
+                ids = tf.cast(ids, want)
+            else:
+                raise TypeError(f"Embedding {self.name!r} has {self.key_dtype} keys; "
+                                f"got ids of dtype {ids.dtype.name}")
+        flat = tf.reshape(ids, [-1])
+        table = self.table
+        values, _, ticket = _lib.tfra_rde_train_lookup(
+            table.resource_handle, flat, dim=self.dim, init=self._init_kind,
+            init_params=list(self._init_params), seed=self._seed,
+            slot_names=self._slot_names if training else [],
+            slot_inits=self._slot_inits if training else [], remember=training)
+        if training:
+            values = _attach(self._anchor.value, values, ticket)
+        return tf.reshape(values, tf.concat([tf.shape(ids), [self.dim]], 0))
+
+    def call(self, ids: Any, training: Optional[bool] = None) -> Any:
+        # None counts as training, so that a custom loop calling model(x) under a tape trains
+        # (Keras passes training=False from predict and evaluate).
+        train = self.trainable and training is not False
+        if isinstance(ids, tf.SparseTensor):
+            ids = tf.RaggedTensor.from_sparse(ids)
+        if isinstance(ids, tf.RaggedTensor):
+            rows = ids.with_flat_values(self.lookup(ids.flat_values, train))
+            if self.combiner is None:
+                return rows
+            return _combine(rows, self.combiner, ragged=True)
+        rows = self.lookup(ids, train)
+        return rows if self.combiner is None else _combine(rows, self.combiner, ragged=False)
+
+    def compute_output_spec(self, ids: Any, training: Optional[bool] = None) -> Any:
+        shape = tuple(ids.shape)
+        if self.combiner is not None:
+            shape = shape[:-1]
+        return keras.KerasTensor(shape + (self.dim,), dtype="float32")
+
+    def apply_gradient(self, grad: tf.IndexedSlices, optimizer: str, hyper: tf.Tensor,
+                       slots: Sequence[str]) -> tf.Tensor:
+        """Runs the fused optimizer op on this layer's rows (called by the optimizers)."""
+        return _lib.tfra_rde_train_apply(
+            self.table.resource_handle, ids=grad.indices, grads=grad.values,
+            hyper=hyper, optimizer=optimizer,
+            slot_names=[self.slot_table_name(s) for s in slots])
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update({
+            "dim": self.dim,
+            "config": {"redis_config_abs_dir": self.redis_config.redis_config_abs_dir,
+                       "redis_config_abs_dir_env": self.redis_config.redis_config_abs_dir_env},
+            "key_dtype": self.key_dtype,
+            "initializer": keras.initializers.serialize(self.initializer),
+            "combiner": self.combiner,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "Embedding":
+        config = dict(config)
+        rc = config.pop("config", None)
+        if isinstance(rc, dict):
+            rc = RedisTableConfig(rc.get("redis_config_abs_dir"),
+                                  rc.get("redis_config_abs_dir_env"))
+        config["initializer"] = keras.initializers.deserialize(config["initializer"])
+        return cls(config=rc, **config)
+
+
+def _attach(anchor: tf.Tensor, values: tf.Tensor, ticket: tf.Tensor) -> tf.Tensor:
+    """`values`, with a gradient that flows to `anchor` as IndexedSlices naming each row by
+    (ticket << 32) | position."""
+
+    @tf.custom_gradient
+    def attach(a: tf.Tensor, v: tf.Tensor) -> Tuple[tf.Tensor, Any]:
+        def grad(dy: tf.Tensor) -> Tuple[tf.IndexedSlices, None]:
+            n = tf.shape(dy, out_type=tf.int64)[0]
+            ids = tf.bitwise.left_shift(ticket, 32) + tf.range(n, dtype=tf.int64)
+            return tf.IndexedSlices(dy, ids, tf.constant([1], tf.int64)), None
+        return tf.identity(v), grad
+
+    return attach(anchor, values)
+
+
+def _combine(rows: Any, combiner: str, ragged: bool) -> tf.Tensor:
+    """Reduces the id axis (-2) of `rows`."""
+    total = tf.reduce_sum(rows, axis=-2)
+    if combiner == "sum":
+        return total
+    if ragged:
+        count = tf.cast(rows.row_lengths(axis=-2), tf.float32)[..., None]
+    else:
+        count = tf.cast(tf.shape(rows)[-2], tf.float32)
+    if combiner == "mean":
+        return tf.math.divide_no_nan(total, count)
+    return tf.math.divide_no_nan(total, tf.sqrt(count))

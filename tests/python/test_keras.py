@@ -1,0 +1,184 @@
+"""The Keras 3 layer and its fused sparse optimizers, against a real redis-server.
+
+Row updates are compared with Keras's own optimizer applied to a dense variable holding the
+same rows, given the same (summed) gradients."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+keras = pytest.importorskip("keras")
+if int(keras.__version__.split(".")[0]) < 3:
+    pytest.skip("the layer needs Keras 3", allow_module_level=True)
+
+import redis_embedding as rde  # noqa: E402
+from redis_embedding.keras import Embedding, optimizers  # noqa: E402
+
+DIM = 8
+
+
+def _pairs():
+    return [
+        (optimizers.SGD(0.1), keras.optimizers.SGD(0.1)),
+        (optimizers.SGD(0.05, momentum=0.9), keras.optimizers.SGD(0.05, momentum=0.9)),
+        (optimizers.SGD(0.05, momentum=0.8, nesterov=True),
+         keras.optimizers.SGD(0.05, momentum=0.8, nesterov=True)),
+        (optimizers.Adagrad(0.1), keras.optimizers.Adagrad(0.1)),
+        (optimizers.Adam(0.01), keras.optimizers.Adam(0.01)),
+        (optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(0.02, 1, 0.5),
+                         beta_1=0.8, beta_2=0.99, epsilon=1e-5),
+         keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(0.02, 1, 0.5),
+                               beta_1=0.8, beta_2=0.99, epsilon=1e-5)),
+    ]
+
+
+@pytest.mark.parametrize("pair", range(len(_pairs())))
+@pytest.mark.parametrize("key_dtype", ["int64", "int32", "string"])
+def test_row_updates_equal_keras_on_a_dense_variable(config_path, pair, key_dtype):
+    ours, ref = _pairs()[pair]
+    layer = Embedding(DIM, config=str(config_path), name="e%d%s" % (pair, key_dtype),
+                      key_dtype=key_dtype)
+    layer.build(None)
+    raw = [3, 7, 3, 11, 7, 3, 42]  # duplicates: summed as a dense gradient sums them
+    ids = [str(i).encode() for i in raw] if key_dtype == "string" else raw
+    distinct = sorted(set(raw), key=raw.index)
+    start = layer.lookup(tf.constant(ids, dtype=key_dtype), training=False).numpy()
+    dense = tf.Variable(np.stack([start[raw.index(d)] for d in distinct]))
+    seg = tf.constant([distinct.index(r) for r in raw])
+    rng = np.random.default_rng(pair)
+    for _ in range(4):
+        w = tf.constant(rng.normal(size=(len(raw), DIM)).astype("float32"))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(tf.constant(ids, dtype=key_dtype), training=True) * w)
+        ours.apply(tape.gradient(loss, [layer._anchor]), [layer._anchor])
+        ref.apply([tf.math.unsorted_segment_sum(w, seg, len(distinct))], [dense])
+    got = layer.lookup(tf.constant(ids, dtype=key_dtype), training=False).numpy()
+    want = dense.numpy()[[distinct.index(r) for r in raw]]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert int(ours.iterations.numpy()) == 4
+
+
+def test_fit_trains_and_stores_rows_and_slots_where_tfra_does(config_path, redis):
+    ids = keras.Input(shape=(2,), dtype="int64")
+    x = keras.layers.Flatten()(Embedding(DIM, config=str(config_path), name="user_emb")(ids))
+    model = keras.Model(ids, keras.layers.Dense(1)(x))
+    model.compile(optimizer=optimizers.Adam(0.05), loss="mse")
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 50, (512, 2))
+    Y = (X[:, :1] % 2).astype("float32")
+    loss = model.fit(X, Y, epochs=4, batch_size=64, verbose=0).history["loss"]
+    assert loss[-1] < loss[0] / 4, loss
+    keys = {k.decode() for k in redis.command(b"KEYS", b"*") if not k.startswith(b"rde-")}
+    assert keys == {"test:user_emb-parameter{3560}",
+                    "test:user_emb-parameter_DynamicEmbedding_user_emb-shadow_m{3560}",
+                    "test:user_emb-parameter_DynamicEmbedding_user_emb-shadow_v{3560}"}
+    rows = redis.command(b"HLEN", b"test:user_emb-parameter{3560}")
+    assert rows == len(np.unique(X))
+    # Evaluate and predict read without remembering or writing.
+    before = redis.command(b"HLEN", b"test:user_emb-parameter{3560}")
+    model.predict(np.array([[1000, 1001]]), verbose=0)
+    assert redis.command(b"HLEN", b"test:user_emb-parameter{3560}") == before
+
+
+def test_missing_rows_start_from_the_key_and_seed(config_path):
+    a = Embedding(DIM, config=str(config_path), name="a",
+                  initializer=keras.initializers.RandomNormal(stddev=0.5, seed=3))
+    b = Embedding(DIM, config=str(config_path), name="b",
+                  initializer=keras.initializers.RandomNormal(stddev=0.5, seed=3))
+    c = Embedding(DIM, config=str(config_path), name="c",
+                  initializer=keras.initializers.RandomNormal(stddev=0.5, seed=4))
+    ids = tf.constant([5, 6, 5], tf.int64)
+    ra, rb, rc = (layer.lookup(ids).numpy() for layer in (a, b, c))
+    np.testing.assert_array_equal(ra, rb)
+    np.testing.assert_array_equal(ra[0], ra[2])
+    assert not np.array_equal(ra[0], ra[1]) and not np.array_equal(ra, rc)
+    z = Embedding(DIM, config=str(config_path), name="z", initializer="zeros")
+    np.testing.assert_array_equal(z.lookup(ids).numpy(), 0)
+
+
+def test_unsupported_settings_are_refused_by_name(config_path):
+    with pytest.raises(ValueError, match="Orthogonal cannot start rows per key"):
+        Embedding(DIM, config=str(config_path), initializer="orthogonal")
+    with pytest.raises(ValueError, match="key_dtype"):
+        Embedding(DIM, config=str(config_path), key_dtype="float32")
+    with pytest.raises(ValueError, match="combiner"):
+        Embedding(DIM, config=str(config_path), combiner="max")
+    layer = Embedding(DIM, config=str(config_path), name="g")
+    layer.build(None)
+    opt = optimizers.Adam(0.1, global_clipnorm=1.0)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(tf.constant([1, 2], tf.int64)))
+    with pytest.raises(ValueError, match="global_clipnorm cannot be applied"):
+        opt.apply(tape.gradient(loss, [layer._anchor]), [layer._anchor])
+    with pytest.raises(TypeError, match="int64 keys; got ids of dtype string"):
+        layer.lookup(tf.constant(["x"]))
+
+
+def test_combiners_over_dense_ragged_and_sparse_ids(config_path):
+    layer = Embedding(DIM, config=str(config_path), name="comb", combiner="mean")
+    rows = Embedding(DIM, config=str(config_path), name="comb").lookup(
+        tf.constant([1, 2, 3], tf.int64)).numpy()
+    dense = layer(tf.constant([[1, 2], [3, 3]], tf.int64), training=False).numpy()
+    np.testing.assert_allclose(dense, [(rows[0] + rows[1]) / 2, rows[2]], rtol=1e-6)
+    ragged = tf.ragged.constant([[1, 2, 3], [2]], dtype=tf.int64)
+    out = layer(ragged, training=False).numpy()
+    np.testing.assert_allclose(out, [rows.mean(0), rows[1]], rtol=1e-6)
+    sqrtn = Embedding(DIM, config=str(config_path), name="comb", combiner="sqrtn")
+    sparse = tf.sparse.from_dense(tf.constant([[1, 0], [2, 3]], tf.int64))
+    out = sqrtn(sparse, training=False).numpy()
+    np.testing.assert_allclose(out, [rows[0], (rows[1] + rows[2]) / np.sqrt(2)], rtol=1e-6)
+
+
+def test_a_gradient_tape_loop_in_tf_function_trains(config_path):
+    layer = Embedding(DIM, config=str(config_path), name="loop", initializer="zeros")
+    dense = keras.layers.Dense(1)
+    opt = optimizers.Adagrad(0.5)
+    ids = tf.constant([[1, 2], [3, 4]], tf.int64)
+    y = tf.constant([[1.0], [-1.0]])
+    layer.build(None)
+    dense.build((None, 2 * DIM))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            pred = dense(tf.reshape(layer(ids), [2, 2 * DIM]))
+            loss = tf.reduce_mean((pred - y) ** 2)
+        variables = [layer._anchor] + dense.trainable_variables
+        opt.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    losses = [float(step()) for _ in range(15)]
+    assert losses[-1] < losses[0] / 4, losses
+    assert not np.allclose(layer.lookup(ids).numpy(), 0)
+
+
+def test_model_save_and_load_reattach_to_the_rows(config_path, tmp_path):
+    ids = keras.Input(shape=(1,), dtype="int64")
+    x = keras.layers.Flatten()(Embedding(DIM, config=str(config_path), name="saved")(ids))
+    model = keras.Model(ids, keras.layers.Dense(1)(x))
+    model.compile(optimizer=optimizers.SGD(0.5), loss="mse")
+    X = np.arange(20).reshape(-1, 1)
+    model.fit(X, (X % 2).astype("float32"), epochs=2, verbose=0)
+    want = model.predict(X, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    code = (
+        "import sys, numpy as np, keras\n"
+        "import redis_embedding.keras\n"
+        "m = keras.saving.load_model(sys.argv[1])\n"
+        "np.save(sys.argv[2], m.predict(np.arange(20).reshape(-1, 1), verbose=0))\n"
+        "assert isinstance(m.optimizer, redis_embedding.keras.optimizers.SGD)\n")
+    out = str(tmp_path / "got.npy")
+    subprocess.run([sys.executable, "-c", code, path, out], check=True, timeout=300)
+    np.testing.assert_allclose(np.load(out), want, rtol=1e-6)
+
+
+def test_a_server_error_fails_the_step_naming_the_table(config_path, redis):
+    layer = Embedding(DIM, config=str(config_path), name="wrongtype")
+    layer.build(None)
+    redis.command(b"SET", b"test:wrongtype-parameter{3560}", b"x")
+    with pytest.raises(tf.errors.OpError, match="WRONGTYPE|wrong kind"):
+        layer.lookup(tf.constant([1], tf.int64))
