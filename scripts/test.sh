@@ -42,5 +42,5 @@ py21="$venvs/tf2.21/bin/python"
 lib16=$(ls "$venvs"/tf2.16/lib/python3*/site-packages/redis_embedding/_redis_embedding_ops*.so)
 
 echo "== pytest, TF 2.21 + Keras 3 (every test that does not need TFRA)"
-(cd tests/python && env -u PYTHON RDE_OTHER_TF_LIBRARY="$lib16" "$py21" -m pytest -q \
+(cd tests/python && env -u PYTHON RDE_OTHER_TF_LIBRARY="$lib16" RDE_TFRA_PYTHON="$py16" "$py21" -m pytest -q \
   -p no:cacheprovider .)
