@@ -9,11 +9,7 @@ server.
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRA needs legacy Keras
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,39 +19,9 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders_addons as tfra  # noqa: E402
 
 import redis_embedding as rde  # noqa: E402
+from redis_server import start_redis, stop_redis  # noqa: E402
 
 de = tfra.dynamic_embedding
-
-
-def start_redis(workdir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    pidfile = os.path.join(workdir, "redis.pid")
-    subprocess.run(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--daemonize", "yes", "--dir", workdir,
-                    "--pidfile", pidfile, "--logfile", os.path.join(workdir, "redis.log")],
-                   check=True)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
-                c.sendall(b"PING\r\n")
-                if c.recv(16).startswith(b"+PONG"):
-                    return port, pidfile
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            sys.exit(f"redis-server did not start on port {port}")
-        time.sleep(0.05)
-
-
-def stop_redis(pidfile):
-    try:
-        with open(pidfile) as f:
-            os.kill(int(f.read()), 15)
-    except (OSError, ValueError):
-        pass
 
 
 def synthetic_batches(steps, batch, users=2000, items=500, dim=8, seed=0):

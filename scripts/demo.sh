@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Sets up a machine (redis-server, a TF 2.16.2 + TFRA 0.8.1 venv at .venv/tf2.16, the package
-# built into it) and trains the demo recommender against a throwaway redis-server.
+# Sets up a machine (redis-server, a venv, the package built into it) and trains the demo
+# two-tower recommender against a throwaway redis-server.
+#   bash scripts/demo.sh          the newest TF (.venv/tf2.21), Keras 3's model.fit with
+#                                 redis_embedding.keras (demo/train_keras.py)
+#   bash scripts/demo.sh --tfra   the TFRA drop-in: TF 2.16.2 + TFRA 0.8.1 (.venv/tf2.16) with
+#                                 our RedisTableCreator (demo/train.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh tf2.16
-export TF_USE_LEGACY_KERAS=1
-cd demo && exec "${RDE_VENV_ROOT:-$PWD/../.venv}/tf2.16/bin/python" train.py
+venvs="${RDE_VENV_ROOT:-$PWD/.venv}"
+if [ "${1:-}" = --tfra ]; then
+  bash scripts/setup.sh tf2.16
+  export TF_USE_LEGACY_KERAS=1
+  cd demo && exec "$venvs/tf2.16/bin/python" train.py
+fi
+bash scripts/setup.sh tf2.21
+cd demo && exec "$venvs/tf2.21/bin/python" train_keras.py

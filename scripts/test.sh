@@ -33,8 +33,8 @@ echo "== pytest, TF 2.16.2 + TFRA 0.8.1 (drop-in and byte compatibility included
 (cd tests/python && RDE_REQUIRE_TFRA=1 TF_USE_LEGACY_KERAS=1 "$py16" -m pytest -q \
   -p no:cacheprovider .)
 
-echo "== the README demo (its command reuses the venv made above, new in this CI run)"
-bash scripts/demo.sh
+echo "== the TFRA drop-in demo (reuses the venv made above, new in this CI run)"
+bash scripts/demo.sh --tfra
 
 echo "== setup: TF 2.21 venv, built with its pip (not activated) while TF 2.16's python3 is first on PATH"
 PATH="$venvs/tf2.16/bin:$PATH" bash scripts/setup.sh tf2.21 $fresh
@@ -44,3 +44,6 @@ lib16=$(ls "$venvs"/tf2.16/lib/python3*/site-packages/redis_embedding/_redis_emb
 echo "== pytest, TF 2.21 + Keras 3 (every test that does not need TFRA)"
 (cd tests/python && env -u PYTHON RDE_OTHER_TF_LIBRARY="$lib16" RDE_TFRA_PYTHON="$py16" "$py21" -m pytest -q \
   -p no:cacheprovider .)
+
+echo "== the README demo: Keras 3 model.fit on TF 2.21 (reuses the TF 2.21 venv made above)"
+bash scripts/demo.sh
