@@ -398,18 +398,39 @@ rust::Slice<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+class TrainConfigureOp : public OpKernel {
+ public:
+  explicit TrainConfigureOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::vector<std::string> slots;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("slot_names", &slots));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("fused_slots", &fused_slots_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("slot_inits", &slot_inits_));
+    slot_names_ = JoinNames(slots);
+  }
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().train_configure(
+                            Bytes(slot_names_), fused_slots_,
+                            {slot_inits_.data(), slot_inits_.size()})));
+  }
+
+ private:
+  std::string slot_names_;
+  int64_t fused_slots_ = 0;
+  std::vector<float> slot_inits_;
+};
+
 class TrainLookupOp : public OpKernel {
  public:
   explicit TrainLookupOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::vector<std::string> slots;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("dim", &dim_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("init", &init_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("init_params", &init_params_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("seed", &seed_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("slot_names", &slots));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("slot_inits", &slot_inits_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("fused_slots", &fused_slots_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("remember", &remember_));
-    slot_names_ = JoinNames(slots);
   }
   void Compute(OpKernelContext* ctx) override {
     TableResource* table;
@@ -426,26 +447,22 @@ class TrainLookupOp : public OpKernel {
     int64_t t = 0;
     OP_REQUIRES_OK(ctx, ToStatus(table->rust().train_lookup(
                             keys.dtype(), k.data(), k.offsets(), Bytes(init_),
-                            {init_params_.data(), init_params_.size()}, seed_,
-                            Bytes(slot_names_), {slot_inits_.data(), slot_inits_.size()},
+                            {init_params_.data(), init_params_.size()}, seed_, fused_slots_,
                             MutBytes(values), MutBytes(exists), remember_, t)));
     ticket->scalar<int64_t>()() = t;
   }
 
  private:
-  int64_t dim_ = 0, seed_ = 0;
-  std::string init_, slot_names_;
-  std::vector<float> init_params_, slot_inits_;
+  int64_t dim_ = 0, seed_ = 0, fused_slots_ = 0;
+  std::string init_;
+  std::vector<float> init_params_;
   bool remember_ = false;
 };
 
 class TrainApplyOp : public OpKernel {
  public:
   explicit TrainApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::vector<std::string> slots;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("optimizer", &optimizer_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("slot_names", &slots));
-    slot_names_ = JoinNames(slots);
   }
   void Compute(OpKernelContext* ctx) override {
     TableResource* table;
@@ -462,13 +479,12 @@ class TrainApplyOp : public OpKernel {
     int64_t n = 0;
     OP_REQUIRES_OK(ctx, ToStatus(table->rust().train_apply(
                             {id.data(), static_cast<size_t>(id.size())}, g.data(),
-                            Bytes(optimizer_), {hy.data(), static_cast<size_t>(hy.size())},
-                            Bytes(slot_names_), n)));
+                            Bytes(optimizer_), {hy.data(), static_cast<size_t>(hy.size())}, n)));
     updated->scalar<int64_t>()() = n;
   }
 
  private:
-  std::string optimizer_, slot_names_;
+  std::string optimizer_;
 };
 
 #define RDE_KERNEL(name, ...) \
@@ -487,6 +503,7 @@ RDE_KERNEL("RedisTableExport", ExportOp);
 RDE_KERNEL("RedisStats", StatsOp);
 RDE_KERNEL("RedisTableSaveToFileSystem", FileSystemOp<false>);
 RDE_KERNEL("RedisTableLoadFromFileSystem", FileSystemOp<true>);
+RDE_KERNEL("TrainConfigure", TrainConfigureOp);
 RDE_KERNEL("TrainLookup", TrainLookupOp);
 RDE_KERNEL("TrainApply", TrainApplyOp);
 

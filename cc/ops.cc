@@ -210,10 +210,20 @@ REGISTER_OP("TFRA>RdeRedisTableLoadFromFileSystem")
     .Attr("buffer_size: int >= 1")
     .SetShapeFn(ScalarHandle);
 
-// Training (src/table/train.rs). TrainLookup reads params (and the named slot tables' rows)
-// and initialises keys not yet stored; in training mode it remembers keys and rows under the
-// returned ticket. TrainApply applies one sparse optimizer step to the rows a gradient names
-// by (ticket << 32 | position) and writes params and slots back.
+// Training (src/table/train.rs). TrainConfigure records the optimizer's slot layout on the
+// layer's handle table (slot tables by name, or fused_slots > 0 for rows holding params then
+// slots); the optimizer runs it eagerly when it is built. TrainLookup reads params (and, in
+// training mode, the configured slots), initialises keys not yet stored, and in training mode
+// remembers keys and rows under the returned ticket. TrainApply applies one sparse optimizer
+// step to the rows a gradient names by (ticket << 32 | position) and writes them back.
+REGISTER_OP("TFRA>RdeTrainConfigure")
+    .Input("table_handle: resource")
+    .Attr("slot_names: list(string) = []")
+    .Attr("fused_slots: int >= 0 = 0")
+    .Attr("slot_inits: list(float) = []")
+    .SetIsStateful()
+    .SetShapeFn(ScalarHandle);
+
 REGISTER_OP("TFRA>RdeTrainLookup")
     .Input("table_handle: resource")
     .Input("keys: key_dtype")
@@ -225,8 +235,7 @@ REGISTER_OP("TFRA>RdeTrainLookup")
     .Attr("init: string")
     .Attr("init_params: list(float)")
     .Attr("seed: int = 0")
-    .Attr("slot_names: list(string) = []")
-    .Attr("slot_inits: list(float) = []")
+    .Attr("fused_slots: int >= 0 = 0")
     .Attr("remember: bool = false")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) {
@@ -248,7 +257,6 @@ REGISTER_OP("TFRA>RdeTrainApply")
     .Input("hyper: double")
     .Output("updated: int64")
     .Attr("optimizer: string")
-    .Attr("slot_names: list(string) = []")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) {
       TF_RETURN_IF_ERROR(ScalarHandle(c));

@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::optim::{Init, Optimizer};
-use crate::table::train::{LookupOut, Starts, Trainer};
+use crate::table::train::{LookupOut, Slots, Starts, Trainer};
 use crate::table::{Exported, Shard, StrRows, Table, TableSpec};
 
 #[cxx::bridge(namespace = "rde")]
@@ -130,6 +130,12 @@ mod ffi {
             buffer_size: i64,
         ) -> Status;
 
+        fn train_configure(
+            self: &TableBox,
+            slot_names: &[u8],
+            fused_slots: i64,
+            slot_inits: &[f32],
+        ) -> Status;
         fn train_lookup(
             self: &TableBox,
             key_dtype: i32,
@@ -138,8 +144,7 @@ mod ffi {
             init: &[u8],
             init_params: &[f32],
             seed: i64,
-            slot_names: &[u8],
-            slot_inits: &[f32],
+            fused_slots: i64,
             out: &mut [u8],
             exists: &mut [u8],
             remember: bool,
@@ -151,7 +156,6 @@ mod ffi {
             grads: &[u8],
             optimizer: &[u8],
             hyper: &[f64],
-            slot_names: &[u8],
             updated: &mut i64,
         ) -> Status;
 
@@ -298,6 +302,20 @@ fn names(what: &str, joined: &[u8]) -> Result<Vec<String>> {
     })
 }
 
+/// A non-negative count attribute.
+fn count(what: &str, v: i64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::invalid(format!("{what} must not be negative, got {v}")))
+}
+
+/// The slot layout: `fused_slots` > 0 means fused rows (and no slot tables).
+fn slots(names: &[String], fused_slots: i64) -> Result<Slots<'_>> {
+    match count("fused_slots", fused_slots)? {
+        0 => Ok(Slots::Tables(names)),
+        _ if !names.is_empty() => Err(Error::invalid("slot tables and fused slots are exclusive")),
+        k => Ok(Slots::Fused(k)),
+    }
+}
+
 /// TF's insert shape rule: values.shape must equal keys.shape + [dim].
 fn check_value_shape(key_dims: &[i64], value_dims: &[i64], dim: usize) -> Result<()> {
     let mut want: Vec<i64> = key_dims.to_vec();
@@ -395,6 +413,14 @@ impl TableBox {
         }))
     }
 
+    fn train_configure(&self, slot_names: &[u8], fused_slots: i64, slot_inits: &[f32]) -> Status {
+        status(guarded("train_configure", || {
+            let t = self.table()?;
+            let names = names("slot_names", slot_names)?;
+            self.1.configure(t, slots(&names, fused_slots)?, slot_inits)
+        }))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn train_lookup(
         &self,
@@ -404,8 +430,7 @@ impl TableBox {
         init: &[u8],
         init_params: &[f32],
         seed: i64,
-        slot_names: &[u8],
-        slot_inits: &[f32],
+        fused_slots: i64,
         out: &mut [u8],
         exists: &mut [u8],
         remember: bool,
@@ -424,19 +449,17 @@ impl TableBox {
             let [a, b] = init_params else {
                 return Err(Error::invalid("init_params must hold two numbers"));
             };
-            let names = names("slot_names", slot_names)?;
             let starts = Starts {
                 init: Init::parse(utf8("init", init)?, *a, *b)?,
                 seed: seed as u64,
-                slot_names: &names,
-                slot_inits,
             };
             let out = LookupOut {
                 values: out,
                 exists,
                 remember,
             };
-            *ticket = i64::from(self.1.lookup(t, &k, &starts, out)?);
+            let fused = count("fused_slots", fused_slots)?;
+            *ticket = i64::from(self.1.lookup(t, &k, starts, fused, out)?);
             Ok(())
         }))
     }
@@ -447,7 +470,6 @@ impl TableBox {
         grads: &[u8],
         optimizer: &[u8],
         hyper: &[f64],
-        slot_names: &[u8],
         updated: &mut i64,
     ) -> Status {
         status(guarded("train_apply", || {
@@ -457,8 +479,7 @@ impl TableBox {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            let names = names("slot_names", slot_names)?;
-            *updated = self.1.apply(t, ids, &grads, &opt, step, &names)? as i64;
+            *updated = self.1.apply(t, ids, &grads, &opt, step)? as i64;
             Ok(())
         }))
     }

@@ -53,5 +53,5 @@ pub use error::{Error, ErrorKind, Result, ServerError};
 pub use optim::{Init, Optimizer, Step};
 pub use persist::files::resolve_dir;
 pub use stats::stats;
-pub use table::train::{LookupOut, Starts, Trainer};
+pub use table::train::{LookupOut, Slots, Starts, Trainer};
 pub use table::{Exported, Shard, StrRows, Table, TableSpec};

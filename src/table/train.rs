@@ -7,7 +7,11 @@
 //! that reaches [`Trainer::apply`] names each row by `(ticket << 32) | position`, so apply
 //! needs no second read of the params: it sums the gradients of duplicate keys, reads slot
 //! rows only if the lookup did not, updates each distinct row and writes params and slots
-//! back, one table per thread. Slot tables are separate tables named as TFRA names them.
+//! back, one table per thread.
+//!
+//! Two layouts ([`Slots`]): TFRA's, where each slot is a table of its own named as TFRA's
+//! `DynamicEmbeddingOptimizer` names it, and the fused one, where a row holds the params and
+//! then the slots, so a step costs one read and one write per distinct key.
 //!
 //! Invariant: only [`Table`]'s public operations are used, so this file holds no I/O of its
 //! own; every read and write goes through `find` and `insert` and their executor.
@@ -28,6 +32,48 @@ use crate::sync;
 /// whose gradient was never applied must not hold memory for ever).
 const PENDING_CAP: usize = 64;
 
+/// Where a layer's optimizer slots live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Slots<'a> {
+    /// In their own tables, by full embedding name (TFRA's layout). Empty when the optimizer
+    /// is not known yet: apply then reads them itself.
+    Tables(&'a [String]),
+    /// After the params in the same row of the one table (the fused layout): this many.
+    Fused(usize),
+}
+
+impl Slots<'_> {
+    fn count(&self) -> usize {
+        match self {
+            Slots::Tables(names) => names.len(),
+            Slots::Fused(k) => *k,
+        }
+    }
+
+    fn owned(&self) -> SlotsRead {
+        match self {
+            Slots::Tables(names) => SlotsRead::Tables(names.to_vec()),
+            Slots::Fused(k) => SlotsRead::Fused(*k),
+        }
+    }
+}
+
+/// Which slot rows a pending lookup holds after its params.
+#[derive(Debug, Clone, PartialEq)]
+enum SlotsRead {
+    Tables(Vec<String>),
+    Fused(usize),
+}
+
+impl SlotsRead {
+    fn count(&self) -> usize {
+        match self {
+            SlotsRead::Tables(names) => names.len(),
+            SlotsRead::Fused(k) => *k,
+        }
+    }
+}
+
 /// The keys and rows one training-mode lookup read.
 struct Pending {
     ticket: u32,
@@ -36,51 +82,88 @@ struct Pending {
     key_width: Option<usize>,
     key_data: Vec<u8>,
     key_offsets: Vec<u64>,
-    /// Slot tables whose rows follow the params in `rows` (empty: slots not read yet).
-    slot_names: Vec<String>,
-    /// Per key: `dim` params, then `dim` elements per slot.
+    /// The slot rows that follow the params in `rows`.
+    slots: SlotsRead,
+    /// Per key: `dim` params, then `dim` elements per slot read.
     rows: Vec<f32>,
 }
 
-/// The training state kept beside a params table: its slot tables and pending lookups.
+/// The training state kept beside a layer's handle table: the optimizer's slot layout, the
+/// tables it needs, and the pending lookups.
 #[derive(Default)]
 pub struct Trainer {
+    layout: Mutex<Option<Arc<Configured>>>,
     slots: Mutex<Vec<(String, Arc<Table>)>>,
     pending: Mutex<VecDeque<Pending>>,
     next_ticket: AtomicU32,
+}
+
+/// The slot layout an optimizer configured, with what it needs open.
+struct Configured {
+    slots: SlotsRead,
+    /// Start value of each slot.
+    inits: Vec<f32>,
+    /// The fused layout's table: the handle table's name, rows of `dim × (1 + k)`.
+    wide: Option<Arc<Table>>,
+    /// The slot tables of TFRA's layout.
+    tables: Vec<Arc<Table>>,
 }
 
 /// Where a lookup writes: the params output, the found flags, and whether to remember.
 pub struct LookupOut<'a> {
     /// `n × dim` float32 params, as bytes.
     pub values: &'a mut [u8],
-    /// One flag per key: 1 if its params were stored.
+    /// One flag per key: 1 if its row was stored.
     pub exists: &'a mut [u8],
     /// Keep keys and rows for an apply (training mode).
     pub remember: bool,
 }
 
-/// How missing rows start.
-pub struct Starts<'a> {
-    /// Param rows: deterministic in key and seed.
+/// How the params of missing keys start.
+#[derive(Debug, Clone, Copy)]
+pub struct Starts {
+    /// Deterministic in key and seed.
     pub init: Init,
     /// Seed of `init`.
     pub seed: u64,
-    /// Slot tables to read now (their full embedding names), with each one's start value.
-    pub slot_names: &'a [String],
-    /// Start value of each slot.
-    pub slot_inits: &'a [f32],
 }
 
 impl Trainer {
-    /// Reads params (and the named slot tables) of `keys` into `out`, initialising missing
-    /// params from `starts.init`. Returns the ticket an apply names the rows by (0 when not
-    /// remembering).
+    /// Sets the optimizer's slot layout (its build does this before the first step runs):
+    /// the slot tables to read with the params, or the fused row width. Opens what it needs.
+    /// The handle table `t` holds the params' dim.
+    pub fn configure(&self, t: &Table, slots: Slots<'_>, inits: &[f32]) -> Result<()> {
+        check_float(t)?;
+        if inits.len() != slots.count() {
+            return Err(Error::invalid(format!(
+                "{} slots but {} slot start values",
+                slots.count(),
+                inits.len()
+            )));
+        }
+        let (wide, tables) = match slots {
+            Slots::Fused(k) => (Some(self.wide_table(t, k)?), Vec::new()),
+            Slots::Tables(names) => (None, self.slot_tables(t, names)?),
+        };
+        *sync::lock(&self.layout) = Some(Arc::new(Configured {
+            slots: slots.owned(),
+            inits: inits.to_vec(),
+            wide,
+            tables,
+        }));
+        Ok(())
+    }
+
+    /// Reads the params of `keys` into `out` (and, once an optimizer configured them, the slot
+    /// rows), initialising missing params from `starts` and missing slots from their start
+    /// values. `fused_slots` > 0 names the fused layout when nothing configured it yet (a
+    /// served model). Returns the ticket an apply names the rows by (0 when not remembering).
     pub fn lookup(
         &self,
         t: &Table,
         keys: &Keys<'_>,
-        starts: &Starts<'_>,
+        starts: Starts,
+        fused_slots: usize,
         out: LookupOut<'_>,
     ) -> Result<u32> {
         let (n, dim) = (keys.len(), check_float(t)?);
@@ -89,50 +172,65 @@ impl Trainer {
                 "lookup output must hold {n} rows of dim {dim} float32"
             )));
         }
-        if starts.slot_names.len() != starts.slot_inits.len() {
-            return Err(Error::invalid("slot_names and slot_inits differ in length"));
+        let mut cfg = self.configured();
+        if cfg.is_none() && fused_slots > 0 {
+            self.configure(t, Slots::Fused(fused_slots), &vec![0.0; fused_slots])?;
+            cfg = self.configured();
         }
-        let slots = self.slot_tables(t, starts.slot_names)?;
-        let mut slot_rows = vec![vec![0f32; n * dim]; slots.len()];
-        let zeros = vec![0u8; dim * 4];
-        std::thread::scope(|s| -> Result<()> {
-            let readers: Vec<_> = slots
-                .iter()
-                .zip(slot_rows.iter_mut())
-                .zip(starts.slot_inits)
-                .map(|((slot, rows), &init)| {
-                    s.spawn(move || {
-                        let dflt: Vec<u8> = init.to_le_bytes().repeat(dim);
-                        slot.find(keys, &dflt, as_bytes_mut(rows), None)
-                    })
-                })
-                .collect();
-            t.find(keys, &zeros, out.values, Some(out.exists))?;
-            for r in readers {
-                r.join()
-                    .map_err(|_| Error::new(ErrorKind::Internal, "a slot reader panicked"))??;
+        let k = match &cfg {
+            Some(c) if c.wide.is_some() || out.remember => c.slots.count(),
+            _ => 0,
+        };
+        let width = dim * (1 + k);
+        let mut rows = vec![0f32; n * width];
+        match cfg.as_deref() {
+            Some(Configured {
+                wide: Some(wide), ..
+            }) => wide.find(
+                keys,
+                &vec![0u8; width * 4],
+                as_bytes_mut(&mut rows),
+                Some(&mut *out.exists),
+            )?,
+            Some(c) if k > 0 => {
+                read_separate(t, &c.tables, &c.inits, keys, dim, &mut rows, out.exists)?
             }
-            Ok(())
-        })?;
-        let mut params: Vec<f32> = floats(out.values);
+            _ => t.find(
+                keys,
+                &vec![0u8; dim * 4],
+                as_bytes_mut(&mut rows),
+                Some(out.exists),
+            )?,
+        }
+        let fused_inits = match cfg.as_deref() {
+            Some(c) if c.wide.is_some() => c.inits.as_slice(),
+            _ => &[],
+        };
         for i in 0..n {
+            let row = &mut rows[i * width..(i + 1) * width];
             if out.exists[i] == 0 {
-                let row = &mut params[i * dim..(i + 1) * dim];
-                starts.init.fill(starts.seed, keys.get(i), row);
-                out.values[i * dim * 4..(i + 1) * dim * 4].copy_from_slice(as_bytes(row));
+                starts.init.fill(starts.seed, keys.get(i), &mut row[..dim]);
+                for (s, &v) in fused_inits.iter().enumerate() {
+                    row[dim * (1 + s)..dim * (2 + s)].fill(v);
+                }
             }
+            out.values[i * dim * 4..(i + 1) * dim * 4].copy_from_slice(as_bytes(&row[..dim]));
         }
         if !out.remember {
             return Ok(0);
         }
-        let width = dim * (1 + slots.len());
-        let mut rows = Vec::with_capacity(n * width);
-        for i in 0..n {
-            rows.extend_from_slice(&params[i * dim..(i + 1) * dim]);
-            for s in &slot_rows {
-                rows.extend_from_slice(&s[i * dim..(i + 1) * dim]);
-            }
-        }
+        let read = match cfg.as_deref() {
+            Some(c) if k > 0 => c.slots.clone(),
+            _ => SlotsRead::Tables(Vec::new()),
+        };
+        Ok(self.remember(keys, read, rows))
+    }
+
+    fn configured(&self) -> Option<Arc<Configured>> {
+        sync::lock(&self.layout).clone()
+    }
+
+    fn remember(&self, keys: &Keys<'_>, slots: SlotsRead, rows: Vec<f32>) -> u32 {
         let (key_data, key_offsets) = owned_keys(keys);
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed) % (u32::MAX - 1) + 1;
         let mut pending = sync::lock(&self.pending);
@@ -141,22 +239,22 @@ impl Trainer {
         }
         pending.push_back(Pending {
             ticket,
-            len: n,
+            len: keys.len(),
             key_width: match *keys {
                 Keys::Fixed { width, .. } => Some(width),
                 Keys::Var { .. } => None,
             },
             key_data,
             key_offsets,
-            slot_names: starts.slot_names.to_vec(),
+            slots,
             rows,
         });
-        Ok(ticket)
+        ticket
     }
 
     /// Applies one optimizer step to the rows named by `ids` (`(ticket << 32) | position`),
-    /// whose gradients are `grads` (`ids.len() × dim`). Duplicate keys' gradients are summed
-    /// in input order. Returns the number of distinct rows written.
+    /// whose gradients are `grads` (`ids.len() × dim`), in the configured layout. Duplicate
+    /// keys' gradients are summed in input order. Returns the number of distinct rows written.
     pub fn apply(
         &self,
         t: &Table,
@@ -164,7 +262,6 @@ impl Trainer {
         grads: &[f32],
         opt: &Optimizer,
         step: Step,
-        slot_names: &[String],
     ) -> Result<usize> {
         let dim = check_float(t)?;
         if grads.len() != ids.len() * dim {
@@ -174,59 +271,43 @@ impl Trainer {
                 grads.len()
             )));
         }
-        if slot_names.len() != opt.slots().len() {
+        let cfg = self.configured().ok_or_else(|| {
+            Error::invalid(format!(
+                "{:?}: no optimizer configured this layer's slots (its build does)",
+                t.spec().embedding_name
+            ))
+        })?;
+        let k = opt.slots().len();
+        if cfg.slots.count() != k {
             return Err(Error::invalid(format!(
-                "the optimizer keeps {} slots but {} slot tables were named",
-                opt.slots().len(),
-                slot_names.len()
+                "the optimizer keeps {k} slots but the layer was configured with {}",
+                cfg.slots.count()
             )));
         }
         let taken = self.take(ids)?;
-        let k = slot_names.len();
+        let batch = merge(&taken, ids, grads, dim, &cfg.slots)?;
+        let keys = t.keys(&batch.key_data, &batch.key_offsets)?;
+        let mut rows = batch.rows;
+        if batch.need_slots {
+            read_slots(&cfg.tables, &cfg.inits, &keys, dim, &mut rows)?;
+        }
         let width = dim * (1 + k);
-        // Distinct keys in first-seen order, their summed gradient and their starting row.
-        let mut index: FxHashMap<&[u8], usize> = FxHashMap::default();
-        let (mut key_data, mut key_offsets) = (Vec::new(), vec![0u64]);
-        let mut sums: Vec<f32> = Vec::new();
-        let mut rows: Vec<f32> = Vec::new();
-        let mut need_slots = false;
-        for (j, &id) in ids.iter().enumerate() {
-            let (p, pos) = locate(&taken, id)?;
-            let key = p.key(pos);
-            let g = &grads[j * dim..(j + 1) * dim];
-            let d = *index.entry(key).or_insert_with(|| {
-                key_data.extend_from_slice(key);
-                key_offsets.push(key_data.len() as u64);
-                sums.extend(std::iter::repeat_n(0f32, dim));
-                let have = p.slot_names == slot_names;
-                need_slots |= !have;
-                let w = p.width(dim);
-                let src = &p.rows[pos * w..(pos + 1) * w];
-                rows.extend_from_slice(&src[..dim]);
-                if have {
-                    rows.extend_from_slice(&src[dim..]);
-                } else {
-                    rows.extend(std::iter::repeat_n(0f32, dim * k));
-                }
-                key_offsets.len() - 2
-            });
-            for (s, &gi) in sums[d * dim..(d + 1) * dim].iter_mut().zip(g) {
-                *s += gi;
-            }
-        }
-        let distinct = key_offsets.len() - 1;
-        let keys = t.keys(&key_data, &key_offsets)?;
-        let slots = self.slot_tables(t, slot_names)?;
-        if need_slots && k > 0 {
-            self.read_slots(&slots, opt, &keys, dim, &mut rows)?;
-        }
-        for d in 0..distinct {
+        for d in 0..keys.len() {
             let row = &mut rows[d * width..(d + 1) * width];
             let (param, slot) = row.split_at_mut(dim);
-            opt.apply(step, param, slot, &sums[d * dim..(d + 1) * dim]);
+            opt.apply(step, param, slot, &batch.sums[d * dim..(d + 1) * dim]);
         }
-        write_rows(t, &slots, &keys, &rows, dim)?;
-        Ok(distinct)
+        match &cfg.wide {
+            Some(wide) => wide.insert(
+                &keys,
+                &Rows::Fixed {
+                    data: as_bytes(&rows),
+                    row: width * 4,
+                },
+            )?,
+            None => write_separate(t, &cfg.tables, &keys, &rows, dim)?,
+        }
+        Ok(keys.len())
     }
 
     /// Removes and returns the pending lookups that `ids` name.
@@ -249,30 +330,6 @@ impl Trainer {
             }
         }
         Ok(taken)
-    }
-
-    /// Reads the slot rows of `keys` into the slot part of `rows` (one row of `dim × (1 +
-    /// slots)` per key).
-    fn read_slots(
-        &self,
-        slots: &[Arc<Table>],
-        opt: &Optimizer,
-        keys: &Keys<'_>,
-        dim: usize,
-        rows: &mut [f32],
-    ) -> Result<()> {
-        let n = keys.len();
-        let width = dim * (1 + slots.len());
-        for (i, slot) in slots.iter().enumerate() {
-            let mut read = vec![0f32; n * dim];
-            let dflt: Vec<u8> = opt.slot_init(i).to_le_bytes().repeat(dim);
-            slot.find(keys, &dflt, as_bytes_mut(&mut read), None)?;
-            for d in 0..n {
-                let at = d * width + dim * (1 + i);
-                rows[at..at + dim].copy_from_slice(&read[d * dim..(d + 1) * dim]);
-            }
-        }
-        Ok(())
     }
 
     /// The slot tables `names`, opened on first use with the params table's key type, dim,
@@ -303,11 +360,171 @@ impl Trainer {
     }
 }
 
-impl Pending {
-    fn width(&self, dim: usize) -> usize {
-        dim * (1 + self.slot_names.len())
+impl Trainer {
+    /// The fused table: the handle table's name with rows of `dim × (1 + k)`.
+    fn wide_table(&self, t: &Table, k: usize) -> Result<Arc<Table>> {
+        let mut spec = t.spec().clone();
+        spec.dim *= 1 + k;
+        Ok(Arc::new(Table::open(t.config().clone(), spec).map_err(
+            |e| {
+                e.context(format!(
+                    "cannot open the fused table {:?} with {k} slots",
+                    t.spec().embedding_name
+                ))
+            },
+        )?))
     }
+}
 
+/// A step's distinct keys (first-seen order), their summed gradients and starting rows.
+struct Batch {
+    key_data: Vec<u8>,
+    key_offsets: Vec<u64>,
+    sums: Vec<f32>,
+    rows: Vec<f32>,
+    /// Some pending lookup did not read the slots the apply needs.
+    need_slots: bool,
+}
+
+/// Folds the gradient rows into one row per distinct key.
+fn merge(
+    taken: &[Pending],
+    ids: &[i64],
+    grads: &[f32],
+    dim: usize,
+    slots: &SlotsRead,
+) -> Result<Batch> {
+    let k = slots.count();
+    let mut index: FxHashMap<&[u8], usize> = FxHashMap::default();
+    let mut b = Batch {
+        key_data: Vec::new(),
+        key_offsets: vec![0],
+        sums: Vec::new(),
+        rows: Vec::new(),
+        need_slots: false,
+    };
+    for (j, &id) in ids.iter().enumerate() {
+        let (p, pos) = locate(taken, id)?;
+        let key = p.key(pos);
+        let d = match index.get(key) {
+            Some(&d) => d,
+            None => {
+                let d = index.len();
+                index.insert(key, d);
+                b.key_data.extend_from_slice(key);
+                b.key_offsets.push(b.key_data.len() as u64);
+                b.sums.extend(std::iter::repeat_n(0f32, dim));
+                let w = dim * (1 + p.slots.count());
+                let src = &p.rows[pos * w..(pos + 1) * w];
+                b.rows.extend_from_slice(&src[..dim]);
+                if p.slots == *slots {
+                    b.rows.extend_from_slice(&src[dim..]);
+                } else if let SlotsRead::Fused(_) = slots {
+                    return Err(Error::invalid(
+                        "a fused-layout apply got rows looked up without their slots",
+                    ));
+                } else {
+                    b.need_slots = k > 0;
+                    b.rows.extend(std::iter::repeat_n(0f32, dim * k));
+                }
+                d
+            }
+        };
+        let g = &grads[j * dim..(j + 1) * dim];
+        for (s, &gi) in b.sums[d * dim..(d + 1) * dim].iter_mut().zip(g) {
+            *s += gi;
+        }
+    }
+    Ok(b)
+}
+
+/// Reads params into the params part of `rows` (and `exists`) and each slot table into its
+/// part, in parallel.
+fn read_separate(
+    t: &Table,
+    slots: &[Arc<Table>],
+    inits: &[f32],
+    keys: &Keys<'_>,
+    dim: usize,
+    rows: &mut [f32],
+    exists: &mut [u8],
+) -> Result<()> {
+    let n = keys.len();
+    let mut parts = vec![vec![0f32; n * dim]; 1 + slots.len()];
+    let (params, slot_parts) = parts.split_first_mut().expect("params part");
+    std::thread::scope(|s| -> Result<()> {
+        let readers: Vec<_> = slots
+            .iter()
+            .zip(slot_parts.iter_mut())
+            .zip(inits)
+            .map(|((slot, part), &init)| {
+                s.spawn(move || {
+                    let dflt: Vec<u8> = init.to_le_bytes().repeat(dim);
+                    slot.find(keys, &dflt, as_bytes_mut(part), None)
+                })
+            })
+            .collect();
+        t.find(
+            keys,
+            &vec![0u8; dim * 4],
+            as_bytes_mut(params),
+            Some(exists),
+        )?;
+        for r in readers {
+            r.join()
+                .map_err(|_| Error::new(ErrorKind::Internal, "a slot reader panicked"))??;
+        }
+        Ok(())
+    })?;
+    interleave(&parts, dim, rows);
+    Ok(())
+}
+
+/// Reads the slot rows of `keys` into the slot part of `rows`.
+fn read_slots(
+    slots: &[Arc<Table>],
+    inits: &[f32],
+    keys: &Keys<'_>,
+    dim: usize,
+    rows: &mut [f32],
+) -> Result<()> {
+    let n = keys.len();
+    let width = dim * (1 + slots.len());
+    for (i, slot) in slots.iter().enumerate() {
+        let mut read = vec![0f32; n * dim];
+        let dflt: Vec<u8> = inits[i].to_le_bytes().repeat(dim);
+        slot.find(keys, &dflt, as_bytes_mut(&mut read), None)?;
+        for d in 0..n {
+            let at = d * width + dim * (1 + i);
+            rows[at..at + dim].copy_from_slice(&read[d * dim..(d + 1) * dim]);
+        }
+    }
+    Ok(())
+}
+
+/// `rows[i]` = params[i] ‖ slot 1[i] ‖ … from one buffer per part.
+fn interleave(parts: &[Vec<f32>], dim: usize, rows: &mut [f32]) {
+    let width = dim * parts.len();
+    for (p, part) in parts.iter().enumerate() {
+        for (i, src) in part.chunks_exact(dim).enumerate() {
+            rows[i * width + p * dim..i * width + (p + 1) * dim].copy_from_slice(src);
+        }
+    }
+}
+
+/// The handle table's dim; training tables hold float32.
+fn check_float(t: &Table) -> Result<usize> {
+    if t.spec().value_type != ValueType::F32 {
+        return Err(Error::invalid(format!(
+            "training needs a float32 table; {:?} holds {}",
+            t.spec().embedding_name,
+            t.spec().value_type.tf_name()
+        )));
+    }
+    Ok(t.spec().dim)
+}
+
+impl Pending {
     fn key(&self, i: usize) -> &[u8] {
         match self.key_width {
             Some(w) => &self.key_data[i * w..(i + 1) * w],
@@ -333,7 +550,7 @@ fn locate(taken: &[Pending], id: i64) -> Result<(&Pending, usize)> {
 }
 
 /// Writes params and each slot's rows, one table per thread.
-fn write_rows(
+fn write_separate(
     t: &Table,
     slots: &[Arc<Table>],
     keys: &Keys<'_>,
@@ -382,18 +599,6 @@ fn write_rows(
     })
 }
 
-/// The table's dim; training tables hold float32.
-fn check_float(t: &Table) -> Result<usize> {
-    if t.spec().value_type != ValueType::F32 {
-        return Err(Error::invalid(format!(
-            "training needs a float32 table; {:?} holds {}",
-            t.spec().embedding_name,
-            t.spec().value_type.tf_name()
-        )));
-    }
-    Ok(t.spec().dim)
-}
-
 fn owned_keys(keys: &Keys<'_>) -> (Vec<u8>, Vec<u64>) {
     match *keys {
         Keys::Fixed { data, .. } => (data.to_vec(), Vec::new()),
@@ -406,13 +611,6 @@ fn owned_keys(keys: &Keys<'_>) -> (Vec<u8>, Vec<u64>) {
             )
         }
     }
-}
-
-fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
 }
 
 fn as_bytes(v: &[f32]) -> &[u8] {

@@ -22,6 +22,7 @@ from redis_embedding.keras.init import init_spec
 from redis_embedding.table import RedisTable
 
 COMBINERS = ("sum", "mean", "sqrtn")
+LAYOUTS = ("tfra", "fused")
 KEY_DTYPES = ("int64", "int32", "string")
 
 
@@ -50,11 +51,17 @@ class Embedding(keras.layers.Layer):
         rerun starts an id from the same row.
       combiner: None (one row per id), or "sum" / "mean" / "sqrtn" over the last id axis
         (multi-hot dense ids, `tf.RaggedTensor` or `tf.SparseTensor`).
+      layout: "tfra" (params and each optimizer slot in its own table, as TFRA stores them) or
+        "fused" (one table `<name>-fused` whose rows hold the params, then the slots: a
+        training step reads and writes each distinct id once). The fused row width depends on
+        the optimizer, so the optimizer must be built before the first lookup (`model.fit`
+        does it); `fused_slots` records it for inference-only use.
     """
 
     def __init__(self, dim: int, config: Union[None, str, ConfigLike] = None,
                  name: Optional[str] = None, key_dtype: str = "int64",
                  initializer: Any = "uniform", combiner: Optional[str] = None,
+                 layout: str = "tfra", fused_slots: Optional[int] = None,
                  **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if not isinstance(dim, int) or dim < 1:
@@ -64,16 +71,18 @@ class Embedding(keras.layers.Layer):
         if combiner is not None and combiner not in COMBINERS:
             raise ValueError(f"Embedding combiner must be None or one of {COMBINERS}, "
                              f"got {combiner!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"Embedding layout must be one of {LAYOUTS}, got {layout!r}")
         self.dim = dim
+        self.layout = layout
+        self.fused_slots = fused_slots
         self.key_dtype = key_dtype
         self.combiner = combiner
         self.redis_config = _config(config)
         self.initializer = keras.initializers.get(initializer)
         self._init_kind, self._init_params, self._seed = init_spec(self.initializer, dim)
         self.supports_jit = False  # custom ops: no XLA
-        self._slot_names: List[str] = []
-        self._slot_inits: List[float] = []
-        self._tables: Dict[str, RedisTable] = {}
+        self._tables: Dict[Tuple[str, Optional[int]], RedisTable] = {}
 
     # Names as TFRA's Keras layer and DynamicEmbeddingOptimizer give them.
     @property
@@ -89,32 +98,76 @@ class Embedding(keras.layers.Layer):
         self._anchor = self.add_weight(name="rde_anchor", shape=(1,), initializer="zeros",
                                        trainable=True)
         self._anchor._rde_layer = self  # found by the optimizers
+        if self.layout == "fused" and self.fused_slots is not None:
+            self._configure([], self.fused_slots, [0.0] * self.fused_slots)
         self.built = True
+
+    def _configure(self, slot_names: List[str], fused_slots: int, inits: List[float]) -> None:
+        """Records the slot layout on the handle table, eagerly even while a function is
+        being traced, so the first step's lookup already reads the slots."""
+        with tf.init_scope():
+            _lib.tfra_rde_train_configure(self._handle.resource_handle, slot_names=slot_names,
+                                          fused_slots=fused_slots, slot_inits=inits)
+
+    @property
+    def fused_name(self) -> str:
+        """The embedding name of the fused table."""
+        return f"{self.name}-fused"
 
     @property
     def table(self) -> RedisTable:
-        """The params table (opened on first use)."""
+        """The params table, or with the fused layout the fused table, whose rows hold the
+        params and then the optimizer's slots (opened on first use)."""
+        if self.layout == "fused":
+            return self._table(self.fused_name, self.dim * (1 + self._fused_count()))
         return self._table(self.params_name)
+
+    @property
+    def _handle(self) -> RedisTable:
+        """The table the training ops run on: the params table, or with the fused layout a
+        handle of params width whose Rust side opens the wide table once configured."""
+        if self.layout == "fused":
+            return self._table(self.fused_name, self.dim)
+        return self._table(self.params_name)
+
+    def _fused_count(self) -> int:
+        if self.fused_slots is None:
+            raise ValueError(
+                f"Embedding {self.name!r} uses the fused layout, whose row width depends on the "
+                "optimizer: build a redis_embedding.keras optimizer on the model first "
+                "(model.fit does; in a custom loop call optimizer.build(model.trainable_variables)"
+                "), or pass fused_slots=")
+        return self.fused_slots
 
     def slot_table(self, slot: str) -> RedisTable:
         """The table of optimizer slot `slot` (opened on first use)."""
         return self._table(self.slot_table_name(slot))
 
-    def _table(self, embedding_name: str) -> RedisTable:
-        table = self._tables.get(embedding_name)
+    def _table(self, embedding_name: str, width: Optional[int] = None) -> RedisTable:
+        table = self._tables.get((embedding_name, width))
         if table is None:
             with tf.init_scope():
                 table = RedisTable(key_dtype=tf.as_dtype(self.key_dtype), value_dtype=tf.float32,
-                                   default_value=tf.zeros([self.dim]), name=embedding_name,
-                                   config=self.redis_config)
-            self._tables[embedding_name] = table
+                                   default_value=tf.zeros([width or self.dim]),
+                                   name=embedding_name, config=self.redis_config,
+                                   checkpoint=True)
+            self._tables[(embedding_name, width)] = table
         return table
 
     def use_slots(self, slots: Sequence[str], inits: Sequence[float]) -> None:
         """Called by an optimizer when it is built: later training lookups also read these
         slot tables, so its apply needs no read of its own."""
-        self._slot_names = [self.slot_table_name(s) for s in slots]
-        self._slot_inits = [float(v) for v in inits]
+        inits = [float(v) for v in inits]
+        if self.layout == "fused":
+            if self.fused_slots is not None and self.fused_slots != len(slots):
+                raise ValueError(
+                    f"Embedding {self.name!r}: its fused rows hold {self.fused_slots} optimizer "
+                    f"slots, but this optimizer keeps {len(slots)} ({', '.join(slots) or 'none'})"
+                    "; use a new layer name for another optimizer")
+            self.fused_slots = len(slots)
+            self._configure([], len(slots), inits)
+        else:
+            self._configure([self.slot_table_name(s) for s in slots], 0, inits)
 
     def lookup(self, ids: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Rows of `ids` (any shape) as `ids.shape + [dim]`. With `training`, the rows are
@@ -127,13 +180,13 @@ class Embedding(keras.layers.Layer):
             else:
                 raise TypeError(f"Embedding {self.name!r} has {self.key_dtype} keys; "
                                 f"got ids of dtype {ids.dtype.name}")
+        if self.layout == "fused" and not training:
+            self._fused_count()  # the row width must be known to read rows
         flat = tf.reshape(ids, [-1])
-        table = self.table
         values, _, ticket = _lib.tfra_rde_train_lookup(
-            table.resource_handle, flat, dim=self.dim, init=self._init_kind,
+            self._handle.resource_handle, flat, dim=self.dim, init=self._init_kind,
             init_params=list(self._init_params), seed=self._seed,
-            slot_names=self._slot_names if training else [],
-            slot_inits=self._slot_inits if training else [], remember=training)
+            fused_slots=self.fused_slots or 0, remember=training)
         if training:
             values = _attach(self._anchor.value, values, ticket)
         return tf.reshape(values, tf.concat([tf.shape(ids), [self.dim]], 0))
@@ -158,13 +211,17 @@ class Embedding(keras.layers.Layer):
             shape = shape[:-1]
         return keras.KerasTensor(shape + (self.dim,), dtype="float32")
 
-    def apply_gradient(self, grad: tf.IndexedSlices, optimizer: str, hyper: tf.Tensor,
-                       slots: Sequence[str]) -> tf.Tensor:
+    def apply_gradient(self, grad: tf.IndexedSlices, optimizer: str, hyper: tf.Tensor
+                       ) -> tf.Tensor:
         """Runs the fused optimizer op on this layer's rows (called by the optimizers)."""
         return _lib.tfra_rde_train_apply(
-            self.table.resource_handle, ids=grad.indices, grads=grad.values,
-            hyper=hyper, optimizer=optimizer,
-            slot_names=[self.slot_table_name(s) for s in slots])
+            self._handle.resource_handle, ids=grad.indices, grads=grad.values,
+            hyper=hyper, optimizer=optimizer)
+
+    def export(self) -> Tuple[tf.Tensor, tf.Tensor]:
+        """Every stored (id, params) pair; with the fused layout the slots are cut off."""
+        keys, rows = self.table.export()
+        return keys, rows[:, :self.dim]
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
@@ -175,6 +232,8 @@ class Embedding(keras.layers.Layer):
             "key_dtype": self.key_dtype,
             "initializer": keras.initializers.serialize(self.initializer),
             "combiner": self.combiner,
+            "layout": self.layout,
+            "fused_slots": self.fused_slots,
         })
         return config
 

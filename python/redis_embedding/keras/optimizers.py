@@ -61,6 +61,12 @@ class _RedisRows:
               ) -> None:
         if trainable_variables is None:
             return super().apply(grads, trainable_variables)  # type: ignore[misc]
+        if not self.built:
+            # Built on every variable, so the Embedding layers get configured (Keras would
+            # build on the dense ones only, below).
+            with keras.name_scope(self.name, caller=self):
+                self.build(list(trainable_variables))
+            self.built = True
         dense_g, dense_v, sparse = [], [], []
         for g, v in zip(grads, trainable_variables):
             if _layer(v) is None:
@@ -73,7 +79,6 @@ class _RedisRows:
             lr = tf.cast(tf.convert_to_tensor(self._get_current_learning_rate()), tf.float64)
             step = tf.cast(tf.convert_to_tensor(self.iterations) + 1, tf.float64)
             hyper = self._rde_hyper(lr, step)
-            slots, _ = self._rde_slots()
             scale = self.loss_scale_factor
             for g, layer in sparse:
                 if not isinstance(g, tf.IndexedSlices):
@@ -87,7 +92,7 @@ class _RedisRows:
                 if self.clipnorm is not None:
                     values = tf.clip_by_norm(values, self.clipnorm)
                 layer.apply_gradient(tf.IndexedSlices(values, g.indices, g.dense_shape),
-                                     self._rde_kind, hyper, slots)
+                                     self._rde_kind, hyper)
         if dense_v:
             super().apply(dense_g, dense_v)  # type: ignore[misc]
         else:
