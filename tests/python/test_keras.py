@@ -4,6 +4,7 @@ Row updates are compared with Keras's own optimizer applied to a dense variable 
 same rows, given the same (summed) gradients."""
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -181,11 +182,15 @@ def test_unsupported_settings_are_refused_by_name(config_path):
     layer.build(None)
     opt = optimizers.Adam(0.1, global_clipnorm=1.0)
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(layer(tf.constant([1, 2], tf.int64)))
+        loss = tf.reduce_sum(layer(tf.constant([1, 2], tf.int64), training=True))
     with pytest.raises(ValueError, match="global_clipnorm cannot be applied"):
         opt.apply(tape.gradient(loss, [layer._anchor]), [layer._anchor])
     with pytest.raises(TypeError, match="int64 keys; got ids of dtype string"):
         layer.lookup(tf.constant(["x"]))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(tf.constant([1, 2], tf.int64)))  # training not passed
+    with pytest.raises(ValueError, match="'g' got no gradient: call the model with training=True"):
+        optimizers.Adam(0.1).apply(tape.gradient(loss, [layer._anchor]), [layer._anchor])
 
 
 def test_combiners_over_dense_ragged_and_sparse_ids(config_path):
@@ -215,7 +220,7 @@ def test_a_gradient_tape_loop_in_tf_function_trains(config_path):
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            pred = dense(tf.reshape(layer(ids), [2, 2 * DIM]))
+            pred = dense(tf.reshape(layer(ids, training=True), [2, 2 * DIM]))
             loss = tf.reduce_mean((pred - y) ** 2)
         variables = [layer._anchor] + dense.trainable_variables
         opt.apply(tape.gradient(loss, variables), variables)
@@ -253,3 +258,53 @@ def test_a_server_error_fails_the_step_naming_the_table(config_path, redis):
     redis.command(b"SET", b"test:wrongtype-parameter{3560}", b"x")
     with pytest.raises(tf.errors.OpError, match="WRONGTYPE|wrong kind"):
         layer.lookup(tf.constant([1], tf.int64))
+
+
+@pytest.mark.parametrize("layout", ["tfra", "fused"])
+@pytest.mark.parametrize("how", ["export", "tf.saved_model.save"])
+def test_a_saved_model_serves_from_the_redis_named_at_load_time(redis, tmp_path, layout, how):
+    """table_store_mode 2: the SavedModel carries no rows, so the served values can only come
+    from the server that $TFRA_REDIS_CONFIG_PATH names at load time (the training server is
+    flushed first)."""
+    from redis_harness import RedisServer
+    config = redis.config(tmp_path / "train.json", table_store_mode=2)
+    ids = keras.Input(shape=(2,), dtype="int64")
+    emb = Embedding(DIM, config=config, name="served", layout=layout)
+    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(emb(ids))))
+    model.compile(optimizer=optimizers.Adam(0.05), loss="mse")
+    X = np.random.default_rng(1).integers(0, 40, (256, 2))
+    model.fit(X, (X[:, :1] % 2).astype("float32"), epochs=2, batch_size=64, verbose=0)
+    want = model.predict(X[:8], verbose=0)
+    path = str(tmp_path / "served")
+    if how == "export":
+        model.export(path, verbose=False)
+    else:
+        tf.saved_model.save(model, path)
+    # Another server gets the rows through files; the model's own server is not used at load.
+    emb.table.save_to_file_system(str(tmp_path / "rows"))
+    redis.command(b"FLUSHALL")
+    other = RedisServer(tmp_path / "other")
+    try:
+        other_config = other.config(tmp_path / "other.json", table_store_mode=2)
+        code = (
+            "import sys, numpy as np, tensorflow as tf\n"
+            "import redis_embedding as rde\n"
+            "t = rde.RedisTable(tf.int64, tf.float32, tf.zeros([%d]), name=%r,\n"
+            "                   config=rde.RedisTableConfig(sys.argv[3]))\n"
+            "t.load_from_file_system(sys.argv[4])\n"
+            "m = tf.saved_model.load(sys.argv[1])\n"
+            "f = m.serve if hasattr(m, 'serve') else m.signatures['serving_default']\n"
+            "out = f(tf.constant(np.load(sys.argv[2])))\n"
+            "out = out if tf.is_tensor(out) else list(out.values())[0]\n"
+            "np.save(sys.argv[2], out.numpy())\n") % (
+                DIM * (3 if layout == "fused" else 1),
+                emb.fused_name if layout == "fused" else emb.params_name)
+        x = str(tmp_path / "x.npy")
+        np.save(x, X[:8])
+        env = dict(os.environ, TFRA_REDIS_CONFIG_PATH=str(other_config))
+        subprocess.run([sys.executable, "-c", code, path, x, str(other_config),
+                        str(tmp_path / "rows")], check=True, timeout=300, env=env)
+        np.testing.assert_allclose(np.load(x), want, rtol=1e-6)
+        assert other.command(b"DBSIZE") > 0
+    finally:
+        other.stop()

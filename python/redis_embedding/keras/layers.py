@@ -82,7 +82,7 @@ class Embedding(keras.layers.Layer):
         self.initializer = keras.initializers.get(initializer)
         self._init_kind, self._init_params, self._seed = init_spec(self.initializer, dim)
         self.supports_jit = False  # custom ops: no XLA
-        self._tables: Dict[Tuple[str, Optional[int]], RedisTable] = {}
+        self._tables: Dict[str, RedisTable] = {}
 
     # Names as TFRA's Keras layer and DynamicEmbeddingOptimizer give them.
     @property
@@ -127,7 +127,7 @@ class Embedding(keras.layers.Layer):
         """The table the training ops run on: the params table, or with the fused layout a
         handle of params width whose Rust side opens the wide table once configured."""
         if self.layout == "fused":
-            return self._table(self.fused_name, self.dim)
+            return self._table(self.fused_name, self.dim, checkpoint=False)
         return self._table(self.params_name)
 
     def _fused_count(self) -> int:
@@ -143,15 +143,19 @@ class Embedding(keras.layers.Layer):
         """The table of optimizer slot `slot` (opened on first use)."""
         return self._table(self.slot_table_name(slot))
 
-    def _table(self, embedding_name: str, width: Optional[int] = None) -> RedisTable:
-        table = self._tables.get((embedding_name, width))
+    def _table(self, embedding_name: str, width: Optional[int] = None,
+               checkpoint: bool = True) -> RedisTable:
+        """The table `embedding_name` with rows of `width` floats. A checkpoint (or SavedModel)
+        carries its rows as `table_store_mode` says; handles that only run ops do not."""
+        key = f"{embedding_name}:{width or self.dim}"  # string keys: SavedModel tracks them
+        table = self._tables.get(key)
         if table is None:
             with tf.init_scope():
                 table = RedisTable(key_dtype=tf.as_dtype(self.key_dtype), value_dtype=tf.float32,
                                    default_value=tf.zeros([width or self.dim]),
                                    name=embedding_name, config=self.redis_config,
-                                   checkpoint=True)
-            self._tables[(embedding_name, width)] = table
+                                   checkpoint=checkpoint)
+            self._tables[key] = table
         return table
 
     def use_slots(self, slots: Sequence[str], inits: Sequence[float]) -> None:
@@ -192,9 +196,9 @@ class Embedding(keras.layers.Layer):
         return tf.reshape(values, tf.concat([tf.shape(ids), [self.dim]], 0))
 
     def call(self, ids: Any, training: Optional[bool] = None) -> Any:
-        # None counts as training, so that a custom loop calling model(x) under a tape trains
-        # (Keras passes training=False from predict and evaluate).
-        train = self.trainable and training is not False
+        # As for Keras's own layers, None is inference (serving signatures call so); fit
+        # passes True, and a custom loop must too (the optimizer says so if it did not).
+        train = self.trainable and bool(training)
         if isinstance(ids, tf.SparseTensor):
             ids = tf.RaggedTensor.from_sparse(ids)
         if isinstance(ids, tf.RaggedTensor):

@@ -69,11 +69,17 @@ class _RedisRows:
             self.built = True
         dense_g, dense_v, sparse = [], [], []
         for g, v in zip(grads, trainable_variables):
-            if _layer(v) is None:
+            layer = _layer(v)
+            if layer is None:
                 dense_g.append(g)
                 dense_v.append(v)
-            elif g is not None:
-                sparse.append((g, _layer(v)))
+            elif g is None:
+                raise ValueError(
+                    f"Embedding {layer.name!r} got no gradient: call the model with "
+                    "training=True under the GradientTape (model.fit does), or set the layer's "
+                    "trainable = False if it is not meant to train")
+            else:
+                sparse.append((g, layer))
         if sparse:
             self._rde_check()
             lr = tf.cast(tf.convert_to_tensor(self._get_current_learning_rate()), tf.float64)
