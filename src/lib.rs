@@ -51,4 +51,4 @@ pub use config::{resolve_path, Config, ConnectionMode, StoreMode, DEFAULT_CONFIG
 pub use error::{Error, ErrorKind, Result, ServerError};
 pub use persist::files::resolve_dir;
 pub use stats::stats;
-pub use table::{Exported, Shard, StrRows, Table, TableSpec};
+pub use table::{ExportPlan, Exported, Shard, StrRows, Table, TableSpec};

@@ -28,6 +28,7 @@ mod scan;
 mod ttl;
 mod write;
 
+pub use export::ExportPlan;
 use persist::copy_model_tag;
 
 /// What a table holds: its name and dtypes.
