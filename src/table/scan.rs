@@ -3,20 +3,16 @@
 //! finished pages to the consumer. A bounded channel between the two keeps at most a few pages
 //! in memory and lets the server work on the next pages while the caller copies this one.
 
-use std::sync::Mutex;
-
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::Table;
-use crate::cluster::layout::display_bytes;
 use crate::cluster::route::Access;
+use crate::cluster::scan::{self, HashRead};
 use crate::codec::{decode_str_row, le_word};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec;
 use crate::handoff::{self, Feed};
-use crate::plan::Chunk;
 use crate::resp::conn::FlatPage;
-use crate::sync;
 
 /// Buckets of at most this many rows are exported with one HGETALL.
 const GETALL_MAX_ROWS: usize = 65_536;
@@ -131,7 +127,7 @@ impl Table {
     }
 
     /// Reads one page of `bucket` (all of it when `whole`) starting at `cursor`; returns the
-    /// items and the cursor of the next page, if any. Retries resend the same page.
+    /// items and the cursor of the next page, if any.
     fn read_page(
         &self,
         bucket: usize,
@@ -139,49 +135,21 @@ impl Table {
         cursor: &[u8],
         reuse: FlatPage,
     ) -> Result<(FlatPage, Option<Vec<u8>>)> {
-        let count = self.cfg.keys_sending_size.max(SCAN_PAGE_ROWS).to_string();
-        let chunk = Chunk {
-            bucket,
-            start: 0,
-            end: 0,
+        let what = if whole {
+            HashRead::Whole
+        } else {
+            HashRead::Page {
+                cursor,
+                count: self.cfg.keys_sending_size.max(SCAN_PAGE_ROWS),
+            }
         };
-        let page = Mutex::new((reuse, None));
-        self.dispatch(
-            std::slice::from_ref(&chunk),
-            Access::Read,
-            true,
-            |c, ch| {
-                let name = self.bucket_name(ch);
-                if whole {
-                    c.cmd(&[b"HGETALL", name]);
-                } else {
-                    c.cmd(&[b"HSCAN", name, cursor, b"COUNT", count.as_bytes()]);
-                }
-            },
-            |c, _| {
-                let mut out = sync::lock(&page);
-                let (items, more) = &mut *out;
-                *more = if whole {
-                    c.read_getall(items)?;
-                    None
-                } else {
-                    let next = c.read_scan_page(items)?;
-                    (next != b"0").then_some(next)
-                };
-                Ok(())
-            },
-        )?;
-        let (items, more) = sync::into_inner(page);
-        if items.len() % 2 != 0 {
-            return Err(Error::new(
-                ErrorKind::Server,
-                format!(
-                    "reading {} returned an odd number of items",
-                    display_bytes(self.buckets.name(bucket))
-                ),
-            ));
-        }
-        Ok((items, more))
+        scan::read_page(
+            &self.router,
+            self.retry,
+            self.buckets.name(bucket),
+            what,
+            reuse,
+        )
     }
 
     /// Checks a stored row against the table's key width and value layout.
