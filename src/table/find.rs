@@ -6,6 +6,8 @@ use super::{in_windows, Shared, StrRows, Table};
 use crate::cluster::route::Access;
 use crate::codec::{decode_str_row, Keys, Rows, Storage};
 use crate::error::{Error, Result};
+use crate::plan::Chunk;
+use crate::resp::conn::Conn;
 use crate::stats;
 use crate::sync;
 
@@ -57,6 +59,35 @@ impl Table {
         mut exists: Option<&mut [u8]>,
     ) -> Result<()> {
         let (n, row) = (keys.len(), self.row);
+        let per_key = self.check_find_args(n, defaults, out, exists.as_deref())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let windowed = in_windows(n, |a, b| {
+            let d = if per_key {
+                &defaults[a * row..b * row]
+            } else {
+                defaults
+            };
+            let e = exists.as_deref_mut().map(|e| &mut e[a..b]);
+            self.find_window(&keys.sub(a, b), d, per_key, &mut out[a * row..b * row], e)
+        });
+        if let Some(done) = windowed {
+            return done;
+        }
+        self.find_window(keys, defaults, per_key, out, exists)
+    }
+
+    /// Checks a lookup's buffers against `n` keys; returns whether `defaults` holds one row
+    /// per key (else its first row serves every miss).
+    fn check_find_args(
+        &self,
+        n: usize,
+        defaults: &[u8],
+        out: &[u8],
+        exists: Option<&[u8]>,
+    ) -> Result<bool> {
+        let row = self.row;
         if row == 0 {
             return Err(Error::invalid(
                 "string values are looked up with find_strings",
@@ -68,35 +99,37 @@ impl Table {
                 out.len()
             )));
         }
-        if exists.as_ref().is_some_and(|e| e.len() != n) {
+        if exists.is_some_and(|e| e.len() != n) {
             return Err(Error::invalid("exists output must have one entry per key"));
         }
-        if n == 0 {
-            return Ok(());
-        }
         let per_key = defaults.len() == out.len();
-        if !per_key && defaults.len() < row {
+        if n > 0 && !per_key && defaults.len() < row {
             return Err(Error::invalid(format!(
                 "default_value has {} elements; it needs at least dim = {} (or one row per key)",
                 defaults.len() / self.spec.value_type.elem_size().unwrap_or(1),
                 self.spec.dim
             )));
         }
-        let windowed = in_windows(n, |a, b| {
-            let d = if per_key {
-                &defaults[a * row..b * row]
-            } else {
-                defaults
-            };
-            let e = exists.as_deref_mut().map(|e| &mut e[a..b]);
-            self.find_rows(&keys.sub(a, b), d, &mut out[a * row..b * row], e)
-        });
-        if let Some(done) = windowed {
-            return done;
-        }
+        Ok(per_key)
+    }
+
+    /// One window of a lookup: one HMGET per chunk, each reply read straight into the output.
+    fn find_window(
+        &self,
+        keys: &Keys<'_>,
+        defaults: &[u8],
+        per_key: bool,
+        out: &mut [u8],
+        exists: Option<&mut [u8]>,
+    ) -> Result<()> {
         let plan = self.plan(keys);
-        let out_sh = Shared::new(out);
-        let exists_sh = exists.map(Shared::new);
+        let sc = Scatter {
+            out: Shared::new(out),
+            exists: exists.map(Shared::new),
+            defaults,
+            per_key,
+            row: self.row,
+        };
         self.dispatch(
             &plan.chunks,
             Access::Read,
@@ -107,55 +140,49 @@ impl Table {
                 // Each reply is scattered to every position of its key as it is read, so the
                 // copies for duplicate keys and defaults overlap the server's work on the
                 // next commands instead of following the last reply.
-                // SAFETY (every `slice` below): the rows and flags written belong to the
-                // occurrences of this chunk's distinct keys only, and each chunk is decoded
-                // by one task at a time.
+                // SAFETY (both calls): the rows and flags written belong to the occurrences of
+                // this chunk's distinct keys only, and each chunk is decoded by one task at a
+                // time.
                 for &d in &plan.order[ch.start..ch.end] {
-                    let pos = plan.first[d as usize] as usize;
-                    let hit = match c.read_bulk_len()? {
+                    let first = plan.first[d as usize] as usize;
+                    let hit = match self.stored_row_len(c, ch, keys, first)? {
+                        Some(_) => {
+                            c.payload(unsafe { sc.out.slice(first * sc.row, sc.row) })?;
+                            true
+                        }
                         None => false,
-                        Some(len) if len == row => true,
-                        Some(len) => {
-                            return Err(self.key_error(
-                                self.bucket_name(ch),
-                                keys.get(pos),
-                                format!(
-                                    "stored value has {len} bytes, expected dim {} × {} = {row}",
-                                    self.spec.dim,
-                                    self.spec.value_type.tf_name()
-                                ),
-                            ))
-                        }
                     };
-                    let found: Option<&[u8]> = if hit {
-                        let dst = unsafe { out_sh.slice(pos * row, row) };
-                        c.payload(dst)?;
-                        Some(dst)
-                    } else {
-                        None
-                    };
-                    for p in plan.positions(d as usize) {
-                        let from = match found {
-                            Some(_) if p == pos => None, // read in place
-                            Some(r) => Some(r),
-                            None if per_key => Some(&defaults[p * row..(p + 1) * row]),
-                            None => Some(&defaults[..row]),
-                        };
-                        if let Some(from) = from {
-                            let dst = unsafe { out_sh.slice(p * row, row) };
-                            dst.copy_from_slice(from);
-                        }
-                        if let Some(e) = &exists_sh {
-                            let flag = unsafe { e.slice(p, 1) };
-                            flag[0] = hit as u8;
-                        }
-                    }
+                    unsafe { sc.scatter(plan.positions(d as usize), first, hit) };
                 }
                 Ok(())
             },
         )?;
         self.touch(&[]);
         Ok(())
+    }
+
+    /// Reads the length of the next HMGET value, the stored row of the key at `pos`: None if
+    /// the key is absent; a length other than a row's is an error naming bucket and key.
+    fn stored_row_len(
+        &self,
+        c: &mut Conn,
+        ch: &Chunk,
+        keys: &Keys<'_>,
+        pos: usize,
+    ) -> Result<Option<usize>> {
+        let row = self.row;
+        match c.read_bulk_len()? {
+            Some(len) if len != row => Err(self.key_error(
+                self.bucket_name(ch),
+                keys.get(pos),
+                format!(
+                    "stored value has {len} bytes, expected dim {} × {} = {row}",
+                    self.spec.dim,
+                    self.spec.value_type.tf_name()
+                ),
+            )),
+            len => Ok(len),
+        }
     }
 
     /// Looks up string values. `defaults` holds one row per key or at least one row.
@@ -217,5 +244,41 @@ impl Table {
         }
         self.touch(&[]);
         Ok((rows, exists))
+    }
+}
+
+/// Where a lookup's rows go: the output rows and found flags, and the defaults for misses.
+struct Scatter<'a> {
+    out: Shared<'a>,
+    exists: Option<Shared<'a>>,
+    defaults: &'a [u8],
+    /// Whether `defaults` holds one row per key (else its first row serves every miss).
+    per_key: bool,
+    row: usize,
+}
+
+impl Scatter<'_> {
+    /// Fills every position of one distinct key: the row read in place at `first` when `hit`,
+    /// else the key's defaults; and its found flag.
+    ///
+    /// # Safety
+    /// No other task may write these positions meanwhile.
+    unsafe fn scatter(&self, positions: impl Iterator<Item = usize>, first: usize, hit: bool) {
+        let row = self.row;
+        let found: Option<&[u8]> = hit.then(|| &*self.out.slice(first * row, row));
+        for p in positions {
+            let from = match found {
+                Some(_) if p == first => None, // read in place
+                Some(r) => Some(r),
+                None if self.per_key => Some(&self.defaults[p * row..(p + 1) * row]),
+                None => Some(&self.defaults[..row]),
+            };
+            if let Some(from) = from {
+                self.out.slice(p * row, row).copy_from_slice(from);
+            }
+            if let Some(e) = &self.exists {
+                e.slice(p, 1)[0] = hit as u8;
+            }
+        }
     }
 }
