@@ -108,6 +108,9 @@ where
     execute(&servers, &slots, idempotent, retry)
 }
 
+/// A command still to send: its chunk index, and the node an ASK redirect named.
+type Pending = (usize, Option<String>);
+
 /// Sends command `i` (for `i < slots.len()`) to the owner of `slots[i]` until each has
 /// succeeded, or fails: at once on a fatal reply, or for a command that may have run when it
 /// is not `idempotent`, or once `retry.attempts` rounds of resending are used up.
@@ -117,91 +120,27 @@ pub fn execute<S: Servers>(
     idempotent: bool,
     retry: Retry,
 ) -> Result<()> {
-    // (chunk index, ASK target)
-    let mut pending: Vec<(usize, Option<String>)> = (0..slots.len()).map(|i| (i, None)).collect();
+    let mut pending: Vec<Pending> = (0..slots.len()).map(|i| (i, None)).collect();
     let mut attempt = 0u32;
     loop {
-        let mut groups: FxHashMap<String, Vec<(usize, bool)>> = FxHashMap::default();
-        // A slot with no known owner (a failover in progress) is retried after a refresh.
-        let mut unroutable = Vec::new();
-        for (ci, ask) in pending.drain(..) {
-            let is_ask = ask.is_some();
-            let addr = match ask {
-                Some(a) => a,
-                None => match servers.addr_for(slots[ci]) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        unroutable.push(Outcome::Refused(ci, e));
-                        continue;
-                    }
-                },
-            };
-            groups.entry(addr).or_default().push((ci, is_ask));
-        }
-        // One pipeline per server. Splitting one server's commands over several connections
-        // only moved them between threads: at 16,384 keys x 64 f32 on one server, four
-        // pipelines cost 0.17-0.21 us of client CPU per key against 0.14-0.18 for one, at the
-        // same or lower keys/s (the server runs one command at a time, and replies stream
-        // back while later ones run).
-        let pipes: Vec<(String, Vec<(usize, bool)>)> = groups.into_iter().collect();
-        let outcomes: Mutex<Vec<Outcome>> = Mutex::new(unroutable);
-        exec::run_all(pipes.len(), |p| {
-            let (addr, items) = &pipes[p];
-            let out = servers.pipeline(addr, items);
-            sync::lock(&outcomes).extend(out);
-            Ok(())
-        })?;
-        let mut last_err = None;
-        let mut refresh = false;
-        for o in sync::into_inner(outcomes) {
-            match o {
-                Outcome::Fatal(e) => {
-                    stats::add(Counter::RequestsFailed, 1);
-                    return Err(e);
-                }
-                Outcome::Moved(ci, slot, addr) => {
-                    stats::add(Counter::Redirects, 1);
-                    // The redirect names the new owner: record it, no full topology query.
-                    servers.moved(slot, &addr);
-                    pending.push((ci, None));
-                }
-                Outcome::Ask(ci, addr) => {
-                    stats::add(Counter::Redirects, 1);
-                    pending.push((ci, Some(addr)));
-                }
-                Outcome::Refused(ci, e) => {
-                    if e.server().is_some() {
-                        stats::add(Counter::Refusals, 1);
-                    }
-                    refresh = true;
-                    pending.push((ci, None));
-                    last_err = Some(e);
-                }
-                Outcome::Unknown(ci, e) => {
-                    if !idempotent {
-                        stats::add(Counter::RequestsFailed, 1);
-                        return Err(e.context("the connection failed after the request was sent, so it is not retried"));
-                    }
-                    refresh = true;
-                    pending.push((ci, None));
-                    last_err = Some(e);
-                }
-            }
-        }
+        let outcomes = send_round(servers, slots, std::mem::take(&mut pending))?;
+        let round = settle(servers, outcomes, idempotent, &mut pending)?;
         if pending.is_empty() {
             return Ok(());
         }
         attempt += 1;
         if attempt > retry.attempts {
             stats::add(Counter::RequestsFailed, 1);
-            let e = last_err.unwrap_or_else(|| Error::new(ErrorKind::Server, "too many redirects"));
+            let e = round
+                .last_err
+                .unwrap_or_else(|| Error::new(ErrorKind::Server, "too many redirects"));
             return Err(e.context(format!("gave up after {} retries", retry.attempts)));
         }
         stats::add(Counter::Retries, 1);
-        if last_err.is_some() {
+        if round.last_err.is_some() {
             std::thread::sleep(retry.pause(attempt));
         }
-        if refresh && servers.has_topology() {
+        if round.refresh && servers.has_topology() {
             stats::add(Counter::TopologyRefreshes, 1);
             // A failed refresh (the master is still down, say) is retried on the next round.
             if let Err(e) = servers.refresh() {
@@ -209,6 +148,108 @@ pub fn execute<S: Servers>(
             }
         }
     }
+}
+
+/// Groups `pending` by the server that owns each command's slot (or that its ASK named) and
+/// sends each group as one pipeline, all in parallel; returns the outcome of every command
+/// that did not succeed. A slot with no known owner (a failover in progress) is refused, to
+/// be retried after a refresh.
+fn send_round<S: Servers>(
+    servers: &S,
+    slots: &[usize],
+    pending: Vec<Pending>,
+) -> Result<Vec<Outcome>> {
+    let mut groups: FxHashMap<String, Vec<(usize, bool)>> = FxHashMap::default();
+    let mut unroutable = Vec::new();
+    for (ci, ask) in pending {
+        let is_ask = ask.is_some();
+        let addr = match ask {
+            Some(a) => a,
+            None => match servers.addr_for(slots[ci]) {
+                Ok(a) => a,
+                Err(e) => {
+                    unroutable.push(Outcome::Refused(ci, e));
+                    continue;
+                }
+            },
+        };
+        groups.entry(addr).or_default().push((ci, is_ask));
+    }
+    // One pipeline per server. Splitting one server's commands over several connections
+    // only moved them between threads: at 16,384 keys x 64 f32 on one server, four
+    // pipelines cost 0.17-0.21 us of client CPU per key against 0.14-0.18 for one, at the
+    // same or lower keys/s (the server runs one command at a time, and replies stream
+    // back while later ones run).
+    let pipes: Vec<(String, Vec<(usize, bool)>)> = groups.into_iter().collect();
+    let outcomes: Mutex<Vec<Outcome>> = Mutex::new(unroutable);
+    exec::run_all(pipes.len(), |p| {
+        let (addr, items) = &pipes[p];
+        let out = servers.pipeline(addr, items);
+        sync::lock(&outcomes).extend(out);
+        Ok(())
+    })?;
+    Ok(sync::into_inner(outcomes))
+}
+
+/// What a round of sending left to do besides resending.
+struct Round {
+    /// The last error that made a command be resent (reported if the retries run out).
+    last_err: Option<Error>,
+    /// Whether the topology should be re-learned first.
+    refresh: bool,
+}
+
+/// Acts on each outcome of a round: fails the request on a fatal reply, or on a command that
+/// may have run when the request is not `idempotent`; records MOVED owners; queues every other
+/// command in `pending` to be resent.
+fn settle<S: Servers>(
+    servers: &S,
+    outcomes: Vec<Outcome>,
+    idempotent: bool,
+    pending: &mut Vec<Pending>,
+) -> Result<Round> {
+    let mut round = Round {
+        last_err: None,
+        refresh: false,
+    };
+    for o in outcomes {
+        match o {
+            Outcome::Fatal(e) => {
+                stats::add(Counter::RequestsFailed, 1);
+                return Err(e);
+            }
+            Outcome::Moved(ci, slot, addr) => {
+                stats::add(Counter::Redirects, 1);
+                // The redirect names the new owner: record it, no full topology query.
+                servers.moved(slot, &addr);
+                pending.push((ci, None));
+            }
+            Outcome::Ask(ci, addr) => {
+                stats::add(Counter::Redirects, 1);
+                pending.push((ci, Some(addr)));
+            }
+            Outcome::Refused(ci, e) => {
+                if e.server().is_some() {
+                    stats::add(Counter::Refusals, 1);
+                }
+                round.refresh = true;
+                pending.push((ci, None));
+                round.last_err = Some(e);
+            }
+            Outcome::Unknown(ci, e) => {
+                if !idempotent {
+                    stats::add(Counter::RequestsFailed, 1);
+                    return Err(e.context(
+                        "the connection failed after the request was sent, so it is not retried",
+                    ));
+                }
+                round.refresh = true;
+                pending.push((ci, None));
+                round.last_err = Some(e);
+            }
+        }
+    }
+    Ok(round)
 }
 
 #[cfg(test)]
