@@ -79,33 +79,111 @@ pub trait Servers: Sync {
     fn pipeline(&self, addr: &str, items: &[(usize, bool)]) -> Vec<Outcome>;
 }
 
-/// Runs `chunks` (command `i` is built by `encode(conn, &chunks[i])` and its reply read by
-/// `decode`) against the servers owning `slot_of(chunk)`.
-#[allow(clippy::too_many_arguments)]
-pub fn run<S, E, D>(
-    router: &Router,
-    chunks: &[Chunk],
-    slot_of: S,
+/// One op's commands, as data: how the command of each chunk is encoded and its reply
+/// decoded, whether the op reads or writes, and whether a command may be sent again after its
+/// connection failed. The executor ([`run`]) owns everything else: grouping by server,
+/// pipelines, redirects, refusals, retries. A new op is one more `Request` (a struct of its
+/// own, or [`Commands`] for a few lines of encoding and decoding).
+pub trait Request: Sync {
+    /// Read (a replica may serve it when `redis_read_access_slave` allows) or write (the
+    /// master, followed by WAIT when `rde_wait_replicas` asks for it).
+    fn access(&self) -> Access;
+    /// Whether a command whose connection failed after it was sent may be resent (the op is
+    /// idempotent). Redirected and refused commands never ran and are always resent.
+    fn resend_safe(&self) -> bool;
+    /// Writes the command of `chunk` to `conn`.
+    fn encode(&self, conn: &mut Conn, chunk: &Chunk);
+    /// Reads the reply to the command of `chunk`. Pipelines to different servers decode in
+    /// parallel, so state shared between chunks needs a lock (or disjoint writes).
+    fn decode(&self, conn: &mut Conn, chunk: &Chunk) -> Result<()>;
+}
+
+/// A [`Request`] made of an encoding and a decoding closure.
+pub struct Commands<E, D> {
     access: Access,
-    idempotent: bool,
-    retry: Retry,
+    resend_safe: bool,
     encode: E,
     decode: D,
-) -> Result<()>
+}
+
+impl<E, D> Commands<E, D>
 where
-    S: Fn(&Chunk) -> usize,
     E: Fn(&mut Conn, &Chunk) + Sync,
     D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
 {
+    /// Commands that may be resent after a failed connection: running one twice leaves the
+    /// same state (reads, HSET, HDEL, …).
+    pub fn idempotent(access: Access, encode: E, decode: D) -> Self {
+        Commands {
+            access,
+            resend_safe: true,
+            encode,
+            decode,
+        }
+    }
+
+    /// Commands that must never run twice (accum's compare-and-set and add scripts): a
+    /// command whose connection failed after sending is reported, not resent.
+    pub fn once(access: Access, encode: E, decode: D) -> Self {
+        Commands {
+            access,
+            resend_safe: false,
+            encode,
+            decode,
+        }
+    }
+}
+
+impl<E, D> Request for Commands<E, D>
+where
+    E: Fn(&mut Conn, &Chunk) + Sync,
+    D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
+{
+    fn access(&self) -> Access {
+        self.access
+    }
+    fn resend_safe(&self) -> bool {
+        self.resend_safe
+    }
+    fn encode(&self, conn: &mut Conn, chunk: &Chunk) {
+        (self.encode)(conn, chunk)
+    }
+    fn decode(&self, conn: &mut Conn, chunk: &Chunk) -> Result<()> {
+        (self.decode)(conn, chunk)
+    }
+}
+
+/// Runs `req` for `chunks` (one command each) against the servers owning `slot_of(chunk)`
+/// through Redis pipelines; see [`execute`].
+pub fn run<R: Request>(
+    router: &Router,
+    retry: Retry,
+    chunks: &[Chunk],
+    slot_of: impl Fn(&Chunk) -> usize,
+    req: &R,
+) -> Result<()> {
     let slots: Vec<usize> = chunks.iter().map(slot_of).collect();
     let servers = pipeline::Redis {
         router,
         chunks,
-        access,
-        encode,
-        decode,
+        req,
     };
-    execute(&servers, &slots, idempotent, retry)
+    execute(&servers, &slots, req.resend_safe(), retry)
+}
+
+/// Keys per round of a call: larger batches are processed window by window, which bounds the
+/// write buffers and the dedup map (and keeps TFRA's last-write-wins order across windows).
+pub const WINDOW: usize = 65_536;
+
+/// For a call of `n` keys over one window: `None`, the caller works on them at once. Else
+/// `f(a, b)` runs on each window `[a, b)` in order (so a key repeated across windows keeps
+/// TFRA's last-write-wins), stopping at the first error.
+pub fn in_windows(n: usize, mut f: impl FnMut(usize, usize) -> Result<()>) -> Option<Result<()>> {
+    (n > WINDOW).then(|| {
+        (0..n)
+            .step_by(WINDOW)
+            .try_for_each(|a| f(a, (a + WINDOW).min(n)))
+    })
 }
 
 /// A command still to send: its chunk index, and the node an ASK redirect named.
@@ -259,6 +337,41 @@ mod tests {
 
     fn reply(text: &str) -> Error {
         Error::server_reply("127.0.0.1:7000", text)
+    }
+
+    #[test]
+    fn windows_cover_a_large_call_in_order_and_stop_at_the_first_error() {
+        assert!(in_windows(WINDOW, |_, _| unreachable!()).is_none());
+        let mut seen = Vec::new();
+        let n = 2 * WINDOW + 5;
+        in_windows(n, |a, b| {
+            seen.push((a, b));
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, [(0, WINDOW), (WINDOW, 2 * WINDOW), (2 * WINDOW, n)]);
+        let mut calls = 0;
+        let e = in_windows(n, |a, _| {
+            calls += 1;
+            if a == WINDOW {
+                return Err(Error::invalid("second window"));
+            }
+            Ok(())
+        })
+        .unwrap()
+        .unwrap_err();
+        assert_eq!((calls, e.message()), (2, "second window"));
+    }
+
+    #[test]
+    fn commands_declare_their_access_and_whether_they_may_be_resent() {
+        let enc = |_: &mut Conn, _: &Chunk| {};
+        let dec = |_: &mut Conn, _: &Chunk| Ok(());
+        let r = Commands::idempotent(Access::Read, enc, dec);
+        assert!(r.resend_safe() && r.access() == Access::Read);
+        let w = Commands::once(Access::Write, enc, dec);
+        assert!(!w.resend_safe() && w.access() == Access::Write);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::cluster::dispatch::{classify, Outcome, Servers};
+use crate::cluster::dispatch::{classify, Outcome, Request, Servers};
 use crate::cluster::route::{Access, Router};
 use crate::error::{Error, ErrorKind, Result, ServerError};
 use crate::plan::Chunk;
@@ -24,23 +24,17 @@ const EARLY_SEND_BYTES: usize = 128 << 10;
 /// always has the next command queued, and a few hundred KB of replies at most.
 const REPLY_WINDOW_KEYS: usize = 2048;
 
-/// The servers behind `router`, for one request: chunk `i` is sent as `encode(conn, &chunks[i])`
-/// and its reply read by `decode`.
-pub struct Redis<'a, E, D> {
+/// The servers behind `router`, for one request: chunk `i` is sent as
+/// `req.encode(conn, &chunks[i])` and its reply read by `req.decode`.
+pub struct Redis<'a, R> {
     pub router: &'a Router,
     pub chunks: &'a [Chunk],
-    pub access: Access,
-    pub encode: E,
-    pub decode: D,
+    pub req: &'a R,
 }
 
-impl<E, D> Servers for Redis<'_, E, D>
-where
-    E: Fn(&mut Conn, &Chunk) + Sync,
-    D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
-{
+impl<R: Request> Servers for Redis<'_, R> {
     fn addr_for(&self, slot: usize) -> Result<String> {
-        self.router.addr_for(slot, self.access)
+        self.router.addr_for(slot, self.req.access())
     }
 
     fn moved(&self, slot: usize, addr: &str) {
@@ -56,7 +50,7 @@ where
     }
 
     fn pipeline(&self, addr: &str, items: &[(usize, bool)]) -> Vec<Outcome> {
-        let ack = if self.access == Access::Write {
+        let ack = if self.req.access() == Access::Write {
             self.router.write_ack()
         } else {
             None
@@ -84,11 +78,7 @@ where
     }
 }
 
-impl<E, D> Redis<'_, E, D>
-where
-    E: Fn(&mut Conn, &Chunk),
-    D: Fn(&mut Conn, &Chunk) -> Result<()>,
-{
+impl<R: Request> Redis<'_, R> {
     /// Sends `items` on `c` (then WAIT, with `ack`) and reads their replies, a window of keys
     /// behind. Returns false when the connection cannot be used any more; `out` then holds the
     /// outcomes of every command not yet read.
@@ -110,7 +100,7 @@ where
             if ask {
                 c.cmd(&[b"ASKING"]);
             }
-            (self.encode)(c, &self.chunks[ci]);
+            self.req.encode(c, &self.chunks[ci]);
             let last = k + 1 == items.len();
             if let (true, Some((n, ms))) = (last, ack) {
                 c.cmd(&[b"WAIT", n.to_string().as_bytes(), ms.to_string().as_bytes()]);
@@ -159,7 +149,7 @@ where
         } else {
             Ok(())
         };
-        match asked.and_then(|_| (self.decode)(c, &self.chunks[ci])) {
+        match asked.and_then(|_| self.req.decode(c, &self.chunks[ci])) {
             Ok(()) => true,
             Err(e) if e.server().is_some() => {
                 out.push(classify(ci, e));

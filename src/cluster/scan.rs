@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use crate::cluster::dispatch::{self, Retry};
+use crate::cluster::dispatch::{self, Commands, Retry};
 use crate::cluster::layout::{self, display_bytes};
 use crate::cluster::route::{Access, Router};
 use crate::error::{Error, ErrorKind, Result};
@@ -47,13 +47,8 @@ pub fn read_page(
     };
     let slot = layout::key_slot(bucket);
     let page = Mutex::new((into, None));
-    dispatch::run(
-        router,
-        std::slice::from_ref(&chunk),
-        |_| slot,
+    let req = Commands::idempotent(
         Access::Read,
-        true,
-        retry,
         |c, _| match what {
             HashRead::Whole => c.cmd(&[b"HGETALL", bucket]),
             HashRead::Page { cursor, .. } => {
@@ -75,7 +70,8 @@ pub fn read_page(
             };
             Ok(())
         },
-    )?;
+    );
+    dispatch::run(router, retry, std::slice::from_ref(&chunk), |_| slot, &req)?;
     let (items, more) = sync::into_inner(page);
     if items.len() % 2 != 0 {
         return Err(Error::new(

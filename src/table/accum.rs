@@ -4,8 +4,9 @@
 
 use std::sync::Mutex;
 
-use super::{in_windows, Table};
+use super::Table;
 use crate::accum;
+use crate::cluster::dispatch::{in_windows, Commands};
 use crate::cluster::route::Access;
 use crate::codec::{Keys, Rows};
 use crate::error::{Error, ErrorKind, Result};
@@ -144,10 +145,8 @@ impl Table {
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let row = self.row;
         let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; plan.distinct()]);
-        self.dispatch(
-            chunks,
+        let req = Commands::idempotent(
             Access::Write,
-            true,
             |c, ch| self.encode_hmget(c, ch, order, plan, keys),
             |c, ch| {
                 self.read_hmget_header(c, ch)?;
@@ -171,7 +170,8 @@ impl Table {
                 }
                 Ok(())
             },
-        )?;
+        );
+        self.dispatch(chunks, &req)?;
         Ok(sync::into_inner(stored))
     }
 
@@ -216,46 +216,47 @@ impl Table {
         // it is reported, never resent. Redirected or refused commands are resent.
         self.dispatch(
             chunks,
-            Access::Write,
-            false,
-            |c, ch| {
-                c.begin(4 + 3 * (ch.end - ch.start));
-                c.arg(b"EVAL");
-                c.arg(accum::CAS_SCRIPT.as_bytes());
-                c.arg(b"1");
-                c.arg(self.bucket_name(ch));
-                for &d in &order[ch.start..ch.end] {
-                    let d = d as usize;
-                    c.arg(keys.get(plan.first[d] as usize));
-                    match &stored[d] {
-                        Some(old) => {
-                            c.arg_header(1 + old.len());
-                            c.buf().push(1);
-                            c.buf().extend_from_slice(old);
-                            c.arg_end();
+            &Commands::once(
+                Access::Write,
+                |c, ch| {
+                    c.begin(4 + 3 * (ch.end - ch.start));
+                    c.arg(b"EVAL");
+                    c.arg(accum::CAS_SCRIPT.as_bytes());
+                    c.arg(b"1");
+                    c.arg(self.bucket_name(ch));
+                    for &d in &order[ch.start..ch.end] {
+                        let d = d as usize;
+                        c.arg(keys.get(plan.first[d] as usize));
+                        match &stored[d] {
+                            Some(old) => {
+                                c.arg_header(1 + old.len());
+                                c.buf().push(1);
+                                c.buf().extend_from_slice(old);
+                                c.arg_end();
+                            }
+                            None => c.arg(&[0]),
                         }
-                        None => c.arg(&[0]),
+                        c.arg(updates[d].as_deref().unwrap_or_default());
                     }
-                    c.arg(updates[d].as_deref().unwrap_or_default());
-                }
-            },
-            |c, ch| {
-                let Reply::Array(failed) = c.read_reply()? else {
-                    return Err(Error::new(
-                        ErrorKind::Server,
-                        "accum: the CAS script replied with a non-array",
-                    ));
-                };
-                let mut lost = sync::lock(&lost);
-                for f in failed {
-                    if let Reply::Int(i) = f {
-                        if let Some(&d) = order.get(ch.start + (i as usize).saturating_sub(1)) {
-                            lost.push(d);
+                },
+                |c, ch| {
+                    let Reply::Array(failed) = c.read_reply()? else {
+                        return Err(Error::new(
+                            ErrorKind::Server,
+                            "accum: the CAS script replied with a non-array",
+                        ));
+                    };
+                    let mut lost = sync::lock(&lost);
+                    for f in failed {
+                        if let Reply::Int(i) = f {
+                            if let Some(&d) = order.get(ch.start + (i as usize).saturating_sub(1)) {
+                                lost.push(d);
+                            }
                         }
                     }
-                }
-                Ok(())
-            },
+                    Ok(())
+                },
+            ),
         )?;
         Ok(sync::into_inner(lost))
     }
@@ -272,10 +273,8 @@ impl Table {
         let vt = self.stored_vt;
         let (order, chunks) = plan.subset(todo, self.cfg.keys_sending_size);
         let occurrences = |d: u32| plan.positions(d as usize);
-        self.dispatch(
-            &chunks,
+        let req = Commands::once(
             Access::Write,
-            false,
             |c, ch| {
                 let ds = &order[ch.start..ch.end];
                 let flags: Vec<u8> = ds
@@ -306,7 +305,10 @@ impl Table {
                     Some(accum::ScriptResult::WrongLength { pair, len }) => (pair, len),
                     None => return Err(c.protocol(format!("the accum script replied {reply:?}"))),
                 };
-                let p = order[ch.start..ch.end].iter().flat_map(|&d| occurrences(d)).nth(pair.wrapping_sub(1));
+                let p = order[ch.start..ch.end]
+                    .iter()
+                    .flat_map(|&d| occurrences(d))
+                    .nth(pair.wrapping_sub(1));
                 match p {
                     Some(p) => Err(self.key_error(
                         self.bucket_name(ch),
@@ -316,6 +318,7 @@ impl Table {
                     None => Err(c.protocol(format!("the accum script named pair {pair}, beyond the command"))),
                 }
             },
-        )
+        );
+        self.dispatch(&chunks, &req)
     }
 }

@@ -2,11 +2,12 @@
 
 use std::sync::Mutex;
 
-use super::{in_windows, Shared, StrRows, Table};
+use super::{Shared, StrRows, Table};
+use crate::cluster::dispatch::{in_windows, Commands, Request};
 use crate::cluster::route::Access;
 use crate::codec::{decode_str_row, Keys, Rows, Storage};
 use crate::error::{Error, Result};
-use crate::plan::Chunk;
+use crate::plan::{Chunk, Plan};
 use crate::resp::conn::Conn;
 use crate::stats;
 use crate::sync;
@@ -123,40 +124,19 @@ impl Table {
         exists: Option<&mut [u8]>,
     ) -> Result<()> {
         let plan = self.plan(keys);
-        let sc = Scatter {
-            out: Shared::new(out),
-            exists: exists.map(Shared::new),
-            defaults,
-            per_key,
-            row: self.row,
-        };
-        self.dispatch(
-            &plan.chunks,
-            Access::Read,
-            true,
-            |c, ch| self.encode_hmget(c, ch, &plan.order, &plan, keys),
-            |c, ch| {
-                self.read_hmget_header(c, ch)?;
-                // Each reply is scattered to every position of its key as it is read, so the
-                // copies for duplicate keys and defaults overlap the server's work on the
-                // next commands instead of following the last reply.
-                // SAFETY (both calls): the rows and flags written belong to the occurrences of
-                // this chunk's distinct keys only, and each chunk is decoded by one task at a
-                // time.
-                for &d in &plan.order[ch.start..ch.end] {
-                    let first = plan.first[d as usize] as usize;
-                    let hit = match self.stored_row_len(c, ch, keys, first)? {
-                        Some(_) => {
-                            c.payload(unsafe { sc.out.slice(first * sc.row, sc.row) })?;
-                            true
-                        }
-                        None => false,
-                    };
-                    unsafe { sc.scatter(plan.positions(d as usize), first, hit) };
-                }
-                Ok(())
+        let lookup = Lookup {
+            table: self,
+            keys,
+            plan: &plan,
+            to: Scatter {
+                out: Shared::new(out),
+                exists: exists.map(Shared::new),
+                defaults,
+                per_key,
+                row: self.row,
             },
-        )?;
+        };
+        self.dispatch(&plan.chunks, &lookup)?;
         self.touch(&[]);
         Ok(())
     }
@@ -210,20 +190,21 @@ impl Table {
         let stored: Mutex<Vec<Stored>> = Mutex::new(vec![None; plan.distinct()]);
         self.dispatch(
             &plan.chunks,
-            Access::Read,
-            true,
-            |c, ch| self.encode_hmget(c, ch, &plan.order, &plan, keys),
-            |c, ch| {
-                self.read_hmget_header(c, ch)?;
-                for &d in &plan.order[ch.start..ch.end] {
-                    let v = match c.read_bulk_len()? {
-                        Some(len) => Some((ch.bucket, c.bulk(len)?)),
-                        None => None,
-                    };
-                    sync::lock(&stored)[d as usize] = v;
-                }
-                Ok(())
-            },
+            &Commands::idempotent(
+                Access::Read,
+                |c, ch| self.encode_hmget(c, ch, &plan.order, &plan, keys),
+                |c, ch| {
+                    self.read_hmget_header(c, ch)?;
+                    for &d in &plan.order[ch.start..ch.end] {
+                        let v = match c.read_bulk_len()? {
+                            Some(len) => Some((ch.bucket, c.bulk(len)?)),
+                            None => None,
+                        };
+                        sync::lock(&stored)[d as usize] = v;
+                    }
+                    Ok(())
+                },
+            ),
         )?;
         let stored = sync::into_inner(stored);
         let mut exists = vec![0u8; n];
@@ -244,6 +225,52 @@ impl Table {
         }
         self.touch(&[]);
         Ok((rows, exists))
+    }
+}
+
+/// A lookup as a [`Request`]: one HMGET per chunk of distinct keys, each reply read straight
+/// into the output and scattered to every position of its key.
+struct Lookup<'a> {
+    table: &'a Table,
+    keys: &'a Keys<'a>,
+    plan: &'a Plan,
+    to: Scatter<'a>,
+}
+
+impl Request for Lookup<'_> {
+    fn access(&self) -> Access {
+        Access::Read
+    }
+
+    fn resend_safe(&self) -> bool {
+        true
+    }
+
+    fn encode(&self, c: &mut Conn, ch: &Chunk) {
+        let plan = self.plan;
+        self.table.encode_hmget(c, ch, &plan.order, plan, self.keys);
+    }
+
+    fn decode(&self, c: &mut Conn, ch: &Chunk) -> Result<()> {
+        let (t, plan, to) = (self.table, self.plan, &self.to);
+        t.read_hmget_header(c, ch)?;
+        // Each reply is scattered to every position of its key as it is read, so the copies
+        // for duplicate keys and defaults overlap the server's work on the next commands
+        // instead of following the last reply.
+        // SAFETY (both calls): the rows and flags written belong to the occurrences of this
+        // chunk's distinct keys only, and each chunk is decoded by one task at a time.
+        for &d in &plan.order[ch.start..ch.end] {
+            let first = plan.first[d as usize] as usize;
+            let hit = match t.stored_row_len(c, ch, self.keys, first)? {
+                Some(_) => {
+                    c.payload(unsafe { to.out.slice(first * to.row, to.row) })?;
+                    true
+                }
+                None => false,
+            };
+            unsafe { to.scatter(plan.positions(d as usize), first, hit) };
+        }
+        Ok(())
     }
 }
 
