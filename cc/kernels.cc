@@ -82,6 +82,19 @@ Status FillStrings(rust::Slice<const uint8_t> data, rust::Slice<const uint64_t> 
   return OkStatus();
 }
 
+// The bytes of a tensor of numbers; empty for DT_STRING, whose buffer holds tstring objects.
+rust::Slice<uint8_t> NumberBytes(Tensor* t) {
+  if (t->dtype() == DT_STRING) return {};
+  return MutBytes(t);
+}
+
+// FillStrings for a DT_STRING tensor; a tensor of numbers was written through NumberBytes.
+Status FillIfStrings(rust::Slice<const uint8_t> data, rust::Slice<const uint64_t> offsets,
+                     Tensor* out) {
+  if (out->dtype() != DT_STRING) return OkStatus();
+  return FillStrings(data, offsets, out);
+}
+
 Status GetTable(OpKernelContext* ctx, TableResource** table) {
   return LookupResource(ctx, HandleFromInput(ctx, 0), table);
 }
@@ -296,49 +309,25 @@ class ExportOp : public OpKernel {
     TableResource* table;
     OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
     core::ScopedUnref unref(table);
+    // Rust chooses how the rows arrive (streamed into the buffers, or read first) and how many
+    // rows to allocate; the outputs are the filled prefix of the buffers (no copy).
     const DataType kdt = ctx->expected_output_dtype(0), vdt = ctx->expected_output_dtype(1);
-    int64_t cap = -1;
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().export_capacity(kdt, vdt, cap)));
-    if (cap >= 0) {
-      // Fixed-size rows stream straight into the output buffers; the outputs are then the
-      // filled prefix of them (no copy).
-      Tensor keys, values;
-      TensorShape value_shape({cap});
-      value_shape.AppendShape(table->value_shape());
-      OP_REQUIRES_OK(ctx, ctx->allocate_temp(kdt, TensorShape({cap}), &keys));
-      OP_REQUIRES_OK(ctx, ctx->allocate_temp(vdt, value_shape, &values));
-      int64_t n = 0;
-      OP_REQUIRES_OK(ctx, ToStatus(table->rust().export_into(MutBytes(&keys), MutBytes(&values), n)));
-      ctx->set_output(0, keys.Slice(0, n));
-      ctx->set_output(1, values.Slice(0, n));
-      return;
-    }
+    int64_t rows = 0;
     rde::Status st;
-    auto ex = table->rust().export_(kdt, vdt, st);
+    auto ex = table->rust().export_begin(kdt, vdt, rows, st);
     OP_REQUIRES_OK(ctx, ToStatus(st));
-    const int64_t n = static_cast<int64_t>(ex->len());
-    Tensor* keys = nullptr;
-    Tensor* values = nullptr;
-    TensorShape value_shape({n});
+    Tensor keys, values;
+    TensorShape value_shape({rows});
     value_shape.AppendShape(table->value_shape());
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n}), &keys));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, value_shape, &values));
-    if (keys->dtype() == DT_STRING) {
-      OP_REQUIRES_OK(ctx, FillStrings(ex->keys(), ex->key_offsets(), keys));
-    } else {
-      auto dst = MutBytes(keys);
-      OP_REQUIRES(ctx, dst.size() == ex->keys().size(),
-                  errors::Internal("exported key bytes do not match the key tensor"));
-      if (!dst.empty()) std::memcpy(dst.data(), ex->keys().data(), dst.size());
-    }
-    if (values->dtype() == DT_STRING) {
-      OP_REQUIRES_OK(ctx, FillStrings(ex->str_data(), ex->str_offsets(), values));
-    } else {
-      auto dst = MutBytes(values);
-      OP_REQUIRES(ctx, dst.size() == ex->values().size(),
-                  errors::Internal("exported value bytes do not match the value tensor"));
-      if (!dst.empty()) std::memcpy(dst.data(), ex->values().data(), dst.size());
-    }
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(kdt, TensorShape({rows}), &keys));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(vdt, value_shape, &values));
+    int64_t n = 0;
+    OP_REQUIRES_OK(ctx, ToStatus(table->rust().export_fill(*ex, NumberBytes(&keys),
+                                                           NumberBytes(&values), n)));
+    OP_REQUIRES_OK(ctx, FillIfStrings(ex->key_data(), ex->key_offsets(), &keys));
+    OP_REQUIRES_OK(ctx, FillIfStrings(ex->value_data(), ex->value_offsets(), &values));
+    ctx->set_output(0, keys.Slice(0, n));
+    ctx->set_output(1, values.Slice(0, n));
   }
 };
 

@@ -189,17 +189,14 @@ pub fn supports(v: ValueType) -> bool {
     !matches!(v, ValueType::Bool | ValueType::Str)
 }
 
-fn bf16_to_f32(b: u16) -> f32 {
-    f32::from_bits(u32::from(b) << 16)
-}
-
-/// float32 → bfloat16, round to nearest even, NaN kept quiet (TensorFlow's rule).
-fn f32_to_bf16(x: f32) -> u16 {
+/// float32 → bfloat16 (`half`, as `crate::codec` stores them): round to nearest even, and
+/// TensorFlow's rule for NaN, which is always the quiet NaN `0x7fc0` (`half` would keep the
+/// sign and payload).
+fn f32_to_bf16(x: f32) -> half::bf16 {
     if x.is_nan() {
-        return 0x7fc0;
+        return half::bf16::from_bits(0x7fc0);
     }
-    let bits = x.to_bits();
-    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+    half::bf16::from_f32(x)
 }
 
 /// `old += delta`, element-wise in `v`'s arithmetic. Both slices hold one row.
@@ -229,8 +226,8 @@ pub fn add_row(v: ValueType, old: &mut [u8], delta: &[u8]) {
             .wrapping_add(i64::from_le_bytes(b))
             .to_le_bytes()),
         ValueType::BF16 => each!(2, |a: [u8; 2], b: [u8; 2]| {
-            f32_to_bf16(bf16_to_f32(u16::from_le_bytes(a)) + bf16_to_f32(u16::from_le_bytes(b)))
-                .to_le_bytes()
+            let s = half::bf16::from_le_bytes(a).to_f32() + half::bf16::from_le_bytes(b).to_f32();
+            f32_to_bf16(s).to_le_bytes()
         }),
         ValueType::F16 => each!(2, |a: [u8; 2], b: [u8; 2]| {
             let s = half::f16::from_le_bytes(a).to_f32() + half::f16::from_le_bytes(b).to_f32();
@@ -320,9 +317,32 @@ mod tests {
         let mut b = 127i8.to_le_bytes().to_vec();
         add_row(ValueType::I8, &mut b, &1i8.to_le_bytes());
         assert_eq!(b, (-128i8).to_le_bytes());
-        assert_eq!(f32_to_bf16(1.0), 0x3f80);
-        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80); // tie → even
-        assert_eq!(f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
-        assert_eq!(f32_to_bf16(f32::NAN), 0x7fc0);
+        let bits = |x: f32| f32_to_bf16(x).to_bits();
+        assert_eq!(bits(1.0), 0x3f80);
+        assert_eq!(bits(f32::from_bits(0x3f80_8000)), 0x3f80); // tie → even
+        assert_eq!(bits(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert_eq!(bits(f32::NAN), 0x7fc0);
+        assert_eq!(bits(-f32::NAN), 0x7fc0);
+        assert_eq!(bits(f32::from_bits(0x7f7f_ffff)), 0x7f80); // rounds up to infinity
+                                                               // A NaN sum (inf + -inf is a negative NaN on x86) is TensorFlow's 0x7fc0.
+        let mut c = 0x7f80u16.to_le_bytes().to_vec();
+        add_row(ValueType::BF16, &mut c, &0xff80u16.to_le_bytes());
+        assert_eq!(c, 0x7fc0u16.to_le_bytes());
+        // TensorFlow's own formula, over a spread of every bit pattern.
+        let tf = |x: f32| {
+            let b = x.to_bits();
+            if x.is_nan() {
+                0x7fc0
+            } else {
+                ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+            }
+        };
+        for b in (0..=u32::MAX)
+            .step_by(65_521)
+            .chain([0x8000, 0x1_8000, 0xffff_ffff])
+        {
+            let x = f32::from_bits(b);
+            assert_eq!(bits(x), tf(x), "{b:#x}");
+        }
     }
 }

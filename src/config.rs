@@ -185,86 +185,8 @@ impl Config {
         let mut slice_import: i64 = -1;
         for (name, v) in obj {
             let f = Field { name, v };
-            match name.as_str() {
-                "redis_connection_mode" => {
-                    c.redis_connection_mode_set = true;
-                    c.redis_connection_mode = match f.int()? {
-                        0 => ConnectionMode::Cluster,
-                        1 => ConnectionMode::Sentinel,
-                        2 => ConnectionMode::Standalone,
-                        n => return Err(f.range(n, "0 (cluster), 1 (sentinel) or 2 (standalone)")),
-                    }
-                }
-                "redis_master_name" => c.redis_master_name = f.string()?,
-                "redis_host_ip" => c.redis_host_ip = f.strings()?,
-                "redis_host_port" => {
-                    c.redis_host_port = f
-                        .ints()?
-                        .into_iter()
-                        .map(|p| u16::try_from(p).map_err(|_| f.range(p, "a TCP port 0..=65535")))
-                        .collect::<Result<_>>()?
-                }
-                "redis_user" => c.redis_user = f.string()?,
-                "redis_password" => c.redis_password = f.string()?,
-                "redis_db" => c.redis_db = f.int_in(0, i64::from(u32::MAX))?,
-                "redis_read_access_slave" => c.redis_read_access_slave = f.boolean()?,
-                "redis_connect_keep_alive" => c.redis_connect_keep_alive = f.boolean()?,
-                "redis_connect_timeout" => c.redis_connect_timeout = f.millis()?,
-                "redis_socket_timeout" => c.redis_socket_timeout = f.millis()?,
-                "redis_conn_pool_size" => c.redis_conn_pool_size = f.int_in(1, 4096)? as usize,
-                "redis_wait_timeout" => c.redis_wait_timeout = f.millis()?,
-                "redis_connection_lifetime" => {
-                    c.redis_connection_lifetime = f.int_in(0, i64::MAX)? as u64
-                }
-                "redis_sentinel_user" => c.redis_sentinel_user = f.string()?,
-                "redis_sentinel_password" => c.redis_sentinel_password = f.string()?,
-                "redis_sentinel_connect_timeout" => {
-                    c.redis_sentinel_connect_timeout = f.millis()?
-                }
-                "redis_sentinel_socket_timeout" => c.redis_sentinel_socket_timeout = f.millis()?,
-                "storage_slice_import" => slice_import = f.int_in(i64::MIN, 16384)?,
-                "storage_slice" => c.storage_slice = f.int_in(1, 16384)? as u32,
-                "using_hash_storage_slice" => c.using_hash_storage_slice = f.boolean()?,
-                "keys_sending_size" => c.keys_sending_size = f.int_in(1, 1 << 20)? as usize,
-                "using_md5_prefix_name" => c.using_md5_prefix_name = f.boolean()?,
-                "redis_hash_tags_hypodispersion" => {
-                    c.redis_hash_tags_hypodispersion = f.boolean()?
-                }
-                "model_tag_import" => c.model_tag_import = f.string()?,
-                "redis_hash_tags_import" => c.redis_hash_tags_import = f.strings()?,
-                "model_tag_runtime" => c.model_tag_runtime = f.string()?,
-                "redis_hash_tags_runtime" => c.redis_hash_tags_runtime = f.strings()?,
-                "expire_model_tag_in_seconds" => c.expire_model_tag_in_seconds = f.int()?,
-                "table_store_mode" => {
-                    c.table_store_mode = match f.int()? {
-                        0 => StoreMode::Tensors,
-                        1 => StoreMode::RdbFiles,
-                        2 => StoreMode::InRedis,
-                        n => return Err(f.range(n, "0, 1 or 2")),
-                    }
-                }
-                "model_lib_abs_dir" => c.model_lib_abs_dir = f.string()?,
-                "rde_max_retries" => c.rde_max_retries = f.int_in(0, 1000)? as u32,
-                "rde_retry_backoff_ms" => c.rde_retry_backoff_ms = f.int_in(0, 60_000)? as u64,
-                "rde_standalone_buckets" => c.rde_standalone_buckets = f.boolean()?,
-                "rde_value_storage" => {
-                    let v = f.string()?;
-                    c.rde_value_storage = crate::codec::Storage::parse(&v).ok_or_else(|| {
-                        Error::invalid(format!(
-                            "rde_value_storage = {v:?} is not one of \"native\", \"bfloat16\", \"float16\""
-                        ))
-                    })?;
-                }
-                "rde_wait_replicas" => c.rde_wait_replicas = f.int_in(0, 64)? as u32,
-                "rde_wait_replicas_timeout_ms" => {
-                    c.rde_wait_replicas_timeout_ms = f.int_in(1, 3_600_000)? as u64
-                }
-                "rde_tls" => c.rde_tls = f.boolean()?,
-                "rde_tls_ca_cert_file" => c.rde_tls_ca_cert_file = f.string()?,
-                "rde_tls_cert_file" => c.rde_tls_cert_file = f.string()?,
-                "rde_tls_key_file" => c.rde_tls_key_file = f.string()?,
-                "rde_tls_server_name" => c.rde_tls_server_name = f.string()?,
-                other => log::warn!("redis config: unknown field {other:?} is ignored"),
+            if !c.set_tfra_field(&f, &mut slice_import)? && !c.set_rde_field(&f)? {
+                log::warn!("redis config: unknown field {name:?} is ignored");
             }
         }
         c.storage_slice_import = if slice_import <= 0 {
@@ -274,6 +196,99 @@ impl Config {
         };
         c.validate()?;
         Ok(c)
+    }
+
+    /// Sets the TFRA field `f` (`storage_slice_import` into `slice_import`, resolved once
+    /// every field is read); false if `f` is not one of TFRA's.
+    fn set_tfra_field(&mut self, f: &Field<'_>, slice_import: &mut i64) -> Result<bool> {
+        match f.name {
+            "redis_connection_mode" => {
+                self.redis_connection_mode_set = true;
+                self.redis_connection_mode = match f.int()? {
+                    0 => ConnectionMode::Cluster,
+                    1 => ConnectionMode::Sentinel,
+                    2 => ConnectionMode::Standalone,
+                    n => return Err(f.range(n, "0 (cluster), 1 (sentinel) or 2 (standalone)")),
+                }
+            }
+            "redis_master_name" => self.redis_master_name = f.string()?,
+            "redis_host_ip" => self.redis_host_ip = f.strings()?,
+            "redis_host_port" => {
+                self.redis_host_port = f
+                    .ints()?
+                    .into_iter()
+                    .map(|p| u16::try_from(p).map_err(|_| f.range(p, "a TCP port 0..=65535")))
+                    .collect::<Result<_>>()?
+            }
+            "redis_user" => self.redis_user = f.string()?,
+            "redis_password" => self.redis_password = f.string()?,
+            "redis_db" => self.redis_db = f.int_in(0, i64::from(u32::MAX))?,
+            "redis_read_access_slave" => self.redis_read_access_slave = f.boolean()?,
+            "redis_connect_keep_alive" => self.redis_connect_keep_alive = f.boolean()?,
+            "redis_connect_timeout" => self.redis_connect_timeout = f.millis()?,
+            "redis_socket_timeout" => self.redis_socket_timeout = f.millis()?,
+            "redis_conn_pool_size" => self.redis_conn_pool_size = f.int_in(1, 4096)? as usize,
+            "redis_wait_timeout" => self.redis_wait_timeout = f.millis()?,
+            "redis_connection_lifetime" => {
+                self.redis_connection_lifetime = f.int_in(0, i64::MAX)? as u64
+            }
+            "redis_sentinel_user" => self.redis_sentinel_user = f.string()?,
+            "redis_sentinel_password" => self.redis_sentinel_password = f.string()?,
+            "redis_sentinel_connect_timeout" => self.redis_sentinel_connect_timeout = f.millis()?,
+            "redis_sentinel_socket_timeout" => self.redis_sentinel_socket_timeout = f.millis()?,
+            "storage_slice_import" => *slice_import = f.int_in(i64::MIN, 16384)?,
+            "storage_slice" => self.storage_slice = f.int_in(1, 16384)? as u32,
+            "using_hash_storage_slice" => self.using_hash_storage_slice = f.boolean()?,
+            "keys_sending_size" => self.keys_sending_size = f.int_in(1, 1 << 20)? as usize,
+            "using_md5_prefix_name" => self.using_md5_prefix_name = f.boolean()?,
+            "redis_hash_tags_hypodispersion" => {
+                self.redis_hash_tags_hypodispersion = f.boolean()?
+            }
+            "model_tag_import" => self.model_tag_import = f.string()?,
+            "redis_hash_tags_import" => self.redis_hash_tags_import = f.strings()?,
+            "model_tag_runtime" => self.model_tag_runtime = f.string()?,
+            "redis_hash_tags_runtime" => self.redis_hash_tags_runtime = f.strings()?,
+            "expire_model_tag_in_seconds" => self.expire_model_tag_in_seconds = f.int()?,
+            "table_store_mode" => {
+                self.table_store_mode = match f.int()? {
+                    0 => StoreMode::Tensors,
+                    1 => StoreMode::RdbFiles,
+                    2 => StoreMode::InRedis,
+                    n => return Err(f.range(n, "0, 1 or 2")),
+                }
+            }
+            "model_lib_abs_dir" => self.model_lib_abs_dir = f.string()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Sets the field `f` of this library's own (`rde_…`); false if it is not one.
+    fn set_rde_field(&mut self, f: &Field<'_>) -> Result<bool> {
+        match f.name {
+            "rde_max_retries" => self.rde_max_retries = f.int_in(0, 1000)? as u32,
+            "rde_retry_backoff_ms" => self.rde_retry_backoff_ms = f.int_in(0, 60_000)? as u64,
+            "rde_standalone_buckets" => self.rde_standalone_buckets = f.boolean()?,
+            "rde_value_storage" => {
+                let v = f.string()?;
+                self.rde_value_storage = crate::codec::Storage::parse(&v).ok_or_else(|| {
+                    Error::invalid(format!(
+                    "rde_value_storage = {v:?} is not one of \"native\", \"bfloat16\", \"float16\""
+                ))
+                })?;
+            }
+            "rde_wait_replicas" => self.rde_wait_replicas = f.int_in(0, 64)? as u32,
+            "rde_wait_replicas_timeout_ms" => {
+                self.rde_wait_replicas_timeout_ms = f.int_in(1, 3_600_000)? as u64
+            }
+            "rde_tls" => self.rde_tls = f.boolean()?,
+            "rde_tls_ca_cert_file" => self.rde_tls_ca_cert_file = f.string()?,
+            "rde_tls_cert_file" => self.rde_tls_cert_file = f.string()?,
+            "rde_tls_key_file" => self.rde_tls_key_file = f.string()?,
+            "rde_tls_server_name" => self.rde_tls_server_name = f.string()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     /// Reads and parses the file at `path`. A missing or empty file is NotFound.

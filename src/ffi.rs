@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use crate::error::{Error, ErrorKind, Result};
 use crate::optim::{Init, Optimizer};
 use crate::table::train::{LookupOut, Slots, Starts, Trainer};
-use crate::table::{Exported, Shard, StrRows, Table, TableSpec};
+use crate::table::{ExportPlan, Exported, Shard, StrRows, Table, TableSpec};
 
 #[cxx::bridge(namespace = "rde")]
 #[allow(clippy::module_inception, clippy::too_many_arguments)]
@@ -90,21 +90,20 @@ mod ffi {
         fn remove(self: &TableBox, key_dtype: i32, keys: &[u8], key_offsets: &[u64]) -> Status;
         fn clear(self: &TableBox) -> Status;
         fn size(self: &TableBox, out: &mut i64) -> Status;
-        fn export_(
-            self: &TableBox,
-            key_dtype: i32,
-            value_dtype: i32,
-            status: &mut Status,
-        ) -> Box<ExportBox>;
-
-        fn export_capacity(
+        /// The export op's first step: chooses how the rows reach the outputs and sets
+        /// `rows`, how many rows to allocate (see `Table::export_plan`).
+        fn export_begin(
             self: &TableBox,
             key_dtype: i32,
             value_dtype: i32,
             rows: &mut i64,
-        ) -> Status;
-        fn export_into(
+            status: &mut Status,
+        ) -> Box<ExportBox>;
+        /// The second step: writes fixed-size keys and values into the allocated buffers
+        /// (empty for string tensors) and sets `rows`, how many were exported.
+        fn export_fill(
             self: &TableBox,
+            plan: &ExportBox,
             keys: &mut [u8],
             values: &mut [u8],
             rows: &mut i64,
@@ -159,12 +158,13 @@ mod ffi {
             updated: &mut i64,
         ) -> Status;
 
-        fn len(self: &ExportBox) -> usize;
-        fn keys(self: &ExportBox) -> &[u8];
+        /// String keys (element i is `key_data[key_offsets[i]..key_offsets[i + 1]]`) and string
+        /// values (likewise), for the caller to copy into its string tensors. Only read for a
+        /// string tensor; empty when the rows were streamed.
+        fn key_data(self: &ExportBox) -> &[u8];
         fn key_offsets(self: &ExportBox) -> &[u64];
-        fn values(self: &ExportBox) -> &[u8];
-        fn str_data(self: &ExportBox) -> &[u8];
-        fn str_offsets(self: &ExportBox) -> &[u64];
+        fn value_data(self: &ExportBox) -> &[u8];
+        fn value_offsets(self: &ExportBox) -> &[u64];
 
         fn data(self: &StrRowsBox) -> &[u8];
         fn offsets(self: &StrRowsBox) -> &[u64];
@@ -238,8 +238,8 @@ fn failpoint(_op: &str) {}
 /// A table, or nothing if opening it failed (the status says why), and its training state.
 pub struct TableBox(Option<Table>, Trainer);
 
-/// An exported table.
-pub struct ExportBox(Exported);
+/// An export in progress: the plan [`Table::export_plan`] chose (`None` if it failed).
+pub struct ExportBox(Option<ExportPlan>);
 
 /// String value rows produced by a lookup.
 pub struct StrRowsBox(StrRows);
@@ -588,19 +588,41 @@ impl TableBox {
         }))
     }
 
-    fn export_(&self, key_dtype: i32, value_dtype: i32, st: &mut Status) -> Box<ExportBox> {
-        match guarded("export", || {
-            self.typed(key_dtype, value_dtype).and_then(Table::export)
-        }) {
-            Ok(e) => {
-                *st = status(Ok(()));
-                Box::new(ExportBox(e))
-            }
-            Err(e) => {
-                *st = status(Err(e));
-                Box::new(ExportBox(Exported::default()))
-            }
-        }
+    fn export_begin(
+        &self,
+        key_dtype: i32,
+        value_dtype: i32,
+        rows: &mut i64,
+        st: &mut Status,
+    ) -> Box<ExportBox> {
+        let r = guarded("export", || {
+            self.typed(key_dtype, value_dtype)?.export_plan()
+        });
+        *rows = r.as_ref().map_or(0, |p| p.rows() as i64);
+        let (r, plan) = match r {
+            Ok(p) => (Ok(()), Some(p)),
+            Err(e) => (Err(e), None),
+        };
+        *st = status(r);
+        Box::new(ExportBox(plan))
+    }
+
+    fn export_fill(
+        &self,
+        plan: &ExportBox,
+        keys: &mut [u8],
+        values: &mut [u8],
+        rows: &mut i64,
+    ) -> Status {
+        status(guarded("export", || {
+            let plan = plan
+                .0
+                .as_ref()
+                .ok_or_else(|| Error::invalid("the export failed to start"))?;
+            let n = self.table()?.export_fill(plan, keys, values)?;
+            *rows = n as i64;
+            Ok(())
+        }))
     }
 }
 
@@ -668,42 +690,25 @@ impl TableBox {
     }
 }
 
-impl TableBox {
-    fn export_capacity(&self, key_dtype: i32, value_dtype: i32, rows: &mut i64) -> Status {
-        status(guarded("export", || {
-            self.typed(key_dtype, value_dtype)
-                .and_then(Table::export_capacity)
-                .map(|c| *rows = c.map_or(-1, |c| c as i64))
-        }))
-    }
-
-    fn export_into(&self, keys: &mut [u8], values: &mut [u8], rows: &mut i64) -> Status {
-        status(guarded("export", || {
-            self.table()
-                .and_then(|t| t.export_into(keys, values))
-                .map(|n| *rows = n as i64)
-        }))
-    }
-}
-
 impl ExportBox {
-    fn len(&self) -> usize {
-        self.0.len
+    /// A part of the rows read ahead; empty when the rows were streamed.
+    fn read_ahead<T>(&self, part: impl Fn(&Exported) -> &[T]) -> &[T] {
+        self.0
+            .as_ref()
+            .and_then(ExportPlan::exported)
+            .map_or(&[], part)
     }
-    fn keys(&self) -> &[u8] {
-        &self.0.keys
+    fn key_data(&self) -> &[u8] {
+        self.read_ahead(|e| &e.keys)
     }
     fn key_offsets(&self) -> &[u64] {
-        &self.0.key_offsets
+        self.read_ahead(|e| &e.key_offsets)
     }
-    fn values(&self) -> &[u8] {
-        &self.0.values
+    fn value_data(&self) -> &[u8] {
+        self.read_ahead(|e| &e.str_values.data)
     }
-    fn str_data(&self) -> &[u8] {
-        &self.0.str_values.data
-    }
-    fn str_offsets(&self) -> &[u64] {
-        &self.0.str_values.offsets
+    fn value_offsets(&self) -> &[u64] {
+        self.read_ahead(|e| &e.str_values.offsets)
     }
 }
 

@@ -20,7 +20,7 @@
 #![cfg_attr(not(test), forbid(clippy::print_stdout))]
 
 // Layers, bottom up (see ARCHITECTURE.md): shared ground (error, config, codec, plan, exec,
-// stats, sync, progress), `resp` (one server), `cluster` (which server, fan-out, layout),
+// stats, sync, progress, handoff), `resp` (one server), `cluster` (which server, fan-out, layout),
 // `persist` (files), `table` (the ops), `ffi` (the TensorFlow bridge).
 mod accum;
 mod cluster;
@@ -30,6 +30,7 @@ mod error;
 mod exec;
 #[cfg(test)]
 mod fuzz;
+mod handoff;
 mod optim;
 mod persist;
 mod plan;
@@ -54,4 +55,4 @@ pub use optim::{Init, Optimizer, Step};
 pub use persist::files::resolve_dir;
 pub use stats::stats;
 pub use table::train::{LookupOut, Slots, Starts, Trainer};
-pub use table::{Exported, Shard, StrRows, Table, TableSpec};
+pub use table::{ExportPlan, Exported, Shard, StrRows, Table, TableSpec};

@@ -2,7 +2,7 @@
 
 mod support;
 
-use redis_embedding::{ErrorKind, KeyType, Rows, Table, TableSpec, ValueType};
+use redis_embedding::{ErrorKind, ExportPlan, KeyType, Rows, Table, TableSpec, ValueType};
 use support::{f32_bytes, f32s, i64_keys, Server};
 
 fn spec(name: &str, vt: ValueType, dim: usize) -> TableSpec {
@@ -418,6 +418,43 @@ fn export_returns_every_row_once() {
     for (k, v) in rows {
         assert_eq!(v, [k as f32, -(k as f32)]);
     }
+}
+
+#[test]
+fn the_export_op_streams_fixed_rows_and_reads_string_rows_first() {
+    // The two steps the export kernel runs: plan (how many rows to allocate), then fill.
+    let s = Server::start();
+    let t = f32_table(&s, "emb", 2, "");
+    insert(&t, &[7, 8], &[1., 2., 3., 4.]);
+    let plan = t.export_plan().unwrap();
+    assert!(matches!(plan, ExportPlan::Stream { capacity } if capacity >= 2));
+    let (mut kb, mut vb) = (vec![0u8; plan.rows() * 8], vec![0u8; plan.rows() * 8]);
+    assert_eq!(t.export_fill(&plan, &mut kb, &mut vb).unwrap(), 2);
+    let mut keys = [kb[..8].to_vec(), kb[8..16].to_vec()];
+    keys.sort();
+    assert_eq!(keys.concat(), i64_keys(&[7, 8]));
+
+    // String values: the rows are read first, and only the fixed-size keys are filled.
+    let t = Table::open(s.config(""), spec("sv", ValueType::Str, 1)).unwrap();
+    let offs = [0u64, 2, 5];
+    let rows = Rows::Str {
+        data: b"abcde",
+        offsets: &offs,
+        dim: 1,
+    };
+    t.insert(&t.keys(&i64_keys(&[1, 2]), &[]).unwrap(), &rows)
+        .unwrap();
+    let plan = t.export_plan().unwrap();
+    assert_eq!(plan.rows(), 2);
+    let ex = plan.exported().unwrap();
+    assert_eq!(ex.str_values.offsets.len(), 3);
+    let mut kb = vec![0u8; 16];
+    assert_eq!(t.export_fill(&plan, &mut kb, &mut []).unwrap(), 2);
+    assert_eq!(kb, ex.keys);
+    // A key buffer of the wrong size is a bug reported, not a silent truncation.
+    let e = t.export_fill(&plan, &mut [0u8; 8], &mut []).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal);
+    assert!(e.message().contains("key bytes (16)"), "{e}");
 }
 
 #[test]

@@ -79,34 +79,115 @@ pub trait Servers: Sync {
     fn pipeline(&self, addr: &str, items: &[(usize, bool)]) -> Vec<Outcome>;
 }
 
-/// Runs `chunks` (command `i` is built by `encode(conn, &chunks[i])` and its reply read by
-/// `decode`) against the servers owning `slot_of(chunk)`.
-#[allow(clippy::too_many_arguments)]
-pub fn run<S, E, D>(
-    router: &Router,
-    chunks: &[Chunk],
-    slot_of: S,
+/// One op's commands, as data: how the command of each chunk is encoded and its reply
+/// decoded, whether the op reads or writes, and whether a command may be sent again after its
+/// connection failed. The executor ([`run`]) owns everything else: grouping by server,
+/// pipelines, redirects, refusals, retries. A new op is one more `Request` (a struct of its
+/// own, or [`Commands`] for a few lines of encoding and decoding).
+pub trait Request: Sync {
+    /// Read (a replica may serve it when `redis_read_access_slave` allows) or write (the
+    /// master, followed by WAIT when `rde_wait_replicas` asks for it).
+    fn access(&self) -> Access;
+    /// Whether a command whose connection failed after it was sent may be resent (the op is
+    /// idempotent). Redirected and refused commands never ran and are always resent.
+    fn resend_safe(&self) -> bool;
+    /// Writes the command of `chunk` to `conn`.
+    fn encode(&self, conn: &mut Conn, chunk: &Chunk);
+    /// Reads the reply to the command of `chunk`. Pipelines to different servers decode in
+    /// parallel, so state shared between chunks needs a lock (or disjoint writes).
+    fn decode(&self, conn: &mut Conn, chunk: &Chunk) -> Result<()>;
+}
+
+/// A [`Request`] made of an encoding and a decoding closure.
+pub struct Commands<E, D> {
     access: Access,
-    idempotent: bool,
-    retry: Retry,
+    resend_safe: bool,
     encode: E,
     decode: D,
-) -> Result<()>
+}
+
+impl<E, D> Commands<E, D>
 where
-    S: Fn(&Chunk) -> usize,
     E: Fn(&mut Conn, &Chunk) + Sync,
     D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
 {
+    /// Commands that may be resent after a failed connection: running one twice leaves the
+    /// same state (reads, HSET, HDEL, …).
+    pub fn idempotent(access: Access, encode: E, decode: D) -> Self {
+        Commands {
+            access,
+            resend_safe: true,
+            encode,
+            decode,
+        }
+    }
+
+    /// Commands that must never run twice (accum's compare-and-set and add scripts): a
+    /// command whose connection failed after sending is reported, not resent.
+    pub fn once(access: Access, encode: E, decode: D) -> Self {
+        Commands {
+            access,
+            resend_safe: false,
+            encode,
+            decode,
+        }
+    }
+}
+
+impl<E, D> Request for Commands<E, D>
+where
+    E: Fn(&mut Conn, &Chunk) + Sync,
+    D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
+{
+    fn access(&self) -> Access {
+        self.access
+    }
+    fn resend_safe(&self) -> bool {
+        self.resend_safe
+    }
+    fn encode(&self, conn: &mut Conn, chunk: &Chunk) {
+        (self.encode)(conn, chunk)
+    }
+    fn decode(&self, conn: &mut Conn, chunk: &Chunk) -> Result<()> {
+        (self.decode)(conn, chunk)
+    }
+}
+
+/// Runs `req` for `chunks` (one command each) against the servers owning `slot_of(chunk)`
+/// through Redis pipelines; see [`execute`].
+pub fn run<R: Request>(
+    router: &Router,
+    retry: Retry,
+    chunks: &[Chunk],
+    slot_of: impl Fn(&Chunk) -> usize,
+    req: &R,
+) -> Result<()> {
     let slots: Vec<usize> = chunks.iter().map(slot_of).collect();
     let servers = pipeline::Redis {
         router,
         chunks,
-        access,
-        encode,
-        decode,
+        req,
     };
-    execute(&servers, &slots, idempotent, retry)
+    execute(&servers, &slots, req.resend_safe(), retry)
 }
+
+/// Keys per round of a call: larger batches are processed window by window, which bounds the
+/// write buffers and the dedup map (and keeps TFRA's last-write-wins order across windows).
+pub const WINDOW: usize = 65_536;
+
+/// For a call of `n` keys over one window: `None`, the caller works on them at once. Else
+/// `f(a, b)` runs on each window `[a, b)` in order (so a key repeated across windows keeps
+/// TFRA's last-write-wins), stopping at the first error.
+pub fn in_windows(n: usize, mut f: impl FnMut(usize, usize) -> Result<()>) -> Option<Result<()>> {
+    (n > WINDOW).then(|| {
+        (0..n)
+            .step_by(WINDOW)
+            .try_for_each(|a| f(a, (a + WINDOW).min(n)))
+    })
+}
+
+/// A command still to send: its chunk index, and the node an ASK redirect named.
+type Pending = (usize, Option<String>);
 
 /// Sends command `i` (for `i < slots.len()`) to the owner of `slots[i]` until each has
 /// succeeded, or fails: at once on a fatal reply, or for a command that may have run when it
@@ -117,91 +198,27 @@ pub fn execute<S: Servers>(
     idempotent: bool,
     retry: Retry,
 ) -> Result<()> {
-    // (chunk index, ASK target)
-    let mut pending: Vec<(usize, Option<String>)> = (0..slots.len()).map(|i| (i, None)).collect();
+    let mut pending: Vec<Pending> = (0..slots.len()).map(|i| (i, None)).collect();
     let mut attempt = 0u32;
     loop {
-        let mut groups: FxHashMap<String, Vec<(usize, bool)>> = FxHashMap::default();
-        // A slot with no known owner (a failover in progress) is retried after a refresh.
-        let mut unroutable = Vec::new();
-        for (ci, ask) in pending.drain(..) {
-            let is_ask = ask.is_some();
-            let addr = match ask {
-                Some(a) => a,
-                None => match servers.addr_for(slots[ci]) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        unroutable.push(Outcome::Refused(ci, e));
-                        continue;
-                    }
-                },
-            };
-            groups.entry(addr).or_default().push((ci, is_ask));
-        }
-        // One pipeline per server. Splitting one server's commands over several connections
-        // only moved them between threads: at 16,384 keys x 64 f32 on one server, four
-        // pipelines cost 0.17-0.21 us of client CPU per key against 0.14-0.18 for one, at the
-        // same or lower keys/s (the server runs one command at a time, and replies stream
-        // back while later ones run).
-        let pipes: Vec<(String, Vec<(usize, bool)>)> = groups.into_iter().collect();
-        let outcomes: Mutex<Vec<Outcome>> = Mutex::new(unroutable);
-        exec::run_all(pipes.len(), |p| {
-            let (addr, items) = &pipes[p];
-            let out = servers.pipeline(addr, items);
-            sync::lock(&outcomes).extend(out);
-            Ok(())
-        })?;
-        let mut last_err = None;
-        let mut refresh = false;
-        for o in sync::into_inner(outcomes) {
-            match o {
-                Outcome::Fatal(e) => {
-                    stats::add(Counter::RequestsFailed, 1);
-                    return Err(e);
-                }
-                Outcome::Moved(ci, slot, addr) => {
-                    stats::add(Counter::Redirects, 1);
-                    // The redirect names the new owner: record it, no full topology query.
-                    servers.moved(slot, &addr);
-                    pending.push((ci, None));
-                }
-                Outcome::Ask(ci, addr) => {
-                    stats::add(Counter::Redirects, 1);
-                    pending.push((ci, Some(addr)));
-                }
-                Outcome::Refused(ci, e) => {
-                    if e.server().is_some() {
-                        stats::add(Counter::Refusals, 1);
-                    }
-                    refresh = true;
-                    pending.push((ci, None));
-                    last_err = Some(e);
-                }
-                Outcome::Unknown(ci, e) => {
-                    if !idempotent {
-                        stats::add(Counter::RequestsFailed, 1);
-                        return Err(e.context("the connection failed after the request was sent, so it is not retried"));
-                    }
-                    refresh = true;
-                    pending.push((ci, None));
-                    last_err = Some(e);
-                }
-            }
-        }
+        let outcomes = send_round(servers, slots, std::mem::take(&mut pending))?;
+        let round = settle(servers, outcomes, idempotent, &mut pending)?;
         if pending.is_empty() {
             return Ok(());
         }
         attempt += 1;
         if attempt > retry.attempts {
             stats::add(Counter::RequestsFailed, 1);
-            let e = last_err.unwrap_or_else(|| Error::new(ErrorKind::Server, "too many redirects"));
+            let e = round
+                .last_err
+                .unwrap_or_else(|| Error::new(ErrorKind::Server, "too many redirects"));
             return Err(e.context(format!("gave up after {} retries", retry.attempts)));
         }
         stats::add(Counter::Retries, 1);
-        if last_err.is_some() {
+        if round.last_err.is_some() {
             std::thread::sleep(retry.pause(attempt));
         }
-        if refresh && servers.has_topology() {
+        if round.refresh && servers.has_topology() {
             stats::add(Counter::TopologyRefreshes, 1);
             // A failed refresh (the master is still down, say) is retried on the next round.
             if let Err(e) = servers.refresh() {
@@ -211,6 +228,108 @@ pub fn execute<S: Servers>(
     }
 }
 
+/// Groups `pending` by the server that owns each command's slot (or that its ASK named) and
+/// sends each group as one pipeline, all in parallel; returns the outcome of every command
+/// that did not succeed. A slot with no known owner (a failover in progress) is refused, to
+/// be retried after a refresh.
+fn send_round<S: Servers>(
+    servers: &S,
+    slots: &[usize],
+    pending: Vec<Pending>,
+) -> Result<Vec<Outcome>> {
+    let mut groups: FxHashMap<String, Vec<(usize, bool)>> = FxHashMap::default();
+    let mut unroutable = Vec::new();
+    for (ci, ask) in pending {
+        let is_ask = ask.is_some();
+        let addr = match ask {
+            Some(a) => a,
+            None => match servers.addr_for(slots[ci]) {
+                Ok(a) => a,
+                Err(e) => {
+                    unroutable.push(Outcome::Refused(ci, e));
+                    continue;
+                }
+            },
+        };
+        groups.entry(addr).or_default().push((ci, is_ask));
+    }
+    // One pipeline per server. Splitting one server's commands over several connections
+    // only moved them between threads: at 16,384 keys x 64 f32 on one server, four
+    // pipelines cost 0.17-0.21 us of client CPU per key against 0.14-0.18 for one, at the
+    // same or lower keys/s (the server runs one command at a time, and replies stream
+    // back while later ones run).
+    let pipes: Vec<(String, Vec<(usize, bool)>)> = groups.into_iter().collect();
+    let outcomes: Mutex<Vec<Outcome>> = Mutex::new(unroutable);
+    exec::run_all(pipes.len(), |p| {
+        let (addr, items) = &pipes[p];
+        let out = servers.pipeline(addr, items);
+        sync::lock(&outcomes).extend(out);
+        Ok(())
+    })?;
+    Ok(sync::into_inner(outcomes))
+}
+
+/// What a round of sending left to do besides resending.
+struct Round {
+    /// The last error that made a command be resent (reported if the retries run out).
+    last_err: Option<Error>,
+    /// Whether the topology should be re-learned first.
+    refresh: bool,
+}
+
+/// Acts on each outcome of a round: fails the request on a fatal reply, or on a command that
+/// may have run when the request is not `idempotent`; records MOVED owners; queues every other
+/// command in `pending` to be resent.
+fn settle<S: Servers>(
+    servers: &S,
+    outcomes: Vec<Outcome>,
+    idempotent: bool,
+    pending: &mut Vec<Pending>,
+) -> Result<Round> {
+    let mut round = Round {
+        last_err: None,
+        refresh: false,
+    };
+    for o in outcomes {
+        match o {
+            Outcome::Fatal(e) => {
+                stats::add(Counter::RequestsFailed, 1);
+                return Err(e);
+            }
+            Outcome::Moved(ci, slot, addr) => {
+                stats::add(Counter::Redirects, 1);
+                // The redirect names the new owner: record it, no full topology query.
+                servers.moved(slot, &addr);
+                pending.push((ci, None));
+            }
+            Outcome::Ask(ci, addr) => {
+                stats::add(Counter::Redirects, 1);
+                pending.push((ci, Some(addr)));
+            }
+            Outcome::Refused(ci, e) => {
+                if e.server().is_some() {
+                    stats::add(Counter::Refusals, 1);
+                }
+                round.refresh = true;
+                pending.push((ci, None));
+                round.last_err = Some(e);
+            }
+            Outcome::Unknown(ci, e) => {
+                if !idempotent {
+                    stats::add(Counter::RequestsFailed, 1);
+                    return Err(e.context(
+                        "the connection failed after the request was sent, so it is not retried",
+                    ));
+                }
+                round.refresh = true;
+                pending.push((ci, None));
+                round.last_err = Some(e);
+            }
+        }
+    }
+    Ok(round)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +337,41 @@ mod tests {
 
     fn reply(text: &str) -> Error {
         Error::server_reply("127.0.0.1:7000", text)
+    }
+
+    #[test]
+    fn windows_cover_a_large_call_in_order_and_stop_at_the_first_error() {
+        assert!(in_windows(WINDOW, |_, _| unreachable!()).is_none());
+        let mut seen = Vec::new();
+        let n = 2 * WINDOW + 5;
+        in_windows(n, |a, b| {
+            seen.push((a, b));
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, [(0, WINDOW), (WINDOW, 2 * WINDOW), (2 * WINDOW, n)]);
+        let mut calls = 0;
+        let e = in_windows(n, |a, _| {
+            calls += 1;
+            if a == WINDOW {
+                return Err(Error::invalid("second window"));
+            }
+            Ok(())
+        })
+        .unwrap()
+        .unwrap_err();
+        assert_eq!((calls, e.message()), (2, "second window"));
+    }
+
+    #[test]
+    fn commands_declare_their_access_and_whether_they_may_be_resent() {
+        let enc = |_: &mut Conn, _: &Chunk| {};
+        let dec = |_: &mut Conn, _: &Chunk| Ok(());
+        let r = Commands::idempotent(Access::Read, enc, dec);
+        assert!(r.resend_safe() && r.access() == Access::Read);
+        let w = Commands::once(Access::Write, enc, dec);
+        assert!(!w.resend_safe() && w.access() == Access::Write);
     }
 
     #[test]

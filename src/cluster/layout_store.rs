@@ -7,7 +7,7 @@
 
 use std::sync::Mutex;
 
-use crate::cluster::dispatch::{self, Retry};
+use crate::cluster::dispatch::{self, Commands, Retry};
 use crate::cluster::layout::{self, Buckets};
 use crate::cluster::route::{Access, Router};
 use crate::config::{Config, ConnectionMode};
@@ -102,23 +102,20 @@ pub fn call(
 ) -> Result<Reply> {
     let reply = Mutex::new(None);
     let slot = layout::key_slot(key);
-    dispatch::run(
-        router,
-        &[Chunk {
-            bucket: 0,
-            start: 0,
-            end: 0,
-        }],
-        |_| slot,
+    let chunk = Chunk {
+        bucket: 0,
+        start: 0,
+        end: 0,
+    };
+    let req = Commands::idempotent(
         access,
-        true,
-        retry,
         |c, _| c.cmd(args),
         |c, _| {
             *sync::lock(&reply) = Some(c.read_reply()?);
             Ok(())
         },
-    )?;
+    );
+    dispatch::run(router, retry, &[chunk], |_| slot, &req)?;
     Ok(sync::into_inner(reply).unwrap_or(Reply::Nil))
 }
 

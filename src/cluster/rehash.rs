@@ -12,12 +12,20 @@ use crate::cluster::dispatch::Retry;
 use crate::cluster::layout::display_bytes;
 use crate::cluster::layout_store::{call, Layout};
 use crate::cluster::route::{Access, Router};
+use crate::cluster::scan::{self, HashRead};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
-use crate::resp::conn::Reply;
+use crate::resp::conn::{FlatPage, Reply};
 
 /// A (field, value) pair borrowed from a scanned page.
 type Row<'a> = (&'a [u8], &'a [u8]);
+
+/// The (field, value) pairs of a page.
+fn pairs(items: &FlatPage) -> impl Iterator<Item = Row<'_>> {
+    (0..items.len())
+        .step_by(2)
+        .map(|i| (items.item(i), items.item(i + 1)))
+}
 
 /// What the migration needs to know about the table.
 pub struct Mover<'a> {
@@ -78,47 +86,22 @@ impl Mover<'_> {
         layout.buckets.names().iter().map(|b| self.hlen(b)).sum()
     }
 
-    /// Calls `f` with each HSCAN page of `bucket`.
-    fn scan(
-        &self,
-        bucket: &[u8],
-        mut f: impl FnMut(Vec<(Vec<u8>, Vec<u8>)>) -> Result<()>,
-    ) -> Result<()> {
-        let count = self.batch.to_string();
+    /// Calls `f` with the field/value items of each HSCAN page of `bucket`.
+    fn scan(&self, bucket: &[u8], mut f: impl FnMut(&FlatPage) -> Result<()>) -> Result<()> {
         let mut cursor = b"0".to_vec();
+        let mut items = FlatPage::default();
         loop {
-            let page = call(
-                self.router,
-                self.retry,
-                bucket,
-                Access::Read,
-                &[b"HSCAN", bucket, &cursor, b"COUNT", count.as_bytes()],
-            )?;
-            let bad = || {
-                Error::new(
-                    ErrorKind::Server,
-                    format!(
-                        "HSCAN of {} replied with a malformed page",
-                        display_bytes(bucket)
-                    ),
-                )
+            let what = HashRead::Page {
+                cursor: &cursor,
+                count: self.batch,
             };
-            let Reply::Array(mut v) = page else {
-                return Err(bad());
-            };
-            let (Some(Reply::Array(items)), Some(Reply::Bulk(next))) = (v.pop(), v.pop()) else {
-                return Err(bad());
-            };
-            let mut rows = Vec::with_capacity(items.len() / 2);
-            let mut it = items.into_iter();
-            while let (Some(Reply::Bulk(k)), Some(Reply::Bulk(val))) = (it.next(), it.next()) {
-                rows.push((k, val));
+            let (page, next) = scan::read_page(self.router, self.retry, bucket, what, items)?;
+            f(&page)?;
+            match next {
+                Some(c) => cursor = c,
+                None => return Ok(()),
             }
-            f(rows)?;
-            if next == b"0" {
-                return Ok(());
-            }
-            cursor = next;
+            items = page;
         }
     }
 
@@ -156,9 +139,9 @@ impl Mover<'_> {
         let mut progress = Progress::new(format!("{what} {}", self.name), total);
         let mut copied = 0u64;
         for sb in src.buckets.names() {
-            self.scan(sb, |rows| {
+            self.scan(sb, |items| {
                 let mut by_dst: FxHashMap<usize, Vec<Row<'_>>> = FxHashMap::default();
-                for (k, v) in &rows {
+                for (k, v) in pairs(items) {
                     let d = dst.bucket_of(k, self.numeric, self.hashed);
                     if dst.buckets.name(d) != sb.as_slice() {
                         by_dst.entry(d).or_default().push((k, v));
@@ -169,7 +152,7 @@ impl Mover<'_> {
                     copied += part.len() as u64;
                     failpoint(copied)?;
                 }
-                progress.add(rows.len() as u64, 0);
+                progress.add((items.len() / 2) as u64, 0);
                 Ok(())
             })?;
         }
@@ -184,9 +167,9 @@ impl Mover<'_> {
 
     /// Deletes from `sb` every row that `dst` places elsewhere and that is present there.
     fn delete_moved(&self, sb: &[u8], dst: &Layout) -> Result<()> {
-        self.scan(sb, |rows| {
+        self.scan(sb, |items| {
             let mut by_dst: FxHashMap<usize, Vec<&[u8]>> = FxHashMap::default();
-            for (k, _) in &rows {
+            for (k, _) in pairs(items) {
                 let d = dst.bucket_of(k, self.numeric, self.hashed);
                 if dst.buckets.name(d) != sb {
                     by_dst.entry(d).or_default().push(k);

@@ -7,8 +7,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::mpsc;
 use std::thread;
+
+use crate::handoff::{handoff, Feed};
 
 /// Alignment of buffer addresses, lengths and file offsets for `O_DIRECT` (the largest
 /// logical block size in common use).
@@ -77,10 +78,8 @@ impl Drop for AlignedBuf {
 pub struct BlockWriter {
     /// The buffer being filled.
     buf: AlignedBuf,
-    /// Full buffers to the writer thread.
-    full: Option<mpsc::SyncSender<AlignedBuf>>,
-    /// Written buffers back from it.
-    empty: mpsc::Receiver<AlignedBuf>,
+    /// Full buffers to the writer thread, written ones back from it.
+    feed: Option<Feed<AlignedBuf>>,
     writer: Option<thread::JoinHandle<io::Result<File>>>,
     direct: bool,
     /// Bytes handed to `write` so far (the final length of a created file).
@@ -110,26 +109,22 @@ impl BlockWriter {
     }
 
     fn start(mut file: File, direct: bool, buffer_bytes: usize) -> io::Result<BlockWriter> {
-        let (full_tx, full_rx) = mpsc::sync_channel::<AlignedBuf>(1);
-        let (empty_tx, empty_rx) = mpsc::channel::<AlignedBuf>();
-        empty_tx
-            .send(AlignedBuf::new(buffer_bytes)?)
-            .expect("receiver is alive");
+        let (feed, take) = handoff::<AlignedBuf>();
+        take.give_back(AlignedBuf::new(buffer_bytes)?);
         let writer = thread::Builder::new()
             .name("rde-file-writer".into())
             .spawn(move || {
-                for mut buf in full_rx {
+                for mut buf in take.iter() {
                     file.write_all(buf.filled())?;
                     buf.len = 0;
                     // The caller may have finished already; the buffer is then dropped.
-                    let _ = empty_tx.send(buf);
+                    take.give_back(buf);
                 }
                 Ok(file)
             })?;
         Ok(BlockWriter {
             buf: AlignedBuf::new(buffer_bytes)?,
-            full: Some(full_tx),
-            empty: empty_rx,
+            feed: Some(feed),
             writer: Some(writer),
             direct,
             len: 0,
@@ -138,9 +133,11 @@ impl BlockWriter {
 
     /// Hands the filled buffer to the writer thread and takes an empty one.
     fn swap(&mut self) -> io::Result<()> {
-        let sent = match (&self.full, self.empty.recv()) {
-            (Some(tx), Ok(spare)) => tx.send(std::mem::replace(&mut self.buf, spare)).is_ok(),
-            _ => false,
+        let sent = match &self.feed {
+            Some(feed) => feed
+                .wait_reuse()
+                .is_some_and(|spare| feed.send(std::mem::replace(&mut self.buf, spare))),
+            None => false,
         };
         if sent {
             return Ok(());
@@ -154,7 +151,7 @@ impl BlockWriter {
 
     /// Closes the channel and waits for the writer thread.
     fn stop(&mut self) -> io::Result<File> {
-        self.full = None;
+        self.feed = None;
         match self.writer.take() {
             Some(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
             None => Err(io::Error::other("the file writer thread stopped")),

@@ -10,10 +10,10 @@
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use crate::codec::{KeyType, Keys, Rows};
 use crate::error::{Error, Result};
+use crate::handoff::{self, Feed};
 use crate::persist::block_file::BlockWriter;
 
 /// At most this many bytes are buffered per file (in two halves: one filled while the other is
@@ -154,125 +154,158 @@ pub fn read_pair(
     batch_rows: usize,
     mut f: impl FnMut(&Keys<'_>, &Rows<'_>) -> Result<()>,
 ) -> Result<u64> {
-    let kp = with_suffix(base, "-keys");
-    let vp = with_suffix(base, "-values");
-    let kf = File::open(&kp).map_err(|e| Error::file("cannot open", &kp, e))?;
-    let vf = File::open(&vp).map_err(|e| Error::file("cannot open", &vp, e))?;
-    let (klen, vlen) = (
-        kf.metadata()
-            .map_err(|e| Error::file("cannot stat", &kp, e))?
-            .len(),
-        vf.metadata()
-            .map_err(|e| Error::file("cannot stat", &vp, e))?
-            .len(),
+    let mut pair = PairReader::open(base, key_type, dim, row_bytes)?;
+    let batch = batch_rows.max(1);
+    let mut total = 0u64;
+    // A reader thread fills the next batch while `f` upserts this one; at most three batches
+    // (reading, queued, upserting) are in memory, and upserted ones come back to be refilled.
+    let result = handoff::read_ahead(
+        |feed: &Feed<Batch>| pair.read_batches(batch, feed),
+        |b| {
+            b.hand_to(key_type, dim, row_bytes, &mut f)?;
+            total += b.rows as u64;
+            Ok(())
+        },
     );
-    if let (Some(w), true) = (key_type.width(), row_bytes > 0) {
-        let (nk, nv) = (klen / w as u64, vlen / row_bytes as u64);
-        if klen % w as u64 != 0 || vlen % row_bytes as u64 != 0 || nk != nv {
-            return Err(Error::data(format!(
-                "{} holds {klen} bytes ({nk} keys of {w}) but {} holds {vlen} bytes ({nv} rows of {row_bytes}); they do not match",
-                kp.display(),
-                vp.display()
-            )));
+    crate::exec::trim_heap();
+    result.map(|()| total)
+}
+
+/// The two files of a pair, read record by record.
+struct PairReader {
+    keys: BufReader<File>,
+    values: BufReader<File>,
+    key_path: PathBuf,
+    value_path: PathBuf,
+    key_type: KeyType,
+    dim: usize,
+    row_bytes: usize,
+}
+
+impl PairReader {
+    /// Opens `<base>-keys` and `<base>-values`; with fixed-size keys and rows, their lengths
+    /// must hold the same number of records.
+    fn open(base: &Path, key_type: KeyType, dim: usize, row_bytes: usize) -> Result<PairReader> {
+        let kp = with_suffix(base, "-keys");
+        let vp = with_suffix(base, "-values");
+        let kf = File::open(&kp).map_err(|e| Error::file("cannot open", &kp, e))?;
+        let vf = File::open(&vp).map_err(|e| Error::file("cannot open", &vp, e))?;
+        let len = |f: &File, p: &Path| {
+            f.metadata()
+                .map(|m| m.len())
+                .map_err(|e| Error::file("cannot stat", p, e))
+        };
+        let (klen, vlen) = (len(&kf, &kp)?, len(&vf, &vp)?);
+        if let (Some(w), true) = (key_type.width(), row_bytes > 0) {
+            let (nk, nv) = (klen / w as u64, vlen / row_bytes as u64);
+            if klen % w as u64 != 0 || vlen % row_bytes as u64 != 0 || nk != nv {
+                return Err(Error::data(format!(
+                    "{} holds {klen} bytes ({nk} keys of {w}) but {} holds {vlen} bytes ({nv} rows of {row_bytes}); they do not match",
+                    kp.display(),
+                    vp.display()
+                )));
+            }
         }
+        Ok(PairReader {
+            keys: BufReader::with_capacity(1 << 20, kf),
+            values: BufReader::with_capacity(1 << 20, vf),
+            key_path: kp,
+            value_path: vp,
+            key_type,
+            dim,
+            row_bytes,
+        })
     }
-    let mut kr = BufReader::with_capacity(1 << 20, kf);
-    let mut vr = BufReader::with_capacity(1 << 20, vf);
-    let corrupt = |what: &str| Error::data(format!("{} / {}: {what}", kp.display(), vp.display()));
-    // A file that ends inside a record is corrupt; any other read error is the file system's.
-    let read = |r: &mut BufReader<File>, path: &Path, n: usize, out: &mut Vec<u8>| {
+
+    fn corrupt(&self, what: &str) -> Error {
+        Error::data(format!(
+            "{} / {}: {what}",
+            self.key_path.display(),
+            self.value_path.display()
+        ))
+    }
+
+    /// Appends `n` bytes of the keys (`values` false) or values file to `out`; false at the
+    /// end of the file. A file that ends inside a record is corrupt; any other read error is
+    /// the file system's.
+    fn read(&mut self, values: bool, n: usize, out: &mut Vec<u8>) -> Result<bool> {
+        let (r, path) = if values {
+            (&mut self.values, &self.value_path)
+        } else {
+            (&mut self.keys, &self.key_path)
+        };
         read_exact_or_eof(r, n, out).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => corrupt(&e.to_string()),
+            std::io::ErrorKind::UnexpectedEof => self.corrupt(&e.to_string()),
             _ => Error::file("cannot read", path, e),
         })
-    };
-    let read_len =
-        |r: &mut BufReader<File>, path: &Path| -> Result<Option<usize>> {
-            let mut b = Vec::with_capacity(4);
-            Ok(read(r, path, 4, &mut b)?
-                .then(|| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
-        };
-    let (kp, vp) = (kp.as_path(), vp.as_path());
-    let batch = batch_rows.max(1);
-    // A reader thread fills the next batch while `f` upserts this one; at most three batches
-    // (reading, queued, upserting) are in memory.
-    let (tx, rx) = mpsc::sync_channel::<Batch>(1);
-    // Upserted batches come back to be refilled, so their buffers are allocated once.
-    let (back_tx, back_rx) = mpsc::channel::<Batch>();
-    let result = std::thread::scope(|s| {
-        let reader = s.spawn(move || -> Result<()> {
-            loop {
-                let mut b = back_rx.try_recv().unwrap_or_default();
-                b.clear();
-                while b.rows < batch {
-                    match key_type.width() {
-                        Some(w) => {
-                            if !read(&mut kr, kp, w, &mut b.keys)? {
-                                break;
-                            }
-                        }
-                        None => {
-                            let Some(len) = read_len(&mut kr, kp)? else {
-                                break;
-                            };
-                            if !read(&mut kr, kp, len, &mut b.keys)? && len > 0 {
-                                return Err(corrupt("the keys file ends inside a key"));
-                            }
-                            b.key_offs.push(b.keys.len() as u64);
-                        }
-                    }
-                    if row_bytes > 0 {
-                        if !read(&mut vr, vp, row_bytes, &mut b.values)? {
-                            return Err(corrupt(
-                                "the values file has fewer rows than the keys file",
-                            ));
-                        }
-                    } else {
-                        for _ in 0..dim {
-                            let Some(len) = read_len(&mut vr, vp)? else {
-                                return Err(corrupt(
-                                    "the values file has fewer rows than the keys file",
-                                ));
-                            };
-                            if !read(&mut vr, vp, len, &mut b.values)? && len > 0 {
-                                return Err(corrupt("the values file ends inside a value"));
-                            }
-                            b.value_offs.push(b.values.len() as u64);
-                        }
-                    }
-                    b.rows += 1;
-                }
-                let last = b.rows < batch;
-                if b.rows > 0 && tx.send(b).is_err() {
-                    return Ok(()); // `f` failed; its error is reported
-                }
-                if last {
-                    break;
-                }
+    }
+
+    /// A u32 LE length prefix; None at the end of the file.
+    fn read_len(&mut self, values: bool) -> Result<Option<usize>> {
+        let mut b = Vec::with_capacity(4);
+        Ok(self
+            .read(values, 4, &mut b)?
+            .then(|| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize))
+    }
+
+    /// Sends batches of `batch` rows (the last one shorter) to `feed` until the files end, then
+    /// checks that the values file ended with the keys file.
+    fn read_batches(&mut self, batch: usize, feed: &Feed<Batch>) -> Result<()> {
+        loop {
+            let mut b = feed.reuse().unwrap_or_default();
+            b.clear();
+            while b.rows < batch && self.read_row(&mut b)? {}
+            let last = b.rows < batch;
+            if b.rows > 0 && !feed.send(b) {
+                return Ok(()); // `f` failed; its error is reported
             }
-            if read(&mut vr, vp, 1, &mut Vec::new())? {
-                return Err(corrupt("the values file has more rows than the keys file"));
-            }
-            Ok(())
-        });
-        let mut total = 0u64;
-        let mut handed = Ok(());
-        for b in rx.iter() {
-            handed = b.hand_to(key_type, dim, row_bytes, &mut f);
-            if handed.is_err() {
+            if last {
                 break;
             }
-            total += b.rows as u64;
-            let _ = back_tx.send(b); // the reader may be done
         }
-        drop(rx);
-        let read = reader
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        handed.and(read).map(|()| total)
-    });
-    crate::exec::trim_heap();
-    result
+        if self.read(true, 1, &mut Vec::new())? {
+            return Err(self.corrupt("the values file has more rows than the keys file"));
+        }
+        Ok(())
+    }
+
+    /// Appends the next key and its row to `b`; false when the keys file has ended.
+    fn read_row(&mut self, b: &mut Batch) -> Result<bool> {
+        match self.key_type.width() {
+            Some(w) => {
+                if !self.read(false, w, &mut b.keys)? {
+                    return Ok(false);
+                }
+            }
+            None => {
+                let Some(len) = self.read_len(false)? else {
+                    return Ok(false);
+                };
+                if !self.read(false, len, &mut b.keys)? && len > 0 {
+                    return Err(self.corrupt("the keys file ends inside a key"));
+                }
+                b.key_offs.push(b.keys.len() as u64);
+            }
+        }
+        let short = "the values file has fewer rows than the keys file";
+        if self.row_bytes > 0 {
+            if !self.read(true, self.row_bytes, &mut b.values)? {
+                return Err(self.corrupt(short));
+            }
+        } else {
+            for _ in 0..self.dim {
+                let Some(len) = self.read_len(true)? else {
+                    return Err(self.corrupt(short));
+                };
+                if !self.read(true, len, &mut b.values)? && len > 0 {
+                    return Err(self.corrupt("the values file ends inside a value"));
+                }
+                b.value_offs.push(b.values.len() as u64);
+            }
+        }
+        b.rows += 1;
+        Ok(true)
+    }
 }
 
 /// Rows read from a file pair, owned so that they can cross to the upserting thread.

@@ -4,12 +4,13 @@
 
 use std::sync::Mutex;
 
-use super::{in_windows, Table};
+use super::Table;
 use crate::accum;
+use crate::cluster::dispatch::{in_windows, Commands};
 use crate::cluster::route::Access;
 use crate::codec::{Keys, Rows};
 use crate::error::{Error, ErrorKind, Result};
-use crate::plan::Plan;
+use crate::plan::{Chunk, Plan};
 use crate::resp::conn::Reply;
 use crate::stats;
 use crate::sync;
@@ -48,6 +49,19 @@ impl Table {
 
     fn accum_rows(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
         let n = keys.len();
+        self.check_accum_args(deltas, exists, n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if let Some(done) = in_windows(n, |a, b| {
+            self.accum_window(&keys.sub(a, b), &deltas.sub(a, b), &exists[a..b])
+        }) {
+            return done;
+        }
+        self.accum_window(keys, deltas, exists)
+    }
+
+    fn check_accum_args(&self, deltas: &Rows<'_>, exists: &[u8], n: usize) -> Result<()> {
         let vt = self.stored_vt;
         if !accum::supports(vt) {
             return Err(Error::invalid(format!(
@@ -62,16 +76,15 @@ impl Table {
                 exists.len()
             )));
         }
-        if n == 0 {
-            return Ok(());
-        }
-        if let Some(done) = in_windows(n, |a, b| {
-            self.accum_rows(&keys.sub(a, b), &deltas.sub(a, b), &exists[a..b])
-        }) {
-            return done;
-        }
+        Ok(())
+    }
+
+    /// One window of an accum: rounds of read, fold and compare-and-set until no key lost a
+    /// race; keys still contended after [`CAS_ROUNDS_BEFORE_SCRIPT`] rounds go through the
+    /// per-element script.
+    fn accum_window(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
         let plan = self.plan(keys);
-        let row = self.row;
+        let vt = self.stored_vt;
         let kss = self.cfg.keys_sending_size;
         let mut todo = vec![true; plan.distinct()];
         for attempt in 0..=ACCUM_CAS_ROUNDS {
@@ -89,66 +102,129 @@ impl Table {
             if chunks.is_empty() {
                 break;
             }
-            let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; plan.distinct()]);
-            self.dispatch(
-                &chunks,
-                Access::Write,
-                true,
-                |c, ch| self.encode_hmget(c, ch, &order, &plan, keys),
-                |c, ch| {
-                    self.read_hmget_header(c, ch)?;
-                    for &d in &order[ch.start..ch.end] {
-                        let v = match c.read_bulk_len()? {
-                            Some(len) if len == row => {
-                                let mut v = vec![0u8; len];
-                                c.payload(&mut v)?;
-                                Some(v)
-                            }
-                            Some(len) => {
-                                return Err(self.key_error(
-                                    self.bucket_name(ch),
-                                    keys.get(plan.first[d as usize] as usize),
-                                    format!("stored value has {len} bytes, expected {row}; nothing was accumulated for it"),
-                                ))
-                            }
-                            None => None,
-                        };
-                        sync::lock(&stored)[d as usize] = v;
-                    }
-                    Ok(())
-                },
-            )?;
+            let stored = self.read_baseline(keys, &plan, &order, &chunks)?;
             // 2. Fold each key's occurrences into its row, client-side.
-            let stored = sync::into_inner(stored);
-            let mut updates: Vec<Option<Vec<u8>>> = vec![None; plan.distinct()];
-            let delta_bytes = deltas_bytes(deltas);
-            for &d in &order {
-                let d = d as usize;
-                let ops = plan
-                    .positions(d)
-                    .map(|p| (exists[p] != 0, &delta_bytes[p * row..(p + 1) * row]));
-                updates[d] = accum::fold(vt, stored[d].as_deref(), ops);
-                todo[d] = updates[d].is_some();
-            }
+            let updates = self.fold_rows(deltas, exists, &plan, &order, &stored, &mut todo);
             // 3. Write each new row only if the key still holds what it was computed from.
             let (cas_order, cas_chunks) = plan.subset(&todo, kss);
             if cas_chunks.is_empty() {
                 break;
             }
-            let lost: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-            // Not idempotent: a CAS whose connection failed after sending may have applied, so
-            // it is reported, never resent. Redirected or refused commands are resent.
-            self.dispatch(
-                &cas_chunks,
+            let lost =
+                self.write_if_unchanged(keys, &plan, &cas_order, &cas_chunks, &stored, &updates)?;
+            // Keys that lost a race are read and recomputed in the next round.
+            todo.iter_mut().for_each(|t| *t = false);
+            if lost.is_empty() {
+                break;
+            }
+            for d in lost {
+                todo[d as usize] = true;
+            }
+            if attempt == ACCUM_CAS_ROUNDS {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "accum on {}: some keys kept changing under concurrent writers for {ACCUM_CAS_ROUNDS} rounds; the rest were applied",
+                        self.spec.embedding_name
+                    ),
+                ));
+            }
+        }
+        self.touch(&plan.chunks);
+        Ok(())
+    }
+
+    /// The stored row of each distinct key in `order` (None if absent), indexed by distinct
+    /// key; a row of the wrong length is an error naming its key.
+    fn read_baseline(
+        &self,
+        keys: &Keys<'_>,
+        plan: &Plan,
+        order: &[u32],
+        chunks: &[Chunk],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let row = self.row;
+        let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; plan.distinct()]);
+        let req = Commands::idempotent(
+            Access::Write,
+            |c, ch| self.encode_hmget(c, ch, order, plan, keys),
+            |c, ch| {
+                self.read_hmget_header(c, ch)?;
+                for &d in &order[ch.start..ch.end] {
+                    let v = match c.read_bulk_len()? {
+                        Some(len) if len == row => {
+                            let mut v = vec![0u8; len];
+                            c.payload(&mut v)?;
+                            Some(v)
+                        }
+                        Some(len) => {
+                            return Err(self.key_error(
+                                self.bucket_name(ch),
+                                keys.get(plan.first[d as usize] as usize),
+                                format!("stored value has {len} bytes, expected {row}; nothing was accumulated for it"),
+                            ))
+                        }
+                        None => None,
+                    };
+                    sync::lock(&stored)[d as usize] = v;
+                }
+                Ok(())
+            },
+        );
+        self.dispatch(chunks, &req)?;
+        Ok(sync::into_inner(stored))
+    }
+
+    /// Folds the occurrences of each key in `order` into its stored row: the rows to write,
+    /// indexed by distinct key; `todo` keeps only the keys whose row changes.
+    fn fold_rows(
+        &self,
+        deltas: &Rows<'_>,
+        exists: &[u8],
+        plan: &Plan,
+        order: &[u32],
+        stored: &[Option<Vec<u8>>],
+        todo: &mut [bool],
+    ) -> Vec<Option<Vec<u8>>> {
+        let row = self.row;
+        let mut updates: Vec<Option<Vec<u8>>> = vec![None; plan.distinct()];
+        let delta_bytes = deltas_bytes(deltas);
+        for &d in order {
+            let d = d as usize;
+            let ops = plan
+                .positions(d)
+                .map(|p| (exists[p] != 0, &delta_bytes[p * row..(p + 1) * row]));
+            updates[d] = accum::fold(self.stored_vt, stored[d].as_deref(), ops);
+            todo[d] = updates[d].is_some();
+        }
+        updates
+    }
+
+    /// Sends the compare-and-set script for the keys in `order`: each key gets its update only
+    /// if it still holds its `stored` row. Returns the keys that lost the race.
+    fn write_if_unchanged(
+        &self,
+        keys: &Keys<'_>,
+        plan: &Plan,
+        order: &[u32],
+        chunks: &[Chunk],
+        stored: &[Option<Vec<u8>>],
+        updates: &[Option<Vec<u8>>],
+    ) -> Result<Vec<u32>> {
+        let lost: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+        // Not idempotent: a CAS whose connection failed after sending may have applied, so
+        // it is reported, never resent. Redirected or refused commands are resent.
+        self.dispatch(
+            chunks,
+            &Commands::once(
                 Access::Write,
-                false,
                 |c, ch| {
                     c.begin(4 + 3 * (ch.end - ch.start));
                     c.arg(b"EVAL");
                     c.arg(accum::CAS_SCRIPT.as_bytes());
                     c.arg(b"1");
                     c.arg(self.bucket_name(ch));
-                    for &d in &cas_order[ch.start..ch.end] {
+                    for &d in &order[ch.start..ch.end] {
                         let d = d as usize;
                         c.arg(keys.get(plan.first[d] as usize));
                         match &stored[d] {
@@ -173,37 +249,16 @@ impl Table {
                     let mut lost = sync::lock(&lost);
                     for f in failed {
                         if let Reply::Int(i) = f {
-                            if let Some(&d) =
-                                cas_order.get(ch.start + (i as usize).saturating_sub(1))
-                            {
+                            if let Some(&d) = order.get(ch.start + (i as usize).saturating_sub(1)) {
                                 lost.push(d);
                             }
                         }
                     }
                     Ok(())
                 },
-            )?;
-            // Keys that lost a race are read and recomputed in the next round.
-            todo.iter_mut().for_each(|t| *t = false);
-            let lost = sync::into_inner(lost);
-            if lost.is_empty() {
-                break;
-            }
-            for d in lost {
-                todo[d as usize] = true;
-            }
-            if attempt == ACCUM_CAS_ROUNDS {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "accum on {}: some keys kept changing under concurrent writers for {ACCUM_CAS_ROUNDS} rounds; the rest were applied",
-                        self.spec.embedding_name
-                    ),
-                ));
-            }
-        }
-        self.touch(&plan.chunks);
-        Ok(())
+            ),
+        )?;
+        Ok(sync::into_inner(lost))
     }
 
     /// Applies the occurrences of the keys marked in `todo` with [`accum::ADD_SCRIPT`].
@@ -218,10 +273,8 @@ impl Table {
         let vt = self.stored_vt;
         let (order, chunks) = plan.subset(todo, self.cfg.keys_sending_size);
         let occurrences = |d: u32| plan.positions(d as usize);
-        self.dispatch(
-            &chunks,
+        let req = Commands::once(
             Access::Write,
-            false,
             |c, ch| {
                 let ds = &order[ch.start..ch.end];
                 let flags: Vec<u8> = ds
@@ -252,7 +305,10 @@ impl Table {
                     Some(accum::ScriptResult::WrongLength { pair, len }) => (pair, len),
                     None => return Err(c.protocol(format!("the accum script replied {reply:?}"))),
                 };
-                let p = order[ch.start..ch.end].iter().flat_map(|&d| occurrences(d)).nth(pair.wrapping_sub(1));
+                let p = order[ch.start..ch.end]
+                    .iter()
+                    .flat_map(|&d| occurrences(d))
+                    .nth(pair.wrapping_sub(1));
                 match p {
                     Some(p) => Err(self.key_error(
                         self.bucket_name(ch),
@@ -262,6 +318,7 @@ impl Table {
                     None => Err(c.protocol(format!("the accum script named pair {pair}, beyond the command"))),
                 }
             },
-        )
+        );
+        self.dispatch(&chunks, &req)
     }
 }

@@ -1,12 +1,81 @@
 //! Checkpoint save as tensors: `export` (per `table_store_mode`) and `export_into` (straight
-//! into caller-allocated buffers). The rows are streamed by [`super::scan`].
+//! into caller-allocated buffers), and the choice between them that the export op makes
+//! ([`Table::export_plan`], [`Table::export_fill`]). The rows are streamed by [`super::scan`].
 
 use super::{Exported, StrRows, Table};
 use crate::codec::{decode_str_row, KeyType};
 use crate::config::StoreMode;
 use crate::error::{Error, ErrorKind, Result};
 
+/// How an export reaches the op's output buffers, as [`Table::export_plan`] chose it.
+#[derive(Debug)]
+pub enum ExportPlan {
+    /// Fixed-size keys and values: the rows stream straight into the caller's buffers (the
+    /// outputs are then the filled prefix of them).
+    Stream {
+        /// Rows to allocate: the row count plus headroom for rows added meanwhile.
+        capacity: usize,
+    },
+    /// The rows, already read ([`Table::export`]): string keys or values, or the empty export
+    /// of `table_store_mode` 1 and 2 and of shards other than the first.
+    Rows(Exported),
+}
+
+impl ExportPlan {
+    /// How many rows the caller allocates before [`Table::export_fill`].
+    pub fn rows(&self) -> usize {
+        match self {
+            ExportPlan::Stream { capacity } => *capacity,
+            ExportPlan::Rows(ex) => ex.len,
+        }
+    }
+
+    /// The rows read ahead, if the plan holds them (string keys and values are copied out of
+    /// them by the caller, which owns the string tensors).
+    pub fn exported(&self) -> Option<&Exported> {
+        match self {
+            ExportPlan::Stream { .. } => None,
+            ExportPlan::Rows(ex) => Some(ex),
+        }
+    }
+}
+
 impl Table {
+    /// The export op's first step: streams when keys and values have fixed sizes and the
+    /// export returns rows ([`Table::export_capacity`]), else reads the rows now
+    /// ([`Table::export`]). The caller then allocates [`ExportPlan::rows`] rows and calls
+    /// [`Table::export_fill`].
+    pub fn export_plan(&self) -> Result<ExportPlan> {
+        Ok(match self.export_capacity()? {
+            Some(capacity) => ExportPlan::Stream { capacity },
+            None => ExportPlan::Rows(self.export()?),
+        })
+    }
+
+    /// The export op's second step: writes the fixed-size keys and values of `plan` into
+    /// buffers of [`ExportPlan::rows`] rows and returns the number of rows exported. String keys
+    /// or values are not written here (the buffer for them is empty): the caller copies them
+    /// from [`ExportPlan::exported`]. A fixed-size buffer of the wrong length is a bug, reported
+    /// as [`ErrorKind::Internal`] rather than truncated.
+    pub fn export_fill(
+        &self,
+        plan: &ExportPlan,
+        keys_out: &mut [u8],
+        values_out: &mut [u8],
+    ) -> Result<usize> {
+        let ex = match plan {
+            ExportPlan::Stream { .. } => return self.export_into(keys_out, values_out),
+            ExportPlan::Rows(ex) => ex,
+        };
+        if self.spec.key_type.width().is_some() {
+            copy_exact("key", &ex.keys, keys_out)?;
+        }
+        if self.row > 0 {
+            copy_exact("value", &ex.values, values_out)?;
+        }
+        Ok(ex.len)
+    }
+
     /// Checkpoint save. Mode 0: the whole table (shard 1 only, see [`Shard`](super::Shard)).
     /// Mode 1: each bucket DUMPed to its file (see [`crate::persist::rdb`]) and empty tensors.
     /// Mode 2: empty tensors.
@@ -113,4 +182,20 @@ impl Table {
         })?;
         Ok(n)
     }
+}
+
+/// Copies exported bytes into an output buffer that must hold exactly them.
+fn copy_exact(what: &str, from: &[u8], to: &mut [u8]) -> Result<()> {
+    if from.len() != to.len() {
+        return Err(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "exported {what} bytes ({}) do not match the {what} output ({} bytes)",
+                from.len(),
+                to.len()
+            ),
+        ));
+    }
+    to.copy_from_slice(from);
+    Ok(())
 }

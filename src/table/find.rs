@@ -2,10 +2,13 @@
 
 use std::sync::Mutex;
 
-use super::{in_windows, Shared, StrRows, Table};
+use super::{Shared, StrRows, Table};
+use crate::cluster::dispatch::{in_windows, Commands, Request};
 use crate::cluster::route::Access;
 use crate::codec::{decode_str_row, Keys, Rows, Storage};
 use crate::error::{Error, Result};
+use crate::plan::{Chunk, Plan};
+use crate::resp::conn::Conn;
 use crate::stats;
 use crate::sync;
 
@@ -57,6 +60,35 @@ impl Table {
         mut exists: Option<&mut [u8]>,
     ) -> Result<()> {
         let (n, row) = (keys.len(), self.row);
+        let per_key = self.check_find_args(n, defaults, out, exists.as_deref())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let windowed = in_windows(n, |a, b| {
+            let d = if per_key {
+                &defaults[a * row..b * row]
+            } else {
+                defaults
+            };
+            let e = exists.as_deref_mut().map(|e| &mut e[a..b]);
+            self.find_window(&keys.sub(a, b), d, per_key, &mut out[a * row..b * row], e)
+        });
+        if let Some(done) = windowed {
+            return done;
+        }
+        self.find_window(keys, defaults, per_key, out, exists)
+    }
+
+    /// Checks a lookup's buffers against `n` keys; returns whether `defaults` holds one row
+    /// per key (else its first row serves every miss).
+    fn check_find_args(
+        &self,
+        n: usize,
+        defaults: &[u8],
+        out: &[u8],
+        exists: Option<&[u8]>,
+    ) -> Result<bool> {
+        let row = self.row;
         if row == 0 {
             return Err(Error::invalid(
                 "string values are looked up with find_strings",
@@ -68,94 +100,69 @@ impl Table {
                 out.len()
             )));
         }
-        if exists.as_ref().is_some_and(|e| e.len() != n) {
+        if exists.is_some_and(|e| e.len() != n) {
             return Err(Error::invalid("exists output must have one entry per key"));
         }
-        if n == 0 {
-            return Ok(());
-        }
         let per_key = defaults.len() == out.len();
-        if !per_key && defaults.len() < row {
+        if n > 0 && !per_key && defaults.len() < row {
             return Err(Error::invalid(format!(
                 "default_value has {} elements; it needs at least dim = {} (or one row per key)",
                 defaults.len() / self.spec.value_type.elem_size().unwrap_or(1),
                 self.spec.dim
             )));
         }
-        let windowed = in_windows(n, |a, b| {
-            let d = if per_key {
-                &defaults[a * row..b * row]
-            } else {
-                defaults
-            };
-            let e = exists.as_deref_mut().map(|e| &mut e[a..b]);
-            self.find_rows(&keys.sub(a, b), d, &mut out[a * row..b * row], e)
-        });
-        if let Some(done) = windowed {
-            return done;
-        }
+        Ok(per_key)
+    }
+
+    /// One window of a lookup: one HMGET per chunk, each reply read straight into the output.
+    fn find_window(
+        &self,
+        keys: &Keys<'_>,
+        defaults: &[u8],
+        per_key: bool,
+        out: &mut [u8],
+        exists: Option<&mut [u8]>,
+    ) -> Result<()> {
         let plan = self.plan(keys);
-        let out_sh = Shared::new(out);
-        let exists_sh = exists.map(Shared::new);
-        self.dispatch(
-            &plan.chunks,
-            Access::Read,
-            true,
-            |c, ch| self.encode_hmget(c, ch, &plan.order, &plan, keys),
-            |c, ch| {
-                self.read_hmget_header(c, ch)?;
-                // Each reply is scattered to every position of its key as it is read, so the
-                // copies for duplicate keys and defaults overlap the server's work on the
-                // next commands instead of following the last reply.
-                // SAFETY (every `slice` below): the rows and flags written belong to the
-                // occurrences of this chunk's distinct keys only, and each chunk is decoded
-                // by one task at a time.
-                for &d in &plan.order[ch.start..ch.end] {
-                    let pos = plan.first[d as usize] as usize;
-                    let hit = match c.read_bulk_len()? {
-                        None => false,
-                        Some(len) if len == row => true,
-                        Some(len) => {
-                            return Err(self.key_error(
-                                self.bucket_name(ch),
-                                keys.get(pos),
-                                format!(
-                                    "stored value has {len} bytes, expected dim {} × {} = {row}",
-                                    self.spec.dim,
-                                    self.spec.value_type.tf_name()
-                                ),
-                            ))
-                        }
-                    };
-                    let found: Option<&[u8]> = if hit {
-                        let dst = unsafe { out_sh.slice(pos * row, row) };
-                        c.payload(dst)?;
-                        Some(dst)
-                    } else {
-                        None
-                    };
-                    for p in plan.positions(d as usize) {
-                        let from = match found {
-                            Some(_) if p == pos => None, // read in place
-                            Some(r) => Some(r),
-                            None if per_key => Some(&defaults[p * row..(p + 1) * row]),
-                            None => Some(&defaults[..row]),
-                        };
-                        if let Some(from) = from {
-                            let dst = unsafe { out_sh.slice(p * row, row) };
-                            dst.copy_from_slice(from);
-                        }
-                        if let Some(e) = &exists_sh {
-                            let flag = unsafe { e.slice(p, 1) };
-                            flag[0] = hit as u8;
-                        }
-                    }
-                }
-                Ok(())
+        let lookup = Lookup {
+            table: self,
+            keys,
+            plan: &plan,
+            to: Scatter {
+                out: Shared::new(out),
+                exists: exists.map(Shared::new),
+                defaults,
+                per_key,
+                row: self.row,
             },
-        )?;
+        };
+        self.dispatch(&plan.chunks, &lookup)?;
         self.touch(&[]);
         Ok(())
+    }
+
+    /// Reads the length of the next HMGET value, the stored row of the key at `pos`: None if
+    /// the key is absent; a length other than a row's is an error naming bucket and key.
+    fn stored_row_len(
+        &self,
+        c: &mut Conn,
+        ch: &Chunk,
+        keys: &Keys<'_>,
+        pos: usize,
+    ) -> Result<Option<usize>> {
+        let row = self.row;
+        match c.read_bulk_len()? {
+            Some(len) if len != row => Err(self.key_error(
+                self.bucket_name(ch),
+                keys.get(pos),
+                format!(
+                    "stored value has {len} bytes, expected dim {} × {} = {row}",
+                    self.spec.dim,
+                    self.spec.value_type.tf_name()
+                ),
+            )),
+            len => Ok(len),
+        }
     }
 
     /// Looks up string values. `defaults` holds one row per key or at least one row.
@@ -183,20 +190,21 @@ impl Table {
         let stored: Mutex<Vec<Stored>> = Mutex::new(vec![None; plan.distinct()]);
         self.dispatch(
             &plan.chunks,
-            Access::Read,
-            true,
-            |c, ch| self.encode_hmget(c, ch, &plan.order, &plan, keys),
-            |c, ch| {
-                self.read_hmget_header(c, ch)?;
-                for &d in &plan.order[ch.start..ch.end] {
-                    let v = match c.read_bulk_len()? {
-                        Some(len) => Some((ch.bucket, c.bulk(len)?)),
-                        None => None,
-                    };
-                    sync::lock(&stored)[d as usize] = v;
-                }
-                Ok(())
-            },
+            &Commands::idempotent(
+                Access::Read,
+                |c, ch| self.encode_hmget(c, ch, &plan.order, &plan, keys),
+                |c, ch| {
+                    self.read_hmget_header(c, ch)?;
+                    for &d in &plan.order[ch.start..ch.end] {
+                        let v = match c.read_bulk_len()? {
+                            Some(len) => Some((ch.bucket, c.bulk(len)?)),
+                            None => None,
+                        };
+                        sync::lock(&stored)[d as usize] = v;
+                    }
+                    Ok(())
+                },
+            ),
         )?;
         let stored = sync::into_inner(stored);
         let mut exists = vec![0u8; n];
@@ -217,5 +225,87 @@ impl Table {
         }
         self.touch(&[]);
         Ok((rows, exists))
+    }
+}
+
+/// A lookup as a [`Request`]: one HMGET per chunk of distinct keys, each reply read straight
+/// into the output and scattered to every position of its key.
+struct Lookup<'a> {
+    table: &'a Table,
+    keys: &'a Keys<'a>,
+    plan: &'a Plan,
+    to: Scatter<'a>,
+}
+
+impl Request for Lookup<'_> {
+    fn access(&self) -> Access {
+        Access::Read
+    }
+
+    fn resend_safe(&self) -> bool {
+        true
+    }
+
+    fn encode(&self, c: &mut Conn, ch: &Chunk) {
+        let plan = self.plan;
+        self.table.encode_hmget(c, ch, &plan.order, plan, self.keys);
+    }
+
+    fn decode(&self, c: &mut Conn, ch: &Chunk) -> Result<()> {
+        let (t, plan, to) = (self.table, self.plan, &self.to);
+        t.read_hmget_header(c, ch)?;
+        // Each reply is scattered to every position of its key as it is read, so the copies
+        // for duplicate keys and defaults overlap the server's work on the next commands
+        // instead of following the last reply.
+        // SAFETY (both calls): the rows and flags written belong to the occurrences of this
+        // chunk's distinct keys only, and each chunk is decoded by one task at a time.
+        for &d in &plan.order[ch.start..ch.end] {
+            let first = plan.first[d as usize] as usize;
+            let hit = match t.stored_row_len(c, ch, self.keys, first)? {
+                Some(_) => {
+                    c.payload(unsafe { to.out.slice(first * to.row, to.row) })?;
+                    true
+                }
+                None => false,
+            };
+            unsafe { to.scatter(plan.positions(d as usize), first, hit) };
+        }
+        Ok(())
+    }
+}
+
+/// Where a lookup's rows go: the output rows and found flags, and the defaults for misses.
+struct Scatter<'a> {
+    out: Shared<'a>,
+    exists: Option<Shared<'a>>,
+    defaults: &'a [u8],
+    /// Whether `defaults` holds one row per key (else its first row serves every miss).
+    per_key: bool,
+    row: usize,
+}
+
+impl Scatter<'_> {
+    /// Fills every position of one distinct key: the row read in place at `first` when `hit`,
+    /// else the key's defaults; and its found flag.
+    ///
+    /// # Safety
+    /// No other task may write these positions meanwhile.
+    unsafe fn scatter(&self, positions: impl Iterator<Item = usize>, first: usize, hit: bool) {
+        let row = self.row;
+        let found: Option<&[u8]> = hit.then(|| &*self.out.slice(first * row, row));
+        for p in positions {
+            let from = match found {
+                Some(_) if p == first => None, // read in place
+                Some(r) => Some(r),
+                None if self.per_key => Some(&self.defaults[p * row..(p + 1) * row]),
+                None => Some(&self.defaults[..row]),
+            };
+            if let Some(from) = from {
+                self.out.slice(p * row, row).copy_from_slice(from);
+            }
+            if let Some(e) = &self.exists {
+                e.slice(p, 1)[0] = hit as u8;
+            }
+        }
     }
 }

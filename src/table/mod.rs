@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::cluster::dispatch::{self, Retry};
+use crate::cluster::dispatch::{self, Commands, Request, Retry};
 use crate::cluster::layout::{self, display_bytes, Buckets};
 use crate::cluster::layout_store::{self, Layout};
 use crate::cluster::rehash::Mover;
@@ -29,6 +29,7 @@ pub(crate) mod train;
 mod ttl;
 mod write;
 
+pub use export::ExportPlan;
 use persist::copy_model_tag;
 
 /// What a table holds: its name and dtypes.
@@ -170,21 +171,6 @@ impl<'buf> Shared<'buf> {
         assert!(at + len <= self.len);
         std::slice::from_raw_parts_mut(self.ptr.add(at), len)
     }
-}
-
-/// Keys per round of a call: larger batches are processed window by window, which bounds the
-/// write buffers and the dedup map (and keeps TFRA's last-write-wins order across windows).
-const WINDOW: usize = 65_536;
-
-/// For a call of `n` keys over one window: `None`, the caller works on them at once. Else
-/// `f(a, b)` runs on each window `[a, b)` in order (so a key repeated across windows keeps
-/// TFRA's last-write-wins), stopping at the first error.
-fn in_windows(n: usize, mut f: impl FnMut(usize, usize) -> Result<()>) -> Option<Result<()>> {
-    (n > WINDOW).then(|| {
-        (0..n)
-            .step_by(WINDOW)
-            .try_for_each(|a| f(a, (a + WINDOW).min(n)))
-    })
 }
 
 /// One embedding table stored in Redis.
@@ -348,29 +334,15 @@ impl Table {
         ))
     }
 
-    /// Sends one command per chunk (built by `encode`, reply read by `decode`) to the
-    /// servers owning the chunks' buckets; see [`crate::cluster::dispatch`].
-    fn dispatch<E, D>(
-        &self,
-        chunks: &[Chunk],
-        access: Access,
-        idempotent: bool,
-        encode: E,
-        decode: D,
-    ) -> Result<()>
-    where
-        E: Fn(&mut Conn, &Chunk) + Sync,
-        D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
-    {
+    /// Runs `req`, one command per chunk, on the servers owning the chunks' buckets; see
+    /// [`crate::cluster::dispatch`].
+    fn dispatch(&self, chunks: &[Chunk], req: &impl Request) -> Result<()> {
         dispatch::run(
             &self.router,
+            self.retry,
             chunks,
             |c| self.bucket_slots[c.bucket],
-            access,
-            idempotent,
-            self.retry,
-            encode,
-            decode,
+            req,
         )
     }
 
@@ -486,10 +458,8 @@ impl Table {
                 end: 0,
             })
             .collect();
-        self.dispatch(
-            &chunks,
+        let req = Commands::idempotent(
             access,
-            true,
             |c, ch| {
                 c.begin(2 + extra.len());
                 c.arg(cmd);
@@ -503,7 +473,8 @@ impl Table {
                 sync::lock(&replies)[ch.bucket] = n;
                 Ok(())
             },
-        )?;
+        );
+        self.dispatch(&chunks, &req)?;
         Ok(sync::into_inner(replies))
     }
 

@@ -1,6 +1,7 @@
 //! Deletes and counts: `remove` (HDEL), `clear` (UNLINK every bucket), `size` (HLEN).
 
-use super::{in_windows, Table};
+use super::Table;
+use crate::cluster::dispatch::{in_windows, Commands};
 use crate::cluster::route::Access;
 use crate::codec::Keys;
 use crate::error::Result;
@@ -19,17 +20,18 @@ impl Table {
         let plan = self.plan(keys);
         self.dispatch(
             &plan.chunks,
-            Access::Write,
-            true,
-            |c, ch| {
-                c.begin(2 + ch.end - ch.start);
-                c.arg(b"HDEL");
-                c.arg(self.bucket_name(ch));
-                for &d in &plan.order[ch.start..ch.end] {
-                    c.arg(keys.get(plan.first[d as usize] as usize));
-                }
-            },
-            |c, _| c.read_int().map(|_| ()),
+            &Commands::idempotent(
+                Access::Write,
+                |c, ch| {
+                    c.begin(2 + ch.end - ch.start);
+                    c.arg(b"HDEL");
+                    c.arg(self.bucket_name(ch));
+                    for &d in &plan.order[ch.start..ch.end] {
+                        c.arg(keys.get(plan.first[d as usize] as usize));
+                    }
+                },
+                |c, _| c.read_int().map(|_| ()),
+            ),
         )?;
         self.touch(&[]);
         Ok(())

@@ -3,19 +3,16 @@
 //! finished pages to the consumer. A bounded channel between the two keeps at most a few pages
 //! in memory and lets the server work on the next pages while the caller copies this one.
 
-use std::sync::{mpsc, Mutex};
-
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::Table;
-use crate::cluster::layout::display_bytes;
 use crate::cluster::route::Access;
+use crate::cluster::scan::{self, HashRead};
 use crate::codec::{decode_str_row, le_word};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec;
-use crate::plan::Chunk;
+use crate::handoff::{self, Feed};
 use crate::resp::conn::FlatPage;
-use crate::sync;
 
 /// Buckets of at most this many rows are exported with one HGETALL.
 const GETALL_MAX_ROWS: usize = 65_536;
@@ -75,66 +72,62 @@ impl Table {
         }
         // At most readers + 2 pages exist (one being read per reader, one queued, one being
         // handed on), and their buffers are reused.
-        let (tx, rx) = mpsc::sync_channel::<Page>(1);
-        let spare: &Mutex<Vec<FlatPage>> = &Mutex::new(Vec::new());
-        let result = std::thread::scope(|s| {
-            let reading = s.spawn(move || {
+        let mut seen = Seen::default();
+        let result = handoff::read_ahead(
+            |feed: &Feed<Page>| {
                 self.each_bucket_in_parallel(&todo, |bucket| {
-                    let whole = lens[bucket] as usize <= GETALL_MAX_ROWS;
-                    let mut cursor = b"0".to_vec();
-                    loop {
-                        let reuse = sync::lock(spare).pop().unwrap_or_default();
-                        let (items, more) = self.read_page(bucket, whole, &cursor, reuse)?;
-                        let page = Page {
-                            bucket,
-                            items,
-                            paged: !whole,
-                            last: more.is_none(),
-                        };
-                        // A closed channel means the caller stopped on an error of its own,
-                        // which is the one reported; this one only ends the readers.
-                        tx.send(page)
-                            .map_err(|_| Error::new(ErrorKind::Conflict, "the export stopped"))?;
-                        match more {
-                            Some(c) => cursor = c,
-                            None => return Ok(()),
-                        }
-                    }
+                    self.read_bucket(bucket, lens[bucket] as usize, feed)
                 })
-            });
-            let mut handed = Ok(());
-            let mut seen = Seen::default();
-            for page in rx.iter() {
+            },
+            |page| {
                 let bucket = self.buckets.name(page.bucket);
                 let items = &page.items;
-                handed = (0..items.len()).step_by(2).try_for_each(|i| {
+                (0..items.len()).step_by(2).try_for_each(|i| {
                     let (k, v) = (items.item(i), items.item(i + 1));
                     if page.paged && !seen.first(page.bucket, k) {
                         return Ok(());
                     }
                     self.check_stored(bucket, k, v)?;
                     f(bucket, k, v)
-                });
-                if handed.is_err() {
-                    break;
-                }
+                })?;
                 if page.paged && page.last {
                     seen.done(page.bucket);
                 }
-                sync::lock(spare).push(page.items);
-            }
-            drop(rx);
-            let read = reading
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            handed.and(read)
-        });
+                Ok(())
+            },
+        );
         exec::trim_heap();
         result
     }
 
+    /// Sends every page of `bucket` (holding `len` rows) to `feed`: all at once with HGETALL
+    /// when small enough, else HSCAN page by page.
+    fn read_bucket(&self, bucket: usize, len: usize, feed: &Feed<Page>) -> Result<()> {
+        let whole = len <= GETALL_MAX_ROWS;
+        let mut cursor = b"0".to_vec();
+        loop {
+            let reuse = feed.reuse().map(|p| p.items).unwrap_or_default();
+            let (items, more) = self.read_page(bucket, whole, &cursor, reuse)?;
+            let page = Page {
+                bucket,
+                items,
+                paged: !whole,
+                last: more.is_none(),
+            };
+            // A closed hand-off means the caller stopped on an error of its own, which is the
+            // one reported; this one only ends the readers.
+            if !feed.send(page) {
+                return Err(Error::new(ErrorKind::Conflict, "the export stopped"));
+            }
+            match more {
+                Some(c) => cursor = c,
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Reads one page of `bucket` (all of it when `whole`) starting at `cursor`; returns the
-    /// items and the cursor of the next page, if any. Retries resend the same page.
+    /// items and the cursor of the next page, if any.
     fn read_page(
         &self,
         bucket: usize,
@@ -142,49 +135,21 @@ impl Table {
         cursor: &[u8],
         reuse: FlatPage,
     ) -> Result<(FlatPage, Option<Vec<u8>>)> {
-        let count = self.cfg.keys_sending_size.max(SCAN_PAGE_ROWS).to_string();
-        let chunk = Chunk {
-            bucket,
-            start: 0,
-            end: 0,
+        let what = if whole {
+            HashRead::Whole
+        } else {
+            HashRead::Page {
+                cursor,
+                count: self.cfg.keys_sending_size.max(SCAN_PAGE_ROWS),
+            }
         };
-        let page = Mutex::new((reuse, None));
-        self.dispatch(
-            std::slice::from_ref(&chunk),
-            Access::Read,
-            true,
-            |c, ch| {
-                let name = self.bucket_name(ch);
-                if whole {
-                    c.cmd(&[b"HGETALL", name]);
-                } else {
-                    c.cmd(&[b"HSCAN", name, cursor, b"COUNT", count.as_bytes()]);
-                }
-            },
-            |c, _| {
-                let mut out = sync::lock(&page);
-                let (items, more) = &mut *out;
-                *more = if whole {
-                    c.read_getall(items)?;
-                    None
-                } else {
-                    let next = c.read_scan_page(items)?;
-                    (next != b"0").then_some(next)
-                };
-                Ok(())
-            },
-        )?;
-        let (items, more) = sync::into_inner(page);
-        if items.len() % 2 != 0 {
-            return Err(Error::new(
-                ErrorKind::Server,
-                format!(
-                    "reading {} returned an odd number of items",
-                    display_bytes(self.buckets.name(bucket))
-                ),
-            ));
-        }
-        Ok((items, more))
+        scan::read_page(
+            &self.router,
+            self.retry,
+            self.buckets.name(bucket),
+            what,
+            reuse,
+        )
     }
 
     /// Checks a stored row against the table's key width and value layout.

@@ -1,6 +1,7 @@
 //! Writes: `insert` (HSET, last occurrence of a duplicated key wins) and `import`.
 
-use super::{in_windows, Table};
+use super::Table;
+use crate::cluster::dispatch::{in_windows, Commands};
 use crate::cluster::route::Access;
 use crate::codec::{Keys, Rows};
 use crate::config::StoreMode;
@@ -40,25 +41,26 @@ impl Table {
         let plan = self.plan(keys);
         self.dispatch(
             &plan.chunks,
-            Access::Write,
-            true,
-            |c, ch| {
-                c.begin(2 + 2 * (ch.end - ch.start));
-                c.arg(b"HSET");
-                c.arg(self.bucket_name(ch));
-                let order = &plan.order[ch.start..ch.end];
-                for (j, &d) in order.iter().enumerate() {
-                    if let Some(&ahead) = order.get(j + PREFETCH_ROWS) {
-                        values.prefetch(plan.last[ahead as usize] as usize);
+            &Commands::idempotent(
+                Access::Write,
+                |c, ch| {
+                    c.begin(2 + 2 * (ch.end - ch.start));
+                    c.arg(b"HSET");
+                    c.arg(self.bucket_name(ch));
+                    let order = &plan.order[ch.start..ch.end];
+                    for (j, &d) in order.iter().enumerate() {
+                        if let Some(&ahead) = order.get(j + PREFETCH_ROWS) {
+                            values.prefetch(plan.last[ahead as usize] as usize);
+                        }
+                        let p = plan.last[d as usize] as usize;
+                        c.arg(keys.get(p));
+                        c.arg_header(values.encoded_len(p));
+                        values.encode(p, c.buf());
+                        c.arg_end();
                     }
-                    let p = plan.last[d as usize] as usize;
-                    c.arg(keys.get(p));
-                    c.arg_header(values.encoded_len(p));
-                    values.encode(p, c.buf());
-                    c.arg_end();
-                }
-            },
-            |c, _| c.read_int().map(|_| ()),
+                },
+                |c, _| c.read_int().map(|_| ()),
+            ),
         )?;
         self.touch(&plan.chunks);
         Ok(())
