@@ -1,0 +1,116 @@
+"""End-to-end training throughput: TFRA 0.8.1's Keras layer + DynamicEmbeddingOptimizer(Adam)
+on TF 2.16.2 against redis_embedding.keras (TFRA-compatible and fused layouts) on TF 2.21.
+
+One redis-server; every run starts from empty tables; the implementations alternate within
+each round (rotated per round) and the medians over rounds are reported. Each run is a fresh
+process of bench/train_runner.py (see it for the model and the measurements).
+
+    python bench/keras_train.py [--rounds 5] [--steps 20] [--batch 16384] [--dim 64] [--write]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
+
+from redis_harness import RedisServer  # noqa: E402
+
+IMPLS = ["tfra", "rde-tfra", "rde-fused"]
+DISTS = ["zipf", "uniform"]
+FIELDS = ["steps_per_s", "examples_per_s", "server_ms_per_step", "client_cpu_ms_per_step",
+          "held_out_loss"]
+
+
+def run(python: str, impl: str, dist: str, server: RedisServer, config: str, a) -> dict:
+    server.command(b"FLUSHALL")
+    env = dict(os.environ, RDE_BENCH_IMPL=impl, RDE_LOG="warn")
+    cmd = [python, os.path.join(HERE, "train_runner.py"), "--impl", impl, "--dist", dist,
+           "--config", config, "--port", str(server.port), "--batch", str(a.batch),
+           "--dim", str(a.dim), "--steps", str(a.steps), "--warmup", str(a.warmup)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True,
+                         timeout=1800).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def table(results: dict, a) -> str:
+    lines = ["| ids | implementation | steps/s | examples/s | × TFRA | server ms/step | "
+             "client CPU ms/step | held-out loss |", "|---|---|---|---|---|---|---|---|"]
+    for dist in DISTS:
+        base = statistics.median(r["steps_per_s"] for r in results[("tfra", dist)])
+        for impl in IMPLS:
+            rs = results[(impl, dist)]
+            med = {f: statistics.median(r[f] for r in rs) for f in FIELDS}
+            lines.append(
+                f"| {'Zipf(1.2)' if dist == 'zipf' else 'uniform'} | {impl} | "
+                f"{med['steps_per_s']:.2f} | {med['examples_per_s']:,.0f} | "
+                f"{med['steps_per_s'] / base:.2f}× | {med['server_ms_per_step']:.1f} | "
+                f"{med['client_cpu_ms_per_step']:.0f} | {med['held_out_loss']:.4f} |")
+    return "\n".join(lines)
+
+
+def write_section(body: str, command: str) -> None:
+    path = os.path.join(ROOT, "docs", "benchmarks.md")
+    name = "Keras 3 training vs TFRA (end to end)"
+    text = open(path).read()
+    redis = subprocess.run(["redis-server", "--version"], capture_output=True,
+                           text=True).stdout.split()[2]
+    section = (f"## {name}\n\nCommand: `{command}`\n\nMachine: {os.cpu_count()} cores, "
+               f"Python {platform.python_version()}, redis-server {redis}.\n\n{body}\n")
+    start = text.find(f"## {name}\n")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16384)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--py16", default=os.path.join(ROOT, ".venv", "tf2.16", "bin", "python"))
+    p.add_argument("--py21", default=os.path.join(ROOT, ".venv", "tf2.21", "bin", "python"))
+    p.add_argument("--write", action="store_true")
+    a = p.parse_args()
+    workdir = tempfile.mkdtemp(prefix="rde-bench-")
+    server = RedisServer(workdir)
+    results: dict = {(i, d): [] for i in IMPLS for d in DISTS}
+    try:
+        config = server.config(os.path.join(workdir, "redis.json"))
+        for rnd in range(a.rounds):
+            order = IMPLS[rnd % 3:] + IMPLS[:rnd % 3]
+            for dist in DISTS:
+                for impl in order:
+                    python = a.py16 if impl == "tfra" else a.py21
+                    r = run(python, impl, dist, server, config, a)
+                    results[(impl, dist)].append(r)
+                    print(json.dumps(r), flush=True)
+    finally:
+        server.stop()
+    body = (f"B = {a.batch}, dim {a.dim}, two towers (an Embedding and a Dense each, dot "
+            f"product, binary cross-entropy), Adam 1e-3; {a.steps} timed steps after "
+            f"{a.warmup} warm-up steps, from empty tables; medians of {a.rounds} rounds, "
+            f"implementations alternating. `tfra` is TFRA 0.8.1's Keras layer (unique op) and "
+            f"DynamicEmbeddingOptimizer(Adam) over TFRA's own Redis backend, TF 2.16.2; "
+            f"`rde-*` is redis_embedding.keras on TF 2.21.\n\n{table(results, a)}")
+    print(body)
+    if a.write:
+        cmd = "python bench/keras_train.py " + " ".join(sys.argv[1:])
+        write_section(body, cmd.strip())
+
+
+if __name__ == "__main__":
+    main()
