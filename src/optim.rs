@@ -233,20 +233,10 @@ impl Init {
                 }
             }
             Init::Normal { mean, stddev } => {
-                for o in out {
-                    *o = mean + stddev * rng.normal();
-                }
+                rng.normals(out, |z| Some(mean + stddev * z));
             }
             Init::TruncatedNormal { mean, stddev } => {
-                for o in out {
-                    let z = loop {
-                        let z = rng.normal();
-                        if z.abs() <= 2.0 {
-                            break z;
-                        }
-                    };
-                    *o = mean + stddev * z;
-                }
+                rng.normals(out, |z| (z.abs() <= 2.0).then_some(mean + stddev * z));
             }
         }
     }
@@ -277,11 +267,25 @@ impl SplitMix {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32
     }
 
-    /// Standard normal (Box–Muller, one of the pair).
-    fn normal(&mut self) -> f32 {
-        let u1 = ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64; // (0, 1]
-        let u2 = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    /// Fills `out` with `keep(z)` for standard normal draws `z`, skipping the draws it
+    /// refuses. Marsaglia's polar method: each accepted pair costs one logarithm and one square
+    /// root, with no trigonometry (row initialisation is on the lookup path).
+    fn normals(&mut self, out: &mut [f32], keep: impl Fn(f32) -> Option<f32>) {
+        let mut i = 0;
+        while i < out.len() {
+            let (u, v) = (2.0 * self.unit() - 1.0, 2.0 * self.unit() - 1.0);
+            let s = u * u + v * v;
+            if s >= 1.0 || s == 0.0 {
+                continue;
+            }
+            let f = (-2.0 * s.ln() / s).sqrt();
+            for z in [u * f, v * f] {
+                if let (Some(x), true) = (keep(z), i < out.len()) {
+                    out[i] = x;
+                    i += 1;
+                }
+            }
+        }
     }
 }
 

@@ -24,9 +24,15 @@ use rustc_hash::FxHashMap;
 
 use super::{Table, TableSpec};
 use crate::codec::{Keys, Rows, ValueType};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::optim::{Init, Optimizer, Step};
 use crate::sync;
+
+mod keyset;
+mod rows;
+
+use keyset::KeySet;
+use rows::{as_bytes, as_bytes_mut, read_separate, read_slots, write_separate};
 
 /// How many lookups may wait for their apply; older ones are dropped (a training-mode call
 /// whose gradient was never applied must not hold memory for ever).
@@ -77,14 +83,11 @@ impl SlotsRead {
 /// The keys and rows one training-mode lookup read.
 struct Pending {
     ticket: u32,
-    /// Keys read: `len` keys, fixed-width (`key_width`) or delimited by `key_offsets`.
-    len: usize,
-    key_width: Option<usize>,
-    key_data: Vec<u8>,
-    key_offsets: Vec<u64>,
+    /// The distinct keys, and each looked-up position's index among them.
+    keys: KeySet,
     /// The slot rows that follow the params in `rows`.
     slots: SlotsRead,
-    /// Per key: `dim` params, then `dim` elements per slot read.
+    /// Per distinct key: `dim` params, then `dim` elements per slot read.
     rows: Vec<f32>,
 }
 
@@ -156,8 +159,9 @@ impl Trainer {
 
     /// Reads the params of `keys` into `out` (and, once an optimizer configured them, the slot
     /// rows), initialising missing params from `starts` and missing slots from their start
-    /// values. `fused_slots` > 0 names the fused layout when nothing configured it yet (a
-    /// served model). Returns the ticket an apply names the rows by (0 when not remembering).
+    /// values. Each distinct key is read once. `fused_slots` > 0 names the fused layout when
+    /// nothing configured it yet (a served model). Returns the ticket an apply names the rows
+    /// by (0 when not remembering).
     pub fn lookup(
         &self,
         t: &Table,
@@ -181,40 +185,48 @@ impl Trainer {
             Some(c) if c.wide.is_some() || out.remember => c.slots.count(),
             _ => 0,
         };
-        let width = dim * (1 + k);
-        let mut rows = vec![0f32; n * width];
+        let set = KeySet::new(keys);
+        let (nd, width) = (set.len(), dim * (1 + k));
+        let mut rows = vec![0f32; nd * width];
+        let mut found = vec![0u8; nd];
+        let dk = set.keys()?;
         match cfg.as_deref() {
             Some(Configured {
                 wide: Some(wide), ..
             }) => wide.find(
-                keys,
+                &dk,
                 &vec![0u8; width * 4],
                 as_bytes_mut(&mut rows),
-                Some(&mut *out.exists),
+                Some(&mut found),
             )?,
             Some(c) if k > 0 => {
-                read_separate(t, &c.tables, &c.inits, keys, dim, &mut rows, out.exists)?
+                read_separate(t, &c.tables, &c.inits, &dk, dim, &mut rows, &mut found)?
             }
             _ => t.find(
-                keys,
+                &dk,
                 &vec![0u8; dim * 4],
                 as_bytes_mut(&mut rows),
-                Some(out.exists),
+                Some(&mut found),
             )?,
         }
         let fused_inits = match cfg.as_deref() {
             Some(c) if c.wide.is_some() => c.inits.as_slice(),
             _ => &[],
         };
-        for i in 0..n {
-            let row = &mut rows[i * width..(i + 1) * width];
-            if out.exists[i] == 0 {
-                starts.init.fill(starts.seed, keys.get(i), &mut row[..dim]);
+        for (d, row) in rows.chunks_exact_mut(width).enumerate() {
+            if found[d] == 0 {
+                starts.init.fill(starts.seed, set.get(d), &mut row[..dim]);
                 for (s, &v) in fused_inits.iter().enumerate() {
                     row[dim * (1 + s)..dim * (2 + s)].fill(v);
                 }
             }
-            out.values[i * dim * 4..(i + 1) * dim * 4].copy_from_slice(as_bytes(&row[..dim]));
+        }
+        let row_bytes = dim * 4;
+        for (i, &d) in set.of.iter().enumerate() {
+            let d = d as usize;
+            out.values[i * row_bytes..(i + 1) * row_bytes]
+                .copy_from_slice(as_bytes(&rows[d * width..d * width + dim]));
+            out.exists[i] = found[d];
         }
         if !out.remember {
             return Ok(0);
@@ -223,15 +235,14 @@ impl Trainer {
             Some(c) if k > 0 => c.slots.clone(),
             _ => SlotsRead::Tables(Vec::new()),
         };
-        Ok(self.remember(keys, read, rows))
+        Ok(self.remember(set, read, rows))
     }
 
     fn configured(&self) -> Option<Arc<Configured>> {
         sync::lock(&self.layout).clone()
     }
 
-    fn remember(&self, keys: &Keys<'_>, slots: SlotsRead, rows: Vec<f32>) -> u32 {
-        let (key_data, key_offsets) = owned_keys(keys);
+    fn remember(&self, keys: KeySet, slots: SlotsRead, rows: Vec<f32>) -> u32 {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed) % (u32::MAX - 1) + 1;
         let mut pending = sync::lock(&self.pending);
         if pending.len() == PENDING_CAP {
@@ -239,13 +250,7 @@ impl Trainer {
         }
         pending.push_back(Pending {
             ticket,
-            len: keys.len(),
-            key_width: match *keys {
-                Keys::Fixed { width, .. } => Some(width),
-                Keys::Var { .. } => None,
-            },
-            key_data,
-            key_offsets,
+            keys,
             slots,
             rows,
         });
@@ -284,16 +289,14 @@ impl Trainer {
                 cfg.slots.count()
             )));
         }
-        let taken = self.take(ids)?;
-        let batch = merge(&taken, ids, grads, dim, &cfg.slots)?;
-        let keys = t.keys(&batch.key_data, &batch.key_offsets)?;
+        let batch = merge(self.take(ids)?, ids, grads, dim, &cfg.slots)?;
+        let keys = batch.keys.keys()?;
         let mut rows = batch.rows;
         if batch.need_slots {
             read_slots(&cfg.tables, &cfg.inits, &keys, dim, &mut rows)?;
         }
         let width = dim * (1 + k);
-        for d in 0..keys.len() {
-            let row = &mut rows[d * width..(d + 1) * width];
+        for (d, row) in rows.chunks_exact_mut(width).enumerate() {
             let (param, slot) = row.split_at_mut(dim);
             opt.apply(step, param, slot, &batch.sums[d * dim..(d + 1) * dim]);
         }
@@ -378,138 +381,121 @@ impl Trainer {
 
 /// A step's distinct keys (first-seen order), their summed gradients and starting rows.
 struct Batch {
-    key_data: Vec<u8>,
-    key_offsets: Vec<u64>,
+    keys: KeySet,
     sums: Vec<f32>,
     rows: Vec<f32>,
     /// Some pending lookup did not read the slots the apply needs.
     need_slots: bool,
 }
 
-/// Folds the gradient rows into one row per distinct key.
+/// Folds the gradient rows into one row per distinct key of the lookups they name. With one
+/// lookup (the usual step) its distinct keys and rows are used as they are; several are
+/// merged by key. Keys no gradient row names are dropped, so they are not written.
 fn merge(
-    taken: &[Pending],
+    taken: Vec<Pending>,
     ids: &[i64],
     grads: &[f32],
     dim: usize,
     slots: &SlotsRead,
 ) -> Result<Batch> {
-    let k = slots.count();
-    let mut index: FxHashMap<&[u8], usize> = FxHashMap::default();
-    let mut b = Batch {
-        key_data: Vec::new(),
-        key_offsets: vec![0],
-        sums: Vec::new(),
-        rows: Vec::new(),
-        need_slots: false,
+    let (k, width) = (slots.count(), dim * (1 + slots.count()));
+    let need_slots = k > 0 && taken.iter().any(|p| p.slots != *slots);
+    let (keys, mut rows, remap) = if taken.len() == 1 && !need_slots {
+        let mut p = taken.into_iter().next().expect("one lookup");
+        let identity = vec![(0..p.keys.len() as u32).collect::<Vec<_>>()];
+        let of = std::mem::take(&mut p.keys.of);
+        (p.keys, p.rows, (vec![p.ticket], vec![of], identity))
+    } else {
+        union(&taken, dim, width)
     };
+    let (tickets, ofs, maps) = remap;
+    let mut sums = vec![0f32; keys.len() * dim];
+    let mut touched = vec![false; keys.len()];
     for (j, &id) in ids.iter().enumerate() {
-        let (p, pos) = locate(taken, id)?;
-        let key = p.key(pos);
-        let d = match index.get(key) {
-            Some(&d) => d,
-            None => {
-                let d = index.len();
-                index.insert(key, d);
-                b.key_data.extend_from_slice(key);
-                b.key_offsets.push(b.key_data.len() as u64);
-                b.sums.extend(std::iter::repeat_n(0f32, dim));
-                let w = dim * (1 + p.slots.count());
-                let src = &p.rows[pos * w..(pos + 1) * w];
-                b.rows.extend_from_slice(&src[..dim]);
-                if p.slots == *slots {
-                    b.rows.extend_from_slice(&src[dim..]);
-                } else if let SlotsRead::Fused(_) = slots {
-                    return Err(Error::invalid(
-                        "a fused-layout apply got rows looked up without their slots",
-                    ));
-                } else {
-                    b.need_slots = k > 0;
-                    b.rows.extend(std::iter::repeat_n(0f32, dim * k));
-                }
-                d
-            }
-        };
+        let (ticket, pos) = ((id as u64 >> 32) as u32, (id as u64 & 0xffff_ffff) as usize);
+        let ti = tickets
+            .iter()
+            .position(|&t| t == ticket)
+            .expect("take() returned every ticket the ids name");
+        let of = &ofs[ti];
+        if pos >= of.len() {
+            return Err(Error::invalid(format!(
+                "gradient row names position {pos} of training lookup {ticket}, which read {} \
+                 keys",
+                of.len()
+            )));
+        }
+        let d = maps[ti][of[pos] as usize] as usize;
+        touched[d] = true;
         let g = &grads[j * dim..(j + 1) * dim];
-        for (s, &gi) in b.sums[d * dim..(d + 1) * dim].iter_mut().zip(g) {
+        for (s, &gi) in sums[d * dim..(d + 1) * dim].iter_mut().zip(g) {
             *s += gi;
         }
     }
-    Ok(b)
-}
-
-/// Reads params into the params part of `rows` (and `exists`) and each slot table into its
-/// part, in parallel.
-fn read_separate(
-    t: &Table,
-    slots: &[Arc<Table>],
-    inits: &[f32],
-    keys: &Keys<'_>,
-    dim: usize,
-    rows: &mut [f32],
-    exists: &mut [u8],
-) -> Result<()> {
-    let n = keys.len();
-    let mut parts = vec![vec![0f32; n * dim]; 1 + slots.len()];
-    let (params, slot_parts) = parts.split_first_mut().expect("params part");
-    std::thread::scope(|s| -> Result<()> {
-        let readers: Vec<_> = slots
-            .iter()
-            .zip(slot_parts.iter_mut())
-            .zip(inits)
-            .map(|((slot, part), &init)| {
-                s.spawn(move || {
-                    let dflt: Vec<u8> = init.to_le_bytes().repeat(dim);
-                    slot.find(keys, &dflt, as_bytes_mut(part), None)
-                })
-            })
-            .collect();
-        t.find(
+    let mut keys = keys;
+    if touched.iter().any(|t| !t) {
+        let mut kept = KeySet::empty_like(&keys);
+        let (mut kept_rows, mut kept_sums) = (Vec::new(), Vec::new());
+        for d in (0..keys.len()).filter(|&d| touched[d]) {
+            kept.push(keys.get(d));
+            kept_rows.extend_from_slice(&rows[d * width..(d + 1) * width]);
+            kept_sums.extend_from_slice(&sums[d * dim..(d + 1) * dim]);
+        }
+        (keys, rows, sums) = (kept, kept_rows, kept_sums);
+        return Ok(Batch {
             keys,
-            &vec![0u8; dim * 4],
-            as_bytes_mut(params),
-            Some(exists),
-        )?;
-        for r in readers {
-            r.join()
-                .map_err(|_| Error::new(ErrorKind::Internal, "a slot reader panicked"))??;
-        }
-        Ok(())
-    })?;
-    interleave(&parts, dim, rows);
-    Ok(())
+            sums,
+            rows,
+            need_slots,
+        });
+    }
+    rows.truncate(keys.len() * width);
+    Ok(Batch {
+        keys,
+        sums,
+        rows,
+        need_slots,
+    })
 }
 
-/// Reads the slot rows of `keys` into the slot part of `rows`.
-fn read_slots(
-    slots: &[Arc<Table>],
-    inits: &[f32],
-    keys: &Keys<'_>,
-    dim: usize,
-    rows: &mut [f32],
-) -> Result<()> {
-    let n = keys.len();
-    let width = dim * (1 + slots.len());
-    for (i, slot) in slots.iter().enumerate() {
-        let mut read = vec![0f32; n * dim];
-        let dflt: Vec<u8> = inits[i].to_le_bytes().repeat(dim);
-        slot.find(keys, &dflt, as_bytes_mut(&mut read), None)?;
-        for d in 0..n {
-            let at = d * width + dim * (1 + i);
-            rows[at..at + dim].copy_from_slice(&read[d * dim..(d + 1) * dim]);
-        }
-    }
-    Ok(())
-}
+/// Per lookup: its ticket, its positions' distinct indices, and its distinct → merged index.
+type Remap = (Vec<u32>, Vec<Vec<u32>>, Vec<Vec<u32>>);
 
-/// `rows[i]` = params[i] ‖ slot 1[i] ‖ … from one buffer per part.
-fn interleave(parts: &[Vec<f32>], dim: usize, rows: &mut [f32]) {
-    let width = dim * parts.len();
-    for (p, part) in parts.iter().enumerate() {
-        for (i, src) in part.chunks_exact(dim).enumerate() {
-            rows[i * width + p * dim..i * width + (p + 1) * dim].copy_from_slice(src);
+/// The merged distinct keys of several lookups and their rows (params as read; slots as read,
+/// or zero where a lookup did not read them), with each lookup's remap.
+fn union(taken: &[Pending], dim: usize, width: usize) -> (KeySet, Vec<f32>, Remap) {
+    let mut keys = KeySet::empty_like(&taken[0].keys);
+    let mut rows = Vec::new();
+    let mut index: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
+    let mut remap: Remap = (Vec::new(), Vec::new(), Vec::new());
+    for p in taken {
+        let w = dim * (1 + p.slots.count());
+        let mut map = Vec::with_capacity(p.keys.len());
+        for d in 0..p.keys.len() {
+            let key = p.keys.get(d);
+            let g = match index.get(key) {
+                Some(&g) => g,
+                None => {
+                    let g = keys.len() as u32;
+                    index.insert(key.to_vec(), g);
+                    keys.push(key);
+                    let src = &p.rows[d * w..(d + 1) * w];
+                    rows.extend_from_slice(&src[..dim]);
+                    if w == width {
+                        rows.extend_from_slice(&src[dim..]);
+                    } else {
+                        rows.extend(std::iter::repeat_n(0f32, width - dim));
+                    }
+                    g
+                }
+            };
+            map.push(g);
         }
+        remap.0.push(p.ticket);
+        remap.1.push(p.keys.of.clone());
+        remap.2.push(map);
     }
+    (keys, rows, remap)
 }
 
 /// The handle table's dim; training tables hold float32.
@@ -522,103 +508,4 @@ fn check_float(t: &Table) -> Result<usize> {
         )));
     }
     Ok(t.spec().dim)
-}
-
-impl Pending {
-    fn key(&self, i: usize) -> &[u8] {
-        match self.key_width {
-            Some(w) => &self.key_data[i * w..(i + 1) * w],
-            None => &self.key_data[self.key_offsets[i] as usize..self.key_offsets[i + 1] as usize],
-        }
-    }
-}
-
-/// The pending lookup and position that a gradient row id names.
-fn locate(taken: &[Pending], id: i64) -> Result<(&Pending, usize)> {
-    let (ticket, pos) = ((id as u64 >> 32) as u32, (id as u64 & 0xffff_ffff) as usize);
-    let p = taken
-        .iter()
-        .find(|p| p.ticket == ticket)
-        .expect("take() returned every ticket the ids name");
-    if pos >= p.len {
-        return Err(Error::invalid(format!(
-            "gradient row names position {pos} of training lookup {ticket}, which read {} keys",
-            p.len
-        )));
-    }
-    Ok((p, pos))
-}
-
-/// Writes params and each slot's rows, one table per thread.
-fn write_separate(
-    t: &Table,
-    slots: &[Arc<Table>],
-    keys: &Keys<'_>,
-    rows: &[f32],
-    dim: usize,
-) -> Result<()> {
-    let (n, width) = (keys.len(), dim * (1 + slots.len()));
-    let part = |i: usize| -> Vec<u8> {
-        let mut out = Vec::with_capacity(n * dim * 4);
-        for d in 0..n {
-            let at = d * width + dim * i;
-            out.extend_from_slice(as_bytes(&rows[at..at + dim]));
-        }
-        out
-    };
-    std::thread::scope(|s| -> Result<()> {
-        let writers: Vec<_> = slots
-            .iter()
-            .enumerate()
-            .map(|(i, slot)| {
-                let data = part(i + 1);
-                s.spawn(move || {
-                    slot.insert(
-                        keys,
-                        &Rows::Fixed {
-                            data: &data,
-                            row: dim * 4,
-                        },
-                    )
-                })
-            })
-            .collect();
-        let data = part(0);
-        t.insert(
-            keys,
-            &Rows::Fixed {
-                data: &data,
-                row: dim * 4,
-            },
-        )?;
-        for w in writers {
-            w.join()
-                .map_err(|_| Error::new(ErrorKind::Internal, "a slot writer panicked"))??;
-        }
-        Ok(())
-    })
-}
-
-fn owned_keys(keys: &Keys<'_>) -> (Vec<u8>, Vec<u64>) {
-    match *keys {
-        Keys::Fixed { data, .. } => (data.to_vec(), Vec::new()),
-        Keys::Var { data, offsets } => {
-            let base = offsets[0];
-            let (a, b) = (base as usize, offsets[offsets.len() - 1] as usize);
-            (
-                data[a..b].to_vec(),
-                offsets.iter().map(|o| o - base).collect(),
-            )
-        }
-    }
-}
-
-fn as_bytes(v: &[f32]) -> &[u8] {
-    // SAFETY: f32 has no padding and any byte pattern is a valid u8; the length is scaled.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
-}
-
-fn as_bytes_mut(v: &mut [f32]) -> &mut [u8] {
-    // SAFETY: as above; every byte pattern written is a valid f32.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
 }
