@@ -10,8 +10,9 @@ interpreter). `rde-tfra` / `rde-fused` are `redis_embedding.keras.Embedding` wit
 TF 2.21 interpreter). Same model, data, learning rate and initial-row distribution.
 
 Reported: steps/s and examples/s over the timed steps, this process's CPU per step (user +
-sys, all threads), redis-server CPU per step (from INFO cpu), and the loss on a held-out
-batch after training."""
+sys, all threads), redis-server CPU per step (from INFO cpu), the wall time spent inside our
+table calls per step (`rde_io_ms_per_step`: the finds and inserts of both towers, which may
+overlap), and the loss on a held-out batch after training."""
 
 import argparse
 import json
@@ -102,6 +103,14 @@ def server_cpu(port: int) -> float:
     return total
 
 
+def rde_call_ns() -> float:
+    """Wall time inside redis_embedding's table calls so far (0 for TFRA's backend)."""
+    if IMPL == "tfra":
+        return 0.0
+    import redis_embedding
+    return float(dict(redis_embedding.stats()).get("call_nanoseconds", 0))
+
+
 def client_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -131,16 +140,19 @@ def main() -> None:
         model.fit(list(xs), ys, batch_size=a.batch, epochs=1, verbose=0, shuffle=False)
 
     fit(data[:a.warmup])  # traces the train function and fills the tables a little
+    calls0 = rde_call_ns()
     c0, s0, t0 = client_cpu(), server_cpu(a.port), time.perf_counter()
     fit(data[a.warmup:])
     wall = time.perf_counter() - t0
     c1, s1 = client_cpu(), server_cpu(a.port)
+    calls = rde_call_ns() - calls0
     loss = model.evaluate(list(held_out[0]), held_out[1], batch_size=a.batch, verbose=0)
     print(json.dumps({
         "impl": a.impl, "dist": a.dist, "tf": tf.__version__,
         "steps_per_s": a.steps / wall, "examples_per_s": a.steps * a.batch / wall,
         "client_cpu_ms_per_step": 1000 * (c1 - c0) / a.steps,
         "server_ms_per_step": 1000 * (s1 - s0) / a.steps,
+        "rde_io_ms_per_step": calls / 1e6 / a.steps,
         "held_out_loss": float(loss)}))
 
 
