@@ -54,15 +54,15 @@ fn insert(t: &Table, keys: &[i64]) {
     .unwrap();
 }
 
-/// Runs `op`, which sends `cmd` `sends` times when nothing is cut, with the `n` requests
-/// carrying `cmd` after the next `skip` ones cut in flight by `p`. Checks that exactly those
-/// `n` were cut, that the server ran `cmd` `sends + n` times (each cut request was run, and
-/// resent), and that each cut was counted as a connection failure and a retry. Returns what
-/// `op` returned, which must be a success.
+/// Runs `op`, which sends `cmd` `sends` times when nothing is cut (if known), with the `n`
+/// requests carrying `cmd` after the next `skip` ones cut in flight by `p`. Checks that
+/// exactly those `n` were cut, that the server ran every `cmd` the proxy forwarded (the cut
+/// ones too), `sends + n` of them (each cut request was resent), and that each cut was counted
+/// as a connection failure and a retry. Returns what `op` returned, which must be a success.
 fn cut<T>(
     (p, s): (&Proxy, &Server),
     cmd: &str,
-    (sends, skip, n): (u32, u32, u32),
+    (sends, skip, n): (Option<u32>, u32, u32),
     op: impl FnOnce() -> redis_embedding::Result<T>,
 ) -> T {
     let stat = cmd.to_ascii_lowercase();
@@ -80,11 +80,15 @@ fn cut<T>(
         "{cmd}: the op never sent the request to cut"
     );
     assert_eq!(p.cuts() - cuts, n, "{cmd}: requests cut");
+    let forwarded = p.seen();
     assert_eq!(
         s.calls(&stat) - ran,
-        u64::from(sends + n),
-        "{cmd}: the server runs each cut request and its resend"
+        u64::from(forwarded),
+        "{cmd}: the server ran each request the proxy forwarded"
     );
+    if let Some(sends) = sends {
+        assert_eq!(forwarded, sends + n, "{cmd}: each cut request was resent");
+    }
     assert_eq!(counter("retries") - retries, u64::from(n), "{cmd}: retries");
     assert!(
         counter("connection_failures") - failures >= u64::from(n),
@@ -111,7 +115,7 @@ fn a_lookup_cut_in_flight_is_resent() {
     insert(&t, &keys);
     let query: Vec<i64> = (50..=150).collect();
     for n in [1, 3] {
-        let (out, ex) = cut((&p, &s), "HMGET", (1, 0, n), || {
+        let (out, ex) = cut((&p, &s), "HMGET", (Some(1), 0, n), || {
             let mut out = vec![0u8; query.len() * DIM * 4];
             let mut ex = vec![0u8; query.len()];
             t.find(
@@ -143,7 +147,7 @@ fn a_lookup_cut_in_flight_is_resent() {
         },
     )
     .unwrap();
-    let (rows, ex) = cut((&p, &s), "HMGET", (1, 0, 1), || {
+    let (rows, ex) = cut((&p, &s), "HMGET", (Some(1), 0, 1), || {
         st.find_strings(
             &st.keys(&i64_keys(&[2, 3, 1]), &[]).unwrap(),
             &Rows::Str {
@@ -166,8 +170,8 @@ fn a_size_cut_in_flight_is_resent() {
     let p = Proxy::start(s.port);
     let t = open(&p, "rs_size", "").unwrap();
     insert(&t, &(0..321).collect::<Vec<_>>());
-    assert_eq!(cut((&p, &s), "HLEN", (1, 0, 1), || t.size()), 321);
-    assert_eq!(cut((&p, &s), "HLEN", (1, 0, 2), || t.size()), 321);
+    assert_eq!(cut((&p, &s), "HLEN", (Some(1), 0, 1), || t.size()), 321);
+    assert_eq!(cut((&p, &s), "HLEN", (Some(1), 0, 2), || t.size()), 321);
 }
 
 /// An export cut in flight is resent and returns every row once: its HLEN, the HGETALL of
@@ -197,18 +201,21 @@ fn an_export_cut_in_flight_is_resent() {
 
     let small = open(&p, "rs_export", "").unwrap();
     insert(&small, &(0..500).collect::<Vec<_>>());
-    check(&cut((&p, &s), "HLEN", (1, 0, 1), || small.export()), 500);
-    check(&cut((&p, &s), "HGETALL", (1, 0, 1), || small.export()), 500);
+    check(
+        &cut((&p, &s), "HLEN", (Some(1), 0, 1), || small.export()),
+        500,
+    );
+    check(
+        &cut((&p, &s), "HGETALL", (Some(1), 0, 1), || small.export()),
+        500,
+    );
 
-    // More rows than one HGETALL reads (65,536): paged with HSCAN, 4,096 rows a page.
+    // More rows than one HGETALL reads (65,536): paged with HSCAN, 4,096 rows a page. The
+    // number of pages depends on the state of the hash's incremental rehash: not checked.
     const BIG: i64 = 70_000;
     let big = open(&p, "rs_export_big", "").unwrap();
     insert(&big, &(0..BIG).collect::<Vec<_>>());
-    let pages = s.calls("hscan");
-    check(&big.export().unwrap(), BIG);
-    let pages = u32::try_from(s.calls("hscan") - pages).unwrap();
-    assert!(pages > 4, "{pages} HSCAN pages");
-    check(&cut((&p, &s), "HSCAN", (pages, 3, 1), || big.export()), BIG);
+    check(&cut((&p, &s), "HSCAN", (None, 3, 1), || big.export()), BIG);
 }
 
 /// The TTL commands are resent when cut in flight: the EXPIRE that arms a bucket's TTL after
@@ -226,21 +233,21 @@ fn ttl_commands_cut_in_flight_are_resent() {
     };
     // Opened before the bucket exists: its TTL is armed by the write that creates it.
     let t = open(&p, "rs_ttl", r#""expire_model_tag_in_seconds": 1000"#).unwrap();
-    cut((&p, &s), "EXPIRE", (1, 0, 1), || {
+    cut((&p, &s), "EXPIRE", (Some(1), 0, 1), || {
         insert(&t, &[1, 2, 3]);
         Ok(())
     });
     let armed = ttl_of(&t);
     assert!((1..=1000).contains(&armed), "TTL {armed} after the write");
 
-    let t = cut((&p, &s), "EXPIRE", (1, 0, 1), || {
+    let t = cut((&p, &s), "EXPIRE", (Some(1), 0, 1), || {
         open(&p, "rs_ttl", r#""expire_model_tag_in_seconds": 2000"#)
     });
     let armed = ttl_of(&t);
     assert!((1001..=2000).contains(&armed), "TTL {armed} after the open");
 
     let off = r#""expire_model_tag_in_seconds": -1"#;
-    let t = cut((&p, &s), "TTL", (1, 0, 1), || open(&p, "rs_ttl", off));
+    let t = cut((&p, &s), "TTL", (Some(1), 0, 1), || open(&p, "rs_ttl", off));
     assert_eq!(
         ttl_of(&t),
         -1,
@@ -249,6 +256,8 @@ fn ttl_commands_cut_in_flight_are_resent() {
 
     open(&p, "rs_ttl", r#""expire_model_tag_in_seconds": 2000"#).unwrap();
     assert!(ttl_of(&t) > 1000);
-    let t = cut((&p, &s), "PERSIST", (1, 0, 1), || open(&p, "rs_ttl", off));
+    let t = cut((&p, &s), "PERSIST", (Some(1), 0, 1), || {
+        open(&p, "rs_ttl", off)
+    });
     assert_eq!(ttl_of(&t), -1, "PERSIST was resent");
 }

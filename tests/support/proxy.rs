@@ -35,11 +35,13 @@ struct Shared {
 }
 
 /// The requests to cut: those carrying `pattern` (`\r\n<NAME>\r\n`, as RESP frames a
-/// command name), after letting `skip` of them through; `left` more are cut.
+/// command name), after letting `skip` of them through; `left` more are cut. `seen` counts
+/// the commands carrying it that were forwarded, cut ones included.
 struct Rule {
     pattern: Vec<u8>,
     skip: u32,
     left: u32,
+    seen: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -91,12 +93,19 @@ impl Proxy {
             pattern: format!("\r\n{cmd}\r\n").into_bytes(),
             skip,
             left: n,
+            seen: 0,
         });
     }
 
     /// How many requests have been cut so far.
     pub fn cuts(&self) -> u32 {
         self.shared.cuts.load(Ordering::SeqCst)
+    }
+
+    /// How many commands carrying the current rule's command have been forwarded to the
+    /// server (each of them ran there, the cut ones too).
+    pub fn seen(&self) -> u32 {
+        lock(&self.shared.rule).as_ref().map_or(0, |r| r.seen)
     }
 
     /// Cuts still to make under the current rule.
@@ -143,17 +152,16 @@ impl Shared {
                 Ok(n) => n,
             };
             let chunk = &buf[..n];
-            if !doomed.load(Ordering::SeqCst) {
-                let mut rule = lock(&self.rule);
-                if let Some(r) = rule.as_mut() {
-                    let p = &r.pattern;
-                    if r.left > 0 && chunk.windows(p.len()).any(|w| w == &p[..]) {
-                        if r.skip > 0 {
-                            r.skip -= 1;
-                        } else {
-                            r.left -= 1;
-                            doomed.store(true, Ordering::SeqCst);
-                        }
+            if let Some(r) = lock(&self.rule).as_mut() {
+                let p = &r.pattern;
+                let carried = chunk.windows(p.len()).filter(|w| *w == &p[..]).count() as u32;
+                r.seen += carried;
+                if carried > 0 && r.left > 0 && !doomed.load(Ordering::SeqCst) {
+                    if r.skip > 0 {
+                        r.skip -= 1;
+                    } else {
+                        r.left -= 1;
+                        doomed.store(true, Ordering::SeqCst);
                     }
                 }
             }
