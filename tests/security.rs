@@ -44,11 +44,43 @@ fn open_as(s: &Server, user: &str, password: &str) -> redis_embedding::Result<Ta
     )
 }
 
+/// Every connection authenticates as the configured user. The default user may touch no
+/// key, so a connection that skipped AUTH is refused; the table's connections are killed
+/// before each round, so every round opens new ones, and each round's four threads may open
+/// several at once. Every connection the server saw from the table ran as the user.
 #[test]
 fn acl_user_with_password_reads_and_writes() {
+    const ROUNDS: u64 = 3;
     let s = Server::start();
     acl(&s, &["trainer", "on", ">tr4iner-pw", "~*", "+@all"]);
-    round_trip(&open_as(&s, "trainer", "tr4iner-pw").unwrap());
+    // A connection that did not authenticate runs as `default`: it may still run commands
+    // (the harness' own checks), but on no key.
+    acl(&s, &["default", "resetkeys"]);
+    let t = open_as(&s, "trainer", "tr4iner-pw").unwrap();
+    let received = || {
+        let info = String::from_utf8_lossy(&s.cli(&[b"INFO", b"stats"])).into_owned();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = received();
+    for _ in 0..ROUNDS {
+        s.cli(&[b"CLIENT", b"KILL", b"USER", b"trainer"]);
+        std::thread::scope(|sc| {
+            for _ in 0..4 {
+                sc.spawn(|| round_trip(&t));
+            }
+        });
+        let list = String::from_utf8_lossy(&s.cli(&[b"CLIENT", b"LIST"])).into_owned();
+        let clients = list.lines().filter(|l| l.starts_with("id="));
+        for client in clients.filter(|l| !l.contains(" cmd=client|list ")) {
+            assert!(client.contains(" user=trainer "), "{client}");
+        }
+    }
+    // The harness' own commands open one connection each: two per round, and INFO once.
+    let opened = received() - before - (2 * ROUNDS + 1);
+    assert!(opened >= ROUNDS, "the table opened {opened} connections");
 }
 
 #[test]

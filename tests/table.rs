@@ -481,15 +481,18 @@ fn server_down_fails_with_connection_error_naming_the_address() {
     );
     // Refused connections are retried (8 times by default) before the lookup fails.
     assert!(e.message().contains("gave up after 8 retries"), "{e}");
+    // Opening a table retries its first connection the same way.
     let e = Table::open(s.config(""), spec("emb", ValueType::F32, 1))
         .err()
         .unwrap();
     assert_eq!(e.kind(), ErrorKind::Connection);
+    assert!(e.message().contains("gave up after 8 retries"), "{e}");
 }
 
 /// A server that accepts connections and never answers (a real one, paused with CLIENT
 /// PAUSE ALL for far longer than the test) fails the open with a timeout naming it, after
-/// waiting out the socket timeout and within the bound the timeouts and retries allow.
+/// waiting out the socket timeout of every attempt (the open's handshake is retried like a
+/// request) and within the bound the timeouts and retries allow.
 #[test]
 fn silent_server_times_out() {
     const SOCKET_MS: u64 = 150;
@@ -509,12 +512,64 @@ fn silent_server_times_out() {
     assert!(e.message().contains(&s.addr()), "{e}");
     let ms = std::time::Duration::from_millis;
     let attempts = RETRIES + 1;
-    // It waited a whole socket timeout for a reply...
-    assert!(took >= ms(SOCKET_MS), "gave up after {took:?}: {e}");
+    assert!(
+        e.message()
+            .contains(&format!("gave up after {RETRIES} retries")),
+        "{e}"
+    );
+    // It waited a whole socket timeout for a reply on each attempt, and the 50 + 100 ms of
+    // backoff between them...
+    assert!(
+        took >= ms(SOCKET_MS) * attempts + ms(150),
+        "gave up after {took:?}: {e}"
+    );
     // ...and no attempt took more than its connect, write and read timeouts, plus the
     // 50 + 100 ms of backoff between attempts; twice that, for a loaded machine.
     let bound = (ms(CONNECT_MS + 2 * SOCKET_MS) * attempts + ms(150)) * 2;
     assert!(took < bound, "gave up after {took:?}, bound {bound:?}: {e}");
+}
+
+/// Opening a table rides out a server that does not answer for a while, as requests do: a
+/// real server is paused (CLIENT PAUSE ALL) for 1 s against a 200 ms socket timeout. The
+/// open's handshake times out and is retried with backoff on new connections, and the open
+/// succeeds once the pause has ended: not before (nothing answers until then), and at most
+/// one capped backoff and one attempt after it (with slack for a loaded machine).
+#[test]
+fn a_server_paused_at_open_is_retried_until_it_answers() {
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(1000);
+    let s = Server::start();
+    let cfg = s.config(
+        r#""redis_socket_timeout": 200, "redis_connect_timeout": 200, "rde_max_retries": 20, "rde_retry_backoff_ms": 50"#,
+    );
+    let received = || {
+        let info = String::from_utf8_lossy(&s.cli(&[b"INFO", b"stats"])).into_owned();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = received();
+    // The pause starts after `started`, so no reply can come before started + PAUSE.
+    let started = std::time::Instant::now();
+    let pause_ms = PAUSE.as_millis().to_string();
+    assert_eq!(
+        s.cli(&[b"CLIENT", b"PAUSE", pause_ms.as_bytes(), b"ALL"]),
+        b"+OK\r\n"
+    );
+    let t = Table::open(cfg, spec("emb", ValueType::F32, 1))
+        .unwrap_or_else(|e| panic!("the open was not retried until the pause ended: {e}"));
+    let took = started.elapsed();
+    assert!(
+        took >= PAUSE,
+        "opened after {took:?}, within the {PAUSE:?} pause"
+    );
+    let bound = PAUSE + std::time::Duration::from_millis(200 + 1000) * 3;
+    assert!(took < bound, "opened after {took:?}, bound {bound:?}");
+    // Connections accepted: the harness' CLIENT PAUSE and INFO, and the open's attempts.
+    let attempts = received() - before - 2;
+    assert!(attempts >= 2, "the open made {attempts} connection(s)");
+    insert(&t, &[1], &[1.0]);
+    assert_eq!(find(&t, &[1], 1).1, [1]);
 }
 
 #[test]

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rustc_hash::FxHashMap;
 
+use crate::cluster::dispatch::Retry;
 use crate::cluster::layout::SLOTS;
 use crate::config::{Config, ConnectionMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::resp::conn::{Conn, Endpoint, Reply};
 use crate::resp::pool::Pool;
 use crate::resp::tls::{self, Tls};
+use crate::stats::{self, Counter};
 use crate::sync;
 
 /// Whether a request reads or writes (reads may go to a replica).
@@ -66,7 +68,7 @@ fn random_start(n: usize) -> usize {
 }
 
 impl Router {
-    /// Builds the router and learns the topology (connecting once). Errors name the mode in
+    /// Builds the router and learns the topology (connecting to it). Errors name the mode in
     /// effect and what to set.
     ///
     /// Mode 1 (sentinel, also TFRA's default when the field is absent) keeps TFRA's tolerance
@@ -74,8 +76,36 @@ impl Router {
     /// sentinel query with an error reply and `ROLE` says it is a master, it is used as a
     /// standalone server (one log line says so). A sentinel that is down, unknown to the
     /// master name or failing is an error, and no other server is ever tried.
-    pub fn open(cfg: &Config) -> Result<Router> {
-        let opened = Router::connect(cfg.clone()).or_else(|sentinel_err| {
+    ///
+    /// A connection failure or timeout (the server restarting, a sentinel failover, a server
+    /// too busy to answer) is retried like a request's (`retry`: `rde_max_retries`, with the
+    /// same backoff), so that opening a table rides out the same blips as using it. Error
+    /// replies (a wrong password, a refused command, a host that is no sentinel) fail at once.
+    pub fn open(cfg: &Config, retry: Retry) -> Result<Router> {
+        let mut attempt = 0u32;
+        let opened = loop {
+            match Router::open_once(cfg) {
+                Err(e) if e.is_transient() && attempt < retry.attempts => {
+                    attempt += 1;
+                    stats::add(Counter::Retries, 1);
+                    log::info!(
+                        "opening a table: {e}; retry {attempt} of {}",
+                        retry.attempts
+                    );
+                    std::thread::sleep(retry.pause(attempt));
+                }
+                Err(e) if e.is_transient() && attempt > 0 => {
+                    break Err(e.context(format!("gave up after {attempt} retries")))
+                }
+                r => break r,
+            }
+        };
+        opened.map_err(|e: Error| e.context(cfg.mode_in_effect()).hint(cfg.mode_hint()))
+    }
+
+    /// One attempt of [`Router::open`].
+    fn open_once(cfg: &Config) -> Result<Router> {
+        Router::connect(cfg.clone()).or_else(|sentinel_err| {
             let plain = Router::plain_server_in_sentinel_mode(cfg, &sentinel_err)?;
             log::warn!(
                 "{}: {} is a plain Redis master, not a sentinel; using it as a standalone \
@@ -84,8 +114,7 @@ impl Router {
                 cfg.addr(0)
             );
             Ok(plain)
-        });
-        opened.map_err(|e: Error| e.context(cfg.mode_in_effect()).hint(cfg.mode_hint()))
+        })
     }
 
     fn connect(cfg: Config) -> Result<Router> {

@@ -214,11 +214,11 @@ impl Table {
         }
         let stored_vt = storage.stored_type(spec.value_type);
         let row = stored_vt.elem_size().map_or(0, |s| s * spec.dim);
-        let router = Router::open(&cfg)?;
         let retry = Retry {
             attempts: cfg.rde_max_retries,
             backoff: Duration::from_millis(cfg.rde_retry_backoff_ms),
         };
+        let router = Router::open(&cfg, retry)?;
         let resolved = layout_store::resolve(&cfg, &spec.embedding_name, &router, retry)?;
         let layout = resolved.target;
         let mover = Mover {
