@@ -316,6 +316,38 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A failed TLS handshake with `addr`. A certificate that the other side refused or that
+    /// failed verification is `PermissionDenied`, never retried (every connection would fail
+    /// the same way); anything else (a reset, a timeout) is a connection error like any other.
+    pub(crate) fn tls_handshake(addr: &str, err: io::Error) -> Self {
+        let refused = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|tls| {
+                matches!(
+                    tls,
+                    rustls::Error::InvalidCertificate(_)
+                        | rustls::Error::NoCertificatesPresented
+                        | rustls::Error::AlertReceived(_)
+                        | rustls::Error::PeerIncompatible(_)
+                )
+            });
+        if !refused {
+            return Error::io(addr, "the TLS handshake", err);
+        }
+        Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "redis at {addr}: the TLS handshake was refused: {err}; check \
+                 rde_tls_ca_cert_file, rde_tls_cert_file / rde_tls_key_file and \
+                 rde_tls_server_name"
+            ),
+        )
+        .with_source(err)
+    }
+}
+
 /// The kind of a failed file operation: the caller's path is missing, forbidden, taken or
 /// unusable, a resource ran out, or the file system itself failed.
 fn file_kind(err: &io::Error) -> ErrorKind {

@@ -196,10 +196,17 @@ fn tls_checks_the_server_certificate_and_name() {
         certs.path("other-ca.crt")
     ))
     .unwrap();
+    let opened = std::time::Instant::now();
     let e = Table::open(cfg, spec()).err().unwrap();
-    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
-    assert!(e.message().contains("TLS handshake"), "{e}");
-    assert!(e.message().contains("certificate"), "{e}");
+    // Refused, not retried: every connection would fail the same way.
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.message().contains("TLS handshake was refused"), "{e}");
+    assert!(e.message().contains("rde_tls_ca_cert_file"), "{e}");
+    assert!(
+        opened.elapsed() < std::time::Duration::from_secs(2),
+        "a refused certificate was retried: {:?}",
+        opened.elapsed()
+    );
     // A name the certificate does not carry.
     let e = Table::open(
         tls_config(

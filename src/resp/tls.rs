@@ -141,7 +141,7 @@ impl Tls {
             .map_err(|e| Error::invalid(format!("redis at {addr}: TLS setup failed: {e}")))?;
         while conn.is_handshaking() {
             conn.complete_io(&mut tcp)
-                .map_err(|e| Error::io(addr, "the TLS handshake", e))?;
+                .map_err(|e| Error::tls_handshake(addr, e))?;
         }
         Ok(StreamOwned::new(conn, tcp))
     }
