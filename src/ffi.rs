@@ -302,6 +302,14 @@ fn names(what: &str, joined: &[u8]) -> Result<Vec<String>> {
     })
 }
 
+/// A float32 tensor's bytes as floats without a copy, when aligned (TF's buffers are).
+fn floats(bytes: &[u8]) -> Option<&[f32]> {
+    // SAFETY: `align_to` only yields a middle part of whole, aligned f32s; every bit pattern
+    // is a valid f32; the tensor is little-endian on every platform TF supports here.
+    let (head, body, tail) = unsafe { bytes.align_to::<f32>() };
+    (head.is_empty() && tail.is_empty()).then_some(body)
+}
+
 /// A non-negative count attribute.
 fn count(what: &str, v: i64) -> Result<usize> {
     usize::try_from(v).map_err(|_| Error::invalid(format!("{what} must not be negative, got {v}")))
@@ -475,11 +483,18 @@ impl TableBox {
         status(guarded("train_apply", || {
             let t = self.table()?;
             let (opt, step) = Optimizer::parse(utf8("optimizer", optimizer)?, hyper)?;
-            let grads: Vec<f32> = grads
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            *updated = self.1.apply(t, ids, &grads, &opt, step)? as i64;
+            let copied: Vec<f32>;
+            let grads: &[f32] = match floats(grads) {
+                Some(g) => g,
+                None => {
+                    copied = grads
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    &copied
+                }
+            };
+            *updated = self.1.apply(t, ids, grads, &opt, step)? as i64;
             Ok(())
         }))
     }
