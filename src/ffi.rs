@@ -7,9 +7,10 @@ use crate::config::{resolve_path, Config};
 use std::panic::AssertUnwindSafe;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::optim::{Init, Optimizer};
-use crate::table::train::{LookupOut, Slots, Starts, Trainer};
+use crate::table::train::Trainer;
 use crate::table::{ExportPlan, Exported, Shard, StrRows, Table, TableSpec};
+
+mod train;
 
 #[cxx::bridge(namespace = "rde")]
 #[allow(clippy::module_inception, clippy::too_many_arguments)]
@@ -292,38 +293,6 @@ fn open_table(
     }
 }
 
-/// A newline-separated list attribute (slot table names) as strings.
-fn names(what: &str, joined: &[u8]) -> Result<Vec<String>> {
-    let joined = utf8(what, joined)?;
-    Ok(if joined.is_empty() {
-        Vec::new()
-    } else {
-        joined.split('\n').map(str::to_owned).collect()
-    })
-}
-
-/// A float32 tensor's bytes as floats without a copy, when aligned (TF's buffers are).
-fn floats(bytes: &[u8]) -> Option<&[f32]> {
-    // SAFETY: `align_to` only yields a middle part of whole, aligned f32s; every bit pattern
-    // is a valid f32; the tensor is little-endian on every platform TF supports here.
-    let (head, body, tail) = unsafe { bytes.align_to::<f32>() };
-    (head.is_empty() && tail.is_empty()).then_some(body)
-}
-
-/// A non-negative count attribute.
-fn count(what: &str, v: i64) -> Result<usize> {
-    usize::try_from(v).map_err(|_| Error::invalid(format!("{what} must not be negative, got {v}")))
-}
-
-/// The slot layout: `fused_slots` > 0 means fused rows (and no slot tables).
-fn slots(names: &[String], fused_slots: i64) -> Result<Slots<'_>> {
-    match count("fused_slots", fused_slots)? {
-        0 => Ok(Slots::Tables(names)),
-        _ if !names.is_empty() => Err(Error::invalid("slot tables and fused slots are exclusive")),
-        k => Ok(Slots::Fused(k)),
-    }
-}
-
 /// TF's insert shape rule: values.shape must equal keys.shape + [dim].
 fn check_value_shape(key_dims: &[i64], value_dims: &[i64], dim: usize) -> Result<()> {
     let mut want: Vec<i64> = key_dims.to_vec();
@@ -418,84 +387,6 @@ impl TableBox {
             let t = self.typed(key_dtype, value_dtype)?;
             let k = t.keys(keys, key_offsets)?;
             t.find(&k, defaults, out, want_exists.then_some(exists))
-        }))
-    }
-
-    fn train_configure(&self, slot_names: &[u8], fused_slots: i64, slot_inits: &[f32]) -> Status {
-        status(guarded("train_configure", || {
-            let t = self.table()?;
-            let names = names("slot_names", slot_names)?;
-            self.1.configure(t, slots(&names, fused_slots)?, slot_inits)
-        }))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn train_lookup(
-        &self,
-        key_dtype: i32,
-        keys: &[u8],
-        key_offsets: &[u64],
-        init: &[u8],
-        init_params: &[f32],
-        seed: i64,
-        fused_slots: i64,
-        out: &mut [u8],
-        exists: &mut [u8],
-        remember: bool,
-        ticket: &mut i64,
-    ) -> Status {
-        status(guarded("train_lookup", || {
-            let t = self.table()?;
-            if KeyType::from_tf(key_dtype)? != t.spec().key_type {
-                return Err(Error::invalid(format!(
-                    "dtype mismatch: the table's keys are {:?}, the op got {:?}",
-                    t.spec().key_type,
-                    KeyType::from_tf(key_dtype)?
-                )));
-            }
-            let k = t.keys(keys, key_offsets)?;
-            let [a, b] = init_params else {
-                return Err(Error::invalid("init_params must hold two numbers"));
-            };
-            let starts = Starts {
-                init: Init::parse(utf8("init", init)?, *a, *b)?,
-                seed: seed as u64,
-            };
-            let out = LookupOut {
-                values: out,
-                exists,
-                remember,
-            };
-            let fused = count("fused_slots", fused_slots)?;
-            *ticket = i64::from(self.1.lookup(t, &k, starts, fused, out)?);
-            Ok(())
-        }))
-    }
-
-    fn train_apply(
-        &self,
-        ids: &[i64],
-        grads: &[u8],
-        optimizer: &[u8],
-        hyper: &[f64],
-        updated: &mut i64,
-    ) -> Status {
-        status(guarded("train_apply", || {
-            let t = self.table()?;
-            let (opt, step) = Optimizer::parse(utf8("optimizer", optimizer)?, hyper)?;
-            let copied: Vec<f32>;
-            let grads: &[f32] = match floats(grads) {
-                Some(g) => g,
-                None => {
-                    copied = grads
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
-                    &copied
-                }
-            };
-            *updated = self.1.apply(t, ids, grads, &opt, step)? as i64;
-            Ok(())
         }))
     }
 
