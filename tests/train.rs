@@ -6,7 +6,7 @@ mod support;
 use redis_embedding::{
     Init, KeyType, LookupOut, Optimizer, Slots, Starts, Table, TableSpec, Trainer, ValueType,
 };
-use support::{f32s, i64_keys, Cluster, Server};
+use support::{f32s, i64_keys, serial, Cluster, Server};
 
 const DIM: usize = 2;
 
@@ -92,18 +92,21 @@ fn check_step(cfg: redis_embedding::Config) {
 
 #[test]
 fn a_step_updates_params_and_slot_tables_on_a_standalone_server() {
+    let _serial = serial();
     let s = Server::start();
     check_step(s.config(""));
 }
 
 #[test]
 fn a_step_updates_params_and_slot_tables_on_a_cluster() {
+    let _serial = serial();
     let c = Cluster::start(3, 0);
     check_step(c.config(r#""storage_slice": 6"#));
 }
 
 #[test]
 fn the_fused_layout_reads_and_writes_one_wide_row_per_key() {
+    let _serial = serial();
     let s = Server::start();
     let handle = table(s.config(""), "f-fused", DIM);
     let tr = Trainer::default();
@@ -129,6 +132,7 @@ fn the_fused_layout_reads_and_writes_one_wide_row_per_key() {
 
 #[test]
 fn each_lookup_is_applied_once_and_only_the_newest_are_kept() {
+    let _serial = serial();
     let s = Server::start();
     let t = table(s.config(""), "p-parameter", DIM);
     let tr = Trainer::default();
@@ -166,6 +170,7 @@ fn each_lookup_is_applied_once_and_only_the_newest_are_kept() {
 
 #[test]
 fn a_mismatched_optimizer_or_gradient_is_refused_naming_what() {
+    let _serial = serial();
     let s = Server::start();
     let t = table(s.config(""), "m-parameter", DIM);
     let tr = Trainer::default();
@@ -187,4 +192,49 @@ fn a_mismatched_optimizer_or_gradient_is_refused_naming_what() {
     assert!(short
         .to_string()
         .contains("gradient must hold 1 rows of dim 2"));
+}
+
+fn counter(name: &str) -> u64 {
+    redis_embedding::stats()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap()
+        .1
+}
+
+#[test]
+fn params_and_slots_share_one_pipeline_per_server_each_way() {
+    let _serial = serial();
+    let s = Server::start();
+    let params = table(s.config(""), "one-parameter", DIM);
+    let tr = Trainer::default();
+    let names = ["one-m".to_owned(), "one-v".to_owned()];
+    tr.configure(&params, Slots::Tables(&names), &[0.0, 0.0])
+        .unwrap();
+    // A first step creates the buckets, whose TTL (TFRA's default 7 days) is then armed.
+    let adam = Optimizer::parse("adam", &[0.1, 1.0, 0.9, 0.999, 1e-7]).unwrap();
+    let (_, first) = lookup(&tr, &params, &[1, 2, 3]);
+    tr.apply(&params, &ids(first, 3), &[0.0; 6], &adam.0, adam.1)
+        .unwrap();
+    // Three tables' reads in one pipeline (the per-table path takes three).
+    let p0 = counter("pipelines");
+    let (_, ticket) = lookup(&tr, &params, &[1, 2, 3]);
+    assert_eq!(
+        counter("pipelines") - p0,
+        1,
+        "one read pipeline for three tables"
+    );
+    let adam = Optimizer::parse("adam", &[0.1, 1.0, 0.9, 0.999, 1e-7]).unwrap();
+    let p1 = counter("pipelines");
+    tr.apply(&params, &ids(ticket, 3), &[1.0; 6], &adam.0, adam.1)
+        .unwrap();
+    assert_eq!(
+        counter("pipelines") - p1,
+        1,
+        "one write pipeline for three tables"
+    );
+    let m = table(s.config(""), "one-m", DIM);
+    assert!(read(&m, &[1, 2, 3], DIM)
+        .iter()
+        .all(|&v| (v - 0.1).abs() < 1e-6));
 }

@@ -30,6 +30,7 @@ use crate::sync;
 
 mod keyset;
 mod rows;
+mod together;
 
 use keyset::KeySet;
 use rows::{as_bytes, as_bytes_mut, read_separate, read_slots, write_separate};
@@ -199,6 +200,15 @@ impl Trainer {
                 as_bytes_mut(&mut rows),
                 Some(&mut found),
             )?,
+            Some(c) if k > 0 && together::aligned(t, &c.tables) => together::read(
+                t,
+                &c.tables,
+                &c.inits,
+                &dk,
+                dim,
+                as_bytes_mut(&mut rows),
+                &mut found,
+            )?,
             Some(c) if k > 0 => {
                 read_separate(t, &c.tables, &c.inits, &dk, dim, &mut rows, &mut found)?
             }
@@ -308,6 +318,9 @@ impl Trainer {
                     row: width * 4,
                 },
             )?,
+            None if together::aligned(t, &cfg.tables) => {
+                together::write(t, &cfg.tables, &keys, as_bytes(&rows), dim)?
+            }
             None => write_separate(t, &cfg.tables, &keys, &rows, dim)?,
         }
         Ok(keys.len())

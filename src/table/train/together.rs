@@ -1,0 +1,148 @@
+//! One pipeline per server for TFRA's layout: when the params table and its slot tables keep
+//! each bucket on the same cluster slot (they do unless their layout records differ), a chunk
+//! of keys carries one HMGET (or HSET) per table, so a step's reads and its writes each cost
+//! one round of pipelines instead of one per table.
+
+use std::sync::Arc;
+
+use crate::cluster::dispatch::Commands;
+use crate::cluster::route::Access;
+use crate::codec::{Keys, Storage};
+use crate::error::Result;
+use crate::stats;
+use crate::table::{Shared, Table};
+
+/// Whether `slots` plan and route keys exactly as `t` does.
+pub(super) fn aligned(t: &Table, slots: &[Arc<Table>]) -> bool {
+    slots.iter().all(|s| {
+        s.layout.rule == t.layout.rule
+            && s.buckets.len() == t.buckets.len()
+            && s.bucket_slots == t.bucket_slots
+            && s.storage == t.storage
+    })
+}
+
+/// Reads distinct `keys` from `t` and each slot table into `rows` (`dim × (1 + slots)` per
+/// key: params, then each slot). `found` says whether the params were stored; a missing
+/// slot row starts at its `inits` value.
+pub(super) fn read(
+    t: &Table,
+    slots: &[Arc<Table>],
+    inits: &[f32],
+    keys: &Keys<'_>,
+    dim: usize,
+    rows: &mut [u8],
+    found: &mut [u8],
+) -> Result<()> {
+    let _timer = stats::CallTimer::start();
+    let tables: Vec<&Table> = std::iter::once(t)
+        .chain(slots.iter().map(|s| &**s))
+        .collect();
+    let width = dim * 4 * tables.len();
+    let plan = t.plan(keys);
+    let (rows_sh, found_sh) = (Shared::new(rows), Shared::new(found));
+    let req = Commands::idempotent(
+        Access::Read,
+        |c, ch| {
+            for tb in &tables {
+                tb.encode_hmget(c, ch, &plan.order, &plan, keys);
+            }
+        },
+        |c, ch| {
+            let mut scratch = Vec::new();
+            for (i, tb) in tables.iter().enumerate() {
+                tb.read_hmget_header(c, ch)?;
+                for &d in &plan.order[ch.start..ch.end] {
+                    let pos = plan.first[d as usize] as usize;
+                    // SAFETY: each distinct key's row and flag belong to one chunk, decoded by
+                    // one task at a time.
+                    let dst = unsafe { rows_sh.slice(pos * width + i * dim * 4, dim * 4) };
+                    let hit = match c.read_bulk_len()? {
+                        None => false,
+                        Some(len) if len == tb.row => true,
+                        Some(len) => {
+                            return Err(tb.key_error(
+                                tb.bucket_name(ch),
+                                keys.get(pos),
+                                format!("stored value has {len} bytes, expected {}", tb.row),
+                            ))
+                        }
+                    };
+                    if !hit && i > 0 {
+                        let init = inits[i - 1].to_le_bytes();
+                        dst.chunks_exact_mut(4)
+                            .for_each(|e| e.copy_from_slice(&init));
+                    } else if hit && tb.storage == Storage::Native {
+                        c.payload(dst)?;
+                    } else if hit {
+                        scratch.resize(tb.row, 0);
+                        c.payload(&mut scratch)?;
+                        tb.storage.decode(&scratch, dst);
+                    }
+                    if i == 0 {
+                        // SAFETY: as above.
+                        let flag = unsafe { found_sh.slice(pos, 1) };
+                        flag[0] = hit as u8;
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+    t.dispatch(&plan.chunks, &req)?;
+    for tb in &tables {
+        tb.touch(&[]);
+    }
+    Ok(())
+}
+
+/// Writes distinct `keys`' `rows` (as [`read`] lays them out) to `t` and each slot table,
+/// one HSET per table in each chunk.
+pub(super) fn write(
+    t: &Table,
+    slots: &[Arc<Table>],
+    keys: &Keys<'_>,
+    rows: &[u8],
+    dim: usize,
+) -> Result<()> {
+    let _timer = stats::CallTimer::start();
+    let tables: Vec<&Table> = std::iter::once(t)
+        .chain(slots.iter().map(|s| &**s))
+        .collect();
+    let width = dim * 4 * tables.len();
+    let plan = t.plan(keys);
+    let req = Commands::idempotent(
+        Access::Write,
+        |c, ch| {
+            let mut stored = Vec::new();
+            for (i, tb) in tables.iter().enumerate() {
+                c.begin(2 + 2 * (ch.end - ch.start));
+                c.arg(b"HSET");
+                c.arg(tb.bucket_name(ch));
+                for &d in &plan.order[ch.start..ch.end] {
+                    let pos = plan.first[d as usize] as usize;
+                    c.arg(keys.get(pos));
+                    let part = &rows[pos * width + i * dim * 4..pos * width + (i + 1) * dim * 4];
+                    if tb.storage == Storage::Native {
+                        c.arg(part);
+                    } else {
+                        stored.clear();
+                        tb.storage.encode(part, &mut stored);
+                        c.arg(&stored);
+                    }
+                }
+            }
+        },
+        |c, _| {
+            for _ in &tables {
+                c.read_int()?;
+            }
+            Ok(())
+        },
+    );
+    t.dispatch(&plan.chunks, &req)?;
+    for tb in &tables {
+        tb.touch(&plan.chunks);
+    }
+    Ok(())
+}
