@@ -42,9 +42,13 @@ pub enum Counter {
     /// Wall time spent inside those calls, in nanoseconds: with the wall time of a loop of
     /// ops, it splits the time per call into ours and TensorFlow's (bench/loop.py).
     CallNanoseconds,
+    /// Table opens refused because a server's `maxmemory-policy` can evict the table's keys.
+    EvictingOpensRefused,
+    /// Servers with such a policy that a table opened on anyway (`rde_allow_eviction`).
+    EvictingOpensAllowed,
 }
 
-const NAMES: [&str; 16] = [
+const NAMES: [&str; 18] = [
     "connections_opened",
     "connection_failures",
     "timeouts",
@@ -61,6 +65,8 @@ const NAMES: [&str; 16] = [
     "op_errors",
     "calls",
     "call_nanoseconds",
+    "evicting_opens_refused",
+    "evicting_opens_allowed",
 ];
 
 static COUNTERS: [AtomicU64; NAMES.len()] = [const { AtomicU64::new(0) }; NAMES.len()];
@@ -128,6 +134,8 @@ mod tests {
         Counter::OpErrors,
         Counter::Calls,
         Counter::CallNanoseconds,
+        Counter::EvictingOpensRefused,
+        Counter::EvictingOpensAllowed,
     ];
 
     /// `ConnectionsOpened` → `connections_opened`.

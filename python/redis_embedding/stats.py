@@ -22,6 +22,9 @@ def stats() -> Dict[str, int]:
     * ``requests_failed``: requests that gave up; ``op_errors``: errors returned by ops;
     * ``calls``, ``call_nanoseconds``: lookups, upserts, accums and removes, and the wall
       time spent inside them (the rest of a step's time is TensorFlow's and Python's).
+    * ``evicting_opens_refused``, ``evicting_opens_allowed``: table opens refused because a
+      server's ``maxmemory-policy`` can evict the table's rows, and servers with such a policy
+      opened on anyway under ``rde_allow_eviction`` (docs/operations.md, "The eviction guard").
     """
     names, values = _lib.tfra_rde_redis_stats()
     return {n.decode(): int(v) for n, v in zip(names.numpy(), values.numpy())}

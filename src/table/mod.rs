@@ -20,6 +20,7 @@ use crate::resp::conn::Conn;
 use crate::sync;
 
 mod accum;
+mod evict;
 mod export;
 mod find;
 mod persist;
@@ -215,6 +216,7 @@ impl Table {
         let stored_vt = storage.stored_type(spec.value_type);
         let row = stored_vt.elem_size().map_or(0, |s| s * spec.dim);
         let router = Router::open(&cfg)?;
+        evict::check(&cfg, &router, &spec.embedding_name)?;
         let retry = Retry {
             attempts: cfg.rde_max_retries,
             backoff: Duration::from_millis(cfg.rde_retry_backoff_ms),
