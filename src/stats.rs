@@ -77,6 +77,23 @@ pub fn add(c: Counter, n: u64) {
     COUNTERS[c as usize].fetch_add(n, Ordering::Relaxed);
 }
 
+thread_local! {
+    /// Rounds of resending run on this thread, for the tables' own retry counts.
+    static RETRIES_HERE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one round of resending (`retries`), also on this thread's own count.
+pub(crate) fn add_retry() {
+    add(Counter::Retries, 1);
+    RETRIES_HERE.with(|c| c.set(c.get() + 1));
+}
+
+/// Rounds of resending run on this thread so far: the executor resends on the thread that
+/// called it, so the difference around a request is that request's retries.
+pub(crate) fn retries_here() -> u64 {
+    RETRIES_HERE.with(std::cell::Cell::get)
+}
+
 /// Counts one failed connection attempt or broken connection by its error kind.
 pub(crate) fn count_fault(e: &crate::Error) {
     match e.kind() {
