@@ -302,6 +302,27 @@ class StatsOp : public OpKernel {
   }
 };
 
+class TableStatsOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
+    core::ScopedUnref unref(table);
+    rust::Vec<rust::String> names;
+    rust::Vec<double> values;
+    table->rust().table_stats(names, values);
+    const int64_t n = static_cast<int64_t>(names.size());
+    Tensor *names_out = nullptr, *values_out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n}), &names_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &values_out));
+    for (int64_t i = 0; i < n; ++i) {
+      names_out->flat<tstring>()(i) = std::string(names[i]);
+      values_out->flat<double>()(i) = values[i];
+    }
+  }
+};
+
 class ExportOp : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -490,6 +511,7 @@ RDE_KERNEL("RedisTableClear", ClearOp);
 RDE_KERNEL("RedisTableSize", SizeOp);
 RDE_KERNEL("RedisTableExport", ExportOp);
 RDE_KERNEL("RedisStats", StatsOp);
+RDE_KERNEL("RedisTableStats", TableStatsOp);
 RDE_KERNEL("RedisTableSaveToFileSystem", FileSystemOp<false>);
 RDE_KERNEL("RedisTableLoadFromFileSystem", FileSystemOp<true>);
 RDE_KERNEL("TrainConfigure", TrainConfigureOp);

@@ -146,6 +146,19 @@ REGISTER_OP("TFRA>RdeRedisTableSize")
       return OkStatus();
     });
 
+// One table's statistics: counters, hit rate and latency percentiles (src/table/stats.rs).
+REGISTER_OP("TFRA>RdeRedisTableStats")
+    .Input("table_handle: resource")
+    .Output("names: string")
+    .Output("values: double")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(ScalarHandle(c));
+      c->set_output(0, c->Vector(c->UnknownDim()));
+      c->set_output(1, c->Vector(c->UnknownDim()));
+      return OkStatus();
+    });
+
 // Process-wide fault and traffic counters (retries, redirects, connection failures, ...).
 REGISTER_OP("TFRA>RdeRedisStats")
     .Output("names: string")

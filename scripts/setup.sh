@@ -23,7 +23,7 @@ case "$stack" in
   tf2.21) packages=("tensorflow-cpu==2.21.0" "setuptools>=68") ;;
   *) echo "unknown stack '$stack': use tf2.16 or tf2.21" >&2; exit 2 ;;
 esac
-packages+=("setuptools-rust>=1.9" wheel pytest)
+packages+=("setuptools-rust>=1.9" wheel pytest prometheus_client)
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

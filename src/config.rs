@@ -102,6 +102,9 @@ pub struct Config {
     pub rde_tls_key_file: String,
     /// Extension: the name checked against the server certificates, instead of each host.
     pub rde_tls_server_name: String,
+    /// Extension: open the table even when a server's `maxmemory-policy` can evict its keys
+    /// (see `Table::open`'s eviction guard).
+    pub rde_allow_eviction: bool,
 }
 
 impl Default for Config {
@@ -150,6 +153,7 @@ impl Default for Config {
             rde_tls_cert_file: String::new(),
             rde_tls_key_file: String::new(),
             rde_tls_server_name: String::new(),
+            rde_allow_eviction: false,
         }
     }
 }
@@ -286,6 +290,7 @@ impl Config {
             "rde_tls_cert_file" => self.rde_tls_cert_file = f.string()?,
             "rde_tls_key_file" => self.rde_tls_key_file = f.string()?,
             "rde_tls_server_name" => self.rde_tls_server_name = f.string()?,
+            "rde_allow_eviction" => self.rde_allow_eviction = f.boolean()?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -656,5 +661,15 @@ mod tests {
         .unwrap();
         assert!(c.rde_tls);
         assert_eq!(c.rde_tls_server_name, "redis");
+    }
+
+    #[test]
+    fn allow_eviction_is_a_boolean_that_defaults_to_false() {
+        assert!(!Config::from_json("{}").unwrap().rde_allow_eviction);
+        let c = Config::from_json(r#"{"rde_allow_eviction": true}"#).unwrap();
+        assert!(c.rde_allow_eviction);
+        assert!(err(r#"{"rde_allow_eviction": "yes"}"#)
+            .message()
+            .starts_with("rde_allow_eviction should be json boolean"));
     }
 }

@@ -13,6 +13,9 @@ use std::sync::Arc;
 pub enum ErrorKind {
     /// A config field, op attribute or argument is invalid (including an unusable path).
     InvalidArgument,
+    /// The servers are set up in a way the table cannot safely run on (an evicting
+    /// `maxmemory-policy`); the error says what to change.
+    FailedPrecondition,
     /// A config file (or another named resource) does not exist.
     NotFound,
     /// Redis could not be reached, or the connection broke mid-request.
@@ -259,16 +262,17 @@ impl Error {
     /// where kinds meet TF codes; the C++ shim only forwards the number.
     pub fn tf_code(&self) -> i32 {
         match self.kind {
-            ErrorKind::InvalidArgument => 3,   // INVALID_ARGUMENT
-            ErrorKind::Timeout => 4,           // DEADLINE_EXCEEDED
-            ErrorKind::NotFound => 5,          // NOT_FOUND
-            ErrorKind::AlreadyExists => 6,     // ALREADY_EXISTS
-            ErrorKind::PermissionDenied => 7,  // PERMISSION_DENIED
-            ErrorKind::ResourceExhausted => 8, // RESOURCE_EXHAUSTED
-            ErrorKind::Conflict => 10,         // ABORTED
-            ErrorKind::Unimplemented => 12,    // UNIMPLEMENTED
-            ErrorKind::Server => 13,           // INTERNAL
-            ErrorKind::Internal => 13,         // INTERNAL
+            ErrorKind::InvalidArgument => 3,    // INVALID_ARGUMENT
+            ErrorKind::Timeout => 4,            // DEADLINE_EXCEEDED
+            ErrorKind::NotFound => 5,           // NOT_FOUND
+            ErrorKind::AlreadyExists => 6,      // ALREADY_EXISTS
+            ErrorKind::PermissionDenied => 7,   // PERMISSION_DENIED
+            ErrorKind::ResourceExhausted => 8,  // RESOURCE_EXHAUSTED
+            ErrorKind::FailedPrecondition => 9, // FAILED_PRECONDITION
+            ErrorKind::Conflict => 10,          // ABORTED
+            ErrorKind::Unimplemented => 12,     // UNIMPLEMENTED
+            ErrorKind::Server => 13,            // INTERNAL
+            ErrorKind::Internal => 13,          // INTERNAL
             // INTERNAL rather than UNAVAILABLE: UNAVAILABLE tells TF's fault-tolerant
             // training (ClusterCoordinator, for one) to reschedule and retry, which would
             // hide a failing disk behind endless retries; an EIO is fixed by an operator.
@@ -600,6 +604,7 @@ mod tests {
             (K::AlreadyExists, 6),
             (K::PermissionDenied, 7),
             (K::ResourceExhausted, 8),
+            (K::FailedPrecondition, 9),
             (K::Conflict, 10),
             (K::Unimplemented, 12),
             (K::Server, 13),

@@ -38,6 +38,9 @@ mod ffi {
             status: &mut Status,
         ) -> Box<TableBox>;
         fn describe(self: &TableBox) -> String;
+        /// This table's statistics (`crate::table::stats`), as names and values; none if
+        /// the table failed to open.
+        fn table_stats(self: &TableBox, names: &mut Vec<String>, values: &mut Vec<f64>);
         /// The process-wide counters of `crate::stats`, as names and values.
         fn stats_snapshot(names: &mut Vec<String>, values: &mut Vec<i64>);
 
@@ -318,6 +321,19 @@ impl TableBox {
         self.0
             .as_ref()
             .ok_or_else(|| Error::invalid("the redis table failed to open"))
+    }
+
+    fn table_stats(&self, names: &mut Vec<String>, values: &mut Vec<f64>) {
+        // Reads atomics and histograms only; guarded so that nothing unwinds into C++.
+        let _ = guarded("table_stats", || {
+            if let Some(t) = &self.0 {
+                for (n, v) in t.stats().snapshot() {
+                    names.push(n);
+                    values.push(v);
+                }
+            }
+            Ok(())
+        });
     }
 
     fn describe(&self) -> String {

@@ -100,6 +100,7 @@ const FIELDS: &[&str] = &[
     "rde_tls",
     "rde_tls_cert_file",
     "rde_max_retries",
+    "rde_allow_eviction",
 ];
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {

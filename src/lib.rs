@@ -54,5 +54,6 @@ pub use error::{Error, ErrorKind, Result, ServerError};
 pub use optim::{Init, Optimizer, Step};
 pub use persist::files::resolve_dir;
 pub use stats::stats;
+pub use table::stats::TableStats;
 pub use table::train::{LookupOut, Slots, Starts, Trainer};
 pub use table::{ExportPlan, Exported, Shard, StrRows, Table, TableSpec};

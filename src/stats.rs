@@ -42,9 +42,13 @@ pub enum Counter {
     /// Wall time spent inside those calls, in nanoseconds: with the wall time of a loop of
     /// ops, it splits the time per call into ours and TensorFlow's (bench/loop.py).
     CallNanoseconds,
+    /// Table opens refused because a server's `maxmemory-policy` can evict the table's keys.
+    EvictingOpensRefused,
+    /// Servers with such a policy that a table opened on anyway (`rde_allow_eviction`).
+    EvictingOpensAllowed,
 }
 
-const NAMES: [&str; 16] = [
+const NAMES: [&str; 18] = [
     "connections_opened",
     "connection_failures",
     "timeouts",
@@ -61,6 +65,8 @@ const NAMES: [&str; 16] = [
     "op_errors",
     "calls",
     "call_nanoseconds",
+    "evicting_opens_refused",
+    "evicting_opens_allowed",
 ];
 
 static COUNTERS: [AtomicU64; NAMES.len()] = [const { AtomicU64::new(0) }; NAMES.len()];
@@ -69,6 +75,23 @@ static COUNTERS: [AtomicU64; NAMES.len()] = [const { AtomicU64::new(0) }; NAMES.
 #[inline]
 pub fn add(c: Counter, n: u64) {
     COUNTERS[c as usize].fetch_add(n, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// Rounds of resending run on this thread, for the tables' own retry counts.
+    static RETRIES_HERE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one round of resending (`retries`), also on this thread's own count.
+pub(crate) fn add_retry() {
+    add(Counter::Retries, 1);
+    RETRIES_HERE.with(|c| c.set(c.get() + 1));
+}
+
+/// Rounds of resending run on this thread so far: the executor resends on the thread that
+/// called it, so the difference around a request is that request's retries.
+pub(crate) fn retries_here() -> u64 {
+    RETRIES_HERE.with(std::cell::Cell::get)
 }
 
 /// Counts one failed connection attempt or broken connection by its error kind.
@@ -128,6 +151,8 @@ mod tests {
         Counter::OpErrors,
         Counter::Calls,
         Counter::CallNanoseconds,
+        Counter::EvictingOpensRefused,
+        Counter::EvictingOpensAllowed,
     ];
 
     /// `ConnectionsOpened` → `connections_opened`.

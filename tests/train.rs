@@ -80,6 +80,21 @@ fn check_step(cfg: redis_embedding::Config) {
         .apply(&params, &ids(ticket, 4), &grads, &opt, step)
         .unwrap();
     assert_eq!(n, 3, "duplicate key 5 is one row");
+    // The handle table counts the step once, as train_lookup and train_apply (not as the
+    // find and insert they run): 4 key positions looked up, none stored yet; 3 rows of
+    // params + 1 slot written.
+    let st = |name: &str| {
+        let snap = params.stats().snapshot();
+        snap.into_iter().find(|(n, _)| n == name).unwrap().1
+    };
+    assert_eq!((st("lookups"), st("hits"), st("misses")), (4.0, 0.0, 4.0));
+    assert_eq!(st("rows_written"), 3.0);
+    assert_eq!(st("bytes_out"), (3 * 2 * DIM * 4) as f64);
+    assert_eq!(
+        (st("train_lookup_calls"), st("train_apply_calls")),
+        (1.0, 1.0)
+    );
+    assert_eq!((st("find_calls"), st("insert_calls")), (0.0, 0.0));
     let (p5, a5) = adagrad_row(0.5, 4.0); // 1 + 3: the duplicate's gradients are summed
     let (p9, a9) = adagrad_row(0.5, 2.0);
     let got = read(&params, &[5, 9], DIM);

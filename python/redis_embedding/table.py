@@ -8,7 +8,8 @@ import copy
 import functools
 import os
 import re
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+import weakref
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -20,6 +21,7 @@ from tensorflow.python.training.saver import BaseSaverBuilder
 
 from redis_embedding._ops import ops as _lib
 from redis_embedding.config import ConfigLike, RedisTableConfig
+from redis_embedding.stats import Figure, figures
 
 TensorLike = Union[tf.Tensor, tf.Variable, np.ndarray, Sequence, int, float, bool, str, bytes]
 """Keys and values: a tensor, or what `tf.convert_to_tensor` makes a tensor of (lists, tuples,
@@ -32,6 +34,16 @@ PathLike = Union[str, bytes, "os.PathLike[str]", tf.Tensor]
 """A directory or file name: a string, a `pathlib.Path`, or a string tensor."""
 
 SaveableFn = Callable[..., BaseSaverBuilder.SaveableObject]
+
+
+_LIVE: "weakref.WeakSet[RedisTable]" = weakref.WeakSet()
+"""Every RedisTable of this process that is still referenced (for `prometheus_text()`)."""
+
+
+def live_tables() -> List["RedisTable"]:
+    """The RedisTables of this process that are still alive and were created eagerly (their
+    statistics can be read)."""
+    return [t for t in list(_LIVE) if t._eager]  # pylint: disable=protected-access
 
 
 def _shard_of(name: str) -> Tuple[int, int]:
@@ -90,6 +102,8 @@ class RedisTable(LookupInterface):
             self._shared_name = "table_%d" % (ops.uid(),)
         super().__init__(key_dtype, value_dtype)
         self._resource_handle = self._create_resource()
+        self._eager = context.executing_eagerly()
+        _LIVE.add(self)
         self._saveable_fn = shard_saveable_object_fn or RedisTable._Saveable
         if checkpoint:
             if context.executing_eagerly():
@@ -137,6 +151,31 @@ class RedisTable(LookupInterface):
         """The table's name: the op name in graph mode, the `name` argument in eager mode.
         (TFRA's table returns None in eager mode.)"""
         return self._table_name
+
+    @property
+    def embedding_name(self) -> str:
+        """The name the rows live under in Redis: the table name cut at the first `_mht_`."""
+        return self._embedding_name
+
+    def stats(self) -> Dict[str, Figure]:
+        """This table's statistics since it was created, as a dict (docs/operations.md,
+        "Per-table statistics"):
+
+        * ``lookups``: key positions looked up (a call of 10 keys is 10, duplicates
+          included), by `lookup` and the Keras layer's training lookups; ``hits`` of them
+          found in Redis, ``misses`` not; ``hit_rate`` = hits / lookups (0.0 before any);
+        * ``rows_written``: distinct keys written (insert, accum, the optimizer's apply);
+        * ``bytes_in`` / ``bytes_out``: stored value bytes read from / written to Redis;
+        * ``errors``: failed calls; ``retries``: rounds of resending this table's requests;
+        * per op (find, insert, accum, remove, export, and train_lookup / train_apply once
+          used): ``<op>_calls`` and the wall time of a call in microseconds,
+          ``<op>_p50_us``, ``_p95_us``, ``_p99_us``, ``_max_us`` (HDR histogram, within 1%).
+
+        Counters only grow. Read eagerly (not inside a `tf.function`).
+        """
+        with tf.init_scope():
+            names, values = _lib.tfra_rde_redis_table_stats(self.resource_handle)
+        return figures(names.numpy(), values.numpy())
 
     def size(self, name: Optional[str] = None) -> tf.Tensor:
         """Number of rows in the table (an int64 scalar)."""

@@ -214,7 +214,7 @@ pub fn execute<S: Servers>(
                 .unwrap_or_else(|| Error::new(ErrorKind::Server, "too many redirects"));
             return Err(e.context(format!("gave up after {} retries", retry.attempts)));
         }
-        stats::add(Counter::Retries, 1);
+        stats::add_retry();
         if round.last_err.is_some() {
             std::thread::sleep(retry.pause(attempt));
         }

@@ -225,6 +225,46 @@ impl Router {
         }
     }
 
+    /// The masters the data lives on: the server (standalone), the master the sentinels
+    /// named (sentinel), or every node that owns a slot (cluster).
+    pub fn masters(&self) -> Vec<String> {
+        match self.cfg.redis_connection_mode {
+            ConnectionMode::Standalone => vec![self.cfg.addr(0)],
+            ConnectionMode::Sentinel => sync::read(&self.master).iter().cloned().collect(),
+            ConnectionMode::Cluster => {
+                let map = sync::read(&self.slots);
+                let mut owners: Vec<u16> = map
+                    .owner
+                    .iter()
+                    .copied()
+                    .filter(|&o| o != u16::MAX)
+                    .collect();
+                owners.sort_unstable();
+                owners.dedup();
+                owners
+                    .iter()
+                    .map(|&o| map.nodes[o as usize].clone())
+                    .collect()
+            }
+        }
+    }
+
+    /// `CONFIG GET <name>` on `addr`: the value, or None if the server has no such parameter.
+    pub fn config_get(&self, addr: &str, name: &str) -> Result<Option<String>> {
+        let reply = self.pool(addr).with(|c| {
+            c.cmd(&[b"CONFIG", b"GET", name.as_bytes()]);
+            c.flush()?;
+            c.read_reply()
+        })?;
+        Ok(match reply {
+            Reply::Array(v) => match v.get(1) {
+                Some(Reply::Bulk(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
     /// Records a MOVED redirect without a full refresh.
     pub fn moved(&self, slot: usize, addr: &str) {
         let mut map = sync::write(&self.slots);

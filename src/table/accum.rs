@@ -4,6 +4,7 @@
 
 use std::sync::Mutex;
 
+use super::stats::Op;
 use super::Table;
 use crate::accum;
 use crate::cluster::dispatch::{in_windows, Commands};
@@ -33,6 +34,15 @@ fn deltas_bytes<'a>(rows: &Rows<'a>) -> &'a [u8] {
 impl Table {
     /// TFRA's bp_v2 accumulate, atomic per command on the server (see [`crate::accum`]).
     pub fn accum(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
+        self.stats.track(Op::Accum, || {
+            let rows = self.accum_untracked(keys, deltas, exists)?;
+            self.stats.wrote(rows, rows * self.row);
+            Ok(())
+        })
+    }
+
+    /// [`Table::accum`] without the table's statistics; returns the distinct rows updated.
+    fn accum_untracked(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<usize> {
         let _timer = stats::CallTimer::start();
         match self.compact(deltas, keys.len(), "values_or_deltas")? {
             Some(stored) => self.accum_rows(
@@ -47,16 +57,18 @@ impl Table {
         }
     }
 
-    fn accum_rows(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
+    fn accum_rows(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<usize> {
         let n = keys.len();
         self.check_accum_args(deltas, exists, n)?;
+        let mut rows = 0;
         if n == 0 {
-            return Ok(());
+            return Ok(rows);
         }
         if let Some(done) = in_windows(n, |a, b| {
-            self.accum_window(&keys.sub(a, b), &deltas.sub(a, b), &exists[a..b])
+            rows += self.accum_window(&keys.sub(a, b), &deltas.sub(a, b), &exists[a..b])?;
+            Ok(())
         }) {
-            return done;
+            return done.map(|()| rows);
         }
         self.accum_window(keys, deltas, exists)
     }
@@ -82,7 +94,7 @@ impl Table {
     /// One window of an accum: rounds of read, fold and compare-and-set until no key lost a
     /// race; keys still contended after [`CAS_ROUNDS_BEFORE_SCRIPT`] rounds go through the
     /// per-element script.
-    fn accum_window(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
+    fn accum_window(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<usize> {
         let plan = self.plan(keys);
         let vt = self.stored_vt;
         let kss = self.cfg.keys_sending_size;
@@ -131,7 +143,7 @@ impl Table {
             }
         }
         self.touch(&plan.chunks);
-        Ok(())
+        Ok(plan.distinct())
     }
 
     /// The stored row of each distinct key in `order` (None if absent), indexed by distinct

@@ -2,14 +2,24 @@
 //! into caller-allocated buffers), and the choice between them that the export op makes
 //! ([`Table::export_plan`], [`Table::export_fill`]). The rows are streamed by [`super::scan`].
 
+use std::time::Instant;
+
+use super::stats::Op;
 use super::{Exported, StrRows, Table};
 use crate::codec::{decode_str_row, KeyType};
 use crate::config::StoreMode;
 use crate::error::{Error, ErrorKind, Result};
 
-/// How an export reaches the op's output buffers, as [`Table::export_plan`] chose it.
+/// How an export reaches the op's output buffers, as [`Table::export_plan`] chose it, and
+/// when the export started (the table's statistics time both steps as one export).
 #[derive(Debug)]
-pub enum ExportPlan {
+pub struct ExportPlan {
+    way: Way,
+    started: Instant,
+}
+
+#[derive(Debug)]
+enum Way {
     /// Fixed-size keys and values: the rows stream straight into the caller's buffers (the
     /// outputs are then the filled prefix of them).
     Stream {
@@ -24,18 +34,18 @@ pub enum ExportPlan {
 impl ExportPlan {
     /// How many rows the caller allocates before [`Table::export_fill`].
     pub fn rows(&self) -> usize {
-        match self {
-            ExportPlan::Stream { capacity } => *capacity,
-            ExportPlan::Rows(ex) => ex.len,
+        match &self.way {
+            Way::Stream { capacity } => *capacity,
+            Way::Rows(ex) => ex.len,
         }
     }
 
     /// The rows read ahead, if the plan holds them (string keys and values are copied out of
     /// them by the caller, which owns the string tensors).
     pub fn exported(&self) -> Option<&Exported> {
-        match self {
-            ExportPlan::Stream { .. } => None,
-            ExportPlan::Rows(ex) => Some(ex),
+        match &self.way {
+            Way::Stream { .. } => None,
+            Way::Rows(ex) => Some(ex),
         }
     }
 }
@@ -46,10 +56,20 @@ impl Table {
     /// ([`Table::export`]). The caller then allocates [`ExportPlan::rows`] rows and calls
     /// [`Table::export_fill`].
     pub fn export_plan(&self) -> Result<ExportPlan> {
-        Ok(match self.export_capacity()? {
-            Some(capacity) => ExportPlan::Stream { capacity },
-            None => ExportPlan::Rows(self.export()?),
-        })
+        let started = Instant::now();
+        let way = self.export_capacity().and_then(|cap| {
+            Ok(match cap {
+                Some(capacity) => Way::Stream { capacity },
+                None => Way::Rows(self.export()?),
+            })
+        });
+        match way {
+            Ok(way) => Ok(ExportPlan { way, started }),
+            Err(e) => {
+                self.stats.record(Op::Export, started.elapsed(), false);
+                Err(e)
+            }
+        }
     }
 
     /// The export op's second step: writes the fixed-size keys and values of `plan` into
@@ -63,9 +83,22 @@ impl Table {
         keys_out: &mut [u8],
         values_out: &mut [u8],
     ) -> Result<usize> {
-        let ex = match plan {
-            ExportPlan::Stream { .. } => return self.export_into(keys_out, values_out),
-            ExportPlan::Rows(ex) => ex,
+        let r = self.fill(plan, keys_out, values_out);
+        self.stats
+            .record(Op::Export, plan.started.elapsed(), r.is_ok());
+        if let Ok(rows) = r {
+            self.stats.read(match plan.exported() {
+                Some(ex) if self.row == 0 => ex.str_values.data.len(),
+                _ => rows * self.row,
+            });
+        }
+        r
+    }
+
+    fn fill(&self, plan: &ExportPlan, keys_out: &mut [u8], values_out: &mut [u8]) -> Result<usize> {
+        let ex = match &plan.way {
+            Way::Stream { .. } => return self.export_into(keys_out, values_out),
+            Way::Rows(ex) => ex,
         };
         if self.spec.key_type.width().is_some() {
             copy_exact("key", &ex.keys, keys_out)?;

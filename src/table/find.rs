@@ -1,7 +1,9 @@
 //! Lookups: `find` (fixed-size rows, read straight into the output) and `find_strings`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::stats::Op;
 use super::{Shared, StrRows, Table};
 use crate::cluster::dispatch::{in_windows, Commands, Request};
 use crate::cluster::route::Access;
@@ -22,6 +24,21 @@ impl Table {
         out: &mut [u8],
         exists: Option<&mut [u8]>,
     ) -> Result<()> {
+        self.stats.track(Op::Find, || {
+            let found = self.find_untracked(keys, defaults, out, exists)?;
+            self.stats.looked_up(keys.len(), found.hits, found.bytes);
+            Ok(())
+        })
+    }
+
+    /// [`Table::find`] without the table's statistics (the training ops count their own).
+    pub(crate) fn find_untracked(
+        &self,
+        keys: &Keys<'_>,
+        defaults: &[u8],
+        out: &mut [u8],
+        exists: Option<&mut [u8]>,
+    ) -> Result<Found> {
         let _timer = stats::CallTimer::start();
         if self.storage == Storage::Native {
             return self.find_rows(keys, defaults, out, exists);
@@ -45,11 +62,11 @@ impl Table {
                 .encode(&defaults[r * trow..(r + 1) * trow], &mut dflt);
         }
         let mut scratch = vec![0u8; n * srow];
-        self.find_rows(keys, &dflt, &mut scratch, exists)?;
+        let found = self.find_rows(keys, &dflt, &mut scratch, exists)?;
         for (o, s) in out.chunks_exact_mut(trow).zip(scratch.chunks_exact(srow)) {
             self.storage.decode(s, o);
         }
-        Ok(())
+        Ok(found)
     }
 
     fn find_rows(
@@ -58,11 +75,12 @@ impl Table {
         defaults: &[u8],
         out: &mut [u8],
         mut exists: Option<&mut [u8]>,
-    ) -> Result<()> {
+    ) -> Result<Found> {
         let (n, row) = (keys.len(), self.row);
         let per_key = self.check_find_args(n, defaults, out, exists.as_deref())?;
+        let mut found = Found::default();
         if n == 0 {
-            return Ok(());
+            return Ok(found);
         }
         let windowed = in_windows(n, |a, b| {
             let d = if per_key {
@@ -71,10 +89,13 @@ impl Table {
                 defaults
             };
             let e = exists.as_deref_mut().map(|e| &mut e[a..b]);
-            self.find_window(&keys.sub(a, b), d, per_key, &mut out[a * row..b * row], e)
+            let w = self.find_window(&keys.sub(a, b), d, per_key, &mut out[a * row..b * row], e)?;
+            found.hits += w.hits;
+            found.bytes += w.bytes;
+            Ok(())
         });
         if let Some(done) = windowed {
-            return done;
+            return done.map(|()| found);
         }
         self.find_window(keys, defaults, per_key, out, exists)
     }
@@ -122,12 +143,14 @@ impl Table {
         per_key: bool,
         out: &mut [u8],
         exists: Option<&mut [u8]>,
-    ) -> Result<()> {
+    ) -> Result<Found> {
         let plan = self.plan(keys);
         let lookup = Lookup {
             table: self,
             keys,
             plan: &plan,
+            hits: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
             to: Scatter {
                 out: Shared::new(out),
                 exists: exists.map(Shared::new),
@@ -138,7 +161,10 @@ impl Table {
         };
         self.dispatch(&plan.chunks, &lookup)?;
         self.touch(&[]);
-        Ok(())
+        Ok(Found {
+            hits: lookup.hits.into_inner(),
+            bytes: lookup.bytes.into_inner(),
+        })
     }
 
     /// Reads the length of the next HMGET value, the stored row of the key at `pos`: None if
@@ -168,6 +194,15 @@ impl Table {
     /// Looks up string values. `defaults` holds one row per key or at least one row.
     /// Returns the `n × dim` elements and, per key, whether it was found.
     pub fn find_strings(&self, keys: &Keys<'_>, defaults: &Rows<'_>) -> Result<(StrRows, Vec<u8>)> {
+        self.stats
+            .track(Op::Find, || self.find_strings_rows(keys, defaults))
+    }
+
+    fn find_strings_rows(
+        &self,
+        keys: &Keys<'_>,
+        defaults: &Rows<'_>,
+    ) -> Result<(StrRows, Vec<u8>)> {
         let _timer = stats::CallTimer::start();
         let (n, dim) = (keys.len(), self.spec.dim);
         if self.row != 0 {
@@ -207,6 +242,7 @@ impl Table {
             ),
         )?;
         let stored = sync::into_inner(stored);
+        let read: usize = stored.iter().flatten().map(|(_, v)| v.len()).sum();
         let mut exists = vec![0u8; n];
         for (i, &d) in plan.of.iter().enumerate() {
             match &stored[d as usize] {
@@ -224,6 +260,8 @@ impl Table {
             }
         }
         self.touch(&[]);
+        let hits = exists.iter().filter(|&&e| e != 0).count();
+        self.stats.looked_up(n, hits, read);
         Ok((rows, exists))
     }
 }
@@ -234,7 +272,17 @@ struct Lookup<'a> {
     table: &'a Table,
     keys: &'a Keys<'a>,
     plan: &'a Plan,
+    /// Positions found, and the stored bytes read for them.
+    hits: AtomicUsize,
+    bytes: AtomicUsize,
     to: Scatter<'a>,
+}
+
+/// What a lookup found: key positions, and stored value bytes read.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Found {
+    pub(crate) hits: usize,
+    pub(crate) bytes: usize,
 }
 
 impl Request for Lookup<'_> {
@@ -259,17 +307,25 @@ impl Request for Lookup<'_> {
         // instead of following the last reply.
         // SAFETY (both calls): the rows and flags written belong to the occurrences of this
         // chunk's distinct keys only, and each chunk is decoded by one task at a time.
+        let (mut hits, mut bytes) = (0, 0);
         for &d in &plan.order[ch.start..ch.end] {
             let first = plan.first[d as usize] as usize;
             let hit = match t.stored_row_len(c, ch, self.keys, first)? {
-                Some(_) => {
+                Some(len) => {
                     c.payload(unsafe { to.out.slice(first * to.row, to.row) })?;
+                    bytes += len;
                     true
                 }
                 None => false,
             };
-            unsafe { to.scatter(plan.positions(d as usize), first, hit) };
+            let written = unsafe { to.scatter(plan.positions(d as usize), first, hit) };
+            if hit {
+                hits += written;
+            }
         }
+        // Added once the whole reply is decoded, so a chunk cut off and resent counts once.
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -286,12 +342,18 @@ struct Scatter<'a> {
 
 impl Scatter<'_> {
     /// Fills every position of one distinct key: the row read in place at `first` when `hit`,
-    /// else the key's defaults; and its found flag.
+    /// else the key's defaults; and its found flag. Returns the number of positions.
     ///
     /// # Safety
     /// No other task may write these positions meanwhile.
-    unsafe fn scatter(&self, positions: impl Iterator<Item = usize>, first: usize, hit: bool) {
+    unsafe fn scatter(
+        &self,
+        positions: impl Iterator<Item = usize>,
+        first: usize,
+        hit: bool,
+    ) -> usize {
         let row = self.row;
+        let mut n = 0;
         let found: Option<&[u8]> = hit.then(|| &*self.out.slice(first * row, row));
         for p in positions {
             let from = match found {
@@ -306,6 +368,8 @@ impl Scatter<'_> {
             if let Some(e) = &self.exists {
                 e.slice(p, 1)[0] = hit as u8;
             }
+            n += 1;
         }
+        n
     }
 }

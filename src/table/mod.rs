@@ -20,11 +20,13 @@ use crate::resp::conn::Conn;
 use crate::sync;
 
 mod accum;
+mod evict;
 mod export;
 mod find;
 mod persist;
 mod remove;
 mod scan;
+pub mod stats;
 pub(crate) mod train;
 mod ttl;
 mod write;
@@ -193,6 +195,8 @@ pub struct Table {
     ttl_armed: Vec<std::sync::atomic::AtomicBool>,
     /// When every bucket's TTL was last pushed out.
     ttl_last: Mutex<std::time::Instant>,
+    /// This table's counters and latency histograms.
+    stats: stats::TableStats,
 }
 
 impl Table {
@@ -219,6 +223,7 @@ impl Table {
             backoff: Duration::from_millis(cfg.rde_retry_backoff_ms),
         };
         let router = Router::open(&cfg, retry)?;
+        evict::check(&cfg, &router, &spec.embedding_name)?;
         let resolved = layout_store::resolve(&cfg, &spec.embedding_name, &router, retry)?;
         let layout = resolved.target;
         let mover = Mover {
@@ -264,6 +269,7 @@ impl Table {
             stored_vt,
             ttl_armed: (0..n_buckets).map(|_| Default::default()).collect(),
             ttl_last: Mutex::new(std::time::Instant::now()),
+            stats: stats::TableStats::default(),
         };
         t.arm_ttl_on_open()?;
         log::debug!(
@@ -283,6 +289,11 @@ impl Table {
     /// The config the table runs with.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// This table's statistics (see [`stats`]).
+    pub fn stats(&self) -> &stats::TableStats {
+        &self.stats
     }
 
     /// The runtime bucket names.
@@ -337,13 +348,16 @@ impl Table {
     /// Runs `req`, one command per chunk, on the servers owning the chunks' buckets; see
     /// [`crate::cluster::dispatch`].
     fn dispatch(&self, chunks: &[Chunk], req: &impl Request) -> Result<()> {
-        dispatch::run(
+        let before = crate::stats::retries_here();
+        let r = dispatch::run(
             &self.router,
             self.retry,
             chunks,
             |c| self.bucket_slots[c.bucket],
             req,
-        )
+        );
+        self.stats.retried(crate::stats::retries_here() - before);
+        r
     }
 
     /// Runs `work(bucket)` for every one of `buckets`, each taken by the next free worker: two

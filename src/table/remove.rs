@@ -1,5 +1,6 @@
 //! Deletes and counts: `remove` (HDEL), `clear` (UNLINK every bucket), `size` (HLEN).
 
+use super::stats::Op;
 use super::Table;
 use crate::cluster::dispatch::{in_windows, Commands};
 use crate::cluster::route::Access;
@@ -10,11 +11,15 @@ use crate::stats;
 impl Table {
     /// Deletes keys; missing keys are ignored.
     pub fn remove(&self, keys: &Keys<'_>) -> Result<()> {
+        self.stats.track(Op::Remove, || self.remove_keys(keys))
+    }
+
+    fn remove_keys(&self, keys: &Keys<'_>) -> Result<()> {
         let _timer = stats::CallTimer::start();
         if keys.is_empty() {
             return Ok(());
         }
-        if let Some(done) = in_windows(keys.len(), |a, b| self.remove(&keys.sub(a, b))) {
+        if let Some(done) = in_windows(keys.len(), |a, b| self.remove_keys(&keys.sub(a, b))) {
             return done;
         }
         let plan = self.plan(keys);

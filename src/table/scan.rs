@@ -143,13 +143,16 @@ impl Table {
                 count: self.cfg.keys_sending_size.max(SCAN_PAGE_ROWS),
             }
         };
-        scan::read_page(
+        let before = crate::stats::retries_here();
+        let page = scan::read_page(
             &self.router,
             self.retry,
             self.buckets.name(bucket),
             what,
             reuse,
-        )
+        );
+        self.stats.retried(crate::stats::retries_here() - before);
+        page
     }
 
     /// Checks a stored row against the table's key width and value layout.

@@ -1,5 +1,6 @@
 //! Writes: `insert` (HSET, last occurrence of a duplicated key wins) and `import`.
 
+use super::stats::Op;
 use super::Table;
 use crate::cluster::dispatch::{in_windows, Commands};
 use crate::cluster::route::Access;
@@ -14,6 +15,20 @@ const PREFETCH_ROWS: usize = 8;
 impl Table {
     /// Upserts rows. Within one call a duplicated key keeps its last row.
     pub fn insert(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
+        self.stats.track(Op::Insert, || {
+            let (rows, bytes) = self.insert_untracked(keys, values)?;
+            self.stats.wrote(rows, bytes);
+            Ok(())
+        })
+    }
+
+    /// [`Table::insert`] without the table's statistics; returns the distinct rows written
+    /// and their stored value bytes.
+    pub(crate) fn insert_untracked(
+        &self,
+        keys: &Keys<'_>,
+        values: &Rows<'_>,
+    ) -> Result<(usize, usize)> {
         let _timer = stats::CallTimer::start();
         match self.compact(values, keys.len(), "values")? {
             Some(stored) => self.insert_rows(
@@ -27,16 +42,19 @@ impl Table {
         }
     }
 
-    fn insert_rows(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
+    fn insert_rows(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<(usize, usize)> {
         let n = keys.len();
         self.check_rows(values, n, "values")?;
+        let mut written = (0, 0);
         if n == 0 {
-            return Ok(());
+            return Ok(written);
         }
         if let Some(done) = in_windows(n, |a, b| {
-            self.insert_rows(&keys.sub(a, b), &values.sub(a, b))
+            let (r, b) = self.insert_rows(&keys.sub(a, b), &values.sub(a, b))?;
+            written = (written.0 + r, written.1 + b);
+            Ok(())
         }) {
-            return done;
+            return done.map(|()| written);
         }
         let plan = self.plan(keys);
         self.dispatch(
@@ -63,7 +81,10 @@ impl Table {
             ),
         )?;
         self.touch(&plan.chunks);
-        Ok(())
+        let bytes = (0..plan.distinct())
+            .map(|d| values.encoded_len(plan.last[d] as usize))
+            .sum();
+        Ok((plan.distinct(), bytes))
     }
 
     /// Checkpoint restore. Mode 0 upserts the rows (the table is not cleared first, as in

@@ -9,6 +9,7 @@ embedding rows with one fused op per table and step (see docs/keras.md).
 """
 
 from redis_embedding.keras import optimizers
+from redis_embedding.keras.callbacks import StatsCallback
 from redis_embedding.keras.layers import Embedding
 
-__all__ = ["Embedding", "optimizers"]
+__all__ = ["Embedding", "StatsCallback", "optimizers"]

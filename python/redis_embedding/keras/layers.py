@@ -19,6 +19,7 @@ import tensorflow as tf
 from redis_embedding._ops import ops as _lib
 from redis_embedding.config import ConfigLike, RedisTableConfig
 from redis_embedding.keras.init import init_spec
+from redis_embedding.stats import Figure, combine
 from redis_embedding.table import RedisTable
 
 COMBINERS = ("sum", "mean", "sqrtn")
@@ -221,6 +222,13 @@ class Embedding(keras.layers.Layer):
         return _lib.tfra_rde_train_apply(
             self._handle.resource_handle, ids=grad.indices, grads=grad.values,
             hyper=hyper, optimizer=optimizer)
+
+    def stats(self) -> Dict[str, Figure]:
+        """The statistics of this layer's tables combined (`RedisTable.stats()` names them):
+        counters add up, each latency figure is the largest of its tables'. A training step
+        counts once, as `train_lookup` (its keys, hits) and `train_apply` (rows written), on
+        the handle table."""
+        return combine(t.stats() for t in self._tables.values())
 
     def export(self) -> Tuple[tf.Tensor, tf.Tensor]:
         """Every stored (id, params) pair; with the fused layout the slots are cut off."""

@@ -13,8 +13,10 @@
 //! `DynamicEmbeddingOptimizer` names it, and the fused one, where a row holds the params and
 //! then the slots, so a step costs one read and one write per distinct key.
 //!
-//! Invariant: only [`Table`]'s public operations are used, so this file holds no I/O of its
-//! own; every read and write goes through `find` and `insert` and their executor.
+//! Invariant: only [`Table`]'s operations are used, so this file holds no I/O of its own;
+//! every read and write goes through `find_untracked` and `insert_untracked` and their
+//! executor. The handle table's statistics count each step once, as `train_lookup` (keys,
+//! hits) and `train_apply` (rows written).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashMap;
 
+use super::stats::Op;
 use super::{Table, TableSpec};
 use crate::codec::{Keys, Rows, ValueType};
 use crate::error::{Error, Result};
@@ -171,6 +174,19 @@ impl Trainer {
         fused_slots: usize,
         out: LookupOut<'_>,
     ) -> Result<u32> {
+        t.stats().track(Op::TrainLookup, || {
+            self.lookup_rows(t, keys, starts, fused_slots, out)
+        })
+    }
+
+    fn lookup_rows(
+        &self,
+        t: &Table,
+        keys: &Keys<'_>,
+        starts: Starts,
+        fused_slots: usize,
+        out: LookupOut<'_>,
+    ) -> Result<u32> {
         let (n, dim) = (keys.len(), check_float(t)?);
         if out.values.len() != n * dim * 4 || out.exists.len() != n {
             return Err(Error::invalid(format!(
@@ -194,12 +210,14 @@ impl Trainer {
         match cfg.as_deref() {
             Some(Configured {
                 wide: Some(wide), ..
-            }) => wide.find(
-                &dk,
-                &vec![0u8; width * 4],
-                as_bytes_mut(&mut rows),
-                Some(&mut found),
-            )?,
+            }) => {
+                wide.find_untracked(
+                    &dk,
+                    &vec![0u8; width * 4],
+                    as_bytes_mut(&mut rows),
+                    Some(&mut found),
+                )?;
+            }
             Some(c) if k > 0 && together::aligned(t, &c.tables) => together::read(
                 t,
                 &c.tables,
@@ -212,12 +230,14 @@ impl Trainer {
             Some(c) if k > 0 => {
                 read_separate(t, &c.tables, &c.inits, &dk, dim, &mut rows, &mut found)?
             }
-            _ => t.find(
-                &dk,
-                &vec![0u8; dim * 4],
-                as_bytes_mut(&mut rows),
-                Some(&mut found),
-            )?,
+            _ => {
+                t.find_untracked(
+                    &dk,
+                    &vec![0u8; dim * 4],
+                    as_bytes_mut(&mut rows),
+                    Some(&mut found),
+                )?;
+            }
         }
         let fused_inits = match cfg.as_deref() {
             Some(c) if c.wide.is_some() => c.inits.as_slice(),
@@ -238,6 +258,9 @@ impl Trainer {
                 .copy_from_slice(as_bytes(&rows[d * width..d * width + dim]));
             out.exists[i] = found[d];
         }
+        let hits = out.exists.iter().filter(|&&e| e != 0).count();
+        let rows_found = found.iter().filter(|&&f| f != 0).count();
+        t.stats().looked_up(n, hits, rows_found * width * 4);
         if !out.remember {
             return Ok(0);
         }
@@ -278,6 +301,22 @@ impl Trainer {
         opt: &Optimizer,
         step: Step,
     ) -> Result<usize> {
+        t.stats().track(Op::TrainApply, || {
+            let rows = self.apply_rows(t, ids, grads, opt, step)?;
+            let width = check_float(t)? * (1 + opt.slots().len());
+            t.stats().wrote(rows, rows * width * 4);
+            Ok(rows)
+        })
+    }
+
+    fn apply_rows(
+        &self,
+        t: &Table,
+        ids: &[i64],
+        grads: &[f32],
+        opt: &Optimizer,
+        step: Step,
+    ) -> Result<usize> {
         let dim = check_float(t)?;
         if grads.len() != ids.len() * dim {
             return Err(Error::invalid(format!(
@@ -311,13 +350,15 @@ impl Trainer {
             opt.apply(step, param, slot, &batch.sums[d * dim..(d + 1) * dim]);
         }
         match &cfg.wide {
-            Some(wide) => wide.insert(
-                &keys,
-                &Rows::Fixed {
-                    data: as_bytes(&rows),
-                    row: width * 4,
-                },
-            )?,
+            Some(wide) => {
+                wide.insert_untracked(
+                    &keys,
+                    &Rows::Fixed {
+                        data: as_bytes(&rows),
+                        row: width * 4,
+                    },
+                )?;
+            }
             None if together::aligned(t, &cfg.tables) => {
                 together::write(t, &cfg.tables, &keys, as_bytes(&rows), dim)?
             }

@@ -1,6 +1,7 @@
 //! Moving a step's rows between the tables and one buffer of `dim × (1 + slots)` floats per
-//! distinct key: params, then each slot. No I/O of its own: `Table::find` and
-//! `Table::insert` on the params and slot tables, one table per thread.
+//! distinct key: params, then each slot. No I/O of its own: `Table::find_untracked` and
+//! `Table::insert_untracked` (the training ops count themselves) on the params and slot
+//! tables, one table per thread.
 
 use std::sync::Arc;
 
@@ -30,11 +31,12 @@ pub(super) fn read_separate(
             .map(|((slot, part), &init)| {
                 s.spawn(move || {
                     let dflt: Vec<u8> = init.to_le_bytes().repeat(dim);
-                    slot.find(keys, &dflt, as_bytes_mut(part), None)
+                    slot.find_untracked(keys, &dflt, as_bytes_mut(part), None)
+                        .map(|_| ())
                 })
             })
             .collect();
-        t.find(
+        t.find_untracked(
             keys,
             &vec![0u8; dim * 4],
             as_bytes_mut(params),
@@ -63,7 +65,7 @@ pub(super) fn read_slots(
     for (i, slot) in slots.iter().enumerate() {
         let mut read = vec![0f32; n * dim];
         let dflt: Vec<u8> = inits[i].to_le_bytes().repeat(dim);
-        slot.find(keys, &dflt, as_bytes_mut(&mut read), None)?;
+        slot.find_untracked(keys, &dflt, as_bytes_mut(&mut read), None)?;
         for d in 0..n {
             let at = d * width + dim * (1 + i);
             rows[at..at + dim].copy_from_slice(&read[d * dim..(d + 1) * dim]);
@@ -106,18 +108,19 @@ pub(super) fn write_separate(
             .map(|(i, slot)| {
                 let data = part(i + 1);
                 s.spawn(move || {
-                    slot.insert(
+                    slot.insert_untracked(
                         keys,
                         &Rows::Fixed {
                             data: &data,
                             row: dim * 4,
                         },
                     )
+                    .map(|_| ())
                 })
             })
             .collect();
         let data = part(0);
-        t.insert(
+        t.insert_untracked(
             keys,
             &Rows::Fixed {
                 data: &data,
