@@ -31,6 +31,7 @@ mod exec;
 #[cfg(test)]
 mod fuzz;
 mod handoff;
+mod memory;
 mod optim;
 mod persist;
 mod plan;

@@ -2,7 +2,7 @@
 //! into caller-allocated buffers), and the choice between them that the export op makes
 //! ([`Table::export_plan`], [`Table::export_fill`]). The rows are streamed by [`super::scan`].
 
-use super::{Exported, StrRows, Table};
+use super::{Exported, RedisTable, StrRows};
 use crate::codec::{decode_str_row, KeyType};
 use crate::config::StoreMode;
 use crate::error::{Error, ErrorKind, Result};
@@ -40,7 +40,7 @@ impl ExportPlan {
     }
 }
 
-impl Table {
+impl RedisTable {
     /// The export op's first step: streams when keys and values have fixed sizes and the
     /// export returns rows ([`Table::export_capacity`]), else reads the rows now
     /// ([`Table::export`]). The caller then allocates [`ExportPlan::rows`] rows and calls
@@ -185,7 +185,7 @@ impl Table {
 }
 
 /// Copies exported bytes into an output buffer that must hold exactly them.
-fn copy_exact(what: &str, from: &[u8], to: &mut [u8]) -> Result<()> {
+pub(super) fn copy_exact(what: &str, from: &[u8], to: &mut [u8]) -> Result<()> {
     if from.len() != to.len() {
         return Err(Error::new(
             ErrorKind::Internal,

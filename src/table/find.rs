@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use super::{Shared, StrRows, Table};
+use super::{RedisTable, Shared, StrRows};
 use crate::cluster::dispatch::{in_windows, Commands, Request};
 use crate::cluster::route::Access;
 use crate::codec::{decode_str_row, Keys, Rows, Storage};
@@ -12,7 +12,7 @@ use crate::resp::conn::Conn;
 use crate::stats;
 use crate::sync;
 
-impl Table {
+impl RedisTable {
     /// Looks up fixed-size values. `out` is `n × row` bytes; `defaults` is either one row per
     /// key (same size as `out`) or at least one row used for every missing key.
     pub fn find(
@@ -231,7 +231,7 @@ impl Table {
 /// A lookup as a [`Request`]: one HMGET per chunk of distinct keys, each reply read straight
 /// into the output and scattered to every position of its key.
 struct Lookup<'a> {
-    table: &'a Table,
+    table: &'a RedisTable,
     keys: &'a Keys<'a>,
     plan: &'a Plan,
     to: Scatter<'a>,
