@@ -123,7 +123,7 @@ fn concurrent_accums_add_up_exactly() {
 }
 
 #[test]
-fn tables_share_rows_by_model_tag_and_name_and_refuse_another_layout() {
+fn tables_share_rows_by_model_tag_and_name() {
     let a = open("share", "emb", 2, "");
     let mut spec = TableSpec::new("emb", KeyType::I64, ValueType::F32, 2);
     spec.shard = Shard::new(2, 2).unwrap();
@@ -134,10 +134,10 @@ fn tables_share_rows_by_model_tag_and_name_and_refuse_another_layout() {
     // Only shard 1 reports the shared rows.
     assert_eq!((a.size().unwrap(), b.size().unwrap()), (1, 0));
     assert_eq!(open("share2", "emb", 2, "").size().unwrap(), 0);
-    let other = TableSpec::new("emb", KeyType::I64, ValueType::F32, 3);
-    let e = Table::open(cfg, other).err().unwrap();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-    assert!(e.to_string().contains("already open"), "{e}");
+    // Another width under the same name is a table of its own (on Redis its rows would fail
+    // to read at the other width).
+    let wide = Table::open(cfg, TableSpec::new("emb", KeyType::I64, ValueType::F32, 3)).unwrap();
+    assert_eq!(wide.size().unwrap(), 0);
 }
 
 #[test]

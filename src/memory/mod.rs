@@ -23,7 +23,7 @@ const SHARDS: usize = 64;
 const PARALLEL_MIN_KEYS: usize = 4096;
 
 /// What a table stores: its key type, the value type of stored rows, and elements per row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Layout {
     /// Key dtype.
     pub key: KeyType,
@@ -79,11 +79,6 @@ impl Store {
             rows: AtomicU64::new(0),
             max_rows,
         }
-    }
-
-    /// The layout the store was created with.
-    pub fn layout(&self) -> Layout {
-        self.layout
     }
 
     /// Rows held.

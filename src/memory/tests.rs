@@ -135,19 +135,26 @@ fn the_row_cap_refuses_new_rows_naming_table_and_cap_but_allows_updates() {
 }
 
 #[test]
-fn the_registry_shares_by_tag_and_name_refuses_another_layout_and_frees() {
+fn the_registry_shares_by_tag_name_and_layout_and_frees() {
     let a = registry::open("reg-tag", "e", layout(2), None).unwrap();
     let b = registry::open("reg-tag", "e", layout(2), None).unwrap();
     assert!(Arc::ptr_eq(&a, &b));
     let other = registry::open("reg-tag2", "e", layout(2), None).unwrap();
     assert!(!Arc::ptr_eq(&a, &other));
-    let Err(e) = registry::open("reg-tag", "e", layout(3), None) else {
-        panic!("another layout was accepted")
-    };
-    assert!(e.to_string().contains("already open"), "{e}");
+    let wide = registry::open("reg-tag", "e", layout(3), None).unwrap();
+    assert!(!Arc::ptr_eq(&a, &wide));
+    let k = i64s(&[1]);
+    a.put(
+        &Keys::new(KeyType::I64, &k, &[]).unwrap(),
+        &Rows::Fixed {
+            data: &f32s(&[1.0, 2.0]),
+            row: 8,
+        },
+    )
+    .unwrap();
     drop((a, b));
-    let fresh = registry::open("reg-tag", "e", layout(3), None).unwrap();
-    assert_eq!(fresh.layout().dim, 3);
+    let fresh = registry::open("reg-tag", "e", layout(2), None).unwrap();
+    assert_eq!(fresh.rows(), 0, "the last table's close freed the rows");
 }
 
 #[test]
