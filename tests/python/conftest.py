@@ -8,6 +8,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 # TFRA needs legacy Keras (tf-keras, the TF 2.16 leg); the newest-TF leg runs Keras 3. Set
 # before TensorFlow is imported, and inherited by the subprocesses the tests start.
@@ -67,11 +68,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def backend_config_path(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A config file for `backend`."""
+def backend_config_path(backend: str, request: pytest.FixtureRequest,
+                        tmp_path: Path) -> Iterator[str]:
+    """A config file for `backend`. The test runs with a variable store of its own, so TFRA's
+    `get_variable` accepts the same name on the second backend."""
     if backend == "memory":
-        return memory_config(tmp_path / "memory.json")
-    return request.getfixturevalue("redis").config(tmp_path / "redis.json")
+        path = memory_config(tmp_path / "memory.json")
+    else:
+        path = request.getfixturevalue("redis").config(tmp_path / "redis.json")
+    from tensorflow.python.ops import variable_scope
+    with variable_scope.with_variable_store(variable_scope._VariableStore()):
+        yield path
 
 
 @pytest.fixture(scope="session")
