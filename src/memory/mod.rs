@@ -19,6 +19,8 @@ use shard::Shard;
 
 /// Shards per table.
 const SHARDS: usize = 64;
+/// Keys whose rows a lookup starts loading before it copies the first of them.
+const PREFETCH_BLOCK: usize = 16;
 /// Batches smaller than this run on the calling thread.
 const PARALLEL_MIN_KEYS: usize = 4096;
 
@@ -144,7 +146,9 @@ impl Store {
         if n < PARALLEL_MIN_KEYS {
             return (0..SHARDS).try_for_each(group);
         }
-        let workers = exec::parallelism().min(SHARDS);
+        // CPU-bound work: never more workers than cores.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = exec::parallelism().min(cores).min(SHARDS);
         exec::run_all(workers, |w| {
             (w..SHARDS).step_by(workers).try_for_each(group)
         })
@@ -155,8 +159,18 @@ impl Store {
     pub fn get(&self, keys: &Keys<'_>, found: impl Fn(usize, Option<&[u8]>) + Sync) -> Result<()> {
         self.each_shard(keys, |s, pos| {
             let shard = sync::read(&self.shards[s]);
-            for &p in pos {
-                found(p as usize, shard.get(keys.get(p as usize)));
+            // Per block: find the slots and start loading their rows, then hand them out.
+            let mut slots = [None; PREFETCH_BLOCK];
+            for block in pos.chunks(PREFETCH_BLOCK) {
+                for (slot, &p) in slots.iter_mut().zip(block) {
+                    *slot = shard.slot(keys.get(p as usize));
+                    if let Some(s) = *slot {
+                        shard.prefetch(s);
+                    }
+                }
+                for (slot, &p) in slots.iter().zip(block) {
+                    found(p as usize, slot.map(|s| shard.value(s)));
+                }
             }
             Ok(())
         })
