@@ -1,5 +1,5 @@
 //! The embedded backend's store (`rde_backend: "memory"`): a table's rows in 64 shards, each
-//! behind a read-write lock, shared per process by model tag and embedding name
+//! behind a read-write lock, shared per process by model tag, embedding name and layout
 //! ([`registry`]). Batches are grouped by shard (input order kept within a shard, so the last
 //! occurrence of a key wins) and large ones run shard groups in parallel. Values are the bytes
 //! Redis would hold; what they mean is the table's business. No I/O.
