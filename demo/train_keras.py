@@ -1,12 +1,14 @@
 """Trains a two-tower recommender with Keras 3's `model.fit` on the newest TensorFlow, no TFRA.
 
-It starts a throwaway redis-server on a free port. User and item embeddings are
+It starts a throwaway redis-server on a free port (with `--embedded`, none: the rows live in
+this process, `"rde_backend": "memory"`). User and item embeddings are
 `redis_embedding.keras.Embedding` layers whose rows live in Redis, trained by
 `redis_embedding.keras.optimizers.Adam`: dense weights as Keras updates them, embedding rows
 by one fused op per table and step. It prints the falling loss and the rows in Redis, then
 stops the server.
 """
 
+import argparse
 import json
 import os
 import shutil
@@ -47,32 +49,50 @@ def two_towers(config: str) -> keras.Model:
     return keras.Model({"user": user, "item": item}, logit)
 
 
+def train(config: str) -> None:
+    """Fits the two towers on the clicks and prints the loss and the rows stored."""
+    model = two_towers(config)
+    model.compile(optimizer=rde.keras.optimizers.Adam(0.01),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
+    x, y = clicks(200_000)
+    history = model.fit(x, y, batch_size=2048, epochs=5, verbose=2)
+    losses = history.history["loss"]
+    print("loss by epoch: " + " ".join(f"{v:.4f}" for v in losses))
+    user_emb = model.get_layer("user_emb")
+    item_emb = model.get_layer("item_emb")
+    print(f"rows stored: user_emb={int(user_emb.table.size())} "
+          f"item_emb={int(item_emb.table.size())} (+ Adam's m and v rows beside them, "
+          f"where TFRA keeps them)")
+    if not losses[-1] < losses[0]:
+        raise SystemExit("the loss did not fall")
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--embedded", action="store_true",
+                    help="keep the rows in this process: no redis-server")
+    args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="rde-demo-")
+    config = os.path.join(workdir, "config.json")
+    tags = {"model_tag_runtime": "demo", "model_tag_import": "demo"}
+    if args.embedded:
+        try:
+            with open(config, "w") as f:
+                json.dump({"rde_backend": "memory", **tags}, f)
+            print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}; embedded backend")
+            train(config)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     port, pidfile = start_redis(workdir)
     try:
-        config = os.path.join(workdir, "redis.json")
         with open(config, "w") as f:
             json.dump({"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"],
-                       "redis_host_port": [port], "model_tag_runtime": "demo",
-                       "model_tag_import": "demo"}, f)
+                       "redis_host_port": [port], **tags}, f)
         print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}; "
               f"redis-server on 127.0.0.1:{port}")
-        model = two_towers(config)
-        model.compile(optimizer=rde.keras.optimizers.Adam(0.01),
-                      loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
-        x, y = clicks(200_000)
-        history = model.fit(x, y, batch_size=2048, epochs=5, verbose=2)
-        losses = history.history["loss"]
-        print("loss by epoch: " + " ".join(f"{v:.4f}" for v in losses))
-        user_emb = model.get_layer("user_emb")
-        item_emb = model.get_layer("item_emb")
-        print(f"rows in Redis: user_emb={int(user_emb.table.size())} "
-              f"item_emb={int(item_emb.table.size())} (+ Adam's m and v rows beside them, "
-              f"where TFRA keeps them)")
-        if not losses[-1] < losses[0]:
-            raise SystemExit("the loss did not fall")
+        train(config)
     finally:
         stop_redis(pidfile)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 
 /// Key dtype of a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyType {
     /// int32, stored as 4 little-endian bytes.
     I32,
@@ -49,7 +49,7 @@ impl KeyType {
 }
 
 /// Value dtype of a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueType {
     /// float32.
     F32,

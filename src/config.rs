@@ -33,6 +33,15 @@ pub enum StoreMode {
     InRedis,
 }
 
+/// Where a table's rows live (`rde_backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `"redis"` (the default): Redis servers, as TFRA's Redis backend.
+    Redis,
+    /// `"memory"`: in this process, shared by model tag and name; nothing connects.
+    Memory,
+}
+
 /// A parsed config with TFRA's field names and defaults. Each field means what it means in
 /// TFRA; docs/config.md describes them all.
 #[allow(missing_docs)]
@@ -105,6 +114,11 @@ pub struct Config {
     /// Extension: open the table even when a server's `maxmemory-policy` can evict its keys
     /// (see `Table::open`'s eviction guard).
     pub rde_allow_eviction: bool,
+    /// Extension: where rows live; with [`Backend::Memory`] no Redis field is used.
+    pub rde_backend: Backend,
+    /// Extension: for the memory backend, the most rows a table may hold (inserts past it
+    /// fail with ResourceExhausted); None = no cap.
+    pub rde_memory_max_rows: Option<u64>,
 }
 
 impl Default for Config {
@@ -154,6 +168,8 @@ impl Default for Config {
             rde_tls_key_file: String::new(),
             rde_tls_server_name: String::new(),
             rde_allow_eviction: false,
+            rde_backend: Backend::Redis,
+            rde_memory_max_rows: None,
         }
     }
 }
@@ -172,6 +188,7 @@ impl std::fmt::Debug for Config {
             .field("model_tag_runtime", &self.model_tag_runtime)
             .field("table_store_mode", &self.table_store_mode)
             .field("rde_tls", &self.rde_tls)
+            .field("rde_backend", &self.rde_backend)
             .finish_non_exhaustive()
     }
 }
@@ -291,6 +308,18 @@ impl Config {
             "rde_tls_key_file" => self.rde_tls_key_file = f.string()?,
             "rde_tls_server_name" => self.rde_tls_server_name = f.string()?,
             "rde_allow_eviction" => self.rde_allow_eviction = f.boolean()?,
+            "rde_backend" => {
+                self.rde_backend = match f.string()?.as_str() {
+                    "redis" => Backend::Redis,
+                    "memory" => Backend::Memory,
+                    v => {
+                        return Err(Error::invalid(format!(
+                            "rde_backend = {v:?} is not one of \"redis\", \"memory\""
+                        )))
+                    }
+                }
+            }
+            "rde_memory_max_rows" => self.rde_memory_max_rows = Some(f.int_in(1, i64::MAX)? as u64),
             _ => return Ok(false),
         }
         Ok(true)
@@ -332,6 +361,15 @@ impl Config {
 
     /// Cross-field checks.
     fn validate(&self) -> Result<()> {
+        if self.rde_backend == Backend::Memory {
+            // Nothing connects: the server fields are not used.
+            return Ok(());
+        }
+        if self.rde_memory_max_rows.is_some() {
+            log::warn!(
+                "redis config: rde_memory_max_rows applies to rde_backend \"memory\" only; ignored"
+            );
+        }
         if self.redis_host_ip.is_empty() {
             return Err(Error::invalid("redis_host_ip must list at least one host"));
         }
@@ -546,6 +584,26 @@ mod tests {
         assert_eq!((c.rde_max_retries, c.rde_retry_backoff_ms), (8, 50));
         assert_eq!(c.redis_wait_timeout, 100_000_000, "TFRA's 27.8 hours");
         assert_eq!(c.expire_model_tag_in_seconds, 7 * 24 * 3600);
+    }
+
+    #[test]
+    fn the_backend_field_is_strict_and_memory_needs_no_server() {
+        let c = Config::from_json(r#"{"rde_backend": "memory", "redis_host_ip": []}"#).unwrap();
+        assert_eq!(
+            (c.rde_backend, c.rde_memory_max_rows),
+            (Backend::Memory, None)
+        );
+        let c = Config::from_json(r#"{"rde_backend": "memory", "rde_memory_max_rows": 5}"#);
+        assert_eq!(c.unwrap().rde_memory_max_rows, Some(5));
+        assert_eq!(Config::default().rde_backend, Backend::Redis);
+        let e = err(r#"{"rde_backend": "Memory"}"#).to_string();
+        assert!(e.contains(r#"rde_backend = "Memory" is not one of"#), "{e}");
+        assert!(err(r#"{"rde_backend": 1}"#)
+            .message()
+            .starts_with("rde_backend should be"));
+        assert!(err(r#"{"rde_memory_max_rows": 0}"#)
+            .message()
+            .contains("rde_memory_max_rows = 0"));
     }
 
     #[test]

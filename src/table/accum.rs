@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 
 use super::stats::Op;
-use super::Table;
+use super::RedisTable;
 use crate::accum;
 use crate::cluster::dispatch::{in_windows, Commands};
 use crate::cluster::route::Access;
@@ -31,7 +31,7 @@ fn deltas_bytes<'a>(rows: &Rows<'a>) -> &'a [u8] {
     }
 }
 
-impl Table {
+impl RedisTable {
     /// TFRA's bp_v2 accumulate, atomic per command on the server (see [`crate::accum`]).
     pub fn accum(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
         self.stats.track(Op::Accum, || {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::stats::Op;
-use super::{Exported, StrRows, Table};
+use super::{Exported, RedisTable, StrRows};
 use crate::codec::{decode_str_row, KeyType};
 use crate::config::StoreMode;
 use crate::error::{Error, ErrorKind, Result};
@@ -32,6 +32,22 @@ enum Way {
 }
 
 impl ExportPlan {
+    /// A plan that streams `capacity` rows into the caller's buffers.
+    pub(super) fn streaming(capacity: usize) -> ExportPlan {
+        ExportPlan {
+            way: Way::Stream { capacity },
+            started: Instant::now(),
+        }
+    }
+
+    /// A plan holding rows already read.
+    pub(super) fn read(rows: Exported) -> ExportPlan {
+        ExportPlan {
+            way: Way::Rows(rows),
+            started: Instant::now(),
+        }
+    }
+
     /// How many rows the caller allocates before [`Table::export_fill`].
     pub fn rows(&self) -> usize {
         match &self.way {
@@ -50,7 +66,7 @@ impl ExportPlan {
     }
 }
 
-impl Table {
+impl RedisTable {
     /// The export op's first step: streams when keys and values have fixed sizes and the
     /// export returns rows ([`Table::export_capacity`]), else reads the rows now
     /// ([`Table::export`]). The caller then allocates [`ExportPlan::rows`] rows and calls
@@ -218,7 +234,7 @@ impl Table {
 }
 
 /// Copies exported bytes into an output buffer that must hold exactly them.
-fn copy_exact(what: &str, from: &[u8], to: &mut [u8]) -> Result<()> {
+pub(super) fn copy_exact(what: &str, from: &[u8], to: &mut [u8]) -> Result<()> {
     if from.len() != to.len() {
         return Err(Error::new(
             ErrorKind::Internal,

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::stats::Op;
-use super::{Shared, StrRows, Table};
+use super::{RedisTable, Shared, StrRows};
 use crate::cluster::dispatch::{in_windows, Commands, Request};
 use crate::cluster::route::Access;
 use crate::codec::{decode_str_row, Keys, Rows, Storage};
@@ -14,7 +14,7 @@ use crate::resp::conn::Conn;
 use crate::stats;
 use crate::sync;
 
-impl Table {
+impl RedisTable {
     /// Looks up fixed-size values. `out` is `n × row` bytes; `defaults` is either one row per
     /// key (same size as `out`) or at least one row used for every missing key.
     pub fn find(
@@ -269,7 +269,7 @@ impl Table {
 /// A lookup as a [`Request`]: one HMGET per chunk of distinct keys, each reply read straight
 /// into the output and scattered to every position of its key.
 struct Lookup<'a> {
-    table: &'a Table,
+    table: &'a RedisTable,
     keys: &'a Keys<'a>,
     plan: &'a Plan,
     /// Positions found, and the stored bytes read for them.

@@ -1,5 +1,7 @@
-//! `Table`: one embedding table in Redis. Each operation plans its keys (dedup, bucket,
-//! chunk), runs the pipelines on pooled connections, and merges the replies by position.
+//! `Table`: one embedding table, on Redis or in this process ([`backend`]). On Redis
+//! (`RedisTable`), each operation plans its keys (dedup, bucket, chunk), runs the pipelines on
+//! pooled connections, and merges the replies by position; in memory ([`embedded`]), each
+//! runs on the process's sharded store ([`crate::memory`]).
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +13,7 @@ use crate::cluster::layout::{self, display_bytes, Buckets};
 use crate::cluster::layout_store::{self, Layout};
 use crate::cluster::rehash::Mover;
 use crate::cluster::route::{Access, Router};
-use crate::codec::{check_pair, KeyType, Keys, Rows, Storage, ValueType};
+use crate::codec::{KeyType, Keys, Rows, Storage, ValueType};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec;
@@ -20,6 +22,9 @@ use crate::resp::conn::Conn;
 use crate::sync;
 
 mod accum;
+mod backend;
+mod embedded;
+mod embedded_io;
 mod evict;
 mod export;
 mod find;
@@ -31,6 +36,7 @@ pub(crate) mod train;
 mod ttl;
 mod write;
 
+pub use backend::Table;
 pub use export::ExportPlan;
 use persist::copy_model_tag;
 
@@ -176,7 +182,7 @@ impl<'buf> Shared<'buf> {
 }
 
 /// One embedding table stored in Redis.
-pub struct Table {
+struct RedisTable {
     cfg: Config,
     spec: TableSpec,
     buckets: Buckets,
@@ -199,23 +205,11 @@ pub struct Table {
     stats: stats::TableStats,
 }
 
-impl Table {
+impl RedisTable {
     /// Validates `spec` against `cfg`, connects, learns the topology and the bucket layout,
     /// and returns the table.
-    pub fn open(cfg: Config, spec: TableSpec) -> Result<Table> {
-        check_pair(spec.key_type, spec.value_type)?;
-        if spec.dim == 0 {
-            return Err(Error::invalid(
-                "value_shape must have at least one element (dim = 0)",
-            ));
-        }
+    pub fn open(cfg: Config, spec: TableSpec) -> Result<RedisTable> {
         let storage = cfg.rde_value_storage;
-        if storage != Storage::Native && spec.value_type != ValueType::F32 {
-            return Err(Error::invalid(format!(
-                "rde_value_storage {storage:?} applies to float32 tables only, not {}",
-                spec.value_type.tf_name()
-            )));
-        }
         let stored_vt = storage.stored_type(spec.value_type);
         let row = stored_vt.elem_size().map_or(0, |s| s * spec.dim);
         let retry = Retry {
@@ -256,7 +250,7 @@ impl Table {
             .iter()
             .map(|b| layout::key_slot(b))
             .collect();
-        let t = Table {
+        let t = RedisTable {
             cfg,
             spec,
             buckets,
@@ -281,29 +275,9 @@ impl Table {
         Ok(t)
     }
 
-    /// The table's spec.
-    pub fn spec(&self) -> &TableSpec {
-        &self.spec
-    }
-
-    /// The config the table runs with.
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
     /// This table's statistics (see [`stats`]).
-    pub fn stats(&self) -> &stats::TableStats {
+    fn stats(&self) -> &stats::TableStats {
         &self.stats
-    }
-
-    /// The runtime bucket names.
-    pub fn buckets(&self) -> &Buckets {
-        &self.buckets
-    }
-
-    /// Builds a key batch of this table's key type.
-    pub fn keys<'a>(&self, data: &'a [u8], offsets: &'a [u64]) -> Result<Keys<'a>> {
-        Keys::new(self.spec.key_type, data, offsets)
     }
 
     fn plan(&self, keys: &Keys<'_>) -> Plan {

@@ -2,7 +2,7 @@
 //! RESTOREd on import), `save_to_files`/`load_from_files`, and the model-tag copy done when
 //! a table opens.
 
-use super::{Table, TableSpec};
+use super::{RedisTable, TableSpec};
 use crate::cluster::dispatch::Retry;
 use crate::cluster::layout::{self, display_bytes, Buckets};
 use crate::cluster::layout_store::{self, Layout};
@@ -20,7 +20,7 @@ use crate::resp::conn::Reply;
 /// Rows per insert while loading files (bounds the memory of a load).
 const LOAD_BATCH_ROWS: usize = 65_536;
 
-impl Table {
+impl RedisTable {
     pub(super) fn dump_buckets(&self) -> Result<()> {
         let dir = rdb::dir(&self.cfg.model_lib_abs_dir, &self.cfg.model_tag_runtime)?;
         // One bucket's file is written while the server dumps the next; each worker holds

@@ -1,14 +1,14 @@
 //! Deletes and counts: `remove` (HDEL), `clear` (UNLINK every bucket), `size` (HLEN).
 
 use super::stats::Op;
-use super::Table;
+use super::RedisTable;
 use crate::cluster::dispatch::{in_windows, Commands};
 use crate::cluster::route::Access;
 use crate::codec::Keys;
 use crate::error::Result;
 use crate::stats;
 
-impl Table {
+impl RedisTable {
     /// Deletes keys; missing keys are ignored.
     pub fn remove(&self, keys: &Keys<'_>) -> Result<()> {
         self.stats.track(Op::Remove, || self.remove_keys(keys))

@@ -5,7 +5,7 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::Table;
+use super::RedisTable;
 use crate::cluster::route::Access;
 use crate::cluster::scan::{self, HashRead};
 use crate::codec::{decode_str_row, le_word};
@@ -57,7 +57,7 @@ impl Seen {
     }
 }
 
-impl Table {
+impl RedisTable {
     /// Calls `f(bucket, key, value)` once for every stored row. Buckets small enough are read
     /// whole with HGETALL (about half the server CPU of HSCAN per row, and atomic); larger
     /// ones are paged with HSCAN, whose repeats (while a hash is being resized) are dropped.

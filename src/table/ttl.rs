@@ -1,13 +1,13 @@
 //! The TTL policy (`expire_model_tag_in_seconds`): armed or removed when a table opens, kept
 //! rolling while it is used.
 
-use super::Table;
+use super::RedisTable;
 use crate::cluster::route::Access;
 use crate::error::{ErrorKind, Result};
 use crate::plan::Chunk;
 use crate::sync;
 
-impl Table {
+impl RedisTable {
     /// Applies `expire_model_tag_in_seconds` when the table opens: a positive value arms a
     /// TTL on this table's own buckets (never a prefix glob), anything else removes it.
     pub(super) fn arm_ttl_on_open(&self) -> Result<()> {

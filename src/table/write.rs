@@ -1,7 +1,7 @@
 //! Writes: `insert` (HSET, last occurrence of a duplicated key wins) and `import`.
 
 use super::stats::Op;
-use super::Table;
+use super::RedisTable;
 use crate::cluster::dispatch::{in_windows, Commands};
 use crate::cluster::route::Access;
 use crate::codec::{Keys, Rows};
@@ -12,7 +12,7 @@ use crate::stats;
 /// How many rows ahead of the one being encoded are prefetched.
 const PREFETCH_ROWS: usize = 8;
 
-impl Table {
+impl RedisTable {
     /// Upserts rows. Within one call a duplicated key keeps its last row.
     pub fn insert(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
         self.stats.track(Op::Insert, || {

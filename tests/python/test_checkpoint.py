@@ -2,11 +2,17 @@
 run whose embedding and optimizer-slot tables come back exactly."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import redis_embedding as rde
 from optional_tfra import de, requires_tfra
 
+
+@pytest.fixture
+def config_path(backend_config_path: str) -> str:
+    """Runs on both backends (tests taking `redis` or marked redis_only: Redis only)."""
+    return backend_config_path
 
 
 def rows(table):
@@ -91,8 +97,6 @@ def test_adam_training_survives_save_and_restore_exactly(config_path, tmp_path):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
 
-
-import pytest  # noqa: E402
 
 from test_ops import PAIRS, make_keys, make_values  # noqa: E402
 

@@ -12,6 +12,11 @@ from optional_tfra import de, requires_tfra
 from test_ops import PAIRS, make_keys, make_values, table
 
 
+@pytest.fixture
+def config_path(backend_config_path: str) -> str:
+    """Runs on both backends (tests taking `redis` or marked redis_only: Redis only)."""
+    return backend_config_path
+
 
 def sorted_rows(t):
     k, v = t.export()
@@ -36,6 +41,7 @@ def test_round_trip_every_dtype_pair(config_path, tmp_path, key_dtype, value_dty
                          [(tf.int64, tf.float32), (tf.int32, tf.float64), (tf.int64, tf.int8)],
                          ids=lambda d: d.name)
 @requires_tfra
+@pytest.mark.redis_only  # TFRA's own table needs the server
 def test_files_move_between_tfra_and_us(config_path, tmp_path, key_dtype, value_dtype):
     cfg = de.RedisTableConfig(redis_config_abs_dir=config_path)
     theirs = de.RedisTable(key_dtype, value_dtype, tf.zeros([4], value_dtype), name="x_mht_1of1",

@@ -1,4 +1,5 @@
-"""The Keras 3 layer and its fused sparse optimizers, against a real redis-server.
+"""The Keras 3 layer and its fused sparse optimizers, on a real redis-server and on the
+embedded backend.
 
 Row updates are compared with Keras's own optimizer applied to a dense variable holding the
 same rows, given the same (summed) gradients."""
@@ -26,6 +27,12 @@ import redis_embedding as rde  # noqa: E402
 from redis_embedding.keras import Embedding, optimizers  # noqa: E402
 
 DIM = 8
+
+
+@pytest.fixture
+def config_path(backend_config_path: str) -> str:
+    """Every test here that does not inspect the server runs on both backends."""
+    return backend_config_path
 
 
 def _pairs():
@@ -231,6 +238,7 @@ def test_a_gradient_tape_loop_in_tf_function_trains(config_path):
     assert not np.allclose(layer.lookup(ids).numpy(), 0)
 
 
+@pytest.mark.redis_only  # the loading process must reach the same rows
 def test_model_save_and_load_reattach_to_the_rows(config_path, tmp_path):
     ids = keras.Input(shape=(1,), dtype="int64")
     x = keras.layers.Flatten()(Embedding(DIM, config=str(config_path), name="saved")(ids))

@@ -1,5 +1,5 @@
-"""Table ops on a real redis-server: dtypes, shapes, defaults, duplicates, accum, and the
-three TF execution styles."""
+"""Table ops on both backends (a real redis-server, and the embedded one): dtypes, shapes,
+defaults, duplicates, accum, and the three TF execution styles."""
 
 import threading
 
@@ -8,6 +8,12 @@ import pytest
 import tensorflow as tf
 
 import redis_embedding as rde
+
+@pytest.fixture
+def config_path(backend_config_path: str) -> str:
+    """Every test here runs on both backends."""
+    return backend_config_path
+
 
 # Every (key, value) pair TFRA registers kernels for.
 PAIRS = [

@@ -1,6 +1,7 @@
 """A TFRA Variable over several device shards whose tables share one Redis prefix."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import redis_embedding as rde
@@ -8,6 +9,11 @@ from optional_tfra import de, requires_tfra
 
 pytestmark = requires_tfra
 
+
+@pytest.fixture
+def config_path(backend_config_path: str) -> str:
+    """Runs on both backends (tests taking `redis` or marked redis_only: Redis only)."""
+    return backend_config_path
 
 
 def test_multi_device_variable_size_export_and_checkpoint(config_path, tmp_path):

@@ -218,9 +218,8 @@ impl Trainer {
                     Some(&mut found),
                 )?;
             }
-            Some(c) if k > 0 && together::aligned(t, &c.tables) => together::read(
-                t,
-                &c.tables,
+            Some(c) if k > 0 && together::aligned(t, &c.tables).is_some() => together::read(
+                &together::aligned(t, &c.tables).expect("checked"),
                 &c.inits,
                 &dk,
                 dim,
@@ -359,9 +358,12 @@ impl Trainer {
                     },
                 )?;
             }
-            None if together::aligned(t, &cfg.tables) => {
-                together::write(t, &cfg.tables, &keys, as_bytes(&rows), dim)?
-            }
+            None if together::aligned(t, &cfg.tables).is_some() => together::write(
+                &together::aligned(t, &cfg.tables).expect("checked"),
+                &keys,
+                as_bytes(&rows),
+                dim,
+            )?,
             None => write_separate(t, &cfg.tables, &keys, &rows, dim)?,
         }
         Ok(keys.len())

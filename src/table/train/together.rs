@@ -10,24 +10,32 @@ use crate::cluster::route::Access;
 use crate::codec::{Keys, Storage};
 use crate::error::Result;
 use crate::stats;
-use crate::table::{Shared, Table};
+use crate::table::{RedisTable, Shared, Table};
 
-/// Whether `slots` plan and route keys exactly as `t` does.
-pub(super) fn aligned(t: &Table, slots: &[Arc<Table>]) -> bool {
-    slots.iter().all(|s| {
-        s.layout.rule == t.layout.rule
-            && s.buckets.len() == t.buckets.len()
-            && s.bucket_slots == t.bucket_slots
-            && s.storage == t.storage
-    })
+/// The Redis tables behind `t` and `slots` when they plan and route keys exactly alike (then
+/// one request per chunk can carry a command for each), else None.
+pub(super) fn aligned<'a>(t: &'a Table, slots: &'a [Arc<Table>]) -> Option<Vec<&'a RedisTable>> {
+    let first = t.redis()?;
+    let mut all = vec![first];
+    for s in slots {
+        let s = s.redis()?;
+        let same = s.layout.rule == first.layout.rule
+            && s.buckets.len() == first.buckets.len()
+            && s.bucket_slots == first.bucket_slots
+            && s.storage == first.storage;
+        if !same {
+            return None;
+        }
+        all.push(s);
+    }
+    Some(all)
 }
 
 /// Reads distinct `keys` from `t` and each slot table into `rows` (`dim × (1 + slots)` per
 /// key: params, then each slot). `found` says whether the params were stored; a missing
 /// slot row starts at its `inits` value.
 pub(super) fn read(
-    t: &Table,
-    slots: &[Arc<Table>],
+    tables: &[&RedisTable],
     inits: &[f32],
     keys: &Keys<'_>,
     dim: usize,
@@ -35,16 +43,14 @@ pub(super) fn read(
     found: &mut [u8],
 ) -> Result<()> {
     let _timer = stats::CallTimer::start();
-    let tables: Vec<&Table> = std::iter::once(t)
-        .chain(slots.iter().map(|s| &**s))
-        .collect();
+    let t = tables[0];
     let width = dim * 4 * tables.len();
     let plan = t.plan(keys);
     let (rows_sh, found_sh) = (Shared::new(rows), Shared::new(found));
     let req = Commands::idempotent(
         Access::Read,
         |c, ch| {
-            for tb in &tables {
+            for tb in tables {
                 tb.encode_hmget(c, ch, &plan.order, &plan, keys);
             }
         },
@@ -90,7 +96,7 @@ pub(super) fn read(
         },
     );
     t.dispatch(&plan.chunks, &req)?;
-    for tb in &tables {
+    for tb in tables {
         tb.touch(&[]);
     }
     Ok(())
@@ -99,16 +105,13 @@ pub(super) fn read(
 /// Writes distinct `keys`' `rows` (as [`read`] lays them out) to `t` and each slot table,
 /// one HSET per table in each chunk.
 pub(super) fn write(
-    t: &Table,
-    slots: &[Arc<Table>],
+    tables: &[&RedisTable],
     keys: &Keys<'_>,
     rows: &[u8],
     dim: usize,
 ) -> Result<()> {
     let _timer = stats::CallTimer::start();
-    let tables: Vec<&Table> = std::iter::once(t)
-        .chain(slots.iter().map(|s| &**s))
-        .collect();
+    let t = tables[0];
     let width = dim * 4 * tables.len();
     let plan = t.plan(keys);
     let req = Commands::idempotent(
@@ -134,14 +137,14 @@ pub(super) fn write(
             }
         },
         |c, _| {
-            for _ in &tables {
+            for _ in tables {
                 c.read_int()?;
             }
             Ok(())
         },
     );
     t.dispatch(&plan.chunks, &req)?;
-    for tb in &tables {
+    for tb in tables {
         tb.touch(&plan.chunks);
     }
     Ok(())

@@ -1,0 +1,228 @@
+//! Export, import and files on the embedded backend: checkpoints per `table_store_mode` (mode 1,
+//! Redis DUMP files, is refused) and TFRA's `save_to_file_system` files via
+//! [`crate::persist::files`], so a table moves between the backends through them.
+
+use super::embedded::MemTable;
+use super::export::copy_exact;
+use super::{ExportPlan, Exported, StrRows};
+use crate::codec::{decode_str_row, KeyType, Keys, Rows, Storage};
+use crate::config::StoreMode;
+use crate::error::{Error, ErrorKind, Result};
+use crate::persist::files;
+use crate::progress::Progress;
+
+/// Rows per insert while loading files (bounds the memory of a load).
+const LOAD_BATCH_ROWS: usize = 65_536;
+
+impl MemTable {
+    fn refuse_rdb_files(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Unimplemented,
+            format!(
+                "{what} of memory table {:?}: table_store_mode 1 saves Redis DUMP files, which \
+                 need rde_backend \"redis\"; set table_store_mode 0 (rows in the checkpoint)",
+                self.spec.embedding_name
+            ),
+        )
+    }
+
+    fn empty_export(&self) -> Exported {
+        Exported {
+            key_offsets: if self.spec.key_type == KeyType::Str {
+                vec![0]
+            } else {
+                Vec::new()
+            },
+            str_values: StrRows::new(),
+            ..Default::default()
+        }
+    }
+
+    /// Checkpoint save: the rows in mode 0 (shard 1 only), nothing in mode 2.
+    pub(super) fn export(&self) -> Result<Exported> {
+        let mut ex = self.empty_export();
+        match self.cfg.table_store_mode {
+            StoreMode::RdbFiles => return Err(self.refuse_rdb_files("checkpoint save")),
+            StoreMode::Tensors if self.spec.shard.reports_shared_rows() => {}
+            _ => return Ok(ex),
+        }
+        let width = self.spec.key_type.width();
+        self.store.for_each(|k, v| {
+            if self.row == 0 {
+                decode_str_row(
+                    v,
+                    self.spec.dim,
+                    &mut ex.str_values.data,
+                    &mut ex.str_values.offsets,
+                )
+                .map_err(Error::data)?;
+            } else {
+                let at = ex.values.len();
+                ex.values.resize(at + self.tensor_row(), 0);
+                self.storage.decode(v, &mut ex.values[at..]);
+            }
+            ex.keys.extend_from_slice(k);
+            if width.is_none() {
+                ex.key_offsets.push(ex.keys.len() as u64);
+            }
+            ex.len += 1;
+            Ok(())
+        })?;
+        Ok(ex)
+    }
+
+    /// Room for [`MemTable::export_into`], or None when [`MemTable::export`] is used.
+    pub(super) fn export_capacity(&self) -> Result<Option<usize>> {
+        let streamable = self.cfg.table_store_mode == StoreMode::Tensors
+            && self.spec.shard.reports_shared_rows()
+            && self.row > 0
+            && self.spec.key_type.width().is_some();
+        let n = self.store.rows() as usize;
+        Ok(streamable.then_some(n + n / 100 + 1024))
+    }
+
+    /// The export op's first step (see [`super::Table::export_plan`]).
+    pub(super) fn export_plan(&self) -> Result<ExportPlan> {
+        Ok(match self.export_capacity()? {
+            Some(capacity) => ExportPlan::streaming(capacity),
+            None => ExportPlan::read(self.export()?),
+        })
+    }
+
+    /// The export op's second step (see [`super::Table::export_fill`]).
+    pub(super) fn export_fill(
+        &self,
+        plan: &ExportPlan,
+        keys_out: &mut [u8],
+        values_out: &mut [u8],
+    ) -> Result<usize> {
+        let Some(ex) = plan.exported() else {
+            return self.export_into(keys_out, values_out);
+        };
+        if self.spec.key_type.width().is_some() {
+            copy_exact("key", &ex.keys, keys_out)?;
+        }
+        if self.row > 0 {
+            copy_exact("value", &ex.values, values_out)?;
+        }
+        Ok(ex.len)
+    }
+
+    /// Every row straight into the caller's buffers; Conflict if they are too small.
+    pub(super) fn export_into(&self, keys_out: &mut [u8], values_out: &mut [u8]) -> Result<usize> {
+        let width = self
+            .spec
+            .key_type
+            .width()
+            .ok_or_else(|| Error::invalid("export_into needs fixed-size keys"))?;
+        let row = self.tensor_row();
+        if row == 0 {
+            return Err(Error::invalid("export_into needs fixed-size values"));
+        }
+        let cap = (keys_out.len() / width).min(values_out.len() / row);
+        let mut n = 0usize;
+        self.store.for_each(|k, v| {
+            if n == cap {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "table {} grew past {cap} rows while it was exported; retry the export",
+                        self.spec.embedding_name
+                    ),
+                ));
+            }
+            keys_out[n * width..(n + 1) * width].copy_from_slice(k);
+            self.storage
+                .decode(v, &mut values_out[n * row..(n + 1) * row]);
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// Checkpoint restore: mode 0 upserts (the table is not cleared first, as in TFRA), mode 2
+    /// keeps what the process holds, mode 1 is refused.
+    pub(super) fn import(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
+        match self.cfg.table_store_mode {
+            StoreMode::Tensors => self.insert(keys, values),
+            StoreMode::RdbFiles => Err(self.refuse_rdb_files("checkpoint restore")),
+            StoreMode::InRedis => Ok(()),
+        }
+    }
+
+    /// TFRA's `-keys`/`-values` files, as [`super::Table::save_to_files`] writes them.
+    pub(super) fn save_to_files(
+        &self,
+        dir: &std::path::Path,
+        file_name: &str,
+        append: bool,
+        buffer_rows: usize,
+    ) -> Result<u64> {
+        let row_hint = if self.row > 0 {
+            self.row
+        } else {
+            64 * self.spec.dim
+        };
+        let mut w = files::Writer::create(
+            dir,
+            file_name,
+            append,
+            self.spec.key_type,
+            row_hint,
+            buffer_rows,
+        )?;
+        let mut rows = 0u64;
+        if self.spec.shard.reports_shared_rows() {
+            let what = format!(
+                "save {} to {}",
+                self.spec.embedding_name,
+                dir.join(file_name).display()
+            );
+            let mut progress = Progress::new(what, self.store.rows());
+            let mut wide = vec![0u8; self.tensor_row()];
+            self.store.for_each(|k, v| {
+                if self.storage == Storage::Native {
+                    w.row(k, v)?;
+                } else {
+                    self.storage.decode(v, &mut wide);
+                    w.row(k, &wide)?;
+                }
+                rows += 1;
+                progress.add(1, (k.len() + v.len()) as u64);
+                Ok(())
+            })?;
+            progress.log();
+        }
+        w.finish()?;
+        Ok(rows)
+    }
+
+    /// Upserts the rows of TFRA's files, as [`super::Table::load_from_files`] reads them.
+    pub(super) fn load_from_files(
+        &self,
+        dir: &std::path::Path,
+        file_name: &str,
+        entire_dir: bool,
+        buffer_rows: usize,
+    ) -> Result<u64> {
+        let mut rows = 0u64;
+        for base in files::load_paths(dir, file_name, entire_dir)? {
+            let what = format!("load {} from {}", self.spec.embedding_name, base.display());
+            let mut progress = Progress::new(what, 0);
+            rows += files::read_pair(
+                &base,
+                self.spec.key_type,
+                self.spec.dim,
+                self.tensor_row(),
+                buffer_rows.min(LOAD_BATCH_ROWS),
+                |k, r| {
+                    self.insert(k, r)?;
+                    progress.add(k.len() as u64, 0);
+                    Ok(())
+                },
+            )?;
+            progress.log();
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,87 @@
+"""The embedded backend (`"rde_backend": "memory"`) against Redis: files move a table
+embedded → Redis → embedded byte for byte, the row cap, compact storage, checkpoints, and
+sharing by model tag and name."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import redis_embedding as rde
+from conftest import memory_config
+
+
+def f32_table(config: str, name: str = "emb", dim: int = 4, **kw: object) -> rde.RedisTable:
+    return rde.RedisTable(tf.int64, tf.float32, tf.fill([dim], -1.0), name=name,
+                          config=rde.RedisTableConfig(config), **kw)
+
+
+def file_rows(directory: Path, name: str, dim: int) -> list:
+    """The (key bytes, value bytes) rows of a `-keys`/`-values` pair, sorted."""
+    keys = (directory / f"{name}-keys").read_bytes()
+    values = (directory / f"{name}-values").read_bytes()
+    row = 4 * dim
+    assert len(keys) // 8 * row == len(values)
+    return sorted((keys[i * 8:(i + 1) * 8], values[i * row:(i + 1) * row])
+                  for i in range(len(keys) // 8))
+
+
+def test_files_move_a_table_embedded_to_redis_and_back_exactly(redis, tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    keys = rng.choice(2**62, 5000, replace=False).astype(np.int64)
+    values = rng.standard_normal((5000, 4)).astype(np.float32)
+    embedded = f32_table(memory_config(tmp_path / "m1.json"))
+    embedded.insert(tf.constant(keys), tf.constant(values))
+    embedded.save_to_file_system(str(tmp_path / "a"), file_name="emb")
+    on_redis = f32_table(redis.config(tmp_path / "r.json"))
+    on_redis.load_from_file_system(str(tmp_path / "a"), file_name="emb")
+    assert redis.command(b"HLEN", b"test:emb{3560}") == 5000
+    on_redis.save_to_file_system(str(tmp_path / "b"), file_name="emb")
+    back = f32_table(memory_config(tmp_path / "m2.json"))
+    back.load_from_file_system(str(tmp_path / "b"), file_name="emb")
+    back.save_to_file_system(str(tmp_path / "c"), file_name="emb")
+    rows = [file_rows(tmp_path / d, "emb", 4) for d in "abc"]
+    assert len(rows[0]) == 5000 and rows[0] == rows[1] == rows[2]
+    np.testing.assert_array_equal(back.lookup(tf.constant(keys)).numpy(), values)
+
+
+def test_the_row_cap_fails_inserts_naming_the_table(tmp_path: Path) -> None:
+    t = f32_table(memory_config(tmp_path / "m.json", rde_memory_max_rows=10), name="capped")
+    t.insert(tf.range(10, dtype=tf.int64), tf.zeros([10, 4]))
+    t.insert(tf.range(10, dtype=tf.int64), tf.ones([10, 4]))  # updates are not new rows
+    with pytest.raises(tf.errors.ResourceExhaustedError,
+                       match=r'"capped".*rde_memory_max_rows = 10'):
+        t.insert(tf.constant([10], tf.int64), tf.zeros([1, 4]))
+    assert int(t.size()) == 10
+
+
+def test_bfloat16_storage_rounds_and_reads_back_float32(tmp_path: Path) -> None:
+    t = f32_table(memory_config(tmp_path / "m.json", rde_value_storage="bfloat16"), dim=2)
+    t.insert(tf.constant([1], tf.int64), tf.constant([[1.0, 1.005]]))
+    got = t.lookup(tf.constant([1], tf.int64))
+    assert got.dtype == tf.float32
+    np.testing.assert_array_equal(got.numpy(), [[1.0, 1.0078125]])  # 8 significant bits
+    t.accum(tf.constant([1], tf.int64), tf.constant([[0.5, 0.5]]), tf.constant([True]))
+    np.testing.assert_array_equal(t.export()[1].numpy(), [[1.5, 1.5078125]])
+
+
+def test_checkpoints_carry_the_rows_in_mode_0_and_mode_1_is_refused(tmp_path: Path) -> None:
+    t = f32_table(memory_config(tmp_path / "m.json"), checkpoint=True)
+    t.insert(tf.constant([1, 2], tf.int64), tf.ones([2, 4]))
+    ckpt = tf.train.Checkpoint(table=t)
+    path = ckpt.write(str(tmp_path / "ckpt"))
+    t.clear()
+    ckpt.read(path).assert_consumed()
+    assert int(t.size()) == 2
+    u = f32_table(memory_config(tmp_path / "m1.json", table_store_mode=1), checkpoint=True)
+    with pytest.raises(tf.errors.UnimplementedError, match="table_store_mode 1"):
+        tf.train.Checkpoint(table=u).write(str(tmp_path / "ckpt1"))
+
+
+def test_tables_of_one_model_tag_and_name_share_rows(tmp_path: Path) -> None:
+    config = memory_config(tmp_path / "m.json")
+    a, b = f32_table(config), f32_table(config)
+    a.insert(tf.constant([5], tf.int64), tf.fill([1, 4], 5.0))
+    np.testing.assert_array_equal(b.lookup(tf.constant([5], tf.int64)).numpy(), [[5.0] * 4])
+    assert int(f32_table(memory_config(tmp_path / "other.json")).size()) == 0
