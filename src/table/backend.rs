@@ -2,8 +2,6 @@
 //! ([`RedisTable`]) or this process ([`MemTable`]). Every op has the same arguments and
 //! semantics on both; callers (the TF bridge, the trainer) never see which one runs.
 
-use std::path::Path;
-
 use super::embedded::MemTable;
 use super::{ExportPlan, Exported, RedisTable, StrRows, TableSpec};
 use crate::cluster::layout::Buckets;
@@ -217,26 +215,21 @@ impl Table {
         either!(self, t => t.import(keys, values))
     }
 
-    /// Writes TFRA's `<dir>/<file_name>-keys` and `-values` files; returns the rows written.
-    pub fn save_to_files(
-        &self,
-        dir: &Path,
-        file_name: &str,
-        append: bool,
-        buffer_rows: usize,
-    ) -> Result<u64> {
-        either!(self, t => t.save_to_files(dir, file_name, append, buffer_rows))
+    /// How rows are stored: the storage, stored bytes per row (0 for strings) and bytes per
+    /// row in tensors (float32 even when stored compact).
+    pub(super) fn stored_form(&self) -> (Storage, usize, usize) {
+        either!(self, t => (t.storage, t.row, t.tensor_row()))
     }
 
-    /// Upserts the rows of TFRA's files (every pair sharing the name with `entire_dir`).
-    pub fn load_from_files(
+    /// Calls `f(key, stored value)` once for every stored row (on Redis, bucket by bucket).
+    pub(super) fn for_each_stored(
         &self,
-        dir: &Path,
-        file_name: &str,
-        entire_dir: bool,
-        buffer_rows: usize,
-    ) -> Result<u64> {
-        either!(self, t => t.load_from_files(dir, file_name, entire_dir, buffer_rows))
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        match &self.0 {
+            Engine::Redis(t) => t.scan_rows(|_, k, v| f(k, v)),
+            Engine::Memory(t) => t.store.for_each(f),
+        }
     }
 
     /// Which backend the table runs on.

@@ -1,18 +1,13 @@
-//! Export, import and files on the embedded backend: checkpoints per `table_store_mode` (mode 1,
-//! Redis DUMP files, is refused) and TFRA's `save_to_file_system` files via
-//! [`crate::persist::files`], so a table moves between the backends through them.
+//! Export and import on the embedded backend: checkpoints per `table_store_mode` (mode 1,
+//! Redis DUMP files, is refused). TFRA's `save_to_file_system` files are written for both
+//! backends by `files_io.rs`.
 
 use super::embedded::MemTable;
 use super::export::copy_exact;
 use super::{ExportPlan, Exported, StrRows};
-use crate::codec::{decode_str_row, KeyType, Keys, Rows, Storage};
+use crate::codec::{decode_str_row, KeyType, Keys, Rows};
 use crate::config::StoreMode;
 use crate::error::{Error, ErrorKind, Result};
-use crate::persist::files;
-use crate::progress::Progress;
-
-/// Rows per insert while loading files (bounds the memory of a load).
-const LOAD_BATCH_ROWS: usize = 65_536;
 
 impl MemTable {
     fn refuse_rdb_files(&self, what: &str) -> Error {
@@ -148,81 +143,5 @@ impl MemTable {
             StoreMode::RdbFiles => Err(self.refuse_rdb_files("checkpoint restore")),
             StoreMode::InRedis => Ok(()),
         }
-    }
-
-    /// TFRA's `-keys`/`-values` files, as [`super::Table::save_to_files`] writes them.
-    pub(super) fn save_to_files(
-        &self,
-        dir: &std::path::Path,
-        file_name: &str,
-        append: bool,
-        buffer_rows: usize,
-    ) -> Result<u64> {
-        let row_hint = if self.row > 0 {
-            self.row
-        } else {
-            64 * self.spec.dim
-        };
-        let mut w = files::Writer::create(
-            dir,
-            file_name,
-            append,
-            self.spec.key_type,
-            row_hint,
-            buffer_rows,
-        )?;
-        let mut rows = 0u64;
-        if self.spec.shard.reports_shared_rows() {
-            let what = format!(
-                "save {} to {}",
-                self.spec.embedding_name,
-                dir.join(file_name).display()
-            );
-            let mut progress = Progress::new(what, self.store.rows());
-            let mut wide = vec![0u8; self.tensor_row()];
-            self.store.for_each(|k, v| {
-                if self.storage == Storage::Native {
-                    w.row(k, v)?;
-                } else {
-                    self.storage.decode(v, &mut wide);
-                    w.row(k, &wide)?;
-                }
-                rows += 1;
-                progress.add(1, (k.len() + v.len()) as u64);
-                Ok(())
-            })?;
-            progress.log();
-        }
-        w.finish()?;
-        Ok(rows)
-    }
-
-    /// Upserts the rows of TFRA's files, as [`super::Table::load_from_files`] reads them.
-    pub(super) fn load_from_files(
-        &self,
-        dir: &std::path::Path,
-        file_name: &str,
-        entire_dir: bool,
-        buffer_rows: usize,
-    ) -> Result<u64> {
-        let mut rows = 0u64;
-        for base in files::load_paths(dir, file_name, entire_dir)? {
-            let what = format!("load {} from {}", self.spec.embedding_name, base.display());
-            let mut progress = Progress::new(what, 0);
-            rows += files::read_pair(
-                &base,
-                self.spec.key_type,
-                self.spec.dim,
-                self.tensor_row(),
-                buffer_rows.min(LOAD_BATCH_ROWS),
-                |k, r| {
-                    self.insert(k, r)?;
-                    progress.add(k.len() as u64, 0);
-                    Ok(())
-                },
-            )?;
-            progress.log();
-        }
-        Ok(rows)
     }
 }

@@ -27,6 +27,7 @@ mod embedded;
 mod embedded_io;
 mod evict;
 mod export;
+mod files_io;
 mod find;
 mod persist;
 mod remove;

@@ -1,6 +1,6 @@
-//! The table side of `crate::persist`: `table_store_mode` 1 (each bucket DUMPed to a file,
-//! RESTOREd on import), `save_to_files`/`load_from_files`, and the model-tag copy done when
-//! a table opens.
+//! The Redis side of `crate::persist`: `table_store_mode` 1 (each bucket DUMPed to a file,
+//! RESTOREd on import) and the model-tag copy done when a table opens (`save_to_files` /
+//! `load_from_files` for both backends are in `files_io.rs`).
 
 use super::{RedisTable, TableSpec};
 use crate::cluster::dispatch::Retry;
@@ -8,17 +8,12 @@ use crate::cluster::layout::{self, display_bytes, Buckets};
 use crate::cluster::layout_store::{self, Layout};
 use crate::cluster::rehash::Mover;
 use crate::cluster::route::{Access, Router};
-use crate::codec::{KeyType, Rows, Storage};
+use crate::codec::KeyType;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec;
-use crate::persist::files;
 use crate::persist::rdb;
-use crate::progress::Progress;
 use crate::resp::conn::Reply;
-
-/// Rows per insert while loading files (bounds the memory of a load).
-const LOAD_BATCH_ROWS: usize = 65_536;
 
 impl RedisTable {
     pub(super) fn dump_buckets(&self) -> Result<()> {
@@ -112,98 +107,6 @@ impl RedisTable {
         self.note_armed(&self.all_buckets(), &vec![0; self.buckets.len()]);
         self.touch(&self.bucket_chunks());
         Ok(())
-    }
-
-    /// Writes the table to `<dir>/<file_name>-keys` and `-values` (TFRA's layout; see
-    /// [`crate::persist::files`]), appending or replacing them atomically. Shards other than
-    /// the first write empty files (they share the first shard's rows). Returns the rows
-    /// written.
-    pub fn save_to_files(
-        &self,
-        dir: &std::path::Path,
-        file_name: &str,
-        append: bool,
-        buffer_rows: usize,
-    ) -> Result<u64> {
-        let row_hint = if self.row > 0 {
-            self.row
-        } else {
-            64 * self.spec.dim
-        };
-        let mut w = files::Writer::create(
-            dir,
-            file_name,
-            append,
-            self.spec.key_type,
-            row_hint,
-            buffer_rows,
-        )?;
-        let mut rows = 0u64;
-        let mut wide = Vec::new();
-        if self.spec.shard.reports_shared_rows() {
-            let total = self.size()?.max(0) as u64;
-            let what = format!(
-                "save {} to {}",
-                self.spec.embedding_name,
-                dir.join(file_name).display()
-            );
-            let mut progress = Progress::new(what, total);
-            self.scan_rows(|_, k, v| {
-                if self.storage == Storage::Native {
-                    w.row(k, v)?;
-                } else {
-                    wide.resize(self.tensor_row(), 0);
-                    self.storage.decode(v, &mut wide);
-                    w.row(k, &wide)?;
-                }
-                rows += 1;
-                progress.add(1, (k.len() + v.len()) as u64);
-                Ok(())
-            })?;
-            progress.log();
-        }
-        w.finish()?;
-        Ok(rows)
-    }
-
-    /// Upserts the rows of `<dir>/<file_name>-keys`/`-values` (or, with `entire_dir`, of every
-    /// file pair in `dir` sharing the name up to `_mht_`), `buffer_rows` rows at a time.
-    pub fn load_from_files(
-        &self,
-        dir: &std::path::Path,
-        file_name: &str,
-        entire_dir: bool,
-        buffer_rows: usize,
-    ) -> Result<u64> {
-        let mut rows = 0u64;
-        for base in files::load_paths(dir, file_name, entire_dir)? {
-            let what = format!("load {} from {}", self.spec.embedding_name, base.display());
-            let mut keys_file = base.as_os_str().to_owned();
-            keys_file.push("-keys");
-            let total = match (self.spec.key_type.width(), std::fs::metadata(&keys_file)) {
-                (Some(w), Ok(m)) => m.len() / w as u64,
-                _ => 0,
-            };
-            let mut progress = Progress::new(what, total);
-            rows += files::read_pair(
-                &base,
-                self.spec.key_type,
-                self.spec.dim,
-                self.tensor_row(),
-                buffer_rows.min(LOAD_BATCH_ROWS),
-                |k, r| {
-                    self.insert(k, r)?;
-                    let bytes = match r {
-                        Rows::Fixed { data, .. } => data.len(),
-                        Rows::Str { data, .. } => data.len(),
-                    };
-                    progress.add(k.len() as u64, bytes as u64);
-                    Ok(())
-                },
-            )?;
-            progress.log();
-        }
-        Ok(rows)
     }
 }
 
