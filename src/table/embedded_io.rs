@@ -4,8 +4,8 @@
 
 use super::embedded::MemTable;
 use super::export::copy_exact;
-use super::{ExportPlan, Exported, StrRows};
-use crate::codec::{decode_str_row, KeyType, Keys, Rows};
+use super::{ExportPlan, Exported};
+use crate::codec::{Keys, Rows};
 use crate::config::StoreMode;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -21,48 +21,17 @@ impl MemTable {
         )
     }
 
-    fn empty_export(&self) -> Exported {
-        Exported {
-            key_offsets: if self.spec.key_type == KeyType::Str {
-                vec![0]
-            } else {
-                Vec::new()
-            },
-            str_values: StrRows::new(),
-            ..Default::default()
-        }
-    }
-
     /// Checkpoint save: the rows in mode 0 (shard 1 only), nothing in mode 2.
     pub(super) fn export(&self) -> Result<Exported> {
-        let mut ex = self.empty_export();
+        let mut ex = Exported::empty(self.spec.key_type);
         match self.cfg.table_store_mode {
             StoreMode::RdbFiles => return Err(self.refuse_rdb_files("checkpoint save")),
             StoreMode::Tensors if self.spec.shard.reports_shared_rows() => {}
             _ => return Ok(ex),
         }
-        let width = self.spec.key_type.width();
-        self.store.for_each(|k, v| {
-            if self.row == 0 {
-                decode_str_row(
-                    v,
-                    self.spec.dim,
-                    &mut ex.str_values.data,
-                    &mut ex.str_values.offsets,
-                )
-                .map_err(Error::data)?;
-            } else {
-                let at = ex.values.len();
-                ex.values.resize(at + self.tensor_row(), 0);
-                self.storage.decode(v, &mut ex.values[at..]);
-            }
-            ex.keys.extend_from_slice(k);
-            if width.is_none() {
-                ex.key_offsets.push(ex.keys.len() as u64);
-            }
-            ex.len += 1;
-            Ok(())
-        })?;
+        let form = (self.storage, self.row, self.tensor_row());
+        self.store
+            .for_each(|k, v| ex.push_stored(&self.spec, form, k, v))?;
         Ok(ex)
     }
 

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use super::stats::Op;
-use super::{Exported, RedisTable, StrRows};
-use crate::codec::{decode_str_row, KeyType};
+use super::{Exported, RedisTable, StrRows, TableSpec};
+use crate::codec::{decode_str_row, KeyType, Storage};
 use crate::config::StoreMode;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -29,6 +29,52 @@ enum Way {
     /// The rows, already read ([`Table::export`]): string keys or values, or the empty export
     /// of `table_store_mode` 1 and 2 and of shards other than the first.
     Rows(Exported),
+}
+
+impl Exported {
+    /// No rows, for keys of `key_type`.
+    pub(super) fn empty(key_type: KeyType) -> Exported {
+        Exported {
+            key_offsets: if key_type == KeyType::Str {
+                vec![0]
+            } else {
+                Vec::new()
+            },
+            str_values: StrRows::new(),
+            ..Default::default()
+        }
+    }
+
+    /// Appends one stored row of a table of `spec`, widened to its tensor form. `form` is the
+    /// storage, the stored bytes per row (0 for string values) and the tensor bytes per row.
+    pub(super) fn push_stored(
+        &mut self,
+        spec: &TableSpec,
+        form: (Storage, usize, usize),
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        let (storage, row, tensor_row) = form;
+        if row == 0 {
+            decode_str_row(
+                value,
+                spec.dim,
+                &mut self.str_values.data,
+                &mut self.str_values.offsets,
+            )
+            .map_err(Error::data)?;
+        } else {
+            let at = self.values.len();
+            self.values.resize(at + tensor_row, 0);
+            storage.decode(value, &mut self.values[at..]);
+        }
+        self.keys.extend_from_slice(key);
+        if spec.key_type.width().is_none() {
+            self.key_offsets.push(self.keys.len() as u64);
+        }
+        self.len += 1;
+        Ok(())
+    }
 }
 
 impl ExportPlan {
@@ -134,52 +180,16 @@ impl RedisTable {
             StoreMode::Tensors if shared => self.export_rows(),
             StoreMode::RdbFiles if shared => {
                 self.dump_buckets()?;
-                Ok(self.empty_export())
+                Ok(Exported::empty(self.spec.key_type))
             }
-            _ => Ok(self.empty_export()),
-        }
-    }
-
-    fn empty_export(&self) -> Exported {
-        Exported {
-            key_offsets: self.empty_key_offsets(),
-            str_values: StrRows::new(),
-            ..Default::default()
-        }
-    }
-
-    fn empty_key_offsets(&self) -> Vec<u64> {
-        if self.spec.key_type == KeyType::Str {
-            vec![0]
-        } else {
-            Vec::new()
+            _ => Ok(Exported::empty(self.spec.key_type)),
         }
     }
 
     fn export_rows(&self) -> Result<Exported> {
-        let mut ex = self.empty_export();
-        let width = self.spec.key_type.width();
-        self.scan_rows(|_, k, v| {
-            if self.row == 0 {
-                decode_str_row(
-                    v,
-                    self.spec.dim,
-                    &mut ex.str_values.data,
-                    &mut ex.str_values.offsets,
-                )
-                .map_err(Error::data)?;
-            } else {
-                let at = ex.values.len();
-                ex.values.resize(at + self.tensor_row(), 0);
-                self.storage.decode(v, &mut ex.values[at..]);
-            }
-            ex.keys.extend_from_slice(k);
-            if width.is_none() {
-                ex.key_offsets.push(ex.keys.len() as u64);
-            }
-            ex.len += 1;
-            Ok(())
-        })?;
+        let mut ex = Exported::empty(self.spec.key_type);
+        let form = (self.storage, self.row, self.tensor_row());
+        self.scan_rows(|_, k, v| ex.push_stored(&self.spec, form, k, v))?;
         Ok(ex)
     }
 
