@@ -23,6 +23,7 @@
 // stats, sync, progress, handoff), `resp` (one server), `cluster` (which server, fan-out, layout),
 // `persist` (files), `table` (the ops), `ffi` (the TensorFlow bridge).
 mod accum;
+pub mod admin;
 mod cluster;
 mod codec;
 mod config;

@@ -1,0 +1,272 @@
+//! What tables a deployment holds: every hash whose key looks like a bucket
+//! (`<prefix>{<tag>}`), grouped by prefix, with rows, sampled memory, TTL, the layout record
+//! and a sample of the stored key and row sizes.
+
+use std::collections::BTreeMap;
+
+use super::{int, Admin};
+use crate::cluster::layout_store::{self, Rule};
+use crate::config::ConnectionMode;
+use crate::error::Result;
+use crate::resp::conn::Reply;
+
+/// Which tables a command looks at (all when both are `None`).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this model tag.
+    pub model_tag: Option<String>,
+    /// Only tables of this embedding name.
+    pub table: Option<String>,
+}
+
+impl Filter {
+    pub(crate) fn keeps(&self, model_tag: &str, name: &str) -> bool {
+        self.model_tag.as_deref().is_none_or(|t| t == model_tag)
+            && self.table.as_deref().is_none_or(|n| n == name)
+    }
+}
+
+/// How a table's rows are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutKind {
+    /// Where TFRA puts them (bucket 0 outside a cluster, TFRA's rule in one).
+    Tfra,
+    /// Spread over `storage_slice` buckets outside a cluster (`rde_standalone_buckets`).
+    Spread,
+    /// One row per key holding the parameters and every optimizer slot (the Keras layer's
+    /// `layout="fused"`).
+    Fused,
+}
+
+impl LayoutKind {
+    /// The name used in listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayoutKind::Tfra => "tfra",
+            LayoutKind::Spread => "spread",
+            LayoutKind::Fused => "fused",
+        }
+    }
+}
+
+/// One bucket hash.
+#[derive(Debug, Clone)]
+pub struct BucketInfo {
+    /// Its Redis key.
+    pub key: Vec<u8>,
+    /// The master holding it.
+    pub server: String,
+    /// Rows (HLEN).
+    pub rows: u64,
+    /// Memory, from a sampled `MEMORY USAGE`.
+    pub bytes: u64,
+    /// Remaining time to live in ms, `None` without a TTL.
+    pub ttl_ms: Option<i64>,
+}
+
+/// One table: every bucket with its prefix.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// The model tag (`""` when the prefix is an MD5 digest).
+    pub model_tag: String,
+    /// The embedding name (`md5:<hex>` for a digest prefix).
+    pub name: String,
+    /// The bucket key prefix.
+    pub prefix: Vec<u8>,
+    /// Its layout.
+    pub layout: LayoutKind,
+    /// The hash tags of the layout record (`None` without one: TFRA wrote the table).
+    pub recorded_tags: Option<Vec<String>>,
+    /// Its buckets, by key.
+    pub buckets: Vec<BucketInfo>,
+    /// The stored key size if every sampled key had it (8 for int64 keys).
+    pub key_bytes: Option<usize>,
+    /// The stored row size if every sampled row had it (4 × dim for float32).
+    pub row_bytes: Option<usize>,
+}
+
+impl TableInfo {
+    /// Rows over all buckets.
+    pub fn rows(&self) -> u64 {
+        self.buckets.iter().map(|b| b.rows).sum()
+    }
+
+    /// Sampled memory over all buckets.
+    pub fn bytes(&self) -> u64 {
+        self.buckets.iter().map(|b| b.bytes).sum()
+    }
+
+    /// The smallest TTL of its buckets, `None` if none has one.
+    pub fn ttl_ms(&self) -> Option<i64> {
+        self.buckets.iter().filter_map(|b| b.ttl_ms).min()
+    }
+
+    /// `model_tag:name` as users write it.
+    pub fn full_name(&self) -> String {
+        if self.model_tag.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}:{}", self.model_tag, self.name)
+        }
+    }
+}
+
+/// Splits a bucket key into its prefix and `{tag}`.
+pub(crate) fn split_bucket(key: &[u8]) -> Option<(&[u8], &[u8])> {
+    if key.last() != Some(&b'}') {
+        return None;
+    }
+    let open = key.iter().rposition(|&b| b == b'{')?;
+    (open > 0 && open + 2 < key.len()).then(|| key.split_at(open))
+}
+
+/// (model tag, embedding name) of a prefix.
+pub(crate) fn names_of(prefix: &[u8]) -> (String, String) {
+    match std::str::from_utf8(prefix)
+        .ok()
+        .and_then(|p| p.split_once(':'))
+    {
+        Some((tag, name)) => (tag.to_owned(), name.to_owned()),
+        None => {
+            let hex: String = prefix.iter().map(|b| format!("{b:02x}")).collect();
+            (String::new(), format!("md5:{hex}"))
+        }
+    }
+}
+
+impl Admin {
+    /// The tables `filter` selects, sorted by model tag and name.
+    pub fn tables(&self, filter: &Filter) -> Result<Vec<TableInfo>> {
+        let mut by_prefix: BTreeMap<Vec<u8>, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+        for addr in self.servers() {
+            self.scan_hashes(&addr, |key| {
+                if let Some((prefix, _)) = split_bucket(&key) {
+                    let (tag, name) = names_of(prefix);
+                    if filter.keeps(&tag, &name) {
+                        by_prefix
+                            .entry(prefix.to_vec())
+                            .or_default()
+                            .push((addr.clone(), key));
+                    }
+                }
+            })?;
+        }
+        let mut out = Vec::with_capacity(by_prefix.len());
+        for (prefix, keys) in by_prefix {
+            out.push(self.describe(prefix, keys)?);
+        }
+        out.sort_by(|a, b| (&a.model_tag, &a.name).cmp(&(&b.model_tag, &b.name)));
+        Ok(out)
+    }
+
+    /// Every hash key on `addr` that ends in `}`.
+    fn scan_hashes(&self, addr: &str, mut f: impl FnMut(Vec<u8>)) -> Result<()> {
+        let mut cursor = b"0".to_vec();
+        loop {
+            let reply = self.on(
+                addr,
+                &[
+                    b"SCAN", &cursor, b"MATCH", b"*}", b"COUNT", b"1000", b"TYPE", b"hash",
+                ],
+            )?;
+            let (next, keys) = super::scan_reply(addr, reply)?;
+            keys.into_iter().for_each(&mut f);
+            if next == b"0" {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    fn describe(&self, prefix: Vec<u8>, mut keys: Vec<(String, Vec<u8>)>) -> Result<TableInfo> {
+        keys.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut buckets = Vec::with_capacity(keys.len());
+        for (addr, key) in keys {
+            let r = self.pipeline(
+                &addr,
+                &[
+                    vec![b"HLEN".as_slice(), &key],
+                    vec![b"MEMORY", b"USAGE", &key, b"SAMPLES", b"5"],
+                    vec![b"PTTL", &key],
+                ],
+            )?;
+            let ttl = int(&r[2], -1);
+            buckets.push(BucketInfo {
+                rows: int(&r[0], 0).max(0) as u64,
+                bytes: int(&r[1], 0).max(0) as u64,
+                ttl_ms: (ttl >= 0).then_some(ttl),
+                server: addr,
+                key,
+            });
+        }
+        let recorded = layout_store::load(self.router(), self.retry(), &prefix)?;
+        let (model_tag, name) = names_of(&prefix);
+        let layout = if name.ends_with("-fused") {
+            LayoutKind::Fused
+        } else if recorded.as_ref().is_some_and(|l| {
+            l.rule == Rule::Spread && self.config().redis_connection_mode != ConnectionMode::Cluster
+        }) {
+            LayoutKind::Spread
+        } else {
+            LayoutKind::Tfra
+        };
+        let (key_bytes, row_bytes) = self.sample_sizes(&buckets)?;
+        Ok(TableInfo {
+            model_tag,
+            name,
+            prefix,
+            layout,
+            recorded_tags: recorded.map(|l| l.tags),
+            buckets,
+            key_bytes,
+            row_bytes,
+        })
+    }
+
+    /// Key and row sizes of up to a page of rows from the first non-empty bucket, each
+    /// `None` if the sample disagrees.
+    fn sample_sizes(&self, buckets: &[BucketInfo]) -> Result<(Option<usize>, Option<usize>)> {
+        let Some(b) = buckets.iter().find(|b| b.rows > 0) else {
+            return Ok((None, None));
+        };
+        let reply = self.on(&b.server, &[b"HSCAN", &b.key, b"0", b"COUNT", b"16"])?;
+        let items = match reply {
+            Reply::Array(mut v) if v.len() == 2 => match v.pop() {
+                Some(Reply::Array(items)) => items,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let len = |r: &Reply| match r {
+            Reply::Bulk(b) => b.len(),
+            _ => usize::MAX,
+        };
+        let keys = same(items.iter().step_by(2).map(len));
+        let rows = same(items.iter().skip(1).step_by(2).map(len));
+        Ok((keys, rows))
+    }
+}
+
+/// The one value every item has, `None` if they differ or there are none.
+fn same(mut it: impl Iterator<Item = usize>) -> Option<usize> {
+    let first = it.next()?;
+    it.all(|l| l == first).then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_keys_split_into_prefix_and_tag() {
+        assert_eq!(
+            split_bucket(b"m:emb{3560}"),
+            Some((b"m:emb".as_slice(), b"{3560}".as_slice()))
+        );
+        assert_eq!(split_bucket(b"m:emb"), None);
+        assert_eq!(split_bucket(b"{3560}"), None);
+        assert_eq!(split_bucket(b"m:emb{}"), None);
+        assert_eq!(names_of(b"m:a:b"), ("m".into(), "a:b".into()));
+        assert_eq!(names_of(&[0xab, 0x01]), ("".into(), "md5:ab01".into()));
+    }
+}

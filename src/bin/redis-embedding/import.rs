@@ -1,0 +1,16 @@
+//! `import`: (being written).
+
+use std::process::ExitCode;
+
+use redis_embedding::Error;
+
+use crate::Ctx;
+
+/// Arguments of `import`.
+#[derive(clap::Args)]
+pub struct Args {}
+
+/// Not written yet.
+pub fn run(_ctx: &Ctx, _a: Args) -> Result<ExitCode, Error> {
+    Err(Error::invalid("import: not built yet"))
+}
