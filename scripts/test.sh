@@ -14,14 +14,14 @@ py16="$venvs/tf2.16/bin/python"
 # asan.sh, bazel_test.sh and direct cargo builds with the tf feature use this interpreter.
 export PYTHON="$py16"
 
-echo "== cargo fmt / clippy (no features; bridge + failpoints; tf)"
+echo "== cargo fmt / clippy (no features; bridge + failpoints + cli; tf)"
 cargo fmt --check
 cargo clippy --all-targets -q -- -D warnings
-cargo clippy --all-targets -q --features bridge,failpoints -- -D warnings
+cargo clippy --all-targets -q --features bridge,failpoints,cli -- -D warnings
 cargo clippy --lib -q --features tf -- -D warnings
 
-echo "== cargo test (Redis core, no TensorFlow; with the bridge and the test-only failpoints)"
-cargo test -q --features bridge,failpoints
+echo "== cargo test (Redis core and the admin CLI, no TensorFlow; with the bridge and the test-only failpoints)"
+cargo test -q --features bridge,failpoints,cli
 
 echo "== AddressSanitizer (C++ shim instrumented, op tests and the panic test under libasan)"
 bash scripts/asan.sh

@@ -190,15 +190,15 @@ impl Admin {
         let configured = self.config().expire_model_tag_in_seconds;
         for b in &with {
             let secs = b.ttl_ms.unwrap_or(0) / 1000;
-            let detail = if with.len() < t.buckets.len() {
-                format!(
-                    "expires in {secs} s while {} other bucket(s) of the table never expire",
-                    t.buckets.len() - with.len()
-                )
-            } else if configured <= 0 {
+            let detail = if configured <= 0 {
                 format!(
                     "expires in {secs} s, although this config sets no TTL \
                      (expire_model_tag_in_seconds {configured}): its rows will be lost"
+                )
+            } else if with.len() < t.buckets.len() {
+                format!(
+                    "expires in {secs} s while {} other bucket(s) of the table never expire",
+                    t.buckets.len() - with.len()
                 )
             } else {
                 continue;

@@ -10,7 +10,9 @@ use crate::resp::conn::Reply;
 pub struct Replica {
     /// `ip:port`.
     pub addr: String,
-    /// Bytes of the replication stream it has not acknowledged.
+    /// Bytes of the replication stream it has not applied: the master's offset less the
+    /// replica's own (`slave_repl_offset`, read after the master's), or less its last
+    /// acknowledgement (sent once a second) when the replica does not answer.
     pub lag_bytes: u64,
     /// Seconds since its last acknowledgement.
     pub lag_secs: u64,
@@ -39,6 +41,8 @@ pub struct ServerStats {
     pub connected_clients: u64,
     /// Keys in the selected database.
     pub keys: u64,
+    /// `master_repl_offset`.
+    pub repl_offset: u64,
     /// Its replicas.
     pub replicas: Vec<Replica>,
 }
@@ -50,7 +54,7 @@ impl ServerStats {
             addr: addr.to_owned(),
             ..ServerStats::default()
         };
-        let mut master_offset = 0u64;
+
         let mut replicas: Vec<(String, u64, u64)> = Vec::new();
         let db_field = format!("db{db}");
         for line in info.lines() {
@@ -67,7 +71,7 @@ impl ServerStats {
                 "keyspace_misses" => s.keyspace_misses = n,
                 "instantaneous_ops_per_sec" => s.ops_per_sec = n,
                 "connected_clients" => s.connected_clients = n,
-                "master_repl_offset" => master_offset = n,
+                "master_repl_offset" => s.repl_offset = n,
                 f if f == db_field => s.keys = fields(value, "keys"),
                 f if f.starts_with("slave") && f[5..].parse::<u32>().is_ok() => {
                     let ip = text_field(value, "ip");
@@ -85,7 +89,7 @@ impl ServerStats {
             .into_iter()
             .map(|(addr, offset, lag_secs)| Replica {
                 addr,
-                lag_bytes: master_offset.saturating_sub(offset),
+                lag_bytes: s.repl_offset.saturating_sub(offset),
                 lag_secs,
             })
             .collect();
@@ -102,27 +106,47 @@ fn text_field<'a>(value: &'a str, name: &str) -> &'a str {
         .map_or("", |(_, v)| v)
 }
 
+/// A numeric `field:value` line of INFO text.
+fn info_field(info: &str, field: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.trim_end().strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.parse().ok())
+}
+
 fn fields(value: &str, name: &str) -> u64 {
     text_field(value, name).parse().unwrap_or(0)
 }
 
 impl Admin {
-    /// `INFO` of every master.
+    /// `INFO` of every master, with each replica's lag read from the replica itself.
     pub fn server_stats(&self) -> Result<Vec<ServerStats>> {
         self.servers()
             .iter()
-            .map(|addr| match self.on(addr, &[b"INFO", b"all"])? {
-                Reply::Bulk(b) => Ok(ServerStats::parse(
-                    addr,
-                    &String::from_utf8_lossy(&b),
-                    self.config().redis_db,
-                )),
-                other => Err(Error::new(
-                    ErrorKind::Server,
-                    format!("{addr}: INFO replied {other:?}"),
-                )),
+            .map(|addr| {
+                let mut s =
+                    ServerStats::parse(addr, &self.info(addr, b"all")?, self.config().redis_db);
+                for r in &mut s.replicas {
+                    if let Some(offset) = self
+                        .info(&r.addr, b"replication")
+                        .ok()
+                        .and_then(|info| info_field(&info, "slave_repl_offset"))
+                    {
+                        r.lag_bytes = s.repl_offset.saturating_sub(offset);
+                    }
+                }
+                Ok(s)
             })
             .collect()
+    }
+
+    fn info(&self, addr: &str, section: &[u8]) -> Result<String> {
+        match self.on(addr, &[b"INFO", section])? {
+            Reply::Bulk(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            other => Err(Error::new(
+                ErrorKind::Server,
+                format!("{addr}: INFO replied {other:?}"),
+            )),
+        }
     }
 }
 

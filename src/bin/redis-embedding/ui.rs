@@ -20,7 +20,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         .map(|i| {
             !rows.is_empty()
                 && rows.iter().all(|r| {
-                    let c = r[i].trim_end_matches(['K', 'M', 'G', 'T', 'B', 'i', 's', '%']);
+                    let c = r[i]
+                        .trim_end_matches(['K', 'M', 'G', 'T', 'B', 'i', 's', 'm', 'h', 'd', '%']);
                     c == "-" || c.parse::<f64>().is_ok()
                 })
         })
@@ -66,9 +67,18 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
-/// A TTL in ms as seconds, `-` for none.
+/// A TTL in ms as a duration (`45s`, `12m`, `3.5h`, `7.0d`), `-` for none.
 pub fn ttl(ms: Option<i64>) -> String {
-    ms.map_or_else(|| "-".to_owned(), |ms| format!("{}s", ms / 1000))
+    let Some(ms) = ms else {
+        return "-".to_owned();
+    };
+    let s = ms as f64 / 1000.0;
+    match ms / 1000 {
+        0..60 => format!("{}s", ms / 1000),
+        60..3600 => format!("{}m", ms / 60_000),
+        3600..86400 => format!("{:.1}h", s / 3600.0),
+        _ => format!("{:.1}d", s / 86400.0),
+    }
 }
 
 /// Prints `value` as pretty JSON.

@@ -1,0 +1,509 @@
+//! The `redis-embedding` admin tool against real servers: `ls`, `stats`, `drop`, `check`,
+//! its errors, and its progress bar on a terminal.
+
+mod support;
+
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use redis_embedding::{Config, KeyType, Rows, Table, TableSpec, ValueType};
+use serde_json::Value;
+use support::{f32_bytes, i64_keys, Cluster, Sentinel, Server};
+
+const BIN: &str = env!("CARGO_BIN_EXE_redis-embedding");
+
+/// A config file for `json` in a fresh temp dir (kept alive by the returned guard).
+fn config_file(json: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("redis.json");
+    std::fs::write(&path, json).unwrap();
+    (dir, path)
+}
+
+fn standalone_json(port: u16, extra: &str) -> String {
+    format!(
+        r#"{{"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"], "redis_host_port": [{port}]{extra}}}"#
+    )
+}
+
+fn cli(config: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Fills table `name` of `cfg` with keys `0..n`, rows of `dim` floats.
+fn fill(cfg: &Config, name: &str, dim: usize, n: i64) -> Table {
+    let t = Table::open(
+        cfg.clone(),
+        TableSpec::new(name, KeyType::I64, ValueType::F32, dim),
+    )
+    .unwrap();
+    let keys: Vec<i64> = (0..n).collect();
+    let vals: Vec<f32> = (0..n as usize * dim).map(|i| i as f32).collect();
+    let kb = i64_keys(&keys);
+    let vb = f32_bytes(&vals);
+    let k = t.keys(&kb, &[]).unwrap();
+    t.insert(
+        &k,
+        &Rows::Fixed {
+            data: &vb,
+            row: dim * 4,
+        },
+    )
+    .unwrap();
+    t
+}
+
+fn table<'a>(ls: &'a Value, name: &str) -> &'a Value {
+    ls["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {ls}"))
+}
+
+#[test]
+fn ls_lists_tables_with_rows_layout_and_sizes() {
+    let s = Server::start();
+    let cfg = s.config(r#""model_tag_runtime": "m1", "storage_slice": 2"#);
+    let _a = fill(&cfg, "user", 4, 100);
+    let _b = fill(&cfg, "item-fused", 12, 7);
+    let spread = s
+        .config(r#""model_tag_runtime": "m2", "storage_slice": 4, "rde_standalone_buckets": true"#);
+    let _c = fill(&spread, "user", 4, 50);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+
+    let ls = json_of(&cli(&path, &["--json", "ls"]));
+    assert_eq!(ls["tables"].as_array().unwrap().len(), 3, "{ls}");
+    let user = &ls["tables"][1];
+    assert_eq!(
+        (user["model_tag"].as_str(), user["table"].as_str()),
+        (Some("m1"), Some("user"))
+    );
+    assert_eq!(user["rows"], 100);
+    assert_eq!(
+        user["buckets"], 1,
+        "standalone TFRA layout keeps rows in bucket 0"
+    );
+    assert_eq!(user["layout"], "tfra");
+    assert_eq!(
+        (user["key_bytes"].as_u64(), user["row_bytes"].as_u64()),
+        (Some(8), Some(16))
+    );
+    assert!(user["bytes"].as_u64().unwrap() > 100 * 16, "{user}");
+    let week = 7 * 24 * 3600 * 1000;
+    let ttl = user["ttl_ms"].as_i64().unwrap();
+    assert!(
+        ttl > week - 60_000 && ttl <= week,
+        "TFRA's default TTL is a week: {ttl}"
+    );
+    let fused = table(&ls, "item-fused");
+    assert_eq!(
+        (fused["layout"].as_str(), fused["rows"].as_u64()),
+        (Some("fused"), Some(7))
+    );
+    assert_eq!(fused["row_bytes"], 48);
+    let m2 = &ls["tables"][2];
+    assert_eq!(
+        (m2["model_tag"].as_str(), m2["layout"].as_str()),
+        (Some("m2"), Some("spread"))
+    );
+    assert_eq!(
+        (m2["rows"].as_u64(), m2["buckets"].as_u64()),
+        (Some(50), Some(4))
+    );
+
+    let only = json_of(&cli(&path, &["--json", "ls", "--model-tag", "m2"]));
+    assert_eq!(only["tables"].as_array().unwrap().len(), 1);
+
+    let text = cli(&path, &["ls"]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("MODEL_TAG"), "{text}");
+    assert!(
+        lines[2].starts_with("m1") && lines[2].contains("user") && lines[2].contains("100"),
+        "{text}"
+    );
+    assert!(lines[2].contains("7.0d"), "TTLs read as durations: {text}");
+}
+
+#[test]
+fn ls_shows_a_ttl_and_cluster_buckets_on_their_masters() {
+    let c = Cluster::start(3, 0);
+    let cfg = c.config(r#""storage_slice": 6, "expire_model_tag_in_seconds": 3600"#);
+    let _t = fill(&cfg, "emb", 2, 600);
+    let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
+    let (_d, path) = config_file(&format!(
+        r#"{{"redis_connection_mode": 0, "redis_host_ip": ["127.0.0.1"], "redis_host_port": [{}]}}"#,
+        ports[0]
+    ));
+    let ls = json_of(&cli(&path, &["--json", "ls"]));
+    let emb = table(&ls, "emb");
+    assert_eq!(
+        (emb["rows"].as_u64(), emb["buckets"].as_u64()),
+        (Some(600), Some(6))
+    );
+    let ttl = emb["ttl_ms"].as_i64().unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "{ttl}");
+    let servers: std::collections::BTreeSet<&str> = emb["bucket_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        servers.len(),
+        3,
+        "TFRA's cluster tags deal buckets over every master: {emb}"
+    );
+}
+
+#[test]
+fn stats_reports_server_figures_and_rows_per_server_and_watches() {
+    let s = Server::start();
+    let cfg = s.config(r#""model_tag_runtime": "m""#);
+    let t = fill(&cfg, "user", 4, 10);
+    // One hit and one miss on the server's own counters.
+    s.cli(&[b"HGET", b"m:user{3560}", &1i64.to_le_bytes()]);
+    s.cli(&[b"GET", b"absent"]);
+    let _ = t;
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let st = json_of(&cli(&path, &["--json", "stats"]));
+    let srv = &st["servers"][0];
+    assert_eq!(srv["server"], format!("127.0.0.1:{}", s.port));
+    assert_eq!(srv["evicted_keys"], 0);
+    assert!(srv["keyspace_hits"].as_u64().unwrap() >= 1, "{srv}");
+    assert!(srv["keyspace_misses"].as_u64().unwrap() >= 1, "{srv}");
+    assert!(srv["used_memory"].as_u64().unwrap() > 0);
+    assert_eq!(srv["maxmemory_policy"], "noeviction");
+    assert_eq!(st["tables"][0]["table"], "m:user");
+    assert_eq!(st["tables"][0]["rows"], 10);
+
+    let watched = cli(
+        &path,
+        &["--json", "stats", "--watch", "0.05", "--count", "3"],
+    );
+    assert!(watched.status.success());
+    let docs: Vec<Value> = String::from_utf8(watched.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 3, "one document per refresh");
+
+    let text = String::from_utf8(cli(&path, &["stats"]).stdout).unwrap();
+    assert!(
+        text.contains("EVICTED") && text.contains("REPL_LAG") && text.contains("m:user"),
+        "{text}"
+    );
+}
+
+#[test]
+fn stats_counts_evictions_and_replication_lag_columns() {
+    let s = Server::start();
+    s.cli(&[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lru"]);
+    s.cli(&[b"CONFIG", b"SET", b"maxmemory", b"2mb"]);
+    let big = vec![b'x'; 100_000];
+    for i in 0..60 {
+        s.cli(&[b"SET", format!("filler{i}").as_bytes(), &big]);
+    }
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let st = json_of(&cli(&path, &["--json", "stats"]));
+    assert!(
+        st["servers"][0]["evicted_keys"].as_u64().unwrap() > 0,
+        "{st}"
+    );
+    assert_eq!(st["servers"][0]["maxmemory_policy"], "allkeys-lru");
+}
+
+#[test]
+fn stats_through_a_sentinel_shows_the_master_and_its_replica() {
+    let s = Sentinel::start();
+    let _t = fill(&s.config(r#""model_tag_runtime": "m""#), "user", 2, 40);
+    s.wait_replicated();
+    let (_d, path) = config_file(&format!(
+        r#"{{"redis_connection_mode": 1, "redis_master_name": "mymaster", "redis_host_ip": ["127.0.0.1"], "redis_host_port": [{}]}}"#,
+        s.sentinel.port
+    ));
+    let st = json_of(&cli(&path, &["--json", "stats"]));
+    let srv = &st["servers"][0];
+    assert_eq!(srv["server"], format!("127.0.0.1:{}", s.master.port));
+    let replicas = srv["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 1, "{srv}");
+    assert_eq!(
+        replicas[0]["replica"],
+        format!("127.0.0.1:{}", s.replica.port)
+    );
+    assert_eq!(replicas[0]["lag_bytes"], 0, "caught up: {srv}");
+    assert_eq!(st["tables"][0]["rows"], 40);
+}
+
+#[test]
+fn drop_prints_the_plan_needs_confirmation_and_deletes_one_model_tag() {
+    let s = Server::start();
+    let _a = fill(&s.config(r#""model_tag_runtime": "keep""#), "user", 2, 20);
+    let _b = fill(
+        &s.config(
+            r#""model_tag_runtime": "old", "storage_slice": 3, "rde_standalone_buckets": true"#,
+        ),
+        "user",
+        2,
+        30,
+    );
+    let _c = fill(&s.config(r#""model_tag_runtime": "old""#), "item", 2, 5);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+
+    let refused = cli(&path, &["drop", "--model-tag", "old"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        out.contains("old:user") && out.contains("old:item"),
+        "the plan comes first: {out}"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    assert_eq!(
+        json_of(&cli(&path, &["--json", "ls"]))["tables"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let everything = cli(&path, &["drop", "--yes"]);
+    assert_eq!(
+        everything.status.code(),
+        Some(1),
+        "a drop names what it drops"
+    );
+
+    let done = cli(&path, &["drop", "--model-tag", "old", "--yes"]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let out = String::from_utf8_lossy(&done.stdout);
+    assert!(out.contains("rde-layout:"), "layout records go too: {out}");
+    let ls = json_of(&cli(&path, &["--json", "ls"]));
+    let left: Vec<&str> = ls["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["model_tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ["keep"]);
+    let keys = String::from_utf8_lossy(&s.cli(&[b"KEYS", b"*old*"])).into_owned();
+    assert_eq!(keys, "*0\r\n", "nothing of the dropped tag is left");
+}
+
+#[test]
+fn check_finds_a_planted_bad_row_a_wrong_bucket_and_a_foreign_key() {
+    let s = Server::start();
+    let cfg =
+        s.config(r#""model_tag_runtime": "m", "storage_slice": 4, "rde_standalone_buckets": true"#);
+    let _t = fill(&cfg, "user", 4, 200);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let clean = cli(&path, &["check"]);
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    assert!(String::from_utf8_lossy(&clean.stdout).contains("checked 200 rows"));
+
+    // A row of 3 floats in a 4-float table, under key 7 in its own bucket.
+    let buckets: Vec<String> = redis_embedding::hash_tags(4, &[])
+        .iter()
+        .map(|tag| format!("m:user{tag}"))
+        .collect();
+    let hashed = cfg.using_hash_storage_slice;
+    let home = redis_embedding::bucket_of(&7i64.to_le_bytes(), true, hashed, 4);
+    s.cli(&[
+        b"HSET",
+        buckets[home].as_bytes(),
+        &7i64.to_le_bytes(),
+        &f32_bytes(&[1.0, 2.0, 3.0]),
+    ]);
+    // Key 8's row, copied into a bucket it does not map to.
+    let b8 = redis_embedding::bucket_of(&8i64.to_le_bytes(), true, hashed, 4);
+    let other = &buckets[(b8 + 1) % 4];
+    s.cli(&[
+        b"HSET",
+        other.as_bytes(),
+        &8i64.to_le_bytes(),
+        &f32_bytes(&[0.0; 4]),
+    ]);
+    // A string key named like a bucket.
+    s.cli(&[b"SET", b"m:user{999}", b"oops"]);
+
+    let bad = cli(&path, &["--json", "check"]);
+    assert_eq!(bad.status.code(), Some(2), "findings exit 2");
+    let r: Value = serde_json::from_slice(&bad.stdout).unwrap();
+    let kinds: Vec<(&str, &str)> = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["detail"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds
+            .iter()
+            .any(|(k, d)| *k == "row-size" && d.contains("key 7 has a 12-byte row")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|(k, d)| *k == "wrong-bucket" && d.contains("key 8 belongs in bucket")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|(k, d)| *k == "not-a-hash" && d.contains("m:user{999}")),
+        "{kinds:?}"
+    );
+    assert_eq!(r["rows"], 201);
+}
+
+#[test]
+fn check_reports_a_ttl_that_will_drop_rows_and_a_bucket_outside_the_layout() {
+    let s = Server::start();
+    let cfg = s.config(r#""model_tag_runtime": "m", "expire_model_tag_in_seconds": 0"#);
+    let _t = fill(&cfg, "user", 2, 10);
+    s.cli(&[b"EXPIRE", b"m:user{3560}", b"600"]);
+    // A bucket of an earlier storage_slice: its tag is not in the layout record.
+    s.cli(&[
+        b"HSET",
+        b"m:user{8209}",
+        &3i64.to_le_bytes(),
+        &f32_bytes(&[0.0; 2]),
+    ]);
+    let (_d, path) = config_file(&standalone_json(
+        s.port,
+        r#", "expire_model_tag_in_seconds": 0"#,
+    ));
+    let out = cli(&path, &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ttl") && text.contains("will be lost"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mixed-layout") && text.contains("m:user{8209}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn errors_are_one_line_naming_the_server_and_exit_1() {
+    let port = support::free_port();
+    let (_d, path) = config_file(&standalone_json(port, r#", "rde_max_retries": 0"#));
+    let out = cli(&path, &["ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+
+    let missing = Command::new(BIN)
+        .args(["ls"])
+        .env_remove("TFRA_REDIS_CONFIG_PATH")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--config"));
+
+    let (_e, bad) = config_file(r#"{"redis_connection_mode": 2, "storage_slice": 0}"#);
+    let out = cli(&bad, &["ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage_slice"));
+}
+
+#[test]
+fn the_config_comes_from_tfras_environment_variable() {
+    let s = Server::start();
+    let _t = fill(&s.config(""), "env_table", 2, 3);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let out = Command::new(BIN)
+        .args(["--json", "ls"])
+        .env("TFRA_REDIS_CONFIG_PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(table(&json_of(&out), "env_table")["rows"], 3);
+}
+
+/// Runs the tool with stderr on a pseudo-terminal and returns what the terminal showed.
+fn on_a_pty(config: &Path, args: &[&str]) -> (Output, String) {
+    let (mut master, mut slave) = (0, 0);
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    // The child has exited and its end of the pty is closed: read what it drew.
+    let mut shown = Vec::new();
+    let mut f = std::fs::File::from(master);
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = f.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        shown.extend_from_slice(&buf[..n]);
+    }
+    (out, String::from_utf8_lossy(&shown).into_owned())
+}
+
+#[test]
+fn long_commands_draw_a_progress_bar_on_a_terminal_only() {
+    let s = Server::start();
+    let _t = fill(&s.config(r#""model_tag_runtime": "m""#), "user", 4, 5000);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let (out, shown) = on_a_pty(&path, &["check"]);
+    assert!(out.status.success());
+    assert!(shown.contains("checking rows"), "{shown:?}");
+    assert!(
+        shown.contains("5000/5000") || shown.contains("5,000/5,000"),
+        "{shown:?}"
+    );
+    let piped = cli(&path, &["check"]);
+    assert!(
+        piped.stderr.is_empty(),
+        "no bar when stderr is not a terminal"
+    );
+}
