@@ -324,10 +324,11 @@ impl TableBox {
     }
 
     fn table_stats(&self, names: &mut Vec<String>, values: &mut Vec<f64>) {
-        // Reads atomics and histograms only; guarded so that nothing unwinds into C++.
+        // Atomics and histograms, plus one INFO per server that may evict (statistics never
+        // fail); guarded so that nothing unwinds into C++.
         let _ = guarded("table_stats", || {
             if let Some(t) = &self.0 {
-                for (n, v) in t.stats().snapshot() {
+                for (n, v) in t.stats_snapshot() {
                     names.push(n);
                     values.push(v);
                 }

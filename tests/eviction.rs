@@ -122,3 +122,61 @@ fn the_sentinel_master_is_checked() {
     assert_refused(&e, &s.master.addr(), "allkeys-random");
     open(s.config(r#""rde_allow_eviction": true"#)).expect("allowed");
 }
+
+fn evicted(t: &Table) -> f64 {
+    t.stats_snapshot()
+        .into_iter()
+        .find(|(n, _)| n == "evicted_keys")
+        .unwrap()
+        .1
+}
+
+/// Fills `s` with 100 kB strings until it has evicted at least `n` more keys.
+fn evict_at_least(s: &Server, n: u64, tag: &str) {
+    let before = evictions_on(s);
+    let big = vec![b'x'; 100_000];
+    let mut i = 0;
+    while evictions_on(s) < before + n {
+        s.cli(&[b"SET", format!("{tag}{i}").as_bytes(), &big]);
+        i += 1;
+        assert!(i < 10_000, "the server never evicted");
+    }
+}
+
+fn evictions_on(s: &Server) -> u64 {
+    let info = String::from_utf8_lossy(&s.cli(&[b"INFO", b"stats"])).into_owned();
+    info.lines()
+        .find_map(|l| l.strip_prefix("evicted_keys:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn evictions_after_an_allowed_open_are_counted_in_the_tables_stats() {
+    let _one = serial();
+    let s = Server::start_with(&["--maxmemory-policy", "allkeys-lru", "--maxmemory", "4mb"]);
+    evict_at_least(&s, 3, "before");
+    // Any command of the open may make the server evict one more key (the last filler left
+    // it over its limit): the table's count starts between these two readings.
+    let before_open = evictions_on(&s);
+    let t = open(s.config(r#""rde_allow_eviction": true"#)).expect("allowed");
+    let after_open = evictions_on(&s);
+    evict_at_least(&s, 5, "after");
+    let seen = evicted(&t) as u64;
+    let now = evictions_on(&s);
+    assert!(seen >= 5, "{seen}");
+    assert!(
+        (now - after_open..=now - before_open).contains(&seen),
+        "evictions before the open are not the table's concern: {seen} of {before_open}..{now}"
+    );
+
+    let calm = Server::start_with(&["--maxmemory-policy", "noeviction"]);
+    let t = open(calm.config("")).unwrap();
+    assert_eq!(
+        evicted(&t),
+        0.0,
+        "a server that cannot evict is not even asked"
+    );
+}

@@ -54,13 +54,14 @@ def figures(names: Iterable[bytes], values: Iterable[float]) -> Dict[str, Figure
 def combine(tables: Iterable[Dict[str, Figure]]) -> Dict[str, Figure]:
     """The statistics of several tables as one: counters and calls add up, `hit_rate` is
     recomputed, and each latency figure is the largest of the tables' (exact when one table
-    ran the op, an upper bound otherwise: percentiles of separate histograms do not add)."""
+    ran the op, an upper bound otherwise: percentiles of separate histograms do not add);
+    so is `evicted_keys`, a figure of the servers that every table on them sees alike."""
     out: Dict[str, Figure] = {}
     for t in tables:
         for name, v in t.items():
             if name == "hit_rate":
                 continue
-            if name.endswith("_us"):
+            if name.endswith("_us") or name == "evicted_keys":
                 out[name] = max(out.get(name, 0), v)
             else:
                 out[name] = out.get(name, 0) + v
@@ -103,6 +104,10 @@ def prometheus_text() -> str:
         _family(lines, f"redis_embedding_table_{counter}_total", "counter",
                 f"Per-table {counter.replace('_', ' ')} (RedisTable.stats()).",
                 [(f'{{table="{_label(n)}"}}', t[counter]) for n, t in tables.items()])
+    _family(lines, "redis_embedding_table_evicted_keys_total", "counter",
+            "Keys evicted since the table opened by servers it was allowed to open on "
+            "although they can evict (rde_allow_eviction).",
+            [(f'{{table="{_label(n)}"}}', t.get("evicted_keys", 0)) for n, t in tables.items()])
     _family(lines, "redis_embedding_table_hit_rate", "gauge",
             "Per-table hits / lookups (key positions).",
             [(f'{{table="{_label(n)}"}}', t["hit_rate"]) for n, t in tables.items()])

@@ -265,6 +265,25 @@ impl Router {
         })
     }
 
+    /// A numeric field of `INFO <section>` on `addr` (None if the server does not report it).
+    pub fn info_field(&self, addr: &str, section: &str, field: &str) -> Result<Option<u64>> {
+        let reply = self.pool(addr).with(|c| {
+            c.cmd(&[b"INFO", section.as_bytes()]);
+            c.flush()?;
+            c.read_reply()
+        })?;
+        let Reply::Bulk(text) = reply else {
+            return Ok(None);
+        };
+        Ok(String::from_utf8_lossy(&text).lines().find_map(|l| {
+            l.trim_end()
+                .strip_prefix(field)?
+                .strip_prefix(':')?
+                .parse()
+                .ok()
+        }))
+    }
+
     /// Records a MOVED redirect without a full refresh.
     pub fn moved(&self, slot: usize, addr: &str) {
         let mut map = sync::write(&self.slots);

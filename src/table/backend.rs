@@ -126,6 +126,20 @@ impl Table {
         }
     }
 
+    /// Every statistic by name ([`super::stats::TableStats::snapshot`]), then `evicted_keys`:
+    /// keys evicted since the table opened by servers that `rde_allow_eviction` let it open
+    /// on although they can evict (one `INFO stats` per such server; always 0 otherwise, and
+    /// on the memory backend, which never evicts).
+    pub fn stats_snapshot(&self) -> Vec<(String, f64)> {
+        let mut out = self.stats().snapshot();
+        let evicted = match &self.0 {
+            Engine::Redis(t) => t.evicted_keys(),
+            Engine::Memory(_) => 0,
+        };
+        out.push(("evicted_keys".to_owned(), evicted as f64));
+        out
+    }
+
     /// The Redis table behind this one, if it runs on Redis (the trainer's one-pipeline path
     /// needs its layout).
     pub(super) fn redis(&self) -> Option<&RedisTable> {

@@ -204,6 +204,8 @@ struct RedisTable {
     ttl_last: Mutex<std::time::Instant>,
     /// This table's counters and latency histograms.
     stats: stats::TableStats,
+    /// The evicting servers `rde_allow_eviction` accepted, watched for the statistics.
+    evictions: evict::Evictions,
 }
 
 impl RedisTable {
@@ -218,7 +220,7 @@ impl RedisTable {
             backoff: Duration::from_millis(cfg.rde_retry_backoff_ms),
         };
         let router = Router::open(&cfg, retry)?;
-        evict::check(&cfg, &router, &spec.embedding_name)?;
+        let evictions = evict::check(&cfg, &router, &spec.embedding_name)?;
         let resolved = layout_store::resolve(&cfg, &spec.embedding_name, &router, retry)?;
         let layout = resolved.target;
         let mover = Mover {
@@ -265,6 +267,7 @@ impl RedisTable {
             ttl_armed: (0..n_buckets).map(|_| Default::default()).collect(),
             ttl_last: Mutex::new(std::time::Instant::now()),
             stats: stats::TableStats::default(),
+            evictions,
         };
         t.arm_ttl_on_open()?;
         log::debug!(
@@ -279,6 +282,12 @@ impl RedisTable {
     /// This table's statistics (see [`stats`]).
     fn stats(&self) -> &stats::TableStats {
         &self.stats
+    }
+
+    /// Keys evicted since the table opened by the servers it was allowed to open on although
+    /// they can evict (0 when none can).
+    fn evicted_keys(&self) -> u64 {
+        self.evictions.seen(&self.router)
     }
 
     fn plan(&self, keys: &Keys<'_>) -> Plan {

@@ -40,6 +40,7 @@ def test_allow_eviction_opens(evicting, tmp_path) -> None:
     t.insert(tf.constant([1], tf.int64), tf.constant([[1.0, 2.0]]))
     assert t.lookup(tf.constant([1], tf.int64)).numpy().tolist() == [[1.0, 2.0]]
     assert rde.stats()["evicting_opens_allowed"] == before + 1
+    assert t.stats()["evicted_keys"] == 0  # watched from the open on (tests/eviction.rs)
 
 
 def test_noeviction_opens(redis, tmp_path) -> None:

@@ -58,6 +58,7 @@ def test_prometheus_text_parses_and_carries_each_table(config_path) -> None:
                    (("op", "find"), ("quantile", "0.99"), ("table", "prom_a")))]
     assert p99 == a.stats()["find_p99_us"] > 0
     assert samples[("redis_embedding_calls_total", ())] == rde.stats()["calls"]
+    assert samples[("redis_embedding_table_evicted_keys_total", (("table", "prom_a"),))] == 0
     # A table that is gone leaves the text.
     del b
     import gc
