@@ -21,7 +21,8 @@
 
 // Layers, bottom up (see ARCHITECTURE.md): shared ground (error, config, codec, plan, exec,
 // stats, sync, progress, handoff), `resp` (one server), `cluster` (which server, fan-out, layout),
-// `persist` (files), `table` (the ops), `ffi` (the TensorFlow bridge).
+// `persist` (files), `table` (the ops), `admin` (operator commands for the CLI), `ffi` (the
+// TensorFlow bridge).
 mod accum;
 pub mod admin;
 mod cluster;
