@@ -507,3 +507,31 @@ fn long_commands_draw_a_progress_bar_on_a_terminal_only() {
         "no bar when stderr is not a terminal"
     );
 }
+
+#[test]
+fn md5_prefixed_tables_are_found_by_their_names() {
+    let s = Server::start();
+    let cfg = s.config(r#""model_tag_runtime": "m", "using_md5_prefix_name": true"#);
+    let _t = fill(&cfg, "hashed", 2, 9);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let all = json_of(&cli(&path, &["--json", "ls"]));
+    let anon = &all["tables"][0];
+    assert!(anon["table"].as_str().unwrap().starts_with("md5:"), "{all}");
+    let named = json_of(&cli(
+        &path,
+        &["--json", "ls", "--model-tag", "m", "--table", "hashed"],
+    ));
+    let t = table(&named, "hashed");
+    assert_eq!(
+        (t["model_tag"].as_str(), t["rows"].as_u64()),
+        (Some("m"), Some(9))
+    );
+}
+
+#[test]
+fn a_memory_backend_config_is_refused_naming_the_field() {
+    let (_d, path) = config_file(r#"{"rde_backend": "memory"}"#);
+    let out = cli(&path, &["ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rde_backend"));
+}

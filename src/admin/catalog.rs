@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{int, Admin};
+use crate::cluster::layout;
 use crate::cluster::layout_store::{self, Rule};
 use crate::config::ConnectionMode;
 use crate::error::Result;
@@ -20,9 +21,22 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub(crate) fn keeps(&self, model_tag: &str, name: &str) -> bool {
+    fn keeps(&self, model_tag: &str, name: &str) -> bool {
         self.model_tag.as_deref().is_none_or(|t| t == model_tag)
             && self.table.as_deref().is_none_or(|n| n == name)
+    }
+
+    /// The (model tag, name) of the table with bucket prefix `prefix`, if it is one this
+    /// filter selects. A 16-byte MD5 prefix (`using_md5_prefix_name`) is named by the
+    /// filter's model tag and table when it is their digest, else `md5:<hex>`.
+    pub(crate) fn select(&self, prefix: &[u8]) -> Option<(String, String)> {
+        let (mut tag, mut name) = names_of(prefix)?;
+        if let (true, Some(t), Some(n)) = (tag.is_empty(), &self.model_tag, &self.table) {
+            if layout::prefix(t, n, true) == prefix {
+                (tag, name) = (t.clone(), n.clone());
+            }
+        }
+        self.keeps(&tag, &name).then_some((tag, name))
     }
 }
 
@@ -120,40 +134,44 @@ pub(crate) fn split_bucket(key: &[u8]) -> Option<(&[u8], &[u8])> {
     (open > 0 && open + 2 < key.len()).then(|| key.split_at(open))
 }
 
-/// (model tag, embedding name) of a prefix.
-pub(crate) fn names_of(prefix: &[u8]) -> (String, String) {
+/// (model tag, embedding name) of a prefix: `<tag>:<name>`, or a 16-byte MD5 digest named
+/// `md5:<hex>` with no tag. Anything else is no table's.
+fn names_of(prefix: &[u8]) -> Option<(String, String)> {
     match std::str::from_utf8(prefix)
         .ok()
         .and_then(|p| p.split_once(':'))
     {
-        Some((tag, name)) => (tag.to_owned(), name.to_owned()),
-        None => {
+        Some((tag, name)) => Some((tag.to_owned(), name.to_owned())),
+        None if prefix.len() == 16 => {
             let hex: String = prefix.iter().map(|b| format!("{b:02x}")).collect();
-            (String::new(), format!("md5:{hex}"))
+            Some((String::new(), format!("md5:{hex}")))
         }
+        None => None,
     }
 }
 
 impl Admin {
     /// The tables `filter` selects, sorted by model tag and name.
     pub fn tables(&self, filter: &Filter) -> Result<Vec<TableInfo>> {
-        let mut by_prefix: BTreeMap<Vec<u8>, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+        type Found = ((String, String), Vec<(String, Vec<u8>)>);
+        let mut by_prefix: BTreeMap<Vec<u8>, Found> = BTreeMap::new();
         for addr in self.servers() {
             self.scan_hashes(&addr, |key| {
-                if let Some((prefix, _)) = split_bucket(&key) {
-                    let (tag, name) = names_of(prefix);
-                    if filter.keeps(&tag, &name) {
-                        by_prefix
-                            .entry(prefix.to_vec())
-                            .or_default()
-                            .push((addr.clone(), key));
-                    }
+                let Some((prefix, _)) = split_bucket(&key) else {
+                    return;
+                };
+                if let Some(names) = filter.select(prefix) {
+                    by_prefix
+                        .entry(prefix.to_vec())
+                        .or_insert_with(|| (names, Vec::new()))
+                        .1
+                        .push((addr.clone(), key));
                 }
             })?;
         }
         let mut out = Vec::with_capacity(by_prefix.len());
-        for (prefix, keys) in by_prefix {
-            out.push(self.describe(prefix, keys)?);
+        for (prefix, (names, keys)) in by_prefix {
+            out.push(self.describe(prefix, names, keys)?);
         }
         out.sort_by(|a, b| (&a.model_tag, &a.name).cmp(&(&b.model_tag, &b.name)));
         Ok(out)
@@ -178,7 +196,12 @@ impl Admin {
         }
     }
 
-    fn describe(&self, prefix: Vec<u8>, mut keys: Vec<(String, Vec<u8>)>) -> Result<TableInfo> {
+    fn describe(
+        &self,
+        prefix: Vec<u8>,
+        (model_tag, name): (String, String),
+        mut keys: Vec<(String, Vec<u8>)>,
+    ) -> Result<TableInfo> {
         keys.sort_by(|a, b| a.1.cmp(&b.1));
         let mut buckets = Vec::with_capacity(keys.len());
         for (addr, key) in keys {
@@ -200,7 +223,6 @@ impl Admin {
             });
         }
         let recorded = layout_store::load(self.router(), self.retry(), &prefix)?;
-        let (model_tag, name) = names_of(&prefix);
         let layout = if name.ends_with("-fused") {
             LayoutKind::Fused
         } else if recorded.as_ref().is_some_and(|l| {
@@ -266,7 +288,17 @@ mod tests {
         assert_eq!(split_bucket(b"m:emb"), None);
         assert_eq!(split_bucket(b"{3560}"), None);
         assert_eq!(split_bucket(b"m:emb{}"), None);
-        assert_eq!(names_of(b"m:a:b"), ("m".into(), "a:b".into()));
-        assert_eq!(names_of(&[0xab, 0x01]), ("".into(), "md5:ab01".into()));
+        assert_eq!(names_of(b"m:a:b"), Some(("m".into(), "a:b".into())));
+        assert_eq!(names_of(b"session"), None, "not a table's");
+        let digest = layout::prefix("m", "emb", true);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(names_of(&digest), Some(("".into(), format!("md5:{hex}"))));
+        let named = Filter {
+            model_tag: Some("m".into()),
+            table: Some("emb".into()),
+        };
+        assert_eq!(named.select(&digest), Some(("m".into(), "emb".into())));
+        assert_eq!(named.select(b"m:other"), None);
+        assert_eq!(Filter::default().select(&digest).unwrap().0, "");
     }
 }

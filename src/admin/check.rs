@@ -3,7 +3,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::catalog::{names_of, split_bucket, Filter, TableInfo};
+use super::catalog::{split_bucket, Filter, TableInfo};
 use super::{Admin, Report};
 use crate::cluster::layout::{self, display_bytes};
 use crate::cluster::scan::{self, HashRead};
@@ -149,11 +149,8 @@ impl Admin {
             let mut odd = Vec::new();
             self.scan_keys(&addr, b"*}", |keys| {
                 for key in keys {
-                    if let Some((prefix, _)) = split_bucket(&key) {
-                        let (tag, name) = names_of(prefix);
-                        if filter.keeps(&tag, &name) {
-                            odd.push(key);
-                        }
+                    if split_bucket(&key).is_some_and(|(p, _)| filter.select(p).is_some()) {
+                        odd.push(key);
                     }
                 }
                 Ok(())
@@ -168,10 +165,10 @@ impl Admin {
                 }
                 let (prefix, _) = split_bucket(&key).unwrap_or((&key, &[]));
                 let table = tables.iter().find(|t| t.prefix == prefix);
-                let (tag, name) = names_of(prefix);
+                let named = filter.select(prefix).map(|(t, n)| format!("{t}:{n}"));
                 out.findings.push(Finding {
                     kind: FindingKind::NotAHash,
-                    table: table.map_or_else(|| format!("{tag}:{name}"), TableInfo::full_name),
+                    table: table.map_or_else(|| named.unwrap_or_default(), TableInfo::full_name),
                     bucket: display_bytes(&key),
                     server: addr.clone(),
                     detail: format!("{} is a {kind}, not a bucket hash", display_bytes(&key)),

@@ -37,8 +37,15 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Connects to the deployment `cfg` describes (with the config's retries).
+    /// Connects to the deployment `cfg` describes (with the config's retries). A config for
+    /// the memory backend is refused: its tables live inside a training process.
     pub fn open(cfg: Config) -> Result<Admin> {
+        if cfg.rde_backend == crate::config::Backend::Memory {
+            return Err(Error::invalid(
+                "rde_backend is \"memory\": those tables live inside the training process, \
+                 not in Redis; point --config at a Redis deployment",
+            ));
+        }
         let retry = Retry {
             attempts: cfg.rde_max_retries,
             backoff: Duration::from_millis(cfg.rde_retry_backoff_ms),
