@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import redis_embedding as rde
+from optional_tfra import de, requires_tfra
 
 CLI = pathlib.Path(sys.executable).parent / "redis-embedding"
 
@@ -39,3 +40,21 @@ def test_the_installed_tool_lists_what_the_ops_wrote(config_path: str) -> None:
     tables = {x["table"]: x for x in json.loads(out.stdout)["tables"]}
     assert tables["cli_emb"]["rows"] == 4
     assert tables["cli_emb"]["row_bytes"] == 12
+
+
+@requires_tfra
+def test_tables_tfra_wrote_are_listed_and_check_clean(config_path: str) -> None:
+    """A TFRA user points the tool at TFRA's own tables: listed with TFRA's layout, and
+    `check` reads every row without a finding."""
+    theirs = de.RedisTable(tf.int64, tf.float32, [0.0] * 4, name="tfra_emb_mht_1of1",
+                           config=de.RedisTableConfig(redis_config_abs_dir=config_path))
+    theirs.insert(tf.range(100, dtype=tf.int64), tf.ones([100, 4]))
+    out = subprocess.run([str(CLI), "--config", config_path, "--json", "ls"],
+                         capture_output=True, text=True, check=True)
+    # TFRA keys a table by its name without the shard suffix `_mht_1of1`.
+    t = {x["table"]: x for x in json.loads(out.stdout)["tables"]}["tfra_emb"]
+    assert (t["rows"], t["layout"], t["row_bytes"], t["recorded"]) == (100, "tfra", 16, False)
+    check = subprocess.run([str(CLI), "--config", config_path, "check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "checked 100 rows in 1 table(s): no findings" in check.stdout
