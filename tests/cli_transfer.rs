@@ -191,6 +191,59 @@ fn export_import_round_trip_matches_the_library_files() {
     assert_rows(&table(&standalone(s.port, "saved", ""), "emb"), 3000, |x| x);
 }
 
+/// String keys `w0..w{n}` and their rows ([`row`] of the index).
+fn words(n: i64) -> (Vec<u8>, Vec<u64>, Vec<u8>) {
+    let (mut data, mut offs) = (Vec::new(), vec![0u64]);
+    for k in 0..n {
+        data.extend(format!("w{k}").bytes());
+        offs.push(data.len() as u64);
+    }
+    let vals = f32_bytes(&(0..n).flat_map(row).collect::<Vec<_>>());
+    (data, offs, vals)
+}
+
+#[test]
+fn string_keys_export_and_import_with_their_dtype() {
+    let s = Server::start();
+    let d = tempfile::tempdir().unwrap();
+    let json = standalone(s.port, "m", "");
+    let cfg = write_cfg(d.path(), "cfg.json", &json);
+    let spec = |tag: &str| {
+        let t = TableSpec::new("words", KeyType::Str, ValueType::F32, DIM);
+        Table::open(Config::from_json(&standalone(s.port, tag, "")).unwrap(), t).unwrap()
+    };
+    let (data, offs, vals) = words(300);
+    let t = spec("m");
+    let rows = Rows::Fixed {
+        data: &vals,
+        row: DIM * 4,
+    };
+    t.insert(&t.keys(&data, &offs).unwrap(), &rows).unwrap();
+    // Sampled keys of several sizes: exported as string keys (a u32 length, then the bytes).
+    assert_eq!(
+        ok(&run(d.path(), &cfg, &["export", "out"], &[]))["rows"],
+        300
+    );
+    let keys = std::fs::read(d.path().join("out/m/words-keys")).unwrap();
+    assert_eq!(keys.len() as u64, 300 * 4 + offs[300]);
+    let args = [
+        "import",
+        "out",
+        "--key-dtype",
+        "string",
+        "--to-model-tag",
+        "s",
+    ];
+    assert_eq!(ok(&run(d.path(), &cfg, &args, &[]))["rows"], 300);
+    let back = spec("s");
+    let mut out = vec![0u8; vals.len()];
+    let mut ex = vec![0u8; 300];
+    let k = back.keys(&data, &offs).unwrap();
+    back.find(&k, &[0u8; DIM * 4], &mut out, Some(&mut ex))
+        .unwrap();
+    assert!(ex.iter().all(|&e| e == 1) && out == vals);
+}
+
 #[test]
 fn compact_storage_exports_float32_rows() {
     let s = Server::start();
@@ -495,4 +548,45 @@ fn progress_bars_are_drawn_on_a_terminal() {
     // Piped, stderr stays clean.
     let out = run(d.path(), &cfg, &["export", "out2"], &[]);
     assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_destination_row_that_differs_fails_the_verification() {
+    let s = Server::start();
+    let d = tempfile::tempdir().unwrap();
+    let json = standalone(s.port, "m", "");
+    let cfg = write_cfg(d.path(), "cfg.json", &json);
+    fill(&table(&json, "emb"), 2000);
+    let args = [
+        "copy",
+        "--to-model-tag",
+        "m2",
+        "--page-rows",
+        "100",
+        "--sample",
+        "2000",
+    ];
+    failed(&run(
+        d.path(),
+        &cfg,
+        &args,
+        &[("RDE_FAILPOINT_ADMIN_ABORT_AFTER", "1000")],
+    ));
+    // Rows the interrupted run already recorded are not written again: spoil them.
+    let dest = table(&standalone(s.port, "m2", ""), "emb");
+    let kb = i64_keys(&(0..2000).collect::<Vec<_>>());
+    let vb = vec![0u8; 2000 * DIM * 4];
+    let rows = Rows::Fixed {
+        data: &vb,
+        row: DIM * 4,
+    };
+    dest.insert(&dest.keys(&kb, &[]).unwrap(), &rows).unwrap();
+    let mut resumed = args.to_vec();
+    resumed.push("--resume");
+    let err = failed(&run(d.path(), &cfg, &resumed, &[]));
+    assert!(
+        err.contains("copy to m2:emb: key ") && err.contains("holds other bytes"),
+        "{err}"
+    );
 }

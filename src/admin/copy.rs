@@ -15,10 +15,11 @@ use serde_json::{json, Map, Value};
 
 use super::resume::StateFile;
 use super::shape::{Batch, Shape, ShapeHint};
-use super::stream::{Moved, Position, Run, Sink};
+use super::stream::{on_redis, Moved, Position, Run, Sink};
 use super::{Admin, Filter, Report, TableInfo};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::resp::conn::Reply;
 use crate::table::Table;
 
 /// What to copy, and how.
@@ -62,16 +63,16 @@ impl Admin {
     /// Copies the tables `o` selects to the deployment `to` describes; returns what was
     /// copied and verified per table.
     pub fn copy(&self, to: &Config, o: &CopyOptions, report: &dyn Report) -> Result<Vec<Moved>> {
-        let tables = self.tables(&o.filter)?;
-        if tables.is_empty() {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "no table on {} matches the selection",
-                    self.servers().join(",")
-                ),
-            ));
-        }
+        on_redis(to, "the destination config")?;
+        let dest = Admin::open(to.clone())?;
+        let job = json!({
+            "from": self.servers(), "from_db": self.config().redis_db,
+            "to": dest.servers(), "to_db": to.redis_db, "to_model_tag": o.to_model_tag,
+            "model_tag": o.filter.model_tag, "table": o.filter.table,
+        });
+        let state = StateFile::new(o.state.clone(), "copy");
+        let mut run = Run::open(state, job, o.resume, o.page_rows)?;
+        let tables = self.selected(&o.filter, &mut run)?;
         if let Some(t) = tables.iter().find(|t| t.model_tag.is_empty()) {
             return Err(Error::invalid(format!(
                 "{}: its prefix is an MD5 digest (using_md5_prefix_name), so its name is \
@@ -79,32 +80,37 @@ impl Admin {
                 t.name
             )));
         }
-        let dest = Admin::open(to.clone())?;
-        let (from, onto) = (self.servers(), dest.servers());
-        let same = self.config().redis_db == to.redis_db && from.iter().any(|s| onto.contains(s));
-        let job = json!({
-            "from": from, "from_db": self.config().redis_db,
-            "to": onto, "to_db": to.redis_db, "to_model_tag": o.to_model_tag,
-            "model_tag": o.filter.model_tag, "table": o.filter.table,
-        });
-        let state = StateFile::new(o.state.clone(), "copy");
-        let mut run = Run::open(state, job, o.resume, o.page_rows)?;
+        let ids = dest.run_ids();
+        let same =
+            self.config().redis_db == to.redis_db && self.run_ids().iter().any(|s| ids.contains(s));
+        check_targets(&tables, o, same)?;
+        let storage = self.config().rde_value_storage;
+        let shapes = tables
+            .iter()
+            .map(|t| Shape::infer(t, &o.shape, storage))
+            .collect::<Result<Vec<_>>>()?;
         let mut out = Vec::with_capacity(tables.len());
-        for t in &tables {
-            let tag = o.to_model_tag.as_deref().unwrap_or(&t.model_tag);
-            if same && tag == t.model_tag {
-                return Err(Error::invalid(format!(
-                    "{} would be copied onto itself: pass --to-model-tag, or --to another \
-                     deployment (to change storage_slice in place, open the table with the new \
-                     config: it rehashes)",
-                    t.full_name()
-                )));
-            }
-            let shape = Shape::infer(t, &o.shape, self.config().rde_value_storage)?;
+        for (t, &shape) in tables.iter().zip(&shapes) {
             out.push(self.copy_table(t, shape, to, o, &mut run, report)?);
         }
         run.state.remove()?;
         Ok(out)
+    }
+
+    /// Each master's `run_id` (its address where INFO is refused), which names a server
+    /// whatever address a config reaches it by.
+    fn run_ids(&self) -> Vec<String> {
+        let id = |addr: &String| match self.on(addr, &[b"INFO", b"server"]) {
+            Ok(Reply::Bulk(b)) => String::from_utf8_lossy(&b)
+                .lines()
+                .find_map(|l| l.strip_prefix("run_id:"))
+                .map(|id| id.trim().to_owned()),
+            _ => None,
+        };
+        self.servers()
+            .iter()
+            .map(|a| id(a).unwrap_or_else(|| a.clone()))
+            .collect()
     }
 
     fn copy_table(
@@ -163,4 +169,30 @@ impl Admin {
             sampled,
         })
     }
+}
+
+/// Refuses a selection that would copy a table onto itself (`same` deployment) or two
+/// tables onto one, before anything is written.
+fn check_targets(tables: &[TableInfo], o: &CopyOptions, same: bool) -> Result<()> {
+    let mut seen = std::collections::BTreeMap::new();
+    for t in tables {
+        let tag = o.to_model_tag.as_deref().unwrap_or(&t.model_tag);
+        if same && tag == t.model_tag {
+            return Err(Error::invalid(format!(
+                "{} would be copied onto itself: select the source with --model-tag and pass \
+                 another --to-model-tag, or --to another deployment (to change storage_slice \
+                 in place, open the table with the new config: it rehashes)",
+                t.full_name()
+            )));
+        }
+        let dest = format!("{tag}:{}", t.name);
+        if let Some(other) = seen.insert(dest.clone(), t.full_name()) {
+            return Err(Error::invalid(format!(
+                "{other} and {} would both be copied to {dest}: select one model tag with \
+                 --model-tag",
+                t.full_name()
+            )));
+        }
+    }
+    Ok(())
 }

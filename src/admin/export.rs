@@ -19,7 +19,7 @@ use super::shape::{Batch, Shape, ShapeHint};
 use super::stream::{Moved, Position, Run, Sink};
 use super::{Admin, Filter, Report, TableInfo};
 use crate::codec::{KeyType, Rows};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// The state file of an export, in its output directory.
 pub const EXPORT_STATE: &str = "redis-embedding-export.state";
@@ -59,16 +59,6 @@ impl Admin {
     pub fn export(&self, o: &ExportOptions, report: &dyn Report) -> Result<Vec<Moved>> {
         fs::create_dir_all(&o.dir)
             .map_err(|e| Error::file("cannot create directory", &o.dir, e))?;
-        let tables = self.tables(&o.filter)?;
-        if tables.is_empty() {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "no table on {} matches the selection",
-                    self.servers().join(",")
-                ),
-            ));
-        }
         let job = json!({
             "servers": self.servers(),
             "model_tag": o.filter.model_tag,
@@ -76,9 +66,14 @@ impl Admin {
         });
         let state = StateFile::new(o.dir.join(EXPORT_STATE), "export");
         let mut run = Run::open(state, job, o.resume, o.page_rows)?;
+        let tables = self.selected(&o.filter, &mut run)?;
+        let storage = self.config().rde_value_storage;
+        let shapes = tables
+            .iter()
+            .map(|t| Shape::infer(t, &o.shape, storage))
+            .collect::<Result<Vec<_>>>()?;
         let mut out = Vec::with_capacity(tables.len());
-        for t in &tables {
-            let shape = Shape::infer(t, &o.shape, self.config().rde_value_storage)?;
+        for (t, &shape) in tables.iter().zip(&shapes) {
             out.push(self.export_table(t, shape, o, &mut run, report)?);
         }
         run.state.remove()?;

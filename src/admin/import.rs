@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::resume::StateFile;
 use super::shape::ShapeHint;
-use super::stream::{Moved, Run};
+use super::stream::{on_redis, Moved, Run};
 use super::{Filter, Report};
 use crate::codec::{KeyType, Keys, ValueType};
 use crate::config::Config;
@@ -198,43 +198,55 @@ fn count_str_keys(path: &Path) -> Result<u64> {
 
 /// Imports the file pairs `o` selects into the deployment of `cfg`.
 pub fn import(cfg: &Config, o: &ImportOptions, report: &dyn Report) -> Result<Vec<Moved>> {
-    let pairs: Vec<FilePair> = find_pairs(&o.dir, &cfg.model_tag_runtime)?
-        .into_iter()
-        .filter(|p| o.filter.keeps(&p.model_tag, &p.name))
-        .collect();
-    if pairs.is_empty() {
-        return Err(Error::invalid(format!(
-            "no -keys/-values files in {} (or its subdirectories) match the selection",
-            o.dir.display()
-        )));
-    }
+    on_redis(cfg, "the config")?;
     let dir = fs::canonicalize(&o.dir).unwrap_or_else(|_| o.dir.clone());
     let job = json!({
         "dir": dir.display().to_string(),
         "servers": cfg.redis_host_ip.iter().zip(&cfg.redis_host_port)
             .map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>(),
         "to_model_tag": o.to_model_tag,
+        "model_tag": o.filter.model_tag,
+        "table": o.filter.table,
     });
     let state = StateFile::new(o.state.clone(), "import");
     let mut run = Run::open(state, job, o.resume, o.batch_rows)?;
+    let found: Vec<FilePair> = find_pairs(&o.dir, &cfg.model_tag_runtime)?
+        .into_iter()
+        .filter(|p| o.filter.keeps(&p.model_tag, &p.name))
+        .collect();
+    let pairs = run.select(found, |p| p.base.as_os_str().as_encoded_bytes());
+    if pairs.is_empty() {
+        return Err(Error::invalid(format!(
+            "no -keys/-values files in {} (or its subdirectories) match the selection",
+            o.dir.display()
+        )));
+    }
+    let kt = o.shape.key_type.unwrap_or(KeyType::I64);
+    let vt = o.shape.value_type.unwrap_or(ValueType::F32);
+    let shapes = pairs
+        .iter()
+        .map(|p| pair_shape(&p.base, kt, vt, o.shape.dim))
+        .collect::<Result<Vec<_>>>()?;
     let mut out = Vec::with_capacity(pairs.len());
-    for p in &pairs {
-        out.push(import_pair(cfg, o, p, &mut run, report)?);
+    for (p, &(total, dim)) in pairs.iter().zip(&shapes) {
+        let spec = TableSpec::new(&p.name, kt, vt, dim);
+        out.push(import_pair(cfg, o, p, spec, total, &mut run, report)?);
     }
     run.state.remove()?;
     Ok(out)
 }
 
+/// Imports pair `p` (`total` rows) into a table of `spec`.
 fn import_pair(
     cfg: &Config,
     o: &ImportOptions,
     p: &FilePair,
+    spec: TableSpec,
+    total: u64,
     run: &mut Run,
     report: &dyn Report,
 ) -> Result<Moved> {
-    let kt = o.shape.key_type.unwrap_or(KeyType::I64);
-    let vt = o.shape.value_type.unwrap_or(ValueType::F32);
-    let (total, dim) = pair_shape(&p.base, kt, vt, o.shape.dim)?;
+    let (kt, dim) = (spec.key_type, spec.dim);
     let tag = o
         .to_model_tag
         .clone()
@@ -265,9 +277,9 @@ fn import_pair(
     let mut tcfg = cfg.clone();
     tcfg.model_tag_runtime = tag.clone();
     tcfg.model_tag_import = tag;
-    let table = Table::open(tcfg, TableSpec::new(&p.name, kt, vt, dim))
-        .map_err(|e| e.context(format!("opening table {}", moved.table)))?;
-    let tensor_row = vt.elem_size().map_or(0, |e| e * dim);
+    let tensor_row = spec.value_type.elem_size().map_or(0, |e| e * dim);
+    let table =
+        Table::open(tcfg, spec).map_err(|e| e.context(format!("opening table {}", moved.table)))?;
     report.begin(&format!("import {}", moved.table), Some(total));
     report.advance(rows);
     let entry = |rows: u64, done: bool| -> Map<String, Value> {
@@ -293,4 +305,46 @@ fn import_pair(
     run.record(&id, entry(rows, true))?;
     moved.rows = rows;
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_found_at_the_top_and_per_model_tag() {
+        let d = tempfile::tempdir().unwrap();
+        let put = |p: &str, n: usize| fs::write(d.path().join(p), vec![0u8; n]).unwrap();
+        fs::create_dir(d.path().join("t1")).unwrap();
+        fs::create_dir(d.path().join("_md5")).unwrap();
+        for base in ["emb_mht_1of2_rank0_size1", "t1/other", "_md5/ab01"] {
+            put(&format!("{base}-keys"), 16);
+            put(&format!("{base}-values"), 24);
+        }
+        put("t1/other-keys.tmp", 8);
+        let got = find_pairs(d.path(), "rt").unwrap();
+        let names: Vec<_> = got
+            .iter()
+            .map(|p| (p.model_tag.as_str(), p.name.as_str()))
+            .collect();
+        assert_eq!(names, [("rt", "emb"), ("t1", "other")]);
+        let (kt, vt) = (KeyType::I64, ValueType::F32);
+        assert_eq!(pair_shape(&got[1].base, kt, vt, None).unwrap(), (2, 3));
+        let e = pair_shape(&got[1].base, kt, vt, Some(2)).unwrap_err();
+        assert!(e.message().contains("not --dim 2"), "{e}");
+        put("t1/other-values", 20);
+        let e = pair_shape(&got[1].base, kt, vt, None).unwrap_err();
+        assert!(e.message().contains("other-values"), "{e}");
+        put("lonely-keys", 8);
+        let e = find_pairs(d.path(), "rt").unwrap_err();
+        assert!(e.message().contains("lonely-values"), "{e}");
+        let strs = d.path().join("s");
+        fs::write(
+            d.path().join("s-keys"),
+            [&1u32.to_le_bytes()[..], b"a", &0u32.to_le_bytes()].concat(),
+        )
+        .unwrap();
+        fs::write(d.path().join("s-values"), [0u8; 16]).unwrap();
+        assert_eq!(pair_shape(&strs, KeyType::Str, vt, None).unwrap(), (2, 2));
+    }
 }

@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -68,10 +68,13 @@ impl StateFile {
         Ok(Some(state))
     }
 
-    /// Replaces the state with `{command, job, tables}` (written to a temporary file, synced,
-    /// then renamed over the old one, so a crash leaves the old state or the new one).
-    pub(crate) fn save(&self, job: &Value, tables: Value) -> Result<()> {
-        let state = serde_json::json!({ "command": self.command, "job": job, "tables": tables });
+    /// Replaces the state with `{command, job, ..fields}` (written to a temporary file,
+    /// synced, then renamed over the old one, so a crash leaves the old state or the new one).
+    pub(crate) fn save(&self, job: &Value, fields: &Map<String, Value>) -> Result<()> {
+        let mut state = fields.clone();
+        state.insert("command".into(), self.command.into());
+        state.insert("job".into(), job.clone());
+        let state = Value::Object(state);
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -151,7 +154,9 @@ mod tests {
         let s = StateFile::new(d.path().join("st"), "copy");
         let job = serde_json::json!({"to": "a"});
         assert_eq!(s.open(false, &job).unwrap(), None);
-        s.save(&job, serde_json::json!([1])).unwrap();
+        let mut fields = Map::new();
+        fields.insert("tables".into(), serde_json::json!([1]));
+        s.save(&job, &fields).unwrap();
         let e = s.open(false, &job).unwrap_err();
         assert!(e.message().contains("--resume"), "{e}");
         assert_eq!(s.open(true, &job).unwrap().unwrap()["tables"][0], 1);

@@ -11,7 +11,7 @@ use crate::table::TableSpec;
 /// What the operator says about the rows, where sizes cannot tell.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ShapeHint {
-    /// Key dtype (default: int64 for 8-byte keys, else string).
+    /// Key dtype (default: int64 when the sampled keys are all 8 bytes, else string).
     pub key_type: Option<KeyType>,
     /// Value dtype (default float32).
     pub value_type: Option<ValueType>,
@@ -37,8 +37,9 @@ impl Shape {
     /// The shape of `t`'s rows under `storage`, from `hint` and the sampled sizes.
     pub(crate) fn infer(t: &TableInfo, hint: &ShapeHint, storage: Storage) -> Result<Shape> {
         let key_type = hint.key_type.unwrap_or(match t.key_bytes {
-            Some(8) | None => KeyType::I64,
-            Some(_) => KeyType::Str,
+            Some(8) => KeyType::I64,
+            None if t.rows() == 0 => KeyType::I64,
+            _ => KeyType::Str,
         });
         let value_type = hint.value_type.unwrap_or(ValueType::F32);
         let name = t.full_name();
@@ -187,5 +188,97 @@ impl Batch {
                 row,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::{BucketInfo, LayoutKind};
+
+    fn info(key_bytes: Option<usize>, row_bytes: Option<usize>, rows: u64) -> TableInfo {
+        TableInfo {
+            model_tag: "m".into(),
+            name: "emb".into(),
+            prefix: b"m:emb".to_vec(),
+            layout: LayoutKind::Tfra,
+            recorded_tags: None,
+            buckets: vec![BucketInfo {
+                key: b"m:emb{1}".to_vec(),
+                server: "h:1".into(),
+                rows,
+                bytes: 0,
+                ttl_ms: None,
+            }],
+            key_bytes,
+            row_bytes,
+        }
+    }
+
+    #[test]
+    fn types_and_dim_come_from_the_sampled_sizes_unless_given() {
+        let n = ShapeHint::default();
+        let s = Shape::infer(&info(Some(8), Some(16), 5), &n, Storage::Native).unwrap();
+        assert_eq!(
+            (s.key_type, s.value_type, s.dim),
+            (KeyType::I64, ValueType::F32, 4)
+        );
+        let s = Shape::infer(&info(None, Some(16), 5), &n, Storage::Bf16).unwrap();
+        assert_eq!(
+            (s.key_type, s.dim, s.stored_row(), s.tensor_row()),
+            (KeyType::Str, 8, 16, 32)
+        );
+        let e = Shape::infer(&info(Some(8), None, 5), &n, Storage::Native).unwrap_err();
+        assert!(e.message().contains("--dim"), "{e}");
+        let e = Shape::infer(&info(Some(8), Some(6), 5), &n, Storage::Native).unwrap_err();
+        assert!(e.message().contains("--value-dtype"), "{e}");
+        let strs = ShapeHint {
+            value_type: Some(ValueType::Str),
+            ..n
+        };
+        let e = Shape::infer(&info(Some(8), None, 5), &strs, Storage::Native).unwrap_err();
+        assert!(e.message().contains("--dim"), "{e}");
+        let e = Shape::infer(&info(Some(8), Some(8), 5), &strs, Storage::Bf16).unwrap_err();
+        assert!(e.message().contains("float32"), "{e}");
+    }
+
+    #[test]
+    fn a_batch_widens_compact_rows_splits_strings_and_names_bad_rows() {
+        let shape = |value_type, storage, dim| Shape {
+            key_type: KeyType::I64,
+            value_type,
+            dim,
+            storage,
+        };
+        let mut b = Batch::new(shape(ValueType::F32, Storage::Bf16, 2));
+        let stored: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect();
+        b.push(&7i64.to_le_bytes(), &stored).unwrap();
+        assert!(b
+            .push(&[1, 2], &stored)
+            .unwrap_err()
+            .contains("--key-dtype"));
+        assert!(b
+            .push(&8i64.to_le_bytes(), &[0; 3])
+            .unwrap_err()
+            .contains("3 bytes"));
+        let Rows::Fixed { data, row: 8 } = b.rows() else {
+            panic!("fixed rows of 8 bytes")
+        };
+        let want: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        assert_eq!((b.len(), data), (1, want.as_slice()));
+
+        let mut s = Batch::new(shape(ValueType::Str, Storage::Native, 2));
+        let row = [&2u32.to_le_bytes()[..], b"ab", &0u32.to_le_bytes()].concat();
+        s.push(&1i64.to_le_bytes(), &row).unwrap();
+        assert!(s.push(&2i64.to_le_bytes(), &row[..5]).is_err());
+        let mut again = Vec::new();
+        s.rows().encode(0, &mut again);
+        assert_eq!((s.len(), again), (1, row));
     }
 }

@@ -8,11 +8,12 @@ use serde_json::{json, Map, Value};
 
 use super::resume::{self, hex, unhex, StateFile};
 use super::shape::{Batch, Shape};
-use super::{Admin, Report, TableInfo};
+use super::{Admin, Filter, Report, TableInfo};
 use crate::cluster::layout::display_bytes;
 use crate::cluster::scan::{self, HashRead};
 use crate::codec::KeyType;
-use crate::error::{Error, Result};
+use crate::config::{Backend, Config};
+use crate::error::{Error, ErrorKind, Result};
 use crate::resp::conn::FlatPage;
 
 /// What one table's transfer did.
@@ -94,7 +95,11 @@ impl Position {
 pub(crate) struct Run {
     pub state: StateFile,
     pub job: Value,
-    pub tables: Map<String, Value>,
+    /// The tables (or file pairs) the first run selected, by id: a resumed run moves those,
+    /// not what the selection finds now (a copy's own destination, say).
+    selected: Option<Vec<Value>>,
+    /// What each started table records, by id.
+    tables: Map<String, Value>,
     /// Rows moved by this process (for the failpoint).
     pub rows: u64,
     /// Rows asked for per HSCAN page.
@@ -109,32 +114,56 @@ impl Run {
         resume: bool,
         page_rows: usize,
     ) -> Result<Run> {
-        let tables = match state.open(resume, &job)? {
-            Some(mut s) => match s.get_mut("tables").map(Value::take) {
-                Some(Value::Object(m)) => m,
-                _ => Map::new(),
-            },
-            None => Map::new(),
+        let mut saved = state.open(resume, &job)?.unwrap_or_default();
+        let mut take = |k: &str| saved.get_mut(k).map(Value::take);
+        let tables = match take("tables") {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        let selected = match take("selected") {
+            Some(Value::Array(v)) => Some(v),
+            _ => None,
         };
         Ok(Run {
             state,
             job,
+            selected,
             tables,
             rows: 0,
             page_rows,
         })
     }
 
-    /// What the state holds for the table with `prefix`.
+    /// Of `items` (found now), those this run is about: all on a fresh start, which are then
+    /// recorded; on a resumed one, those the first run selected.
+    pub(crate) fn select<T>(&mut self, items: Vec<T>, id: impl Fn(&T) -> &[u8]) -> Vec<T> {
+        match &self.selected {
+            Some(ids) => items
+                .into_iter()
+                .filter(|t| ids.contains(&Value::from(hex(id(t)))))
+                .collect(),
+            None => {
+                self.selected = Some(items.iter().map(|t| hex(id(t)).into()).collect());
+                items
+            }
+        }
+    }
+
+    /// What the state holds for the table with id `prefix`.
     pub(crate) fn entry(&self, prefix: &[u8]) -> Option<&Value> {
         self.tables.get(&hex(prefix))
     }
 
-    /// Records `entry` for the table with `prefix` and saves the state.
+    /// Records `entry` for the table with id `prefix` and saves the state.
     pub(crate) fn record(&mut self, prefix: &[u8], entry: Map<String, Value>) -> Result<()> {
         self.tables.insert(hex(prefix), Value::Object(entry));
-        self.state
-            .save(&self.job, Value::Object(self.tables.clone()))
+        let mut fields = Map::new();
+        fields.insert(
+            "selected".into(),
+            self.selected.clone().unwrap_or_default().into(),
+        );
+        fields.insert("tables".into(), Value::Object(self.tables.clone()));
+        self.state.save(&self.job, &fields)
     }
 
     /// Counts `rows` more moved by this process; fails at the test failpoint.
@@ -153,6 +182,22 @@ pub(crate) trait Sink {
 }
 
 impl Admin {
+    /// The tables `filter` selects now, or on a resumed `run`, those of them it started
+    /// with; none is an error.
+    pub(crate) fn selected(&self, filter: &Filter, run: &mut Run) -> Result<Vec<TableInfo>> {
+        let tables = run.select(self.tables(filter)?, |t| &t.prefix);
+        if tables.is_empty() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no table on {} matches the selection",
+                    self.servers().join(",")
+                ),
+            ));
+        }
+        Ok(tables)
+    }
+
     /// Reads `t` from `pos` to its end, one HSCAN page at a time: each page's rows go
     /// to `sink`, then `pos` moves past the page and its checkpoint is recorded in `run`.
     pub(crate) fn stream(
@@ -219,4 +264,16 @@ pub(crate) fn row_error(t: &TableInfo, bucket: &[u8], key: &[u8], s: Shape, why:
         t.full_name(),
         display_bytes(bucket)
     ))
+}
+
+/// Refuses a config whose tables live in process memory (`rde_backend: "memory"`): rows
+/// written there would vanish when the command exits.
+pub(crate) fn on_redis(cfg: &Config, what: &str) -> Result<()> {
+    if cfg.rde_backend == Backend::Memory {
+        return Err(Error::invalid(format!(
+            "{what} has rde_backend \"memory\", whose tables live inside one process: the \
+             CLI moves tables between Redis deployments and files"
+        )));
+    }
+    Ok(())
 }
