@@ -1,6 +1,10 @@
 //! Reading a table's rows page by page from where an earlier run stopped, for `export` and
 //! `copy`: one HSCAN page of one bucket at a time (bounded memory), each page handed on and
 //! then recorded in the state file, so a resumed run starts at the first page not recorded.
+//!
+//! HSCAN returns every row present for the whole scan at least once, and may return a row
+//! again while its hash is being resized (by writes during the run): such a row is then
+//! written twice (a file pair loads the same, an insert is idempotent) and counted twice.
 
 use std::path::PathBuf;
 
