@@ -9,9 +9,16 @@
 
 mod catalog;
 mod check;
+mod copy;
 mod drop;
+mod export;
+mod import;
 mod report;
+mod resume;
 mod server;
+mod shape;
+mod stream;
+mod verify;
 
 use std::time::Duration;
 
@@ -24,9 +31,14 @@ use crate::resp::conn::Reply;
 
 pub use catalog::{BucketInfo, Filter, LayoutKind, TableInfo};
 pub use check::{CheckReport, Finding, FindingKind};
+pub use copy::CopyOptions;
 pub use drop::DropPlan;
+pub use export::{export_base, ExportOptions, EXPORT_STATE};
+pub use import::{find_pairs, import, pair_shape, FilePair, ImportOptions};
 pub use report::{Quiet, Report};
 pub use server::{Replica, ServerStats};
+pub use shape::{Shape, ShapeHint};
+pub use stream::Moved;
 
 /// A connection to one deployment (the config's standalone server, sentinel master or
 /// cluster) for operator commands.

@@ -8,7 +8,7 @@
 //! bytes).
 
 use std::fs::{self, File};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::codec::{KeyType, Keys, Rows};
@@ -152,9 +152,25 @@ pub fn read_pair(
     dim: usize,
     row_bytes: usize,
     batch_rows: usize,
+    f: impl FnMut(&Keys<'_>, &Rows<'_>) -> Result<()>,
+) -> Result<u64> {
+    read_pair_from(base, key_type, dim, row_bytes, batch_rows, 0, f)
+}
+
+/// [`read_pair`] from row `start` on (rows before it are skipped: sought past when keys and
+/// rows have fixed sizes, read and dropped otherwise), for a load that resumes. Returns the
+/// rows handed to `f`.
+pub fn read_pair_from(
+    base: &Path,
+    key_type: KeyType,
+    dim: usize,
+    row_bytes: usize,
+    batch_rows: usize,
+    start: u64,
     mut f: impl FnMut(&Keys<'_>, &Rows<'_>) -> Result<()>,
 ) -> Result<u64> {
     let mut pair = PairReader::open(base, key_type, dim, row_bytes)?;
+    pair.skip(start)?;
     let batch = batch_rows.max(1);
     let mut total = 0u64;
     // A reader thread fills the next batch while `f` upserts this one; at most three batches
@@ -215,6 +231,34 @@ impl PairReader {
             dim,
             row_bytes,
         })
+    }
+
+    /// Moves past the first `rows` records of both files.
+    fn skip(&mut self, rows: u64) -> Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        if let (Some(w), true) = (self.key_type.width(), self.row_bytes > 0) {
+            let to = |n: usize| SeekFrom::Start(rows.saturating_mul(n as u64));
+            self.keys
+                .seek(to(w))
+                .map_err(|e| Error::file("cannot seek in", &self.key_path, e))?;
+            return self
+                .values
+                .seek(to(self.row_bytes))
+                .map(drop)
+                .map_err(|e| Error::file("cannot seek in", &self.value_path, e));
+        }
+        let mut scratch = Batch::default();
+        for _ in 0..rows {
+            if !self.read_row(&mut scratch)? {
+                return Err(self.corrupt(&format!("the files hold fewer than {rows} rows")));
+            }
+            if scratch.rows >= 1024 {
+                scratch.clear();
+            }
+        }
+        Ok(())
     }
 
     fn corrupt(&self, what: &str) -> Error {

@@ -20,6 +20,7 @@ mod export;
 mod import;
 mod ls;
 mod stats;
+mod transfer;
 mod ui;
 
 #[derive(Parser)]
