@@ -21,7 +21,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn keeps(&self, model_tag: &str, name: &str) -> bool {
+    pub(crate) fn keeps(&self, model_tag: &str, name: &str) -> bool {
         self.model_tag.as_deref().is_none_or(|t| t == model_tag)
             && self.table.as_deref().is_none_or(|n| n == name)
     }
