@@ -314,6 +314,31 @@ fn drop_prints_the_plan_needs_confirmation_and_deletes_one_model_tag() {
     assert_eq!(keys, "*0\r\n", "nothing of the dropped tag is left");
 }
 
+/// A model tag holding ':' is selected by `--model-tag` whole: the table keeps its own name,
+/// and a sibling tag is untouched.
+#[test]
+fn a_model_tag_with_a_colon_is_selected_whole() {
+    let s = Server::start();
+    let _a = fill(&s.config(r#""model_tag_runtime": "ctr:v1""#), "user", 2, 20);
+    let _b = fill(&s.config(r#""model_tag_runtime": "ctr:v2""#), "user", 2, 30);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let ls = json_of(&cli(&path, &["--json", "ls", "--model-tag", "ctr:v1"]));
+    let t = table(&ls, "user");
+    assert_eq!(
+        (t["model_tag"].as_str(), t["rows"].as_u64()),
+        (Some("ctr:v1"), Some(20))
+    );
+    let done = cli(
+        &path,
+        &["drop", "--model-tag", "ctr:v1", "--table", "user", "--yes"],
+    );
+    assert!(done.status.success(), "{done:?}");
+    let keys = String::from_utf8_lossy(&s.cli(&[b"KEYS", b"ctr:v1:*"])).into_owned();
+    assert_eq!(keys, "*0\r\n", "ctr:v1 is dropped");
+    let ls = json_of(&cli(&path, &["--json", "ls"]));
+    assert_eq!(ls["tables"][0]["rows"], 30, "ctr:v2 is kept: {ls}");
+}
+
 #[test]
 fn check_finds_a_planted_bad_row_a_wrong_bucket_and_a_foreign_key() {
     let s = Server::start();

@@ -28,15 +28,21 @@ impl Filter {
 
     /// The (model tag, name) of the table with bucket prefix `prefix`, if it is one this
     /// filter selects. A 16-byte MD5 prefix (`using_md5_prefix_name`) is named by the
-    /// filter's model tag and table when it is their digest, else `md5:<hex>`.
+    /// filter's model tag and table when it is their digest, else `md5:<hex>`. The filter's
+    /// model tag is matched whole (it may hold ':'); without one the tag ends at the first ':'.
     pub(crate) fn select(&self, prefix: &[u8]) -> Option<(String, String)> {
-        let (mut tag, mut name) = names_of(prefix)?;
-        if let (true, Some(t), Some(n)) = (tag.is_empty(), &self.model_tag, &self.table) {
-            if layout::prefix(t, n, true) == prefix {
-                (tag, name) = (t.clone(), n.clone());
+        let Some(t) = &self.model_tag else {
+            let (tag, name) = names_of(prefix)?;
+            return self.keeps(&tag, &name).then_some((tag, name));
+        };
+        if let Some(n) = self.table.as_ref() {
+            if prefix.len() == 16 && layout::prefix(t, n, true) == prefix {
+                return Some((t.clone(), n.clone()));
             }
         }
-        self.keeps(&tag, &name).then_some((tag, name))
+        let rest = prefix.strip_prefix(t.as_bytes())?.strip_prefix(b":")?;
+        let name = String::from_utf8(rest.to_vec()).ok()?;
+        self.keeps(t, &name).then(|| (t.clone(), name))
     }
 }
 
@@ -300,5 +306,15 @@ mod tests {
         assert_eq!(named.select(&digest), Some(("m".into(), "emb".into())));
         assert_eq!(named.select(b"m:other"), None);
         assert_eq!(Filter::default().select(&digest).unwrap().0, "");
+        let tag = |t: &str| Filter {
+            model_tag: Some(t.into()),
+            table: None,
+        };
+        assert_eq!(
+            tag("a:b").select(b"a:b:emb"),
+            Some(("a:b".into(), "emb".into()))
+        );
+        assert_eq!(tag("a:b").select(b"a:bc:emb"), None);
+        assert_eq!(tag("a").select(b"ab:emb"), None);
     }
 }
