@@ -410,6 +410,27 @@ fn check_finds_a_planted_bad_row_a_wrong_bucket_and_a_foreign_key() {
     assert_eq!(r["rows"], 201);
 }
 
+/// A bad row among the rows `ls` samples for the table's row size is still found: the size
+/// nearly every sampled row has is the table's.
+#[test]
+fn check_finds_a_bad_row_in_the_sampled_bucket() {
+    let s = Server::start();
+    let _t = fill(&s.config(r#""model_tag_runtime": "m""#), "user", 4, 40);
+    s.cli(&[
+        b"HSET",
+        b"m:user{3560}",
+        &7i64.to_le_bytes(),
+        &f32_bytes(&[1.0, 2.0, 3.0]),
+    ]);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let ls = json_of(&cli(&path, &["--json", "ls"]));
+    assert_eq!(table(&ls, "user")["row_bytes"], 16, "{ls}");
+    let out = cli(&path, &["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("key 7 has a 12-byte row"), "{text}");
+}
+
 #[test]
 fn check_reports_a_ttl_that_will_drop_rows_and_a_bucket_outside_the_layout() {
     let s = Server::start();
