@@ -431,6 +431,42 @@ fn check_finds_a_bad_row_in_the_sampled_bucket() {
     assert!(text.contains("key 7 has a 12-byte row"), "{text}");
 }
 
+/// String keys that all happen to be 8 bytes long look like int64 keys to a sample; with
+/// `--key-dtype string` check places them by TFRA's string rule and finds nothing.
+#[test]
+fn check_takes_the_key_dtype_for_string_keys_of_one_size() {
+    let s = Server::start();
+    let cfg =
+        s.config(r#""model_tag_runtime": "m", "storage_slice": 4, "rde_standalone_buckets": true"#);
+    let t = Table::open(
+        cfg,
+        TableSpec::new("words", KeyType::Str, ValueType::F32, 2),
+    )
+    .unwrap();
+    let (mut data, mut offs) = (Vec::new(), vec![0u64]);
+    for k in 0..200 {
+        data.extend(format!("w{k:07}").bytes());
+        offs.push(data.len() as u64);
+    }
+    let vals = f32_bytes(&vec![0.5; 400]);
+    let rows = Rows::Fixed {
+        data: &vals,
+        row: 8,
+    };
+    t.insert(&t.keys(&data, &offs).unwrap(), &rows).unwrap();
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let guessed = cli(&path, &["check"]);
+    let text = String::from_utf8_lossy(&guessed.stdout);
+    assert!(
+        text.contains("--key-dtype string"),
+        "the finding says what to try: {text}"
+    );
+    let out = cli(&path, &["check", "--key-dtype", "string"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("checked 200 rows"), "{text}");
+}
+
 #[test]
 fn check_reports_a_ttl_that_will_drop_rows_and_a_bucket_outside_the_layout() {
     let s = Server::start();

@@ -32,7 +32,7 @@ impl ShapeArgs {
     }
 }
 
-fn key_type(s: &str) -> Result<KeyType, String> {
+pub fn key_type(s: &str) -> Result<KeyType, String> {
     match s {
         "int64" => Ok(KeyType::I64),
         "int32" => Ok(KeyType::I32),
