@@ -26,6 +26,19 @@ fn standalone(port: u16, tag: &str, extra: &str) -> String {
     )
 }
 
+/// A config's JSON for cluster `c`, model tag `m`, 6 buckets.
+fn cluster_json(c: &support::Cluster) -> String {
+    let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
+    let hosts = vec!["\"127.0.0.1\""; ports.len()];
+    format!(
+        r#"{{"redis_connection_mode": 0, "redis_host_ip": [{}],
+            "redis_host_port": [{}], "model_tag_runtime": "m", "model_tag_import": "m",
+            "storage_slice": 6, "storage_slice_import": 6}}"#,
+        hosts.join(","),
+        ports.join(",")
+    )
+}
+
 fn write_cfg(dir: &Path, name: &str, json: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, json).unwrap();
@@ -381,15 +394,7 @@ fn standalone_to_cluster_copy_resumes_and_verifies() {
     let d = tempfile::tempdir().unwrap();
     let json = standalone(s.port, "m", "");
     let src = write_cfg(d.path(), "src.json", &json);
-    let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
-    let hosts = vec!["\"127.0.0.1\""; ports.len()];
-    let cjson = format!(
-        r#"{{"redis_connection_mode": 0, "redis_host_ip": [{}],
-            "redis_host_port": [{}], "model_tag_runtime": "m", "model_tag_import": "m",
-            "storage_slice": 6, "storage_slice_import": 6}}"#,
-        hosts.join(","),
-        ports.join(",")
-    );
+    let cjson = cluster_json(&c);
     let dst = write_cfg(d.path(), "dst.json", &cjson);
     fill(&table(&json, "emb"), 20_000);
     let args = ["copy", "--to", dst.to_str().unwrap(), "--page-rows", "1000"];
@@ -600,15 +605,7 @@ fn int32_keys_are_copied_as_int32() {
     let d = tempfile::tempdir().unwrap();
     let json = standalone(s.port, "m", "");
     let src = write_cfg(d.path(), "src.json", &json);
-    let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
-    let hosts = vec!["\"127.0.0.1\""; ports.len()];
-    let cjson = format!(
-        r#"{{"redis_connection_mode": 0, "redis_host_ip": [{}],
-            "redis_host_port": [{}], "model_tag_runtime": "m", "model_tag_import": "m",
-            "storage_slice": 6, "storage_slice_import": 6}}"#,
-        hosts.join(","),
-        ports.join(",")
-    );
+    let cjson = cluster_json(&c);
     let dst = write_cfg(d.path(), "dst.json", &cjson);
     let open = |json: &str| {
         let spec = TableSpec::new("ids", KeyType::I32, ValueType::F32, DIM);
