@@ -314,6 +314,31 @@ fn drop_prints_the_plan_needs_confirmation_and_deletes_one_model_tag() {
     assert_eq!(keys, "*0\r\n", "nothing of the dropped tag is left");
 }
 
+/// A model tag holding ':' is selected by `--model-tag` whole: the table keeps its own name,
+/// and a sibling tag is untouched.
+#[test]
+fn a_model_tag_with_a_colon_is_selected_whole() {
+    let s = Server::start();
+    let _a = fill(&s.config(r#""model_tag_runtime": "ctr:v1""#), "user", 2, 20);
+    let _b = fill(&s.config(r#""model_tag_runtime": "ctr:v2""#), "user", 2, 30);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let ls = json_of(&cli(&path, &["--json", "ls", "--model-tag", "ctr:v1"]));
+    let t = table(&ls, "user");
+    assert_eq!(
+        (t["model_tag"].as_str(), t["rows"].as_u64()),
+        (Some("ctr:v1"), Some(20))
+    );
+    let done = cli(
+        &path,
+        &["drop", "--model-tag", "ctr:v1", "--table", "user", "--yes"],
+    );
+    assert!(done.status.success(), "{done:?}");
+    let keys = String::from_utf8_lossy(&s.cli(&[b"KEYS", b"ctr:v1:*"])).into_owned();
+    assert_eq!(keys, "*0\r\n", "ctr:v1 is dropped");
+    let ls = json_of(&cli(&path, &["--json", "ls"]));
+    assert_eq!(ls["tables"][0]["rows"], 30, "ctr:v2 is kept: {ls}");
+}
+
 #[test]
 fn check_finds_a_planted_bad_row_a_wrong_bucket_and_a_foreign_key() {
     let s = Server::start();
@@ -383,6 +408,63 @@ fn check_finds_a_planted_bad_row_a_wrong_bucket_and_a_foreign_key() {
         "{kinds:?}"
     );
     assert_eq!(r["rows"], 201);
+}
+
+/// A bad row among the rows `ls` samples for the table's row size is still found: the size
+/// nearly every sampled row has is the table's.
+#[test]
+fn check_finds_a_bad_row_in_the_sampled_bucket() {
+    let s = Server::start();
+    let _t = fill(&s.config(r#""model_tag_runtime": "m""#), "user", 4, 40);
+    s.cli(&[
+        b"HSET",
+        b"m:user{3560}",
+        &7i64.to_le_bytes(),
+        &f32_bytes(&[1.0, 2.0, 3.0]),
+    ]);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let ls = json_of(&cli(&path, &["--json", "ls"]));
+    assert_eq!(table(&ls, "user")["row_bytes"], 16, "{ls}");
+    let out = cli(&path, &["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("key 7 has a 12-byte row"), "{text}");
+}
+
+/// String keys that all happen to be 8 bytes long look like int64 keys to a sample; with
+/// `--key-dtype string` check places them by TFRA's string rule and finds nothing.
+#[test]
+fn check_takes_the_key_dtype_for_string_keys_of_one_size() {
+    let s = Server::start();
+    let cfg =
+        s.config(r#""model_tag_runtime": "m", "storage_slice": 4, "rde_standalone_buckets": true"#);
+    let t = Table::open(
+        cfg,
+        TableSpec::new("words", KeyType::Str, ValueType::F32, 2),
+    )
+    .unwrap();
+    let (mut data, mut offs) = (Vec::new(), vec![0u64]);
+    for k in 0..200 {
+        data.extend(format!("w{k:07}").bytes());
+        offs.push(data.len() as u64);
+    }
+    let vals = f32_bytes(&vec![0.5; 400]);
+    let rows = Rows::Fixed {
+        data: &vals,
+        row: 8,
+    };
+    t.insert(&t.keys(&data, &offs).unwrap(), &rows).unwrap();
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let guessed = cli(&path, &["check"]);
+    let text = String::from_utf8_lossy(&guessed.stdout);
+    assert!(
+        text.contains("--key-dtype string"),
+        "the finding says what to try: {text}"
+    );
+    let out = cli(&path, &["check", "--key-dtype", "string"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("checked 200 rows"), "{text}");
 }
 
 #[test]

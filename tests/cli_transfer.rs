@@ -26,6 +26,19 @@ fn standalone(port: u16, tag: &str, extra: &str) -> String {
     )
 }
 
+/// A config's JSON for cluster `c`, model tag `m`, 6 buckets.
+fn cluster_json(c: &support::Cluster) -> String {
+    let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
+    let hosts = vec!["\"127.0.0.1\""; ports.len()];
+    format!(
+        r#"{{"redis_connection_mode": 0, "redis_host_ip": [{}],
+            "redis_host_port": [{}], "model_tag_runtime": "m", "model_tag_import": "m",
+            "storage_slice": 6, "storage_slice_import": 6}}"#,
+        hosts.join(","),
+        ports.join(",")
+    )
+}
+
 fn write_cfg(dir: &Path, name: &str, json: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, json).unwrap();
@@ -381,15 +394,7 @@ fn standalone_to_cluster_copy_resumes_and_verifies() {
     let d = tempfile::tempdir().unwrap();
     let json = standalone(s.port, "m", "");
     let src = write_cfg(d.path(), "src.json", &json);
-    let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
-    let hosts = vec!["\"127.0.0.1\""; ports.len()];
-    let cjson = format!(
-        r#"{{"redis_connection_mode": 0, "redis_host_ip": [{}],
-            "redis_host_port": [{}], "model_tag_runtime": "m", "model_tag_import": "m",
-            "storage_slice": 6, "storage_slice_import": 6}}"#,
-        hosts.join(","),
-        ports.join(",")
-    );
+    let cjson = cluster_json(&c);
     let dst = write_cfg(d.path(), "dst.json", &cjson);
     fill(&table(&json, "emb"), 20_000);
     let args = ["copy", "--to", dst.to_str().unwrap(), "--page-rows", "1000"];
@@ -588,5 +593,56 @@ fn a_destination_row_that_differs_fails_the_verification() {
     assert!(
         err.contains("copy to m2:emb: key ") && err.contains("holds other bytes"),
         "{err}"
+    );
+}
+
+/// An int32-keyed table (4-byte stored keys) is copied as int32: into a cluster, each row
+/// goes to the bucket TFRA's numeric rule gives, where an int32 table finds it.
+#[test]
+fn int32_keys_are_copied_as_int32() {
+    let s = Server::start();
+    let c = support::Cluster::start(3, 0);
+    let d = tempfile::tempdir().unwrap();
+    let json = standalone(s.port, "m", "");
+    let src = write_cfg(d.path(), "src.json", &json);
+    let cjson = cluster_json(&c);
+    let dst = write_cfg(d.path(), "dst.json", &cjson);
+    let open = |json: &str| {
+        let spec = TableSpec::new("ids", KeyType::I32, ValueType::F32, DIM);
+        Table::open(Config::from_json(json).unwrap(), spec).unwrap()
+    };
+    let keys: Vec<u8> = (0..500i32).flat_map(|k| k.to_le_bytes()).collect();
+    let values = f32_bytes(&(0..500i64).flat_map(row).collect::<Vec<_>>());
+    let rows = Rows::Fixed {
+        data: &values,
+        row: DIM * 4,
+    };
+    let t = open(&json);
+    t.insert(&t.keys(&keys, &[]).unwrap(), &rows).unwrap();
+    ok(&run(
+        d.path(),
+        &src,
+        &["copy", "--to", dst.to_str().unwrap()],
+        &[],
+    ));
+    let dest = open(&cjson);
+    let mut got = vec![0u8; values.len()];
+    let mut exists = vec![0u8; 500];
+    dest.find(
+        &dest.keys(&keys, &[]).unwrap(),
+        &[0u8; DIM * 4],
+        &mut got,
+        Some(&mut exists),
+    )
+    .unwrap();
+    assert_eq!(exists.iter().filter(|&&e| e == 1).count(), 500);
+    assert!(got == values, "rows differ");
+    // Exported as int32 too: 4-byte keys with no length before them.
+    ok(&run(d.path(), &src, &["export", "out"], &[]));
+    assert_eq!(
+        std::fs::read(d.path().join("out/m/ids-keys"))
+            .unwrap()
+            .len(),
+        500 * 4
     );
 }

@@ -28,15 +28,21 @@ impl Filter {
 
     /// The (model tag, name) of the table with bucket prefix `prefix`, if it is one this
     /// filter selects. A 16-byte MD5 prefix (`using_md5_prefix_name`) is named by the
-    /// filter's model tag and table when it is their digest, else `md5:<hex>`.
+    /// filter's model tag and table when it is their digest, else `md5:<hex>`. The filter's
+    /// model tag is matched whole (it may hold ':'); without one the tag ends at the first ':'.
     pub(crate) fn select(&self, prefix: &[u8]) -> Option<(String, String)> {
-        let (mut tag, mut name) = names_of(prefix)?;
-        if let (true, Some(t), Some(n)) = (tag.is_empty(), &self.model_tag, &self.table) {
-            if layout::prefix(t, n, true) == prefix {
-                (tag, name) = (t.clone(), n.clone());
+        let Some(t) = &self.model_tag else {
+            let (tag, name) = names_of(prefix)?;
+            return self.keeps(&tag, &name).then_some((tag, name));
+        };
+        if let Some(n) = self.table.as_ref() {
+            if prefix.len() == 16 && layout::prefix(t, n, true) == prefix {
+                return Some((t.clone(), n.clone()));
             }
         }
-        self.keeps(&tag, &name).then_some((tag, name))
+        let rest = prefix.strip_prefix(t.as_bytes())?.strip_prefix(b":")?;
+        let name = String::from_utf8(rest.to_vec()).ok()?;
+        self.keeps(t, &name).then(|| (t.clone(), name))
     }
 }
 
@@ -95,7 +101,7 @@ pub struct TableInfo {
     pub buckets: Vec<BucketInfo>,
     /// The stored key size if every sampled key had it (8 for int64 keys).
     pub key_bytes: Option<usize>,
-    /// The stored row size if every sampled row had it (4 × dim for float32).
+    /// The stored row size if nearly every sampled row had it (4 × dim for float32).
     pub row_bytes: Option<usize>,
 }
 
@@ -245,8 +251,8 @@ impl Admin {
         })
     }
 
-    /// Key and row sizes of up to a page of rows from the first non-empty bucket, each
-    /// `None` if the sample disagrees.
+    /// Key and row sizes of up to a page of rows from the first non-empty bucket: the key
+    /// size `None` if the sample disagrees, the row size if it disagrees beyond [`usual`].
     fn sample_sizes(&self, buckets: &[BucketInfo]) -> Result<(Option<usize>, Option<usize>)> {
         let Some(b) = buckets.iter().find(|b| b.rows > 0) else {
             return Ok((None, None));
@@ -264,7 +270,7 @@ impl Admin {
             _ => usize::MAX,
         };
         let keys = same(items.iter().step_by(2).map(len));
-        let rows = same(items.iter().skip(1).step_by(2).map(len));
+        let rows = usual(items.iter().skip(1).step_by(2).map(len));
         Ok((keys, rows))
     }
 }
@@ -273,6 +279,17 @@ impl Admin {
 fn same(mut it: impl Iterator<Item = usize>) -> Option<usize> {
     let first = it.next()?;
     it.all(|l| l == first).then_some(first)
+}
+
+/// The value nearly every item has: all but at most a tenth (and at least one fewer than
+/// have it), so a bad row in the sample does not hide the table's row size from `check`.
+fn usual(it: impl Iterator<Item = usize>) -> Option<usize> {
+    let mut counts = BTreeMap::<usize, usize>::new();
+    it.for_each(|l| *counts.entry(l).or_default() += 1);
+    let n: usize = counts.values().sum();
+    let (&value, &most) = counts.iter().max_by_key(|(_, &c)| c)?;
+    let others = n - most;
+    (others < most && others <= (n / 10).max(1)).then_some(value)
 }
 
 #[cfg(test)]
@@ -300,5 +317,19 @@ mod tests {
         assert_eq!(named.select(&digest), Some(("m".into(), "emb".into())));
         assert_eq!(named.select(b"m:other"), None);
         assert_eq!(Filter::default().select(&digest).unwrap().0, "");
+        assert_eq!(usual([16, 16, 12].into_iter()), Some(16));
+        assert_eq!(usual([16, 12].into_iter()), None);
+        assert_eq!(usual([16; 18].into_iter().chain([12, 8])), Some(16));
+        assert_eq!(usual([16; 17].into_iter().chain([12, 8, 4])), None);
+        let tag = |t: &str| Filter {
+            model_tag: Some(t.into()),
+            table: None,
+        };
+        assert_eq!(
+            tag("a:b").select(b"a:b:emb"),
+            Some(("a:b".into(), "emb".into()))
+        );
+        assert_eq!(tag("a:b").select(b"a:bc:emb"), None);
+        assert_eq!(tag("a").select(b"ab:emb"), None);
     }
 }

@@ -7,6 +7,7 @@ use super::catalog::{split_bucket, Filter, TableInfo};
 use super::{Admin, Report};
 use crate::cluster::layout::{self, display_bytes};
 use crate::cluster::scan::{self, HashRead};
+use crate::codec::KeyType;
 use crate::error::Result;
 use crate::resp::conn::{FlatPage, Reply};
 
@@ -77,6 +78,8 @@ struct Tally<'a> {
     table: &'a TableInfo,
     row_bytes: usize,
     key_bytes: Option<usize>,
+    /// Appended to key findings when the key type was guessed from the sample.
+    hint: &'static str,
     kept: FxHashMap<FindingKind, usize>,
 }
 
@@ -107,11 +110,13 @@ impl Tally<'_> {
 
 impl Admin {
     /// Reads every row of `filter`'s tables and reports what is inconsistent. `row_bytes`
-    /// is the expected stored row size; without it, each table's sampled size is used.
+    /// is the expected stored row size and `key_type` the keys' dtype; without them, each
+    /// table's sampled sizes are used (keys all of 4 or 8 bytes taken as numeric).
     pub fn check(
         &self,
         filter: &Filter,
         row_bytes: Option<usize>,
+        key_type: Option<KeyType>,
         report: &dyn Report,
     ) -> Result<CheckReport> {
         let tables = self.tables(filter)?;
@@ -126,7 +131,14 @@ impl Admin {
             let mut tally = Tally {
                 table: t,
                 row_bytes: row_bytes.or(t.row_bytes).unwrap_or(0),
-                key_bytes: t.key_bytes.filter(|&k| k == 4 || k == 8),
+                key_bytes: match key_type {
+                    Some(kt) => kt.width(),
+                    None => t.key_bytes.filter(|&k| k == 4 || k == 8),
+                },
+                hint: match key_type {
+                    Some(_) => "",
+                    None => " (string keys? pass --key-dtype string)",
+                },
                 kept: FxHashMap::default(),
             };
             self.check_ttl(&mut tally, &mut out);
@@ -262,10 +274,11 @@ impl Admin {
     ) {
         let b = &tally.table.buckets[index];
         let (bucket, server) = (b.key.clone(), b.server.clone());
+        let numeric = tally.key_bytes.is_some();
         if tally.row_bytes > 0 && value.len() != tally.row_bytes {
             let detail = format!(
                 "key {} has a {}-byte row, the table's rows are {} bytes",
-                display_key(key),
+                display_key(key, numeric),
                 value.len(),
                 tally.row_bytes
             );
@@ -273,9 +286,10 @@ impl Admin {
         }
         if let Some(k) = tally.key_bytes.filter(|&k| k != key.len()) {
             let detail = format!(
-                "key {} is {} bytes, the table's keys are {k}",
-                display_key(key),
-                key.len()
+                "key {} is {} bytes, the table's keys are {k}{}",
+                display_key(key, numeric),
+                key.len(),
+                tally.hint
             );
             tally.note(out, FindingKind::KeySize, &bucket, &server, detail);
             return;
@@ -283,15 +297,15 @@ impl Admin {
         let (Some(tags), Some(here)) = (spread, self.bucket_index(tally.table, &bucket)) else {
             return;
         };
-        let numeric = tally.key_bytes.is_some();
         let hashed = self.config().using_hash_storage_slice;
         let want = layout::bucket_of(key, numeric, hashed, tags.len() as u32);
         if want != here {
             let detail = format!(
-                "key {} belongs in bucket {} ({}), not {here}",
-                display_key(key),
+                "key {} belongs in bucket {} ({}), not {here}{}",
+                display_key(key, numeric),
                 want,
-                tags[want]
+                tags[want],
+                tally.hint
             );
             tally.note(out, FindingKind::WrongBucket, &bucket, &server, detail);
         }
@@ -307,10 +321,11 @@ impl Admin {
     }
 }
 
-/// A stored key for messages: int64 keys as numbers, others escaped.
-fn display_key(key: &[u8]) -> String {
-    match <[u8; 8]>::try_from(key) {
-        Ok(b) => i64::from_le_bytes(b).to_string(),
-        Err(_) => format!("\"{}\"", display_bytes(key)),
+/// A stored key for messages: numeric keys as numbers, others escaped.
+fn display_key(key: &[u8], numeric: bool) -> String {
+    match (numeric, key.len()) {
+        (true, 8) => KeyType::I64.display(key),
+        (true, 4) => KeyType::I32.display(key),
+        _ => format!("\"{}\"", display_bytes(key)),
     }
 }

@@ -11,7 +11,8 @@ use crate::table::TableSpec;
 /// What the operator says about the rows, where sizes cannot tell.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ShapeHint {
-    /// Key dtype (default: int64 when the sampled keys are all 8 bytes, else string).
+    /// Key dtype (default: int64 when the sampled keys are all 8 bytes, int32 when all 4,
+    /// else string).
     pub key_type: Option<KeyType>,
     /// Value dtype (default float32).
     pub value_type: Option<ValueType>,
@@ -38,6 +39,7 @@ impl Shape {
     pub(crate) fn infer(t: &TableInfo, hint: &ShapeHint, storage: Storage) -> Result<Shape> {
         let key_type = hint.key_type.unwrap_or(match t.key_bytes {
             Some(8) => KeyType::I64,
+            Some(4) => KeyType::I32,
             None if t.rows() == 0 => KeyType::I64,
             _ => KeyType::Str,
         });
@@ -228,6 +230,8 @@ mod tests {
             (s.key_type, s.dim, s.stored_row(), s.tensor_row()),
             (KeyType::Str, 8, 16, 32)
         );
+        let s = Shape::infer(&info(Some(4), Some(16), 5), &n, Storage::Native).unwrap();
+        assert_eq!(s.key_type, KeyType::I32);
         let e = Shape::infer(&info(Some(8), None, 5), &n, Storage::Native).unwrap_err();
         assert!(e.message().contains("--dim"), "{e}");
         let e = Shape::infer(&info(Some(8), Some(6), 5), &n, Storage::Native).unwrap_err();

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use redis_embedding::Error;
+use redis_embedding::{Error, KeyType};
 use serde_json::json;
 
 use crate::{ui, Ctx, Select};
@@ -15,12 +15,21 @@ pub struct Args {
     /// The expected stored row size in bytes (default: each table's sampled size).
     #[arg(long, value_name = "BYTES")]
     row_bytes: Option<usize>,
+    /// The keys' dtype: int64, int32 or string (default: numeric when every sampled key has
+    /// 8 or 4 bytes).
+    #[arg(long, value_name = "DTYPE", value_parser = crate::transfer::key_type)]
+    key_dtype: Option<KeyType>,
 }
 
 /// Runs the check.
 pub fn run(ctx: &Ctx, a: Args) -> Result<ExitCode, Error> {
     let admin = ctx.admin()?;
-    let r = admin.check(&a.select.filter(), a.row_bytes, &ui::Bars::new())?;
+    let r = admin.check(
+        &a.select.filter(),
+        a.row_bytes,
+        a.key_dtype,
+        &ui::Bars::new(),
+    )?;
     let found = r.findings.len() as u64 + r.more;
     if ctx.json {
         ui::json(&json!({

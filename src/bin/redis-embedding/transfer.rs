@@ -9,8 +9,8 @@ use crate::{ui, Ctx};
 /// Key and value types, where stored sizes cannot tell them.
 #[derive(clap::Args, Clone, Default)]
 pub struct ShapeArgs {
-    /// Key dtype: int64, int32 or string (default: int64 for 8-byte keys, else string; int64
-    /// for import).
+    /// Key dtype: int64, int32 or string (default: int64 for 8-byte keys, int32 for 4-byte
+    /// ones, else string; int64 for import).
     #[arg(long, value_name = "DTYPE", value_parser = key_type)]
     key_dtype: Option<KeyType>,
     /// Value dtype: float32 (default), float64, float16, bfloat16, int8, int32, int64, bool
@@ -32,7 +32,7 @@ impl ShapeArgs {
     }
 }
 
-fn key_type(s: &str) -> Result<KeyType, String> {
+pub fn key_type(s: &str) -> Result<KeyType, String> {
     match s {
         "int64" => Ok(KeyType::I64),
         "int32" => Ok(KeyType::I32),
