@@ -312,6 +312,28 @@ fn drop_prints_the_plan_needs_confirmation_and_deletes_one_model_tag() {
     assert_eq!(left, ["keep"]);
     let keys = String::from_utf8_lossy(&s.cli(&[b"KEYS", b"*old*"])).into_owned();
     assert_eq!(keys, "*0\r\n", "nothing of the dropped tag is left");
+
+    let unconfirmed = cli(&path, &["--json", "drop", "--model-tag", "keep"]);
+    assert_eq!(unconfirmed.status.code(), Some(1));
+    assert!(
+        unconfirmed.stdout.is_empty(),
+        "no text plan mixed into --json output"
+    );
+    let dropped = json_of(&cli(
+        &path,
+        &["--json", "drop", "--model-tag", "keep", "--yes"],
+    ));
+    assert_eq!(dropped["tables"][0]["table"], "keep:user");
+    assert_eq!(dropped["tables"][0]["rows"], 20);
+    assert_eq!(
+        dropped["deleted_keys"], 2,
+        "the bucket and its layout record: {dropped}"
+    );
+    let none = json_of(&cli(
+        &path,
+        &["--json", "drop", "--model-tag", "keep", "--yes"],
+    ));
+    assert_eq!(none["deleted_keys"], 0);
 }
 
 /// A model tag holding ':' is selected by `--model-tag` whole: the table keeps its own name,
@@ -616,4 +638,32 @@ fn a_memory_backend_config_is_refused_naming_the_field() {
     let out = cli(&path, &["ls"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rde_backend"));
+}
+
+#[test]
+fn check_tests_bucket_placement_of_a_fused_table_spread_outside_a_cluster() {
+    let s = Server::start();
+    let cfg =
+        s.config(r#""model_tag_runtime": "m", "storage_slice": 4, "rde_standalone_buckets": true"#);
+    let _t = fill(&cfg, "emb-fused", 6, 50);
+    let buckets: Vec<String> = redis_embedding::hash_tags(4, &[])
+        .iter()
+        .map(|tag| format!("m:emb-fused{tag}"))
+        .collect();
+    let b8 = redis_embedding::bucket_of(&8i64.to_le_bytes(), true, cfg.using_hash_storage_slice, 4);
+    let other = &buckets[(b8 + 1) % 4];
+    s.cli(&[
+        b"HSET",
+        other.as_bytes(),
+        &8i64.to_le_bytes(),
+        &f32_bytes(&[0.0; 6]),
+    ]);
+    let (_d, path) = config_file(&standalone_json(s.port, ""));
+    let out = cli(&path, &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("wrong-bucket") && text.contains("key 8 belongs in bucket"),
+        "{text}"
+    );
 }

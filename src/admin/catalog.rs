@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{int, Admin};
+use super::{int, Admin, Report};
 use crate::cluster::layout;
 use crate::cluster::layout_store::{self, Rule};
+use crate::cluster::route::Access;
 use crate::config::ConnectionMode;
 use crate::error::Result;
 use crate::resp::conn::Reply;
@@ -97,6 +98,9 @@ pub struct TableInfo {
     pub layout: LayoutKind,
     /// The hash tags of the layout record (`None` without one: TFRA wrote the table).
     pub recorded_tags: Option<Vec<String>>,
+    /// Whether the layout record spreads keys over the buckets by TFRA's bucket rule (always
+    /// so in a cluster; `rde_standalone_buckets` outside one).
+    pub spread: bool,
     /// Its buckets, by key.
     pub buckets: Vec<BucketInfo>,
     /// The stored key size if every sampled key had it (8 for int64 keys).
@@ -131,6 +135,15 @@ impl TableInfo {
     }
 }
 
+/// The commands reading a bucket's rows, memory and TTL.
+fn figures_of(key: &[u8]) -> [Vec<&[u8]>; 3] {
+    [
+        vec![b"HLEN".as_slice(), key],
+        vec![b"MEMORY", b"USAGE", key, b"SAMPLES", b"5"],
+        vec![b"PTTL", key],
+    ]
+}
+
 /// Splits a bucket key into its prefix and `{tag}`.
 pub(crate) fn split_bucket(key: &[u8]) -> Option<(&[u8], &[u8])> {
     if key.last() != Some(&b'}') {
@@ -156,35 +169,52 @@ fn names_of(prefix: &[u8]) -> Option<(String, String)> {
     }
 }
 
+/// Keys per pipeline when the buckets' figures are read.
+const DESCRIBE_BATCH: usize = 512;
+
 impl Admin {
     /// The tables `filter` selects, sorted by model tag and name.
     pub fn tables(&self, filter: &Filter) -> Result<Vec<TableInfo>> {
-        type Found = ((String, String), Vec<(String, Vec<u8>)>);
-        let mut by_prefix: BTreeMap<Vec<u8>, Found> = BTreeMap::new();
+        self.tables_reporting(filter, &super::Quiet)
+    }
+
+    /// [`Admin::tables`], reporting the key scan and the bucket reads to `report`.
+    pub fn tables_reporting(&self, filter: &Filter, report: &dyn Report) -> Result<Vec<TableInfo>> {
+        // Keyed by bucket: a bucket migrating between masters during the scan is listed once.
+        let mut found: BTreeMap<Vec<u8>, String> = BTreeMap::new();
+        report.begin("scanning keys", None);
         for addr in self.servers() {
-            self.scan_hashes(&addr, |key| {
-                let Some((prefix, _)) = split_bucket(&key) else {
-                    return;
-                };
-                if let Some(names) = filter.select(prefix) {
-                    by_prefix
-                        .entry(prefix.to_vec())
-                        .or_insert_with(|| (names, Vec::new()))
-                        .1
-                        .push((addr.clone(), key));
+            self.scan_hashes(&addr, report, |key| {
+                if split_bucket(&key).is_some_and(|(p, _)| filter.select(p).is_some()) {
+                    found.insert(key, addr.clone());
                 }
             })?;
         }
+        report.finish();
+        let buckets = self.describe_buckets(found, report)?;
+        let mut by_prefix: BTreeMap<Vec<u8>, Vec<BucketInfo>> = BTreeMap::new();
+        for b in buckets {
+            if let Some((prefix, _)) = split_bucket(&b.key) {
+                by_prefix.entry(prefix.to_vec()).or_default().push(b);
+            }
+        }
         let mut out = Vec::with_capacity(by_prefix.len());
-        for (prefix, (names, keys)) in by_prefix {
-            out.push(self.describe(prefix, names, keys)?);
+        for (prefix, buckets) in by_prefix {
+            if let Some(names) = filter.select(&prefix) {
+                out.push(self.describe(prefix, names, buckets)?);
+            }
         }
         out.sort_by(|a, b| (&a.model_tag, &a.name).cmp(&(&b.model_tag, &b.name)));
         Ok(out)
     }
 
     /// Every hash key on `addr` that ends in `}`.
-    fn scan_hashes(&self, addr: &str, mut f: impl FnMut(Vec<u8>)) -> Result<()> {
+    fn scan_hashes(
+        &self,
+        addr: &str,
+        report: &dyn Report,
+        mut f: impl FnMut(Vec<u8>),
+    ) -> Result<()> {
         let mut cursor = b"0".to_vec();
         loop {
             let reply = self.on(
@@ -194,6 +224,7 @@ impl Admin {
                 ],
             )?;
             let (next, keys) = super::scan_reply(addr, reply)?;
+            report.advance(keys.len() as u64);
             keys.into_iter().for_each(&mut f);
             if next == b"0" {
                 return Ok(());
@@ -202,38 +233,64 @@ impl Admin {
         }
     }
 
+    /// Rows, memory and TTL of each bucket: one pipeline per server and batch; a batch that
+    /// fails there (the bucket moved away during a resharding, the server went) is read again
+    /// bucket by bucket through the router, which follows redirects and retries.
+    fn describe_buckets(
+        &self,
+        found: BTreeMap<Vec<u8>, String>,
+        report: &dyn Report,
+    ) -> Result<Vec<BucketInfo>> {
+        report.begin("reading buckets", Some(found.len() as u64));
+        let mut per_server: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for (key, addr) in found {
+            per_server.entry(addr).or_default().push(key);
+        }
+        let mut out = Vec::new();
+        for (addr, keys) in per_server {
+            for batch in keys.chunks(DESCRIBE_BATCH) {
+                let cmds: Vec<Vec<&[u8]>> = batch.iter().flat_map(|k| figures_of(k)).collect();
+                let replies = match self.pipeline(&addr, &cmds) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log::debug!("{addr}: bucket figures read one by one: {e}");
+                        let mut r = Vec::with_capacity(cmds.len());
+                        for key in batch {
+                            for c in figures_of(key) {
+                                r.push(self.keyed(key, Access::Read, &c)?);
+                            }
+                        }
+                        r
+                    }
+                };
+                for (key, r) in batch.iter().zip(replies.chunks(3)) {
+                    let ttl = int(&r[2], -1);
+                    out.push(BucketInfo {
+                        rows: int(&r[0], 0).max(0) as u64,
+                        bytes: int(&r[1], 0).max(0) as u64,
+                        ttl_ms: (ttl >= 0).then_some(ttl),
+                        server: addr.clone(),
+                        key: key.clone(),
+                    });
+                }
+                report.advance(batch.len() as u64);
+            }
+        }
+        report.finish();
+        Ok(out)
+    }
+
     fn describe(
         &self,
         prefix: Vec<u8>,
         (model_tag, name): (String, String),
-        mut keys: Vec<(String, Vec<u8>)>,
+        buckets: Vec<BucketInfo>,
     ) -> Result<TableInfo> {
-        keys.sort_by(|a, b| a.1.cmp(&b.1));
-        let mut buckets = Vec::with_capacity(keys.len());
-        for (addr, key) in keys {
-            let r = self.pipeline(
-                &addr,
-                &[
-                    vec![b"HLEN".as_slice(), &key],
-                    vec![b"MEMORY", b"USAGE", &key, b"SAMPLES", b"5"],
-                    vec![b"PTTL", &key],
-                ],
-            )?;
-            let ttl = int(&r[2], -1);
-            buckets.push(BucketInfo {
-                rows: int(&r[0], 0).max(0) as u64,
-                bytes: int(&r[1], 0).max(0) as u64,
-                ttl_ms: (ttl >= 0).then_some(ttl),
-                server: addr,
-                key,
-            });
-        }
         let recorded = layout_store::load(self.router(), self.retry(), &prefix)?;
+        let spread = recorded.as_ref().is_some_and(|l| l.rule == Rule::Spread);
         let layout = if name.ends_with("-fused") {
             LayoutKind::Fused
-        } else if recorded.as_ref().is_some_and(|l| {
-            l.rule == Rule::Spread && self.config().redis_connection_mode != ConnectionMode::Cluster
-        }) {
+        } else if spread && self.config().redis_connection_mode != ConnectionMode::Cluster {
             LayoutKind::Spread
         } else {
             LayoutKind::Tfra
@@ -245,6 +302,7 @@ impl Admin {
             prefix,
             layout,
             recorded_tags: recorded.map(|l| l.tags),
+            spread,
             buckets,
             key_bytes,
             row_bytes,

@@ -157,33 +157,43 @@ impl Admin {
         tables: &[TableInfo],
         out: &mut CheckReport,
     ) -> Result<()> {
+        // The tables' buckets are hashes (the catalog found them by type): only other keys
+        // named like a bucket need a TYPE, asked in one pipeline per server.
+        let known: rustc_hash::FxHashSet<&[u8]> = tables
+            .iter()
+            .flat_map(|t| t.buckets.iter().map(|b| b.key.as_slice()))
+            .collect();
         for addr in self.servers() {
             let mut odd = Vec::new();
             self.scan_keys(&addr, b"*}", |keys| {
                 for key in keys {
-                    if split_bucket(&key).is_some_and(|(p, _)| filter.select(p).is_some()) {
+                    if !known.contains(key.as_slice())
+                        && split_bucket(&key).is_some_and(|(p, _)| filter.select(p).is_some())
+                    {
                         odd.push(key);
                     }
                 }
                 Ok(())
             })?;
-            for key in odd {
-                let kind = match self.on(&addr, &[b"TYPE", &key])? {
+            let cmds: Vec<Vec<&[u8]>> = odd.iter().map(|k| vec![b"TYPE".as_slice(), k]).collect();
+            let types = self.pipeline(&addr, &cmds)?;
+            for (key, reply) in odd.iter().zip(types) {
+                let kind = match reply {
                     Reply::Status(s) => s,
                     other => format!("{other:?}"),
                 };
                 if kind == "hash" {
                     continue;
                 }
-                let (prefix, _) = split_bucket(&key).unwrap_or((&key, &[]));
+                let (prefix, _) = split_bucket(key).unwrap_or((key, &[]));
                 let table = tables.iter().find(|t| t.prefix == prefix);
                 let named = filter.select(prefix).map(|(t, n)| format!("{t}:{n}"));
                 out.findings.push(Finding {
                     kind: FindingKind::NotAHash,
                     table: table.map_or_else(|| named.unwrap_or_default(), TableInfo::full_name),
-                    bucket: display_bytes(&key),
+                    bucket: display_bytes(key),
                     server: addr.clone(),
-                    detail: format!("{} is a {kind}, not a bucket hash", display_bytes(&key)),
+                    detail: format!("{} is a {kind}, not a bucket hash", display_bytes(key)),
                 });
             }
         }
@@ -236,10 +246,7 @@ impl Admin {
             );
             tally.note(out, FindingKind::MixedLayout, &b.key, &b.server, detail);
         }
-        let spread = t.recorded_tags.as_ref().filter(|_| {
-            t.layout == super::LayoutKind::Spread
-                || self.config().redis_connection_mode == crate::config::ConnectionMode::Cluster
-        });
+        let spread = t.recorded_tags.as_ref().filter(|_| t.spread);
         let mut cursor = b"0".to_vec();
         let mut page = FlatPage::default();
         loop {

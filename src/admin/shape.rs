@@ -205,6 +205,7 @@ mod tests {
             prefix: b"m:emb".to_vec(),
             layout: LayoutKind::Tfra,
             recorded_tags: None,
+            spread: false,
             buckets: vec![BucketInfo {
                 key: b"m:emb{1}".to_vec(),
                 server: "h:1".into(),

@@ -3,6 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
+use redis_embedding::admin::DropPlan;
 use redis_embedding::Error;
 use serde_json::json;
 
@@ -18,14 +19,8 @@ pub struct Args {
     yes: bool,
 }
 
-/// Prints the plan, asks, deletes.
-pub fn run(ctx: &Ctx, a: Args) -> Result<ExitCode, Error> {
-    let admin = ctx.admin()?;
-    let plan = admin.drop_plan(&a.select.filter())?;
-    if plan.tables.is_empty() {
-        println!("nothing to drop: no table matches");
-        return Ok(ExitCode::SUCCESS);
-    }
+/// What will go, as a text table.
+fn print_plan(plan: &DropPlan) {
     let rows: Vec<Vec<String>> = plan
         .tables
         .iter()
@@ -42,6 +37,30 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<ExitCode, Error> {
     ui::table(&["TABLE", "BUCKETS", "ROWS", "MEMORY"], &rows);
     for r in &plan.records {
         println!("and {}", String::from_utf8_lossy(r));
+    }
+}
+
+/// Prints the plan, asks, deletes.
+pub fn run(ctx: &Ctx, a: Args) -> Result<ExitCode, Error> {
+    let admin = ctx.admin()?;
+    let plan = admin.drop_plan(&a.select.filter())?;
+    if plan.tables.is_empty() {
+        if ctx.json {
+            ui::json(&json!({ "deleted_keys": 0, "tables": [], "records": [] }));
+        } else {
+            println!("nothing to drop: no table matches");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if ctx.json {
+        // Scripts get the plan in the one JSON document, and are never asked.
+        if !a.yes {
+            return Err(Error::invalid(
+                "drop --json: pass --yes (a script cannot confirm)",
+            ));
+        }
+    } else {
+        print_plan(&plan);
     }
     let keys = plan.keys().count();
     if !a.yes {
@@ -61,7 +80,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<ExitCode, Error> {
     }
     let deleted = admin.drop_tables(&plan, &ui::Bars::new())?;
     if ctx.json {
-        ui::json(&json!({ "deleted_keys": deleted, "tables": plan.tables.len() }));
+        ui::json(&json!({
+            "deleted_keys": deleted,
+            "tables": plan.tables.iter().map(|t| json!({
+                "table": t.full_name(),
+                "buckets": t.buckets.len(),
+                "rows": t.rows(),
+                "bytes": t.bytes(),
+            })).collect::<Vec<_>>(),
+            "records": plan.records.iter().map(|r| String::from_utf8_lossy(r)).collect::<Vec<_>>(),
+        }));
     } else {
         println!("deleted {deleted} keys of {} table(s)", plan.tables.len());
     }

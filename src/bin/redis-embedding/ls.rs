@@ -44,7 +44,7 @@ pub fn table_json(t: &TableInfo) -> serde_json::Value {
 /// Lists the tables.
 pub fn run(ctx: &Ctx, a: Args) -> Result<ExitCode, Error> {
     let admin = ctx.admin()?;
-    let tables = admin.tables(&a.select.filter())?;
+    let tables = admin.tables_reporting(&a.select.filter(), &ui::Bars::new())?;
     if ctx.json {
         ui::json(&json!({ "tables": tables.iter().map(table_json).collect::<Vec<_>>() }));
         return Ok(ExitCode::SUCCESS);

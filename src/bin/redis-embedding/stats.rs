@@ -118,7 +118,7 @@ fn print(servers: &[ServerStats], tables: &[TableInfo]) {
 
 fn once(ctx: &Ctx, admin: &Admin, a: &Args) -> Result<(), Error> {
     let servers = admin.server_stats()?;
-    let tables = admin.tables(&a.select.filter())?;
+    let tables = admin.tables_reporting(&a.select.filter(), &ui::Bars::new())?;
     if ctx.json {
         println!("{}", as_json(&servers, &tables));
     } else {
