@@ -28,6 +28,22 @@ impl KeyType {
         }
     }
 
+    /// The dtype's name (`int32`, `int64`, `string`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::I32 => "int32",
+            KeyType::I64 => "int64",
+            KeyType::Str => "string",
+        }
+    }
+
+    /// The key dtype called `name` ([`KeyType::name`]).
+    pub fn from_name(name: &str) -> Option<KeyType> {
+        [KeyType::I32, KeyType::I64, KeyType::Str]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+
     /// Bytes per key, or None for strings.
     pub fn width(self) -> Option<usize> {
         match self {
@@ -102,6 +118,30 @@ impl ValueType {
             ValueType::I8 | ValueType::Bool => Some(1),
             ValueType::Str => None,
         }
+    }
+
+    /// The value dtype called `name`: TensorFlow's `DataTypeString` ([`ValueType::tf_name`])
+    /// or the Python name (`float32`, `float64`, `float16`).
+    pub fn from_name(name: &str) -> Option<ValueType> {
+        let name = match name {
+            "float32" => "float",
+            "float64" => "double",
+            "float16" => "half",
+            n => n,
+        };
+        [
+            ValueType::F32,
+            ValueType::F64,
+            ValueType::F16,
+            ValueType::BF16,
+            ValueType::I8,
+            ValueType::I32,
+            ValueType::I64,
+            ValueType::Bool,
+            ValueType::Str,
+        ]
+        .into_iter()
+        .find(|v| v.tf_name() == name)
     }
 
     /// TensorFlow's `DataTypeString`, which TFRA's HMACCUM takes as its dtype argument.

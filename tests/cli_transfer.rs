@@ -645,4 +645,54 @@ fn int32_keys_are_copied_as_int32() {
             .len(),
         500 * 4
     );
+    // 500 int32 keys also divide into 250 int64 keys with rows of twice the dim: the
+    // export's meta file tells import what they are, with no options.
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("out/m/ids-meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (meta["key_dtype"].as_str(), meta["dim"].as_u64()),
+        (Some("int32"), Some(DIM as u64))
+    );
+    let back = ok(&run(
+        d.path(),
+        &src,
+        &["import", "out", "--to-model-tag", "m2"],
+        &[],
+    ));
+    assert_eq!(back["rows"], 500, "{back}");
+    let json2 = standalone(s.port, "m2", "");
+    let again = open(&json2);
+    let mut exists = vec![0u8; 500];
+    again
+        .find(
+            &again.keys(&keys, &[]).unwrap(),
+            &[0u8; DIM * 4],
+            &mut got,
+            Some(&mut exists),
+        )
+        .unwrap();
+    assert_eq!(exists.iter().filter(|&&e| e == 1).count(), 500);
+    assert!(got == values, "rows differ after the import");
+}
+
+#[test]
+fn names_with_slashes_stay_distinct_through_files() {
+    let s = Server::start();
+    let d = tempfile::tempdir().unwrap();
+    let json = standalone(s.port, "m", "");
+    let cfg = write_cfg(d.path(), "src.json", &json);
+    fill(&table(&json, "tower/user"), 30);
+    fill(&table(&json, "tower_user"), 20);
+    ok(&run(d.path(), &cfg, &["export", "out"], &[]));
+    let back = ok(&run(
+        d.path(),
+        &cfg,
+        &["import", "out", "--to-model-tag", "back"],
+        &[],
+    ));
+    assert_eq!(back["rows"], 50, "{back}");
+    let json2 = standalone(s.port, "back", "");
+    assert_rows(&table(&json2, "tower/user"), 30, |v| v);
+    assert_rows(&table(&json2, "tower_user"), 20, |v| v);
 }

@@ -39,13 +39,50 @@ pub struct ExportOptions {
     pub page_rows: usize,
 }
 
+/// The suffix of the file describing a pair's dtypes.
+pub(crate) const META_SUFFIX: &str = "-meta.json";
+/// Its `format` field.
+pub(crate) const META_FORMAT: &str = "redis-embedding export v1";
+
 /// The base path (without `-keys`) of table `t`'s files under `dir`.
 pub fn export_base(dir: &Path, t: &TableInfo) -> PathBuf {
-    let clean = |s: &str| s.replace(['/', '\\'], "_");
     match t.name.strip_prefix("md5:") {
         Some(hex) if t.model_tag.is_empty() => dir.join("_md5").join(hex),
-        _ => dir.join(clean(&t.model_tag)).join(clean(&t.name)),
+        _ => dir
+            .join(file_name_of(&t.model_tag))
+            .join(file_name_of(&t.name)),
     }
+}
+
+/// A model tag or table name as one file name: `%`, `/` and `\` percent-encoded, so that
+/// distinct names stay distinct files and [`name_of_file`] gives the name back.
+fn file_name_of(name: &str) -> String {
+    name.replace('%', "%25")
+        .replace('/', "%2F")
+        .replace('\\', "%5C")
+}
+
+/// The name [`file_name_of`] encoded.
+pub(crate) fn name_of_file(file: &str) -> String {
+    file.replace("%2F", "/")
+        .replace("%5C", "\\")
+        .replace("%25", "%")
+}
+
+/// Writes `<base>-meta.json`: the dtypes and `dim` of the pair beside it, which the files
+/// themselves do not carry (an int32 pair can read as int64 rows of twice the `dim`), so that
+/// `import` needs no options.
+fn write_meta(base: &Path, t: &TableInfo, shape: Shape, rows: u64) -> Result<()> {
+    let meta = json!({
+        "format": META_FORMAT,
+        "table": t.full_name(),
+        "key_dtype": shape.key_type.name(),
+        "value_dtype": shape.value_type.tf_name(),
+        "dim": shape.dim,
+        "rows": rows,
+    });
+    let path = suffixed(base, META_SUFFIX);
+    fs::write(&path, format!("{meta:#}\n")).map_err(|e| Error::file("cannot write", &path, e))
 }
 
 fn suffixed(base: &Path, suffix: &str) -> PathBuf {
@@ -118,6 +155,7 @@ impl Admin {
         report.advance(pos.rows);
         self.stream(t, shape, &mut pos, run, report, &mut sink)?;
         let lens = sink.finish()?;
+        write_meta(&base, t, shape, pos.rows)?;
         report.finish();
         pos.done = true;
         let mut done = pos.to_json(t);
@@ -259,5 +297,18 @@ impl Sink for PairFiles {
         e.insert("keys_len".into(), lens[0].into());
         e.insert("values_len".into(), lens[1].into());
         Ok(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_round_trip_through_file_names() {
+        for name in ["user_emb", "a/b", "a_b", "50%/x\\y", "%2F"] {
+            let file = super::file_name_of(name);
+            assert!(!file.contains('/') && !file.contains('\\'), "{file}");
+            assert_eq!(super::name_of_file(&file), name);
+        }
+        assert_ne!(super::file_name_of("a/b"), super::file_name_of("a_b"));
     }
 }

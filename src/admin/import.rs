@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
+use super::export::{name_of_file, META_FORMAT, META_SUFFIX};
 use super::resume::StateFile;
 use super::shape::ShapeHint;
 use super::stream::{on_redis, Moved, Run};
@@ -86,7 +87,7 @@ pub fn find_pairs(dir: &Path, tag: &str) -> Result<Vec<FilePair>> {
                     values.display()
                 )));
             }
-            let name = file.split("_mht_").next().unwrap_or(file).to_owned();
+            let name = name_of_file(file.split("_mht_").next().unwrap_or(file));
             out.push(FilePair {
                 base,
                 model_tag: tag.to_owned(),
@@ -102,9 +103,34 @@ pub fn find_pairs(dir: &Path, tag: &str) -> Result<Vec<FilePair>> {
         .filter(|(n, d)| *d && n != "_md5" && !n.starts_with('.'))
     {
         let d = dir.join(sub);
-        pairs_in(&d, sub, &list(&d)?)?;
+        pairs_in(&d, &name_of_file(sub), &list(&d)?)?;
     }
     Ok(out)
+}
+
+/// The dtypes and `dim` that `export` recorded beside a pair (`<base>-meta.json`), or none
+/// for files without one (`save_to_file_system`'s).
+fn read_meta(base: &Path) -> Result<ShapeHint> {
+    let path = suffixed(base, META_SUFFIX);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ShapeHint::default()),
+        Err(e) => return Err(Error::file("cannot read", &path, e)),
+    };
+    let bad = |what: &str| Error::data(format!("{}: {what}", path.display()));
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(&format!("not JSON ({e})")))?;
+    if v["format"] != META_FORMAT {
+        return Err(bad(&format!("format is not \"{META_FORMAT}\"")));
+    }
+    let name = |field: &str| v[field].as_str().unwrap_or("");
+    Ok(ShapeHint {
+        key_type: Some(KeyType::from_name(name("key_dtype")).ok_or_else(|| bad("bad key_dtype"))?),
+        value_type: Some(
+            ValueType::from_name(name("value_dtype")).ok_or_else(|| bad("bad value_dtype"))?,
+        ),
+        dim: Some(v["dim"].as_u64().ok_or_else(|| bad("bad dim"))? as usize),
+    })
 }
 
 /// Rows and `dim` of a pair, from its sizes (`dim` checked against `hint`).
@@ -221,14 +247,22 @@ pub fn import(cfg: &Config, o: &ImportOptions, report: &dyn Report) -> Result<Ve
             o.dir.display()
         )));
     }
-    let kt = o.shape.key_type.unwrap_or(KeyType::I64);
-    let vt = o.shape.value_type.unwrap_or(ValueType::F32);
     let shapes = pairs
         .iter()
-        .map(|p| pair_shape(&p.base, kt, vt, o.shape.dim))
+        .map(|p| {
+            let meta = read_meta(&p.base)?;
+            let kt = o.shape.key_type.or(meta.key_type).unwrap_or(KeyType::I64);
+            let vt = o
+                .shape
+                .value_type
+                .or(meta.value_type)
+                .unwrap_or(ValueType::F32);
+            let (rows, dim) = pair_shape(&p.base, kt, vt, o.shape.dim.or(meta.dim))?;
+            Ok((kt, vt, rows, dim))
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut out = Vec::with_capacity(pairs.len());
-    for (p, &(total, dim)) in pairs.iter().zip(&shapes) {
+    for (p, &(kt, vt, total, dim)) in pairs.iter().zip(&shapes) {
         let spec = TableSpec::new(&p.name, kt, vt, dim);
         out.push(import_pair(cfg, o, p, spec, total, &mut run, report)?);
     }

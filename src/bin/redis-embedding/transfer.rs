@@ -33,31 +33,12 @@ impl ShapeArgs {
 }
 
 pub fn key_type(s: &str) -> Result<KeyType, String> {
-    match s {
-        "int64" => Ok(KeyType::I64),
-        "int32" => Ok(KeyType::I32),
-        "string" => Ok(KeyType::Str),
-        _ => Err("expected int64, int32 or string".into()),
-    }
+    KeyType::from_name(s).ok_or_else(|| "expected int64, int32 or string".into())
 }
 
 fn value_type(s: &str) -> Result<ValueType, String> {
-    Ok(match s {
-        "float32" | "float" => ValueType::F32,
-        "float64" | "double" => ValueType::F64,
-        "float16" | "half" => ValueType::F16,
-        "bfloat16" => ValueType::BF16,
-        "int8" => ValueType::I8,
-        "int32" => ValueType::I32,
-        "int64" => ValueType::I64,
-        "bool" => ValueType::Bool,
-        "string" => ValueType::Str,
-        _ => {
-            return Err(
-                "expected float32, float64, float16, bfloat16, int8, int32, int64, bool or string"
-                    .into(),
-            )
-        }
+    ValueType::from_name(s).ok_or_else(|| {
+        "expected float32, float64, float16, bfloat16, int8, int32, int64, bool or string".into()
     })
 }
 
