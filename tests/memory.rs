@@ -295,3 +295,25 @@ fn files_move_a_table_embedded_to_redis_and_back_exactly() {
     assert!(f1 == f2 && f2 == f3, "the rows' bytes changed on the way");
     s.stop();
 }
+
+#[test]
+fn statistics_count_lookups_hits_and_rows_written() {
+    let t = open("stats", "emb", 2, "");
+    let figure = |name: &str| {
+        t.stats_snapshot()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+    };
+    insert(&t, &[1, 2, 3, 4], &[1.0; 8]).unwrap();
+    find(&t, &[1, 2, 9, 1, 8], &[0.0; 2]);
+    assert_eq!(figure("lookups"), 5.0, "key positions, duplicates included");
+    assert_eq!(figure("hits"), 3.0);
+    assert_eq!(figure("misses"), 2.0);
+    assert_eq!(figure("bytes_in"), 24.0, "3 found rows of 8 bytes");
+    assert_eq!(figure("rows_written"), 4.0);
+    assert_eq!(figure("bytes_out"), 32.0);
+    assert_eq!((figure("find_calls"), figure("insert_calls")), (1.0, 1.0));
+    assert_eq!(figure("evicted_keys"), 0.0, "nothing is evicted in memory");
+}

@@ -28,6 +28,14 @@ macro_rules! either {
     };
 }
 
+/// The value bytes of `rows` as given (what the memory backend counts as written).
+fn rows_bytes(rows: &Rows<'_>) -> usize {
+    match rows {
+        Rows::Fixed { data, .. } => data.len(),
+        Rows::Str { data, .. } => data.len(),
+    }
+}
+
 /// Checks `spec` against `cfg`; returns the value type rows are stored as.
 pub(super) fn check_spec(cfg: &Config, spec: &TableSpec) -> Result<ValueType> {
     check_pair(spec.key_type, spec.value_type)?;
@@ -90,7 +98,9 @@ impl Table {
         match &self.0 {
             Engine::Redis(t) => t.find(keys, defaults, out, exists),
             Engine::Memory(t) => t.stats.track(super::stats::Op::Find, || {
-                t.find(keys, defaults, out, exists)
+                let found = t.find(keys, defaults, out, exists)?;
+                t.stats.looked_up(keys.len(), found.hits, found.bytes);
+                Ok(())
             }),
         }
     }
@@ -105,7 +115,7 @@ impl Table {
     ) -> Result<()> {
         match &self.0 {
             Engine::Redis(t) => t.find_untracked(keys, defaults, out, exists).map(|_| ()),
-            Engine::Memory(t) => t.find(keys, defaults, out, exists),
+            Engine::Memory(t) => t.find(keys, defaults, out, exists).map(|_| ()),
         }
     }
 
@@ -117,8 +127,9 @@ impl Table {
         }
     }
 
-    /// This table's statistics (see [`super::stats`]). On the memory backend only latency and
-    /// errors are kept so far, and the training ops' counts.
+    /// This table's statistics (see [`super::stats`]). On the memory backend `rows_written`
+    /// counts key positions (a key given twice in one call counts twice; Redis counts it
+    /// once) and `retries` stays 0.
     pub fn stats(&self) -> &super::stats::TableStats {
         match &self.0 {
             Engine::Redis(t) => t.stats(),
@@ -152,16 +163,26 @@ impl Table {
     /// Looks up string values. `defaults` holds one row per key or at least one row.
     /// Returns the `n × dim` elements and, per key, whether it was found.
     pub fn find_strings(&self, keys: &Keys<'_>, defaults: &Rows<'_>) -> Result<(StrRows, Vec<u8>)> {
-        either!(self, t => t.find_strings(keys, defaults))
+        match &self.0 {
+            Engine::Redis(t) => t.find_strings(keys, defaults),
+            Engine::Memory(t) => t.stats.track(super::stats::Op::Find, || {
+                let (rows, exists) = t.find_strings(keys, defaults)?;
+                let hits = exists.iter().filter(|&&e| e != 0).count();
+                t.stats.looked_up(keys.len(), hits, 0);
+                Ok((rows, exists))
+            }),
+        }
     }
 
     /// Upserts rows. Within one call a duplicated key keeps its last row.
     pub fn insert(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
         match &self.0 {
             Engine::Redis(t) => t.insert(keys, values),
-            Engine::Memory(t) => t
-                .stats
-                .track(super::stats::Op::Insert, || t.insert(keys, values)),
+            Engine::Memory(t) => t.stats.track(super::stats::Op::Insert, || {
+                t.insert(keys, values)?;
+                t.stats.wrote(keys.len(), rows_bytes(values));
+                Ok(())
+            }),
         }
     }
 
@@ -170,15 +191,22 @@ impl Table {
     pub fn accum(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<()> {
         match &self.0 {
             Engine::Redis(t) => t.accum(keys, deltas, exists),
-            Engine::Memory(t) => t
-                .stats
-                .track(super::stats::Op::Accum, || t.accum(keys, deltas, exists)),
+            Engine::Memory(t) => t.stats.track(super::stats::Op::Accum, || {
+                t.accum(keys, deltas, exists)?;
+                t.stats.wrote(keys.len(), rows_bytes(deltas));
+                Ok(())
+            }),
         }
     }
 
     /// Deletes keys; missing keys are ignored.
     pub fn remove(&self, keys: &Keys<'_>) -> Result<()> {
-        either!(self, t => t.remove(keys))
+        match &self.0 {
+            Engine::Redis(t) => t.remove(keys),
+            Engine::Memory(t) => t
+                .stats
+                .track(super::stats::Op::Remove, || t.remove(keys)),
+        }
     }
 
     /// Deletes every row of the table (optimizer-slot tables are separate tables).

@@ -2,6 +2,7 @@
 //! semantics as the Redis ops, over a [`crate::memory::Store`]. Rows are stored as Redis holds
 //! them (compact float32 storage included), so export and files are the same bytes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Shared, StrRows, TableSpec};
@@ -12,6 +13,12 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::memory::{registry, Layout, Store};
 use crate::{stats, sync};
+
+/// What a lookup found: key positions present, and their stored bytes.
+pub(super) struct Found {
+    pub(super) hits: usize,
+    pub(super) bytes: usize,
+}
 
 /// One table on the embedded backend.
 pub(super) struct MemTable {
@@ -24,7 +31,7 @@ pub(super) struct MemTable {
     pub(super) storage: Storage,
     stored_vt: ValueType,
     pub(super) store: Arc<Store>,
-    /// Latency and errors per op (the counts of hits and rows are Redis-side only so far).
+    /// Counters and latency per op, kept by [`super::Table`]'s public ops.
     pub(super) stats: super::stats::TableStats,
 }
 
@@ -113,7 +120,7 @@ impl MemTable {
         defaults: &[u8],
         out: &mut [u8],
         exists: Option<&mut [u8]>,
-    ) -> Result<()> {
+    ) -> Result<Found> {
         let _timer = stats::CallTimer::start();
         let (n, row) = (keys.len(), self.tensor_row());
         if row == 0 {
@@ -139,17 +146,26 @@ impl MemTable {
             )));
         }
         let (to, flags) = (Shared::new(out), exists.map(Shared::new));
+        let (hits, bytes) = (AtomicUsize::new(0), AtomicUsize::new(0));
         self.store.get(keys, |p, stored| {
             // SAFETY: each position is written by exactly one call.
             let o = unsafe { to.slice(p * row, row) };
             match stored {
-                Some(s) => self.storage.decode(s, o),
+                Some(s) => {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                    bytes.fetch_add(s.len(), Ordering::Relaxed);
+                    self.storage.decode(s, o)
+                }
                 None if per_key => o.copy_from_slice(&defaults[p * row..(p + 1) * row]),
                 None => o.copy_from_slice(&defaults[..row]),
             }
             if let Some(f) = &flags {
                 unsafe { f.slice(p, 1)[0] = stored.is_some() as u8 };
             }
+        })?;
+        Ok(Found {
+            hits: hits.into_inner(),
+            bytes: bytes.into_inner(),
         })
     }
 
