@@ -203,9 +203,7 @@ impl Table {
     pub fn remove(&self, keys: &Keys<'_>) -> Result<()> {
         match &self.0 {
             Engine::Redis(t) => t.remove(keys),
-            Engine::Memory(t) => t
-                .stats
-                .track(super::stats::Op::Remove, || t.remove(keys)),
+            Engine::Memory(t) => t.stats.track(super::stats::Op::Remove, || t.remove(keys)),
         }
     }
 
