@@ -167,28 +167,21 @@ impl RedisTable {
         })
     }
 
-    /// Reads the length of the next HMGET value, the stored row of the key at `pos`: None if
-    /// the key is absent; a length other than a row's is an error naming bucket and key.
-    fn stored_row_len(
-        &self,
-        c: &mut Conn,
-        ch: &Chunk,
-        keys: &Keys<'_>,
-        pos: usize,
-    ) -> Result<Option<usize>> {
-        let row = self.row;
-        match c.read_bulk_len()? {
-            Some(len) if len != row => Err(self.key_error(
-                self.bucket_name(ch),
-                keys.get(pos),
-                format!(
-                    "stored value has {len} bytes, expected dim {} × {} = {row}",
-                    self.spec.dim,
-                    self.spec.value_type.tf_name()
-                ),
-            )),
-            len => Ok(len),
-        }
+    /// The error for a stored value of `len` bytes read for `key` from the bucket of `ch`,
+    /// where a row has `self.row`. Out of line: the decode loop only tests the length.
+    #[cold]
+    #[inline(never)]
+    fn bad_row_len(&self, ch: &Chunk, key: &[u8], len: usize) -> Error {
+        self.key_error(
+            self.bucket_name(ch),
+            key,
+            format!(
+                "stored value has {len} bytes, expected dim {} × {} = {}",
+                self.spec.dim,
+                self.spec.value_type.tf_name(),
+                self.row
+            ),
+        )
     }
 
     /// Looks up string values. `defaults` holds one row per key or at least one row.
@@ -304,23 +297,25 @@ impl Request for Lookup<'_> {
         t.read_hmget_header(c, ch)?;
         // Each reply is scattered to every position of its key as it is read, so the copies
         // for duplicate keys and defaults overlap the server's work on the next commands
-        // instead of following the last reply.
+        // instead of following the last reply. This loop runs once per key: keep it lean
+        // (examples/lookup_cost.rs counts its instructions).
         // SAFETY (both calls): the rows and flags written belong to the occurrences of this
         // chunk's distinct keys only, and each chunk is decoded by one task at a time.
-        let (mut hits, mut bytes) = (0, 0);
+        let (row, mut hits, mut bytes) = (to.row, 0, 0);
         for &d in &plan.order[ch.start..ch.end] {
             let first = plan.first[d as usize] as usize;
-            let hit = match t.stored_row_len(c, ch, self.keys, first)? {
-                Some(len) => {
-                    c.payload(unsafe { to.out.slice(first * to.row, to.row) })?;
-                    bytes += len;
+            let hit = match c.read_bulk_len()? {
+                None => false,
+                Some(len) if len == row => {
+                    c.payload(unsafe { to.out.slice(first * row, row) })?;
                     true
                 }
-                None => false,
+                Some(len) => return Err(t.bad_row_len(ch, self.keys.get(first), len)),
             };
-            let written = unsafe { to.scatter(plan.positions(d as usize), first, hit) };
+            let positions = unsafe { to.fill(plan, first, hit) };
             if hit {
-                hits += written;
+                hits += positions;
+                bytes += row;
             }
         }
         // Added once the whole reply is decoded, so a chunk cut off and resent counts once.
@@ -341,35 +336,53 @@ struct Scatter<'a> {
 }
 
 impl Scatter<'_> {
-    /// Fills every position of one distinct key: the row read in place at `first` when `hit`,
-    /// else the key's defaults; and its found flag. Returns the number of positions.
+    /// Completes every position of the key first seen at `first`, whose stored row was read
+    /// in place there when `hit`: the later positions get a copy of it, or on a miss every
+    /// position gets its default row; each gets its found flag. Returns the number of
+    /// positions.
     ///
     /// # Safety
     /// No other task may write these positions meanwhile.
-    unsafe fn scatter(
-        &self,
-        positions: impl Iterator<Item = usize>,
-        first: usize,
-        hit: bool,
-    ) -> usize {
+    #[inline(always)]
+    unsafe fn fill(&self, plan: &Plan, first: usize, hit: bool) -> usize {
         let row = self.row;
-        let mut n = 0;
-        let found: Option<&[u8]> = hit.then(|| &*self.out.slice(first * row, row));
-        for p in positions {
-            let from = match found {
-                Some(_) if p == first => None, // read in place
-                Some(r) => Some(r),
-                None if self.per_key => Some(&self.defaults[p * row..(p + 1) * row]),
-                None => Some(&self.defaults[..row]),
+        if !hit {
+            self.out
+                .slice(first * row, row)
+                .copy_from_slice(self.default_row(first));
+        }
+        self.flag(first, hit);
+        let mut n = 1;
+        for p in plan.repeats(first) {
+            let from = if hit {
+                &*self.out.slice(first * row, row)
+            } else {
+                self.default_row(p)
             };
-            if let Some(from) = from {
-                self.out.slice(p * row, row).copy_from_slice(from);
-            }
-            if let Some(e) = &self.exists {
-                e.slice(p, 1)[0] = hit as u8;
-            }
+            self.out.slice(p * row, row).copy_from_slice(from);
+            self.flag(p, hit);
             n += 1;
         }
         n
+    }
+
+    /// The default row of position `p`.
+    fn default_row(&self, p: usize) -> &[u8] {
+        let row = self.row;
+        if self.per_key {
+            &self.defaults[p * row..(p + 1) * row]
+        } else {
+            &self.defaults[..row]
+        }
+    }
+
+    /// Sets the found flag of position `p`, if flags are wanted.
+    ///
+    /// # Safety
+    /// As for [`Scatter::fill`].
+    unsafe fn flag(&self, p: usize, hit: bool) {
+        if let Some(e) = &self.exists {
+            e.slice(p, 1)[0] = hit as u8;
+        }
     }
 }
