@@ -260,7 +260,17 @@ impl Plan {
 
     /// The input positions holding distinct key `d`, in input order.
     pub fn positions(&self, d: usize) -> impl Iterator<Item = usize> + '_ {
-        let mut p = self.first[d];
+        self.from(self.first[d])
+    }
+
+    /// The later input positions holding the key at position `p`, in input order (none for
+    /// a key that occurs once).
+    pub fn repeats(&self, p: usize) -> impl Iterator<Item = usize> + '_ {
+        self.from(self.next[p])
+    }
+
+    /// Position `p` and the later ones of its key (none if `p` is `NONE`).
+    fn from(&self, mut p: u32) -> impl Iterator<Item = usize> + '_ {
         std::iter::from_fn(move || {
             let at = (p != NONE).then_some(p as usize)?;
             p = self.next[at];
@@ -289,6 +299,8 @@ mod tests {
         assert_eq!(p.next, [2, 4, 5, NONE, NONE, NONE]);
         assert_eq!(p.chunks.len(), 2);
         let positions: Vec<Vec<usize>> = (0..3).map(|d| p.positions(d).collect()).collect();
+        let repeats: Vec<Vec<usize>> = [0, 2, 5].map(|i| p.repeats(i).collect()).to_vec();
+        assert_eq!(repeats, [vec![2, 5], vec![5], vec![]]);
         assert_eq!(positions, [vec![0, 2, 5], vec![1, 4], vec![3]]);
         let (order, chunks) = p.subset(&[true, false, true], 1);
         assert_eq!(order, [0, 2]);

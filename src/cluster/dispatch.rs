@@ -79,18 +79,46 @@ pub trait Servers: Sync {
     fn pipeline(&self, addr: &str, items: &[(usize, bool)]) -> Vec<Outcome>;
 }
 
-/// One op's commands, as data: how the command of each chunk is encoded and its reply
-/// decoded, whether the op reads or writes, and whether a command may be sent again after its
-/// connection failed. The executor ([`run`]) owns everything else: grouping by server,
-/// pipelines, redirects, refusals, retries. A new op is one more `Request` (a struct of its
-/// own, or [`Commands`] for a few lines of encoding and decoding).
-pub trait Request: Sync {
+/// Where a request's commands run, and whether one may be sent again after its connection
+/// failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
     /// Read (a replica may serve it when `redis_read_access_slave` allows) or write (the
     /// master, followed by WAIT when `rde_wait_replicas` asks for it).
-    fn access(&self) -> Access;
+    pub access: Access,
     /// Whether a command whose connection failed after it was sent may be resent (the op is
     /// idempotent). Redirected and refused commands never ran and are always resent.
-    fn resend_safe(&self) -> bool;
+    pub resend_safe: bool,
+}
+
+impl Kind {
+    /// Reads, resendable.
+    pub const READ: Kind = Kind {
+        access: Access::Read,
+        resend_safe: true,
+    };
+    /// On the master, resendable: idempotent writes (HSET, HDEL, EXPIRE, …), and reads that
+    /// must see the master (accum's baseline).
+    pub const WRITE: Kind = Kind {
+        access: Access::Write,
+        resend_safe: true,
+    };
+    /// Writes that must never run twice (accum's scripts): a command whose connection failed
+    /// after it was sent is reported, not resent.
+    pub const WRITE_ONCE: Kind = Kind {
+        access: Access::Write,
+        resend_safe: false,
+    };
+}
+
+/// One op's commands, as data: its [`Kind`] (whether it reads or writes, whether a command
+/// may be resent), how the command of each chunk is encoded and its reply decoded. The
+/// executor ([`run`]) owns everything else: grouping by server, pipelines, redirects,
+/// refusals, retries. A new op is one more `Request`: a struct of its own (as each of the
+/// table's ops is), or [`Commands`] for a few lines of an idempotent command.
+pub trait Request: Sync {
+    /// What the request does: see [`Kind`].
+    fn kind(&self) -> Kind;
     /// Writes the command of `chunk` to `conn`.
     fn encode(&self, conn: &mut Conn, chunk: &Chunk);
     /// Reads the reply to the command of `chunk`. Pipelines to different servers decode in
@@ -98,10 +126,12 @@ pub trait Request: Sync {
     fn decode(&self, conn: &mut Conn, chunk: &Chunk) -> Result<()>;
 }
 
-/// A [`Request`] made of an encoding and a decoding closure.
+/// A [`Request`] made of an encoding and a decoding closure, for the small idempotent commands
+/// (per-bucket admin commands, layout records, scan pages, the trainer's combined HMGET and
+/// HSET): running one twice leaves the same state, so it may be resent after a failed
+/// connection. An op that must never run twice is a `Request` of its own.
 pub struct Commands<E, D> {
     access: Access,
-    resend_safe: bool,
     encode: E,
     decode: D,
 }
@@ -111,23 +141,10 @@ where
     E: Fn(&mut Conn, &Chunk) + Sync,
     D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
 {
-    /// Commands that may be resent after a failed connection: running one twice leaves the
-    /// same state (reads, HSET, HDEL, …).
+    /// Idempotent commands (reads, HSET, HDEL, EXPIRE, …) of `access`.
     pub fn idempotent(access: Access, encode: E, decode: D) -> Self {
         Commands {
             access,
-            resend_safe: true,
-            encode,
-            decode,
-        }
-    }
-
-    /// Commands that must never run twice (accum's compare-and-set and add scripts): a
-    /// command whose connection failed after sending is reported, not resent.
-    pub fn once(access: Access, encode: E, decode: D) -> Self {
-        Commands {
-            access,
-            resend_safe: false,
             encode,
             decode,
         }
@@ -139,11 +156,11 @@ where
     E: Fn(&mut Conn, &Chunk) + Sync,
     D: Fn(&mut Conn, &Chunk) -> Result<()> + Sync,
 {
-    fn access(&self) -> Access {
-        self.access
-    }
-    fn resend_safe(&self) -> bool {
-        self.resend_safe
+    fn kind(&self) -> Kind {
+        Kind {
+            access: self.access,
+            resend_safe: true,
+        }
     }
     fn encode(&self, conn: &mut Conn, chunk: &Chunk) {
         (self.encode)(conn, chunk)
@@ -168,22 +185,20 @@ pub fn run<R: Request>(
         chunks,
         req,
     };
-    execute(&servers, &slots, req.resend_safe(), retry)
+    execute(&servers, &slots, req.kind().resend_safe, retry)
 }
 
 /// Keys per round of a call: larger batches are processed window by window, which bounds the
 /// write buffers and the dedup map (and keeps TFRA's last-write-wins order across windows).
 pub const WINDOW: usize = 65_536;
 
-/// For a call of `n` keys over one window: `None`, the caller works on them at once. Else
-/// `f(a, b)` runs on each window `[a, b)` in order (so a key repeated across windows keeps
-/// TFRA's last-write-wins), stopping at the first error.
-pub fn in_windows(n: usize, mut f: impl FnMut(usize, usize) -> Result<()>) -> Option<Result<()>> {
-    (n > WINDOW).then(|| {
-        (0..n)
-            .step_by(WINDOW)
-            .try_for_each(|a| f(a, (a + WINDOW).min(n)))
-    })
+/// Runs `f(a, b)` on each window `[a, b)` of a call of `n` keys, in order (so a key repeated
+/// across windows keeps TFRA's last-write-wins), stopping at the first error: one window for
+/// up to [`WINDOW`] keys, none for no keys.
+pub fn in_windows(n: usize, mut f: impl FnMut(usize, usize) -> Result<()>) -> Result<()> {
+    (0..n)
+        .step_by(WINDOW)
+        .try_for_each(|a| f(a, (a + WINDOW).min(n)))
 }
 
 /// A command still to send: its chunk index, and the node an ASK redirect named.
@@ -341,16 +356,22 @@ mod tests {
 
     #[test]
     fn windows_cover_a_large_call_in_order_and_stop_at_the_first_error() {
-        assert!(in_windows(WINDOW, |_, _| unreachable!()).is_none());
-        let mut seen = Vec::new();
+        let windows = |n| {
+            let mut seen = Vec::new();
+            in_windows(n, |a, b| {
+                seen.push((a, b));
+                Ok(())
+            })
+            .unwrap();
+            seen
+        };
+        assert_eq!(windows(0), []);
+        assert_eq!(windows(WINDOW), [(0, WINDOW)]);
         let n = 2 * WINDOW + 5;
-        in_windows(n, |a, b| {
-            seen.push((a, b));
-            Ok(())
-        })
-        .unwrap()
-        .unwrap();
-        assert_eq!(seen, [(0, WINDOW), (WINDOW, 2 * WINDOW), (2 * WINDOW, n)]);
+        assert_eq!(
+            windows(n),
+            [(0, WINDOW), (WINDOW, 2 * WINDOW), (2 * WINDOW, n)]
+        );
         let mut calls = 0;
         let e = in_windows(n, |a, _| {
             calls += 1;
@@ -359,19 +380,18 @@ mod tests {
             }
             Ok(())
         })
-        .unwrap()
         .unwrap_err();
         assert_eq!((calls, e.message()), (2, "second window"));
     }
 
     #[test]
-    fn commands_declare_their_access_and_whether_they_may_be_resent() {
+    fn commands_declare_their_access_and_may_be_resent() {
         let enc = |_: &mut Conn, _: &Chunk| {};
         let dec = |_: &mut Conn, _: &Chunk| Ok(());
         let r = Commands::idempotent(Access::Read, enc, dec);
-        assert!(r.resend_safe() && r.access() == Access::Read);
-        let w = Commands::once(Access::Write, enc, dec);
-        assert!(!w.resend_safe() && w.access() == Access::Write);
+        assert_eq!(r.kind(), Kind::READ);
+        let w = Commands::idempotent(Access::Write, enc, dec);
+        assert_eq!(w.kind(), Kind::WRITE);
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct Redis<'a, R> {
 
 impl<R: Request> Servers for Redis<'_, R> {
     fn addr_for(&self, slot: usize) -> Result<String> {
-        self.router.addr_for(slot, self.req.access())
+        self.router.addr_for(slot, self.req.kind().access)
     }
 
     fn moved(&self, slot: usize, addr: &str) {
@@ -50,7 +50,7 @@ impl<R: Request> Servers for Redis<'_, R> {
     }
 
     fn pipeline(&self, addr: &str, items: &[(usize, bool)]) -> Vec<Outcome> {
-        let ack = if self.req.access() == Access::Write {
+        let ack = if self.req.kind().access == Access::Write {
             self.router.write_ack()
         } else {
             None

@@ -524,6 +524,17 @@ impl Conn {
 
     /// Reads a bulk payload of exactly `dst.len()` bytes plus its CRLF into `dst`.
     pub fn payload(&mut self, dst: &mut [u8]) -> Result<()> {
+        // Fast path: payload and CRLF already buffered (nearly always, inside a big reply):
+        // one copy, no second read for the CRLF.
+        let n = dst.len();
+        if let Some(b) = self.reader.buffer().get(..n + 2) {
+            if &b[n..] != b"\r\n" {
+                return Err(self.protocol("bulk string not terminated by CRLF"));
+            }
+            dst.copy_from_slice(&b[..n]);
+            self.reader.consume(n + 2);
+            return Ok(());
+        }
         self.reader.read_exact(dst).map_err(|e| self.io_err(e))?;
         self.crlf()
     }
@@ -620,6 +631,32 @@ fn buffered_bulk_header(buf: &[u8]) -> Option<(Option<usize>, usize)> {
 #[cfg(test)]
 mod tests {
     use super::buffered_bulk_header as h;
+    use super::Conn;
+
+    #[test]
+    fn payloads_are_read_whole_and_checked_for_crlf_buffered_or_not() {
+        // 8 bytes fit the test reader's 64-byte buffer (the fast path); 100 do not.
+        for len in [8usize, 100] {
+            let body: Vec<u8> = (0..len as u8).collect();
+            let reply = |tail: &[u8]| {
+                let mut b = format!("${len}\r\n").into_bytes();
+                b.extend_from_slice(&body);
+                b.extend_from_slice(tail);
+                b
+            };
+            let read = |bytes: Vec<u8>| {
+                let mut c = Conn::from_bytes(bytes);
+                assert_eq!(c.read_bulk_len().unwrap(), Some(len));
+                let mut dst = vec![0u8; len];
+                c.payload(&mut dst).map(|()| (dst, c.read_bulk_len()))
+            };
+            let (dst, next) = read(reply(b"\r\n$-1\r\n")).unwrap();
+            assert_eq!((dst, next.unwrap()), (body.clone(), None), "len {len}");
+            let e = read(reply(b"xx$-1\r\n")).unwrap_err();
+            assert!(e.message().contains("not terminated by CRLF"), "{e}");
+            assert!(read(reply(b"\r")).is_err(), "len {len}: cut off");
+        }
+    }
 
     #[test]
     fn buffered_bulk_header_takes_only_complete_well_formed_headers() {

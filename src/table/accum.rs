@@ -4,15 +4,15 @@
 
 use std::sync::Mutex;
 
+use super::find::ReadRows;
 use super::stats::Op;
-use super::RedisTable;
+use super::{RedisTable, Window};
 use crate::accum;
-use crate::cluster::dispatch::{in_windows, Commands};
-use crate::cluster::route::Access;
+use crate::cluster::dispatch::{Kind, Request};
 use crate::codec::{Keys, Rows};
 use crate::error::{Error, ErrorKind, Result};
 use crate::plan::{Chunk, Plan};
-use crate::resp::conn::Reply;
+use crate::resp::conn::{Conn, Reply};
 use crate::stats;
 use crate::sync;
 
@@ -58,19 +58,14 @@ impl RedisTable {
     }
 
     fn accum_rows(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<usize> {
-        let n = keys.len();
-        self.check_accum_args(deltas, exists, n)?;
+        self.check_accum_args(deltas, exists, keys.len())?;
         let mut rows = 0;
-        if n == 0 {
-            return Ok(rows);
-        }
-        if let Some(done) = in_windows(n, |a, b| {
-            rows += self.accum_window(&keys.sub(a, b), &deltas.sub(a, b), &exists[a..b])?;
+        self.each_window(keys, |w| {
+            let (a, b) = (w.start, w.end);
+            rows += self.accum_window(w, &deltas.sub(a, b), &exists[a..b])?;
             Ok(())
-        }) {
-            return done.map(|()| rows);
-        }
-        self.accum_window(keys, deltas, exists)
+        })?;
+        Ok(rows)
     }
 
     fn check_accum_args(&self, deltas: &Rows<'_>, exists: &[u8], n: usize) -> Result<()> {
@@ -94,15 +89,24 @@ impl RedisTable {
     /// One window of an accum: rounds of read, fold and compare-and-set until no key lost a
     /// race; keys still contended after [`CAS_ROUNDS_BEFORE_SCRIPT`] rounds go through the
     /// per-element script.
-    fn accum_window(&self, keys: &Keys<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<usize> {
-        let plan = self.plan(keys);
+    fn accum_window(&self, w: &Window<'_>, deltas: &Rows<'_>, exists: &[u8]) -> Result<usize> {
+        let plan = &w.plan;
         let vt = self.stored_vt;
         let kss = self.cfg.keys_sending_size;
         let mut todo = vec![true; plan.distinct()];
         for attempt in 0..=ACCUM_CAS_ROUNDS {
             if attempt >= CAS_ROUNDS_BEFORE_SCRIPT && accum::script_supports(vt) {
                 // Contended keys: apply them inside the server, which always makes progress.
-                self.accum_by_script(keys, deltas, exists, &plan, &todo)?;
+                let (order, chunks) = plan.subset(&todo, kss);
+                let add = AddByScript {
+                    table: self,
+                    keys: &w.keys,
+                    plan,
+                    order: &order,
+                    deltas,
+                    exists,
+                };
+                self.dispatch(&chunks, &add)?;
                 break;
             }
             if attempt > 0 {
@@ -114,17 +118,29 @@ impl RedisTable {
             if chunks.is_empty() {
                 break;
             }
-            let stored = self.read_baseline(keys, &plan, &order, &chunks)?;
+            let note = "; nothing was accumulated for it";
+            let read = ReadRows::new(self, w, &order, Kind::WRITE, Some((self.row, note)));
+            self.dispatch(&chunks, &read)?;
+            let stored = read.into_rows();
             // 2. Fold each key's occurrences into its row, client-side.
-            let updates = self.fold_rows(deltas, exists, &plan, &order, &stored, &mut todo);
+            let updates = self.fold_rows(deltas, exists, plan, &order, &stored, &mut todo);
             // 3. Write each new row only if the key still holds what it was computed from.
-            let (cas_order, cas_chunks) = plan.subset(&todo, kss);
-            if cas_chunks.is_empty() {
+            let (order, chunks) = plan.subset(&todo, kss);
+            if chunks.is_empty() {
                 break;
             }
-            let lost =
-                self.write_if_unchanged(keys, &plan, &cas_order, &cas_chunks, &stored, &updates)?;
+            let cas = CompareAndSet {
+                table: self,
+                keys: &w.keys,
+                plan,
+                order: &order,
+                stored: &stored,
+                updates: &updates,
+                lost: Mutex::default(),
+            };
+            self.dispatch(&chunks, &cas)?;
             // Keys that lost a race are read and recomputed in the next round.
+            let lost = sync::into_inner(cas.lost);
             todo.iter_mut().for_each(|t| *t = false);
             if lost.is_empty() {
                 break;
@@ -144,47 +160,6 @@ impl RedisTable {
         }
         self.touch(&plan.chunks);
         Ok(plan.distinct())
-    }
-
-    /// The stored row of each distinct key in `order` (None if absent), indexed by distinct
-    /// key; a row of the wrong length is an error naming its key.
-    fn read_baseline(
-        &self,
-        keys: &Keys<'_>,
-        plan: &Plan,
-        order: &[u32],
-        chunks: &[Chunk],
-    ) -> Result<Vec<Option<Vec<u8>>>> {
-        let row = self.row;
-        let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; plan.distinct()]);
-        let req = Commands::idempotent(
-            Access::Write,
-            |c, ch| self.encode_hmget(c, ch, order, plan, keys),
-            |c, ch| {
-                self.read_hmget_header(c, ch)?;
-                for &d in &order[ch.start..ch.end] {
-                    let v = match c.read_bulk_len()? {
-                        Some(len) if len == row => {
-                            let mut v = vec![0u8; len];
-                            c.payload(&mut v)?;
-                            Some(v)
-                        }
-                        Some(len) => {
-                            return Err(self.key_error(
-                                self.bucket_name(ch),
-                                keys.get(plan.first[d as usize] as usize),
-                                format!("stored value has {len} bytes, expected {row}; nothing was accumulated for it"),
-                            ))
-                        }
-                        None => None,
-                    };
-                    sync::lock(&stored)[d as usize] = v;
-                }
-                Ok(())
-            },
-        );
-        self.dispatch(chunks, &req)?;
-        Ok(sync::into_inner(stored))
     }
 
     /// Folds the occurrences of each key in `order` into its stored row: the rows to write,
@@ -211,126 +186,134 @@ impl RedisTable {
         }
         updates
     }
+}
 
-    /// Sends the compare-and-set script for the keys in `order`: each key gets its update only
-    /// if it still holds its `stored` row. Returns the keys that lost the race.
-    fn write_if_unchanged(
-        &self,
-        keys: &Keys<'_>,
-        plan: &Plan,
-        order: &[u32],
-        chunks: &[Chunk],
-        stored: &[Option<Vec<u8>>],
-        updates: &[Option<Vec<u8>>],
-    ) -> Result<Vec<u32>> {
-        let lost: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-        // Not idempotent: a CAS whose connection failed after sending may have applied, so
-        // it is reported, never resent. Redirected or refused commands are resent.
-        self.dispatch(
-            chunks,
-            &Commands::once(
-                Access::Write,
-                |c, ch| {
-                    c.begin(4 + 3 * (ch.end - ch.start));
-                    c.arg(b"EVAL");
-                    c.arg(accum::CAS_SCRIPT.as_bytes());
-                    c.arg(b"1");
-                    c.arg(self.bucket_name(ch));
-                    for &d in &order[ch.start..ch.end] {
-                        let d = d as usize;
-                        c.arg(keys.get(plan.first[d] as usize));
-                        match &stored[d] {
-                            Some(old) => {
-                                c.arg_header(1 + old.len());
-                                c.buf().push(1);
-                                c.buf().extend_from_slice(old);
-                                c.arg_end();
-                            }
-                            None => c.arg(&[0]),
-                        }
-                        c.arg(updates[d].as_deref().unwrap_or_default());
-                    }
-                },
-                |c, ch| {
-                    let Reply::Array(failed) = c.read_reply()? else {
-                        return Err(Error::new(
-                            ErrorKind::Server,
-                            "accum: the CAS script replied with a non-array",
-                        ));
-                    };
-                    let mut lost = sync::lock(&lost);
-                    for f in failed {
-                        if let Reply::Int(i) = f {
-                            if let Some(&d) = order.get(ch.start + (i as usize).saturating_sub(1)) {
-                                lost.push(d);
-                            }
-                        }
-                    }
-                    Ok(())
-                },
-            ),
-        )?;
-        Ok(sync::into_inner(lost))
+/// Accum's write step as a [`Request`]: the compare-and-set script per chunk, which gives each
+/// key its update only if it still holds its `stored` row, and replies the keys that lost
+/// the race. Never resent once sent: a CAS whose connection failed after sending may have
+/// applied (redirected or refused commands never ran, and are resent).
+struct CompareAndSet<'a> {
+    table: &'a RedisTable,
+    keys: &'a Keys<'a>,
+    plan: &'a Plan,
+    /// The distinct keys the chunks are cut from.
+    order: &'a [u32],
+    /// Per distinct key, the row read (the baseline) and the row to write.
+    stored: &'a [Option<Vec<u8>>],
+    updates: &'a [Option<Vec<u8>>],
+    /// The distinct keys that lost the race.
+    lost: Mutex<Vec<u32>>,
+}
+
+impl Request for CompareAndSet<'_> {
+    fn kind(&self) -> Kind {
+        Kind::WRITE_ONCE
     }
 
-    /// Applies the occurrences of the keys marked in `todo` with [`accum::ADD_SCRIPT`].
-    fn accum_by_script(
-        &self,
-        keys: &Keys<'_>,
-        deltas: &Rows<'_>,
-        exists: &[u8],
-        plan: &Plan,
-        todo: &[bool],
-    ) -> Result<()> {
-        let vt = self.stored_vt;
-        let (order, chunks) = plan.subset(todo, self.cfg.keys_sending_size);
-        let occurrences = |d: u32| plan.positions(d as usize);
-        let req = Commands::once(
-            Access::Write,
-            |c, ch| {
-                let ds = &order[ch.start..ch.end];
-                let flags: Vec<u8> = ds
-                    .iter()
-                    .flat_map(|&d| occurrences(d).map(|p| (exists[p] != 0) as u8))
-                    .collect();
-                let pairs = flags.len();
-                c.begin(6 + 2 * pairs);
-                c.arg(b"EVAL");
-                c.arg(accum::ADD_SCRIPT.as_bytes());
-                c.arg(b"1");
-                c.arg(self.bucket_name(ch));
-                c.arg(vt.tf_name().as_bytes());
-                c.arg(&flags);
-                for &d in ds {
-                    for p in occurrences(d) {
-                        c.arg(keys.get(p));
-                        c.arg_header(deltas.encoded_len(p));
-                        deltas.encode(p, c.buf());
-                        c.arg_end();
-                    }
+    fn encode(&self, c: &mut Conn, ch: &Chunk) {
+        c.begin(4 + 3 * (ch.end - ch.start));
+        c.arg(b"EVAL");
+        c.arg(accum::CAS_SCRIPT.as_bytes());
+        c.arg(b"1");
+        c.arg(self.table.bucket_name(ch));
+        for &d in &self.order[ch.start..ch.end] {
+            let d = d as usize;
+            c.arg(self.keys.get(self.plan.first[d] as usize));
+            match &self.stored[d] {
+                Some(old) => {
+                    c.arg_header(1 + old.len());
+                    c.buf().push(1);
+                    c.buf().extend_from_slice(old);
+                    c.arg_end();
                 }
-            },
-            |c, ch| {
-                let reply = c.read_reply()?;
-                let (pair, len) = match accum::script_result(&reply) {
-                    Some(accum::ScriptResult::Applied) => return Ok(()),
-                    Some(accum::ScriptResult::WrongLength { pair, len }) => (pair, len),
-                    None => return Err(c.protocol(format!("the accum script replied {reply:?}"))),
-                };
-                let p = order[ch.start..ch.end]
-                    .iter()
-                    .flat_map(|&d| occurrences(d))
-                    .nth(pair.wrapping_sub(1));
-                match p {
-                    Some(p) => Err(self.key_error(
-                        self.bucket_name(ch),
-                        keys.get(p),
-                        format!("stored value has {len} bytes, expected {}; the command holding this key was not applied", self.row),
-                    )),
-                    None => Err(c.protocol(format!("the accum script named pair {pair}, beyond the command"))),
+                None => c.arg(&[0]),
+            }
+            c.arg(self.updates[d].as_deref().unwrap_or_default());
+        }
+    }
+
+    fn decode(&self, c: &mut Conn, ch: &Chunk) -> Result<()> {
+        let Reply::Array(failed) = c.read_reply()? else {
+            return Err(Error::new(
+                ErrorKind::Server,
+                "accum: the CAS script replied with a non-array",
+            ));
+        };
+        let mut lost = sync::lock(&self.lost);
+        for f in failed {
+            if let Reply::Int(i) = f {
+                let at = ch.start + (i as usize).saturating_sub(1);
+                if let Some(&d) = self.order.get(at) {
+                    lost.push(d);
                 }
-            },
-        );
-        self.dispatch(&chunks, &req)
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Accum's fallback for contended keys as a [`Request`]: the per-element script
+/// ([`accum::ADD_SCRIPT`]) with every occurrence of the chunk's keys, applied atomically in
+/// the server. Never resent once sent (it adds).
+struct AddByScript<'a> {
+    table: &'a RedisTable,
+    keys: &'a Keys<'a>,
+    plan: &'a Plan,
+    /// The distinct keys the chunks are cut from.
+    order: &'a [u32],
+    deltas: &'a Rows<'a>,
+    exists: &'a [u8],
+}
+
+impl AddByScript<'_> {
+    /// The positions of the keys of `ch`, in the order their pairs are sent.
+    fn occurrences<'s>(&'s self, ch: &Chunk) -> impl Iterator<Item = usize> + 's {
+        let ds = &self.order[ch.start..ch.end];
+        ds.iter().flat_map(|&d| self.plan.positions(d as usize))
+    }
+}
+
+impl Request for AddByScript<'_> {
+    fn kind(&self) -> Kind {
+        Kind::WRITE_ONCE
+    }
+
+    fn encode(&self, c: &mut Conn, ch: &Chunk) {
+        let t = self.table;
+        let flags: Vec<u8> = self
+            .occurrences(ch)
+            .map(|p| (self.exists[p] != 0) as u8)
+            .collect();
+        c.begin(6 + 2 * flags.len());
+        c.arg(b"EVAL");
+        c.arg(accum::ADD_SCRIPT.as_bytes());
+        c.arg(b"1");
+        c.arg(t.bucket_name(ch));
+        c.arg(t.stored_vt.tf_name().as_bytes());
+        c.arg(&flags);
+        for p in self.occurrences(ch) {
+            c.arg(self.keys.get(p));
+            c.arg_header(self.deltas.encoded_len(p));
+            self.deltas.encode(p, c.buf());
+            c.arg_end();
+        }
+    }
+
+    fn decode(&self, c: &mut Conn, ch: &Chunk) -> Result<()> {
+        let reply = c.read_reply()?;
+        let (pair, len) = match accum::script_result(&reply) {
+            Some(accum::ScriptResult::Applied) => return Ok(()),
+            Some(accum::ScriptResult::WrongLength { pair, len }) => (pair, len),
+            None => return Err(c.protocol(format!("the accum script replied {reply:?}"))),
+        };
+        let t = self.table;
+        match self.occurrences(ch).nth(pair.wrapping_sub(1)) {
+            Some(p) => Err(t.key_error(
+                t.bucket_name(ch),
+                self.keys.get(p),
+                format!("stored value has {len} bytes, expected {}; the command holding this key was not applied", t.row),
+            )),
+            None => Err(c.protocol(format!("the accum script named pair {pair}, beyond the command"))),
+        }
     }
 }

@@ -4,9 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::stats::Op;
-use super::{RedisTable, Shared, StrRows};
-use crate::cluster::dispatch::{in_windows, Commands, Request};
-use crate::cluster::route::Access;
+use super::{RedisTable, Shared, StrRows, Window};
+use crate::cluster::dispatch::{Kind, Request};
 use crate::codec::{decode_str_row, Keys, Rows, Storage};
 use crate::error::{Error, Result};
 use crate::plan::{Chunk, Plan};
@@ -76,28 +75,29 @@ impl RedisTable {
         out: &mut [u8],
         mut exists: Option<&mut [u8]>,
     ) -> Result<Found> {
-        let (n, row) = (keys.len(), self.row);
-        let per_key = self.check_find_args(n, defaults, out, exists.as_deref())?;
+        let row = self.row;
+        let per_key = self.check_find_args(keys.len(), defaults, out, exists.as_deref())?;
         let mut found = Found::default();
-        if n == 0 {
-            return Ok(found);
-        }
-        let windowed = in_windows(n, |a, b| {
-            let d = if per_key {
-                &defaults[a * row..b * row]
-            } else {
-                defaults
+        self.each_window(keys, |w| {
+            let (a, b) = (w.start, w.end);
+            let to = Scatter {
+                out: Shared::new(&mut out[a * row..b * row]),
+                exists: exists.as_deref_mut().map(|e| Shared::new(&mut e[a..b])),
+                defaults: if per_key {
+                    &defaults[a * row..b * row]
+                } else {
+                    defaults
+                },
+                per_key,
+                row,
             };
-            let e = exists.as_deref_mut().map(|e| &mut e[a..b]);
-            let w = self.find_window(&keys.sub(a, b), d, per_key, &mut out[a * row..b * row], e)?;
-            found.hits += w.hits;
-            found.bytes += w.bytes;
+            let lookup = Lookup::new(self, w, to);
+            self.dispatch(&w.plan.chunks, &lookup)?;
+            self.touch(&[]);
+            found += lookup.found();
             Ok(())
-        });
-        if let Some(done) = windowed {
-            return done.map(|()| found);
-        }
-        self.find_window(keys, defaults, per_key, out, exists)
+        })?;
+        Ok(found)
     }
 
     /// Checks a lookup's buffers against `n` keys; returns whether `defaults` holds one row
@@ -135,60 +135,21 @@ impl RedisTable {
         Ok(per_key)
     }
 
-    /// One window of a lookup: one HMGET per chunk, each reply read straight into the output.
-    fn find_window(
-        &self,
-        keys: &Keys<'_>,
-        defaults: &[u8],
-        per_key: bool,
-        out: &mut [u8],
-        exists: Option<&mut [u8]>,
-    ) -> Result<Found> {
-        let plan = self.plan(keys);
-        let lookup = Lookup {
-            table: self,
-            keys,
-            plan: &plan,
-            hits: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
-            to: Scatter {
-                out: Shared::new(out),
-                exists: exists.map(Shared::new),
-                defaults,
-                per_key,
-                row: self.row,
-            },
-        };
-        self.dispatch(&plan.chunks, &lookup)?;
-        self.touch(&[]);
-        Ok(Found {
-            hits: lookup.hits.into_inner(),
-            bytes: lookup.bytes.into_inner(),
-        })
-    }
-
-    /// Reads the length of the next HMGET value, the stored row of the key at `pos`: None if
-    /// the key is absent; a length other than a row's is an error naming bucket and key.
-    fn stored_row_len(
-        &self,
-        c: &mut Conn,
-        ch: &Chunk,
-        keys: &Keys<'_>,
-        pos: usize,
-    ) -> Result<Option<usize>> {
-        let row = self.row;
-        match c.read_bulk_len()? {
-            Some(len) if len != row => Err(self.key_error(
-                self.bucket_name(ch),
-                keys.get(pos),
-                format!(
-                    "stored value has {len} bytes, expected dim {} × {} = {row}",
-                    self.spec.dim,
-                    self.spec.value_type.tf_name()
-                ),
-            )),
-            len => Ok(len),
-        }
+    /// The error for a stored value of `len` bytes read for `key` from the bucket of `ch`,
+    /// where a row has `self.row`. Out of line: the decode loop only tests the length.
+    #[cold]
+    #[inline(never)]
+    fn bad_row_len(&self, ch: &Chunk, key: &[u8], len: usize) -> Error {
+        self.key_error(
+            self.bucket_name(ch),
+            key,
+            format!(
+                "stored value has {len} bytes, expected dim {} × {} = {}",
+                self.spec.dim,
+                self.spec.value_type.tf_name(),
+                self.row
+            ),
+        )
     }
 
     /// Looks up string values. `defaults` holds one row per key or at least one row.
@@ -212,57 +173,115 @@ impl RedisTable {
         if n == 0 {
             return Ok((rows, Vec::new()));
         }
-        let drows = defaults.len();
-        let per_key = drows == n;
-        if drows == 0 {
+        let per_key = defaults.len() == n;
+        if defaults.is_empty() {
             return Err(Error::invalid(format!(
                 "default_value needs at least dim = {dim} elements"
             )));
         }
-        let plan = self.plan(keys);
-        // Each distinct key's stored row, with the bucket it was read from.
-        type Stored = Option<(usize, Vec<u8>)>;
-        let stored: Mutex<Vec<Stored>> = Mutex::new(vec![None; plan.distinct()]);
-        self.dispatch(
-            &plan.chunks,
-            &Commands::idempotent(
-                Access::Read,
-                |c, ch| self.encode_hmget(c, ch, &plan.order, &plan, keys),
-                |c, ch| {
-                    self.read_hmget_header(c, ch)?;
-                    for &d in &plan.order[ch.start..ch.end] {
-                        let v = match c.read_bulk_len()? {
-                            Some(len) => Some((ch.bucket, c.bulk(len)?)),
-                            None => None,
-                        };
-                        sync::lock(&stored)[d as usize] = v;
-                    }
-                    Ok(())
-                },
-            ),
-        )?;
-        let stored = sync::into_inner(stored);
-        let read: usize = stored.iter().flatten().map(|(_, v)| v.len()).sum();
         let mut exists = vec![0u8; n];
-        for (i, &d) in plan.of.iter().enumerate() {
-            match &stored[d as usize] {
-                Some((bucket, v)) => {
-                    decode_str_row(v, dim, &mut rows.data, &mut rows.offsets).map_err(|why| {
-                        self.key_error(
-                            self.buckets.name(*bucket),
-                            keys.get(i),
-                            format!("stored string value is malformed: {why}"),
-                        )
-                    })?;
-                    exists[i] = 1;
+        let (mut hits, mut read) = (0, 0);
+        self.each_window(keys, |w| {
+            let req = ReadRows::new(self, w, &w.plan.order, Kind::READ, None);
+            self.dispatch(&w.plan.chunks, &req)?;
+            let stored = req.into_rows();
+            for (i, &d) in w.plan.of.iter().enumerate() {
+                let p = w.start + i;
+                match &stored[d as usize] {
+                    Some(v) => {
+                        decode_str_row(v, dim, &mut rows.data, &mut rows.offsets).map_err(
+                            |why| {
+                                let key = w.keys.get(i);
+                                self.key_error(
+                                    self.buckets.name(self.bucket_of(key)),
+                                    key,
+                                    format!("stored string value is malformed: {why}"),
+                                )
+                            },
+                        )?;
+                        exists[p] = 1;
+                        hits += 1;
+                    }
+                    None => rows.push_from(defaults, if per_key { p } else { 0 }, dim),
                 }
-                None => rows.push_from(defaults, if per_key { i } else { 0 }, dim),
             }
-        }
-        self.touch(&[]);
-        let hits = exists.iter().filter(|&&e| e != 0).count();
+            read += stored.iter().flatten().map(Vec::len).sum::<usize>();
+            self.touch(&[]);
+            Ok(())
+        })?;
         self.stats.looked_up(n, hits, read);
         Ok((rows, exists))
+    }
+}
+
+/// Reads the stored rows of distinct keys into memory, one HMGET per chunk: string rows
+/// (any length), and accum's baseline (rows of a fixed length, read from the master).
+pub(super) struct ReadRows<'a> {
+    table: &'a RedisTable,
+    keys: &'a Keys<'a>,
+    plan: &'a Plan,
+    /// The distinct keys the chunks are cut from: `plan.order`, or a part of the plan.
+    order: &'a [u32],
+    /// A read, or (accum's baseline) a read from the master.
+    kind: Kind,
+    /// The length every stored row must have and what its error adds, or None for any.
+    expect: Option<(usize, &'static str)>,
+    /// Per distinct key of the plan, its stored row (None if absent or not read).
+    rows: Mutex<Vec<Option<Vec<u8>>>>,
+}
+
+impl<'a> ReadRows<'a> {
+    pub(super) fn new(
+        table: &'a RedisTable,
+        w: &'a Window<'a>,
+        order: &'a [u32],
+        kind: Kind,
+        expect: Option<(usize, &'static str)>,
+    ) -> Self {
+        ReadRows {
+            table,
+            keys: &w.keys,
+            plan: &w.plan,
+            order,
+            kind,
+            expect,
+            rows: Mutex::new(vec![None; w.plan.distinct()]),
+        }
+    }
+
+    /// The rows read, indexed by distinct key.
+    pub(super) fn into_rows(self) -> Vec<Option<Vec<u8>>> {
+        sync::into_inner(self.rows)
+    }
+}
+
+impl Request for ReadRows<'_> {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn encode(&self, c: &mut Conn, ch: &Chunk) {
+        (self.table).encode_hmget(c, ch, self.order, self.plan, self.keys);
+    }
+
+    fn decode(&self, c: &mut Conn, ch: &Chunk) -> Result<()> {
+        let t = self.table;
+        t.read_hmget_header(c, ch)?;
+        for &d in &self.order[ch.start..ch.end] {
+            let v = match (c.read_bulk_len()?, self.expect) {
+                (None, _) => None,
+                (Some(len), Some((row, note))) if len != row => {
+                    return Err(t.key_error(
+                        t.bucket_name(ch),
+                        self.keys.get(self.plan.first[d as usize] as usize),
+                        format!("stored value has {len} bytes, expected {row}{note}"),
+                    ))
+                }
+                (Some(len), _) => Some(c.bulk(len)?),
+            };
+            sync::lock(&self.rows)[d as usize] = v;
+        }
+        Ok(())
     }
 }
 
@@ -278,6 +297,27 @@ struct Lookup<'a> {
     to: Scatter<'a>,
 }
 
+impl<'a> Lookup<'a> {
+    fn new(table: &'a RedisTable, w: &'a Window<'a>, to: Scatter<'a>) -> Self {
+        Lookup {
+            table,
+            keys: &w.keys,
+            plan: &w.plan,
+            hits: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            to,
+        }
+    }
+
+    /// What the lookup found, once it has run.
+    fn found(&self) -> Found {
+        Found {
+            hits: self.hits.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// What a lookup found: key positions, and stored value bytes read.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Found {
@@ -285,13 +325,16 @@ pub(crate) struct Found {
     pub(crate) bytes: usize,
 }
 
-impl Request for Lookup<'_> {
-    fn access(&self) -> Access {
-        Access::Read
+impl std::ops::AddAssign for Found {
+    fn add_assign(&mut self, w: Found) {
+        self.hits += w.hits;
+        self.bytes += w.bytes;
     }
+}
 
-    fn resend_safe(&self) -> bool {
-        true
+impl Request for Lookup<'_> {
+    fn kind(&self) -> Kind {
+        Kind::READ
     }
 
     fn encode(&self, c: &mut Conn, ch: &Chunk) {
@@ -304,23 +347,25 @@ impl Request for Lookup<'_> {
         t.read_hmget_header(c, ch)?;
         // Each reply is scattered to every position of its key as it is read, so the copies
         // for duplicate keys and defaults overlap the server's work on the next commands
-        // instead of following the last reply.
+        // instead of following the last reply. This loop runs once per key: keep it lean
+        // (examples/client_cost.rs counts its instructions).
         // SAFETY (both calls): the rows and flags written belong to the occurrences of this
         // chunk's distinct keys only, and each chunk is decoded by one task at a time.
-        let (mut hits, mut bytes) = (0, 0);
+        let (row, mut hits, mut bytes) = (to.row, 0, 0);
         for &d in &plan.order[ch.start..ch.end] {
             let first = plan.first[d as usize] as usize;
-            let hit = match t.stored_row_len(c, ch, self.keys, first)? {
-                Some(len) => {
-                    c.payload(unsafe { to.out.slice(first * to.row, to.row) })?;
-                    bytes += len;
+            let hit = match c.read_bulk_len()? {
+                None => false,
+                Some(len) if len == row => {
+                    c.payload(unsafe { to.out.slice(first * row, row) })?;
                     true
                 }
-                None => false,
+                Some(len) => return Err(t.bad_row_len(ch, self.keys.get(first), len)),
             };
-            let written = unsafe { to.scatter(plan.positions(d as usize), first, hit) };
+            let positions = unsafe { to.fill(plan, first, hit) };
             if hit {
-                hits += written;
+                hits += positions;
+                bytes += row;
             }
         }
         // Added once the whole reply is decoded, so a chunk cut off and resent counts once.
@@ -341,35 +386,53 @@ struct Scatter<'a> {
 }
 
 impl Scatter<'_> {
-    /// Fills every position of one distinct key: the row read in place at `first` when `hit`,
-    /// else the key's defaults; and its found flag. Returns the number of positions.
+    /// Completes every position of the key first seen at `first`, whose stored row was read
+    /// in place there when `hit`: the later positions get a copy of it, or on a miss every
+    /// position gets its default row; each gets its found flag. Returns the number of
+    /// positions.
     ///
     /// # Safety
     /// No other task may write these positions meanwhile.
-    unsafe fn scatter(
-        &self,
-        positions: impl Iterator<Item = usize>,
-        first: usize,
-        hit: bool,
-    ) -> usize {
+    #[inline(always)]
+    unsafe fn fill(&self, plan: &Plan, first: usize, hit: bool) -> usize {
         let row = self.row;
-        let mut n = 0;
-        let found: Option<&[u8]> = hit.then(|| &*self.out.slice(first * row, row));
-        for p in positions {
-            let from = match found {
-                Some(_) if p == first => None, // read in place
-                Some(r) => Some(r),
-                None if self.per_key => Some(&self.defaults[p * row..(p + 1) * row]),
-                None => Some(&self.defaults[..row]),
+        if !hit {
+            self.out
+                .slice(first * row, row)
+                .copy_from_slice(self.default_row(first));
+        }
+        self.flag(first, hit);
+        let mut n = 1;
+        for p in plan.repeats(first) {
+            let from = if hit {
+                &*self.out.slice(first * row, row)
+            } else {
+                self.default_row(p)
             };
-            if let Some(from) = from {
-                self.out.slice(p * row, row).copy_from_slice(from);
-            }
-            if let Some(e) = &self.exists {
-                e.slice(p, 1)[0] = hit as u8;
-            }
+            self.out.slice(p * row, row).copy_from_slice(from);
+            self.flag(p, hit);
             n += 1;
         }
         n
+    }
+
+    /// The default row of position `p`.
+    fn default_row(&self, p: usize) -> &[u8] {
+        let row = self.row;
+        if self.per_key {
+            &self.defaults[p * row..(p + 1) * row]
+        } else {
+            &self.defaults[..row]
+        }
+    }
+
+    /// Sets the found flag of position `p`, if flags are wanted.
+    ///
+    /// # Safety
+    /// As for [`Scatter::fill`].
+    unsafe fn flag(&self, p: usize, hit: bool) {
+        if let Some(e) = &self.exists {
+            e.slice(p, 1)[0] = hit as u8;
+        }
     }
 }

@@ -182,6 +182,16 @@ impl<'buf> Shared<'buf> {
     }
 }
 
+/// One window of an op's keys (see [`RedisTable::each_window`]): the call's positions
+/// `start..end`, their keys (window position `i` is call position `start + i`), and their
+/// plan.
+struct Window<'k> {
+    start: usize,
+    end: usize,
+    keys: Keys<'k>,
+    plan: Plan,
+}
+
 /// One embedding table stored in Redis.
 struct RedisTable {
     cfg: Config,
@@ -295,11 +305,18 @@ impl RedisTable {
             // TFRA's standalone and sentinel modes keep every row in bucket 0.
             return Plan::new(keys, 1, self.cfg.keys_sending_size, |_| 0);
         }
-        let numeric = self.spec.key_type != KeyType::Str;
-        let hashed = self.cfg.using_hash_storage_slice;
         Plan::new(keys, self.buckets.len(), self.cfg.keys_sending_size, |k| {
-            self.layout.bucket_of(k, numeric, hashed)
+            self.bucket_of(k)
         })
+    }
+
+    /// The bucket `key` is stored in (as [`RedisTable::plan`] places it).
+    fn bucket_of(&self, key: &[u8]) -> usize {
+        if self.layout.rule == layout_store::Rule::First {
+            return 0;
+        }
+        let numeric = self.spec.key_type != KeyType::Str;
+        (self.layout).bucket_of(key, numeric, self.cfg.using_hash_storage_slice)
     }
 
     fn bucket_name(&self, c: &Chunk) -> &[u8] {
@@ -327,6 +344,27 @@ impl RedisTable {
             display_bytes(bucket),
             self.spec.key_type.display(key)
         ))
+    }
+
+    /// Runs an op on `keys`: window by window ([`dispatch::in_windows`]: in order, stopping
+    /// at the first error), each window's keys planned (dedup, bucket, chunk), and `op` runs
+    /// the window's request on the plan's chunks with [`RedisTable::dispatch`] (accum runs
+    /// several, on parts of the plan). Nothing runs for no keys.
+    fn each_window(
+        &self,
+        keys: &Keys<'_>,
+        mut op: impl FnMut(&Window<'_>) -> Result<()>,
+    ) -> Result<()> {
+        dispatch::in_windows(keys.len(), |start, end| {
+            let keys = keys.sub(start, end);
+            let plan = self.plan(&keys);
+            op(&Window {
+                start,
+                end,
+                keys,
+                plan,
+            })
+        })
     }
 
     /// Runs `req`, one command per chunk, on the servers owning the chunks' buckets; see

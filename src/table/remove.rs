@@ -2,10 +2,12 @@
 
 use super::stats::Op;
 use super::RedisTable;
-use crate::cluster::dispatch::{in_windows, Commands};
+use crate::cluster::dispatch::{Kind, Request};
 use crate::cluster::route::Access;
 use crate::codec::Keys;
 use crate::error::Result;
+use crate::plan::{Chunk, Plan};
+use crate::resp::conn::Conn;
 use crate::stats;
 
 impl RedisTable {
@@ -16,30 +18,16 @@ impl RedisTable {
 
     fn remove_keys(&self, keys: &Keys<'_>) -> Result<()> {
         let _timer = stats::CallTimer::start();
-        if keys.is_empty() {
-            return Ok(());
-        }
-        if let Some(done) = in_windows(keys.len(), |a, b| self.remove_keys(&keys.sub(a, b))) {
-            return done;
-        }
-        let plan = self.plan(keys);
-        self.dispatch(
-            &plan.chunks,
-            &Commands::idempotent(
-                Access::Write,
-                |c, ch| {
-                    c.begin(2 + ch.end - ch.start);
-                    c.arg(b"HDEL");
-                    c.arg(self.bucket_name(ch));
-                    for &d in &plan.order[ch.start..ch.end] {
-                        c.arg(keys.get(plan.first[d as usize] as usize));
-                    }
-                },
-                |c, _| c.read_int().map(|_| ()),
-            ),
-        )?;
-        self.touch(&[]);
-        Ok(())
+        self.each_window(keys, |w| {
+            let req = Remove {
+                table: self,
+                keys: &w.keys,
+                plan: &w.plan,
+            };
+            self.dispatch(&w.plan.chunks, &req)?;
+            self.touch(&[]);
+            Ok(())
+        })
     }
 
     /// Deletes every runtime bucket of this table (optimizer-slot tables are separate tables).
@@ -59,5 +47,33 @@ impl RedisTable {
             .per_bucket(&self.all_buckets(), b"HLEN", &[], Access::Read)?
             .iter()
             .sum())
+    }
+}
+
+/// A delete as a [`Request`]: one HDEL per chunk of distinct keys. Resendable: deleting twice
+/// leaves the same state.
+struct Remove<'a> {
+    table: &'a RedisTable,
+    keys: &'a Keys<'a>,
+    plan: &'a Plan,
+}
+
+impl Request for Remove<'_> {
+    fn kind(&self) -> Kind {
+        Kind::WRITE
+    }
+
+    fn encode(&self, c: &mut Conn, ch: &Chunk) {
+        let plan = self.plan;
+        c.begin(2 + ch.end - ch.start);
+        c.arg(b"HDEL");
+        c.arg(self.table.bucket_name(ch));
+        for &d in &plan.order[ch.start..ch.end] {
+            c.arg(self.keys.get(plan.first[d as usize] as usize));
+        }
+    }
+
+    fn decode(&self, c: &mut Conn, _: &Chunk) -> Result<()> {
+        c.read_int().map(|_| ())
     }
 }

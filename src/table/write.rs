@@ -2,11 +2,12 @@
 
 use super::stats::Op;
 use super::RedisTable;
-use crate::cluster::dispatch::{in_windows, Commands};
-use crate::cluster::route::Access;
+use crate::cluster::dispatch::{Kind, Request};
 use crate::codec::{Keys, Rows};
 use crate::config::StoreMode;
 use crate::error::Result;
+use crate::plan::{Chunk, Plan};
+use crate::resp::conn::Conn;
 use crate::stats;
 
 /// How many rows ahead of the one being encoded are prefetched.
@@ -43,48 +44,22 @@ impl RedisTable {
     }
 
     fn insert_rows(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<(usize, usize)> {
-        let n = keys.len();
-        self.check_rows(values, n, "values")?;
-        let mut written = (0, 0);
-        if n == 0 {
-            return Ok(written);
-        }
-        if let Some(done) = in_windows(n, |a, b| {
-            let (r, b) = self.insert_rows(&keys.sub(a, b), &values.sub(a, b))?;
-            written = (written.0 + r, written.1 + b);
+        self.check_rows(values, keys.len(), "values")?;
+        let (mut rows, mut bytes) = (0, 0);
+        self.each_window(keys, |w| {
+            let req = Insert {
+                table: self,
+                keys: &w.keys,
+                plan: &w.plan,
+                values: values.sub(w.start, w.end),
+            };
+            self.dispatch(&w.plan.chunks, &req)?;
+            self.touch(&w.plan.chunks);
+            rows += w.plan.distinct();
+            bytes += req.value_bytes();
             Ok(())
-        }) {
-            return done.map(|()| written);
-        }
-        let plan = self.plan(keys);
-        self.dispatch(
-            &plan.chunks,
-            &Commands::idempotent(
-                Access::Write,
-                |c, ch| {
-                    c.begin(2 + 2 * (ch.end - ch.start));
-                    c.arg(b"HSET");
-                    c.arg(self.bucket_name(ch));
-                    let order = &plan.order[ch.start..ch.end];
-                    for (j, &d) in order.iter().enumerate() {
-                        if let Some(&ahead) = order.get(j + PREFETCH_ROWS) {
-                            values.prefetch(plan.last[ahead as usize] as usize);
-                        }
-                        let p = plan.last[d as usize] as usize;
-                        c.arg(keys.get(p));
-                        c.arg_header(values.encoded_len(p));
-                        values.encode(p, c.buf());
-                        c.arg_end();
-                    }
-                },
-                |c, _| c.read_int().map(|_| ()),
-            ),
-        )?;
-        self.touch(&plan.chunks);
-        let bytes = (0..plan.distinct())
-            .map(|d| values.encoded_len(plan.last[d] as usize))
-            .sum();
-        Ok((plan.distinct(), bytes))
+        })?;
+        Ok((rows, bytes))
     }
 
     /// Checkpoint restore. Mode 0 upserts the rows (the table is not cleared first, as in
@@ -96,5 +71,53 @@ impl RedisTable {
             StoreMode::RdbFiles if self.spec.shard.reports_shared_rows() => self.restore_buckets(),
             _ => Ok(()),
         }
+    }
+}
+
+/// An upsert as a [`Request`]: one HSET per chunk, with the last row given for each of its
+/// distinct keys (TFRA's last-write-wins). Resendable: running it twice writes the same rows.
+struct Insert<'a> {
+    table: &'a RedisTable,
+    keys: &'a Keys<'a>,
+    plan: &'a Plan,
+    /// The window's rows, position by position as `keys`.
+    values: Rows<'a>,
+}
+
+impl Insert<'_> {
+    /// The stored value bytes written, one row per distinct key.
+    fn value_bytes(&self) -> usize {
+        let last = &self.plan.last;
+        last.iter()
+            .map(|&p| self.values.encoded_len(p as usize))
+            .sum()
+    }
+}
+
+impl Request for Insert<'_> {
+    fn kind(&self) -> Kind {
+        Kind::WRITE
+    }
+
+    fn encode(&self, c: &mut Conn, ch: &Chunk) {
+        let (plan, values) = (self.plan, &self.values);
+        c.begin(2 + 2 * (ch.end - ch.start));
+        c.arg(b"HSET");
+        c.arg(self.table.bucket_name(ch));
+        let order = &plan.order[ch.start..ch.end];
+        for (j, &d) in order.iter().enumerate() {
+            if let Some(&ahead) = order.get(j + PREFETCH_ROWS) {
+                values.prefetch(plan.last[ahead as usize] as usize);
+            }
+            let p = plan.last[d as usize] as usize;
+            c.arg(self.keys.get(p));
+            c.arg_header(values.encoded_len(p));
+            values.encode(p, c.buf());
+            c.arg_end();
+        }
+    }
+
+    fn decode(&self, c: &mut Conn, _: &Chunk) -> Result<()> {
+        c.read_int().map(|_| ())
     }
 }
