@@ -144,7 +144,8 @@ fn connections_killed_during_a_load_lose_nothing() {
         &s,
         "kill2",
         // A paused request waits for its kill, however slow this machine: no socket timeout.
-        r#""keys_sending_size": 64, "rde_retry_backoff_ms": 5, "redis_socket_timeout": 60000"#,
+        // No TTL: its periodic EXPIRE refresh (every 60 s) would be the write found paused.
+        r#""keys_sending_size": 64, "rde_retry_backoff_ms": 5, "redis_socket_timeout": 60000, "expire_model_tag_in_seconds": 0"#,
     );
     let (failures, retries, failed) = (
         counter("connection_failures"),
