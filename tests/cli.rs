@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -556,50 +554,15 @@ fn the_config_comes_from_tfras_environment_variable() {
     assert_eq!(table(&json_of(&out), "env_table")["rows"], 3);
 }
 
-/// Runs the tool with stderr on a pseudo-terminal and returns what the terminal showed.
-fn on_a_pty(config: &Path, args: &[&str]) -> (Output, String) {
-    let (mut master, mut slave) = (0, 0);
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty");
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    // The child has exited and its end of the pty is closed: read what it drew.
-    let mut shown = Vec::new();
-    let mut f = std::fs::File::from(master);
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = f.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        shown.extend_from_slice(&buf[..n]);
-    }
-    (out, String::from_utf8_lossy(&shown).into_owned())
-}
-
 #[test]
 fn long_commands_draw_a_progress_bar_on_a_terminal_only() {
     let s = Server::start();
     let _t = fill(&s.config(r#""model_tag_runtime": "m""#), "user", 4, 5000);
     let (_d, path) = config_file(&standalone_json(s.port, ""));
-    let (out, shown) = on_a_pty(&path, &["check"]);
-    assert!(out.status.success());
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(&path).arg("check");
+    let (status, shown) = support::on_a_pty(cmd);
+    assert!(status.success(), "{shown}");
     assert!(shown.contains("checking rows"), "{shown:?}");
     assert!(
         shown.contains("5000/5000") || shown.contains("5,000/5,000"),

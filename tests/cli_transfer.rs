@@ -482,58 +482,13 @@ fn copies_to_a_model_tag_and_to_another_layout() {
     assert_rows(&dest, 3000, |x| half::bf16::from_f32(x).to_f32());
 }
 
-/// Runs the binary with stderr on a terminal (a pty) and returns what it drew there.
+/// Runs the binary with stderr on a terminal and returns what it drew there.
 fn on_pty(cwd: &Path, cfg: &Path, args: &[&str]) -> String {
-    use std::io::Read;
-    use std::os::fd::FromRawFd;
-    let (mut master, mut slave) = (0, 0);
-    let size = libc::winsize {
-        ws_row: 40,
-        ws_col: 160,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two descriptors into the locals; the size is read only.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty");
-    // SAFETY: both descriptors were just opened and are owned here alone.
-    let (mut master, slave) = unsafe {
-        (
-            std::fs::File::from_raw_fd(master),
-            std::fs::File::from_raw_fd(slave),
-        )
-    };
-    let mut child = Command::new(BIN)
-        .current_dir(cwd)
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .stderr(slave)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Ends with EIO once the child (the only holder of the slave) has exited.
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        got
-    });
-    assert!(child.wait().unwrap().success());
-    String::from_utf8_lossy(&reader.join().unwrap()).into_owned()
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd).arg("--config").arg(cfg).args(args);
+    let (status, shown) = support::on_a_pty(cmd);
+    assert!(status.success(), "{shown}");
+    shown
 }
 
 #[test]

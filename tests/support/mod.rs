@@ -934,3 +934,61 @@ pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Runs `cmd` with stderr on a terminal (a pseudo-terminal from `openpty`, 160 columns) and
+/// stdout discarded; returns its exit status and what it drew on the terminal. The terminal is
+/// read while the command runs, so no amount of output can block it.
+pub fn on_a_pty(mut cmd: Command) -> (std::process::ExitStatus, String) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 160,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors into the locals; the size is read only.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    };
+    let mut child = cmd
+        .stderr(slave)
+        .stdout(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The command holds the terminal's other end until dropped; the reader's end-of-output
+    // is that every holder (then only the child) has closed it.
+    drop(cmd);
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Ends with EIO once the child (the only holder of the slave) has exited.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    });
+    let status = child.wait().unwrap();
+    (
+        status,
+        String::from_utf8_lossy(&reader.join().unwrap()).into_owned(),
+    )
+}
