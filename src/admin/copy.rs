@@ -84,11 +84,7 @@ impl Admin {
         let same =
             self.config().redis_db == to.redis_db && self.run_ids().iter().any(|s| ids.contains(s));
         check_targets(&tables, o, same)?;
-        let storage = self.config().rde_value_storage;
-        let shapes = tables
-            .iter()
-            .map(|t| Shape::infer(t, &o.shape, storage))
-            .collect::<Result<Vec<_>>>()?;
+        let shapes = Shape::infer_all(&tables, &o.shape, self.config().rde_value_storage)?;
         let mut out = Vec::with_capacity(tables.len());
         for (t, &shape) in tables.iter().zip(&shapes) {
             out.push(self.copy_table(t, shape, to, o, &mut run, report)?);

@@ -104,11 +104,7 @@ impl Admin {
         let state = StateFile::new(o.dir.join(EXPORT_STATE), "export");
         let mut run = Run::open(state, job, o.resume, o.page_rows)?;
         let tables = self.selected(&o.filter, &mut run)?;
-        let storage = self.config().rde_value_storage;
-        let shapes = tables
-            .iter()
-            .map(|t| Shape::infer(t, &o.shape, storage))
-            .collect::<Result<Vec<_>>>()?;
+        let shapes = Shape::infer_all(&tables, &o.shape, self.config().rde_value_storage)?;
         let mut out = Vec::with_capacity(tables.len());
         for (t, &shape) in tables.iter().zip(&shapes) {
             out.push(self.export_table(t, shape, o, &mut run, report)?);

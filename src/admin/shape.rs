@@ -35,6 +35,18 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// [`Shape::infer`] for each of `tables`, all checked before any is moved.
+    pub(crate) fn infer_all(
+        tables: &[TableInfo],
+        hint: &ShapeHint,
+        storage: Storage,
+    ) -> Result<Vec<Shape>> {
+        tables
+            .iter()
+            .map(|t| Shape::infer(t, hint, storage))
+            .collect()
+    }
+
     /// The shape of `t`'s rows under `storage`, from `hint` and the sampled sizes.
     pub(crate) fn infer(t: &TableInfo, hint: &ShapeHint, storage: Storage) -> Result<Shape> {
         let key_type = hint.key_type.unwrap_or(match t.key_bytes {
