@@ -207,37 +207,7 @@ impl Trainer {
         let mut rows = vec![0f32; nd * width];
         let mut found = vec![0u8; nd];
         let dk = set.keys()?;
-        match cfg.as_deref() {
-            Some(Configured {
-                wide: Some(wide), ..
-            }) => {
-                wide.find_untracked(
-                    &dk,
-                    &vec![0u8; width * 4],
-                    as_bytes_mut(&mut rows),
-                    Some(&mut found),
-                )?;
-            }
-            Some(c) if k > 0 && together::aligned(t, &c.tables).is_some() => together::read(
-                &together::aligned(t, &c.tables).expect("checked"),
-                &c.inits,
-                &dk,
-                dim,
-                as_bytes_mut(&mut rows),
-                &mut found,
-            )?,
-            Some(c) if k > 0 => {
-                read_separate(t, &c.tables, &c.inits, &dk, dim, &mut rows, &mut found)?
-            }
-            _ => {
-                t.find_untracked(
-                    &dk,
-                    &vec![0u8; dim * 4],
-                    as_bytes_mut(&mut rows),
-                    Some(&mut found),
-                )?;
-            }
-        }
+        read_stored(t, cfg.as_deref(), k, &dk, dim, &mut rows, &mut found)?;
         let fused_inits = match cfg.as_deref() {
             Some(c) if c.wide.is_some() => c.inits.as_slice(),
             _ => &[],
@@ -564,4 +534,40 @@ fn check_float(t: &Table) -> Result<usize> {
         )));
     }
     Ok(t.spec().dim)
+}
+
+/// Reads the stored rows of the distinct keys `dk` into `rows` (`dim` params, then `k` slot
+/// rows each, as the optimizer configured them), flagging those found: from the fused table,
+/// in one pipeline per server with the slot tables (`together`), table by table, or the
+/// params alone.
+fn read_stored(
+    t: &Table,
+    cfg: Option<&Configured>,
+    k: usize,
+    dk: &Keys<'_>,
+    dim: usize,
+    rows: &mut [f32],
+    found: &mut [u8],
+) -> Result<()> {
+    let width = dim * (1 + k);
+    match cfg {
+        Some(Configured {
+            wide: Some(wide), ..
+        }) => {
+            wide.find_untracked(dk, &vec![0u8; width * 4], as_bytes_mut(rows), Some(found))?;
+        }
+        Some(c) if k > 0 && together::aligned(t, &c.tables).is_some() => together::read(
+            &together::aligned(t, &c.tables).expect("checked"),
+            &c.inits,
+            dk,
+            dim,
+            as_bytes_mut(rows),
+            found,
+        )?,
+        Some(c) if k > 0 => read_separate(t, &c.tables, &c.inits, dk, dim, rows, found)?,
+        _ => {
+            t.find_untracked(dk, &vec![0u8; dim * 4], as_bytes_mut(rows), Some(found))?;
+        }
+    }
+    Ok(())
 }
