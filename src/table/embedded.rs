@@ -123,28 +123,7 @@ impl MemTable {
     ) -> Result<Found> {
         let _timer = stats::CallTimer::start();
         let (n, row) = (keys.len(), self.tensor_row());
-        if row == 0 {
-            return Err(Error::invalid(
-                "string values are looked up with find_strings",
-            ));
-        }
-        if out.len() != n * row {
-            return Err(Error::invalid(format!(
-                "output holds {} bytes, expected {n} rows of {row}",
-                out.len()
-            )));
-        }
-        if exists.as_deref().is_some_and(|e| e.len() != n) {
-            return Err(Error::invalid("exists output must have one entry per key"));
-        }
-        let per_key = defaults.len() == out.len();
-        if n > 0 && !per_key && defaults.len() < row {
-            return Err(Error::invalid(format!(
-                "default_value has {} elements; it needs at least dim = {} (or one row per key)",
-                defaults.len() / (row / self.spec.dim),
-                self.spec.dim
-            )));
-        }
+        let per_key = super::check_find_args(&self.spec, row, n, defaults, out, exists.as_deref())?;
         let (to, flags) = (Shared::new(out), exists.map(Shared::new));
         let (hits, bytes) = (AtomicUsize::new(0), AtomicUsize::new(0));
         self.store.get(keys, |p, stored| {

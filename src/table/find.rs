@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::stats::Op;
-use super::{RedisTable, Shared, StrRows, Window};
+use super::{check_find_args, RedisTable, Shared, StrRows, Window};
 use crate::cluster::dispatch::{Kind, Request};
 use crate::codec::{decode_str_row, Keys, Rows, Storage};
 use crate::error::{Error, Result};
@@ -76,7 +76,14 @@ impl RedisTable {
         mut exists: Option<&mut [u8]>,
     ) -> Result<Found> {
         let row = self.row;
-        let per_key = self.check_find_args(keys.len(), defaults, out, exists.as_deref())?;
+        let per_key = check_find_args(
+            &self.spec,
+            row,
+            keys.len(),
+            defaults,
+            out,
+            exists.as_deref(),
+        )?;
         let mut found = Found::default();
         self.each_window(keys, |w| {
             let (a, b) = (w.start, w.end);
@@ -98,41 +105,6 @@ impl RedisTable {
             Ok(())
         })?;
         Ok(found)
-    }
-
-    /// Checks a lookup's buffers against `n` keys; returns whether `defaults` holds one row
-    /// per key (else its first row serves every miss).
-    fn check_find_args(
-        &self,
-        n: usize,
-        defaults: &[u8],
-        out: &[u8],
-        exists: Option<&[u8]>,
-    ) -> Result<bool> {
-        let row = self.row;
-        if row == 0 {
-            return Err(Error::invalid(
-                "string values are looked up with find_strings",
-            ));
-        }
-        if out.len() != n * row {
-            return Err(Error::invalid(format!(
-                "output holds {} bytes, expected {n} rows of {row}",
-                out.len()
-            )));
-        }
-        if exists.is_some_and(|e| e.len() != n) {
-            return Err(Error::invalid("exists output must have one entry per key"));
-        }
-        let per_key = defaults.len() == out.len();
-        if n > 0 && !per_key && defaults.len() < row {
-            return Err(Error::invalid(format!(
-                "default_value has {} elements; it needs at least dim = {} (or one row per key)",
-                defaults.len() / self.spec.value_type.elem_size().unwrap_or(1),
-                self.spec.dim
-            )));
-        }
-        Ok(per_key)
     }
 
     /// The error for a stored value of `len` bytes read for `key` from the bucket of `ch`,

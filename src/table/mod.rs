@@ -518,3 +518,38 @@ impl RedisTable {
         (0..self.buckets.len()).collect()
     }
 }
+
+/// Checks a lookup's buffers against `n` keys of `row` tensor bytes each (both backends);
+/// returns whether `defaults` holds one row per key (else its first row serves every miss).
+pub(super) fn check_find_args(
+    spec: &TableSpec,
+    row: usize,
+    n: usize,
+    defaults: &[u8],
+    out: &[u8],
+    exists: Option<&[u8]>,
+) -> Result<bool> {
+    if row == 0 {
+        return Err(Error::invalid(
+            "string values are looked up with find_strings",
+        ));
+    }
+    if out.len() != n * row {
+        return Err(Error::invalid(format!(
+            "output holds {} bytes, expected {n} rows of {row}",
+            out.len()
+        )));
+    }
+    if exists.is_some_and(|e| e.len() != n) {
+        return Err(Error::invalid("exists output must have one entry per key"));
+    }
+    let per_key = defaults.len() == out.len();
+    if n > 0 && !per_key && defaults.len() < row {
+        return Err(Error::invalid(format!(
+            "default_value has {} elements; it needs at least dim = {} (or one row per key)",
+            defaults.len() / (row / spec.dim),
+            spec.dim
+        )));
+    }
+    Ok(per_key)
+}
