@@ -3,7 +3,7 @@
 //! backends by `files_io.rs`.
 
 use super::embedded::MemTable;
-use super::export::copy_exact;
+use super::export::{copy_exact, rows_into};
 use super::{ExportPlan, Exported};
 use crate::codec::{Keys, Rows};
 use crate::config::StoreMode;
@@ -74,34 +74,8 @@ impl MemTable {
 
     /// Every row straight into the caller's buffers; Conflict if they are too small.
     pub(super) fn export_into(&self, keys_out: &mut [u8], values_out: &mut [u8]) -> Result<usize> {
-        let width = self
-            .spec
-            .key_type
-            .width()
-            .ok_or_else(|| Error::invalid("export_into needs fixed-size keys"))?;
-        let row = self.tensor_row();
-        if row == 0 {
-            return Err(Error::invalid("export_into needs fixed-size values"));
-        }
-        let cap = (keys_out.len() / width).min(values_out.len() / row);
-        let mut n = 0usize;
-        self.store.for_each(|k, v| {
-            if n == cap {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "table {} grew past {cap} rows while it was exported; retry the export",
-                        self.spec.embedding_name
-                    ),
-                ));
-            }
-            keys_out[n * width..(n + 1) * width].copy_from_slice(k);
-            self.storage
-                .decode(v, &mut values_out[n * row..(n + 1) * row]);
-            n += 1;
-            Ok(())
-        })?;
-        Ok(n)
+        let form = (&self.spec, self.storage, self.tensor_row());
+        rows_into(form, keys_out, values_out, |f| self.store.for_each(f))
     }
 
     /// Checkpoint restore: mode 0 upserts (the table is not cleared first, as in TFRA), mode 2

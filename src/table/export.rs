@@ -212,34 +212,11 @@ impl RedisTable {
     /// intermediate copy) and returns the number of rows written. Fails with
     /// [`ErrorKind::Conflict`] if the table grew past the buffers meanwhile.
     pub fn export_into(&self, keys_out: &mut [u8], values_out: &mut [u8]) -> Result<usize> {
-        let width = self
-            .spec
-            .key_type
-            .width()
-            .ok_or_else(|| Error::invalid("export_into needs fixed-size keys"))?;
         let row = self.tensor_row();
-        if row == 0 {
-            return Err(Error::invalid("export_into needs fixed-size values"));
-        }
-        let cap = (keys_out.len() / width).min(values_out.len() / row);
-        let mut n = 0usize;
-        self.scan_rows(|_, k, v| {
-            if n == cap {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "table {} grew past {cap} rows while it was exported; retry the export",
-                        self.spec.embedding_name
-                    ),
-                ));
-            }
-            keys_out[n * width..(n + 1) * width].copy_from_slice(k);
-            self.storage
-                .decode(v, &mut values_out[n * row..(n + 1) * row]);
-            n += 1;
-            Ok(())
-        })?;
-        Ok(n)
+        let form = (&self.spec, self.storage, row);
+        rows_into(form, keys_out, values_out, |f| {
+            self.scan_rows(|_, k, v| f(k, v))
+        })
     }
 }
 
@@ -257,4 +234,41 @@ pub(super) fn copy_exact(what: &str, from: &[u8], to: &mut [u8]) -> Result<()> {
     }
     to.copy_from_slice(from);
     Ok(())
+}
+
+/// The rows `each` calls back with (key, stored value), copied into caller-allocated buffers
+/// for a table of `spec` with `storage` and `row` tensor bytes per row (both backends'
+/// `export_into`). Returns the rows written; [`ErrorKind::Conflict`] if they outgrow the
+/// buffers.
+pub(super) fn rows_into(
+    (spec, storage, row): (&TableSpec, Storage, usize),
+    keys_out: &mut [u8],
+    values_out: &mut [u8],
+    each: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()>,
+) -> Result<usize> {
+    let width = spec
+        .key_type
+        .width()
+        .ok_or_else(|| Error::invalid("export_into needs fixed-size keys"))?;
+    if row == 0 {
+        return Err(Error::invalid("export_into needs fixed-size values"));
+    }
+    let cap = (keys_out.len() / width).min(values_out.len() / row);
+    let mut n = 0usize;
+    each(&mut |k, v| {
+        if n == cap {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "table {} grew past {cap} rows while it was exported; retry the export",
+                    spec.embedding_name
+                ),
+            ));
+        }
+        keys_out[n * width..(n + 1) * width].copy_from_slice(k);
+        storage.decode(v, &mut values_out[n * row..(n + 1) * row]);
+        n += 1;
+        Ok(())
+    })?;
+    Ok(n)
 }
