@@ -95,14 +95,15 @@ impl Table {
         out: &mut [u8],
         exists: Option<&mut [u8]>,
     ) -> Result<()> {
-        match &self.0 {
-            Engine::Redis(t) => t.find(keys, defaults, out, exists),
-            Engine::Memory(t) => t.stats.track(super::stats::Op::Find, || {
-                let found = t.find(keys, defaults, out, exists)?;
-                t.stats.looked_up(keys.len(), found.hits, found.bytes);
-                Ok(())
-            }),
-        }
+        let stats = self.stats();
+        stats.track(super::stats::Op::Find, || {
+            let found = match &self.0 {
+                Engine::Redis(t) => t.find_untracked(keys, defaults, out, exists)?,
+                Engine::Memory(t) => t.find(keys, defaults, out, exists)?,
+            };
+            stats.looked_up(keys.len(), found.hits, found.bytes);
+            Ok(())
+        })
     }
 
     /// [`Table::find`] without the table's statistics (the training ops count their own).

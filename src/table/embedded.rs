@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Shared, StrRows, TableSpec};
+use super::{Found, Shared, StrRows, TableSpec};
 use crate::accum;
 use crate::cluster::layout::Buckets;
 use crate::codec::{decode_str_row, Keys, Rows, Storage, ValueType};
@@ -13,12 +13,6 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::memory::{registry, Layout, Store};
 use crate::{stats, sync};
-
-/// What a lookup found: key positions present, and their stored bytes.
-pub(super) struct Found {
-    pub(super) hits: usize,
-    pub(super) bytes: usize,
-}
 
 /// One table on the embedded backend.
 pub(super) struct MemTable {
@@ -156,19 +150,10 @@ impl MemTable {
     ) -> Result<(StrRows, Vec<u8>)> {
         let _timer = stats::CallTimer::start();
         let (n, dim) = (keys.len(), self.spec.dim);
-        if self.row != 0 {
-            return Err(Error::invalid("fixed-size values are looked up with find"));
-        }
         let mut rows = StrRows::new();
-        if n == 0 {
+        let Some(per_key) = super::check_find_strings_args(self.row, n, dim, defaults)? else {
             return Ok((rows, Vec::new()));
-        }
-        if defaults.is_empty() {
-            return Err(Error::invalid(format!(
-                "default_value needs at least dim = {dim} elements"
-            )));
-        }
-        let per_key = defaults.len() == n;
+        };
         let stored: Mutex<Vec<Option<Vec<u8>>>> = Mutex::new(vec![None; n]);
         self.store
             .get(keys, |p, v| sync::lock(&stored)[p] = v.map(<[u8]>::to_vec))?;

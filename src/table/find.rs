@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::stats::Op;
-use super::{check_find_args, RedisTable, Shared, StrRows, Window};
+use super::{check_find_args, check_find_strings_args, Found, RedisTable, Shared, StrRows, Window};
 use crate::cluster::dispatch::{Kind, Request};
 use crate::codec::{decode_str_row, Keys, Rows, Storage};
 use crate::error::{Error, Result};
@@ -14,22 +14,6 @@ use crate::stats;
 use crate::sync;
 
 impl RedisTable {
-    /// Looks up fixed-size values. `out` is `n × row` bytes; `defaults` is either one row per
-    /// key (same size as `out`) or at least one row used for every missing key.
-    pub fn find(
-        &self,
-        keys: &Keys<'_>,
-        defaults: &[u8],
-        out: &mut [u8],
-        exists: Option<&mut [u8]>,
-    ) -> Result<()> {
-        self.stats.track(Op::Find, || {
-            let found = self.find_untracked(keys, defaults, out, exists)?;
-            self.stats.looked_up(keys.len(), found.hits, found.bytes);
-            Ok(())
-        })
-    }
-
     /// [`Table::find`] without the table's statistics (the training ops count their own).
     pub(crate) fn find_untracked(
         &self,
@@ -138,19 +122,10 @@ impl RedisTable {
     ) -> Result<(StrRows, Vec<u8>)> {
         let _timer = stats::CallTimer::start();
         let (n, dim) = (keys.len(), self.spec.dim);
-        if self.row != 0 {
-            return Err(Error::invalid("fixed-size values are looked up with find"));
-        }
         let mut rows = StrRows::new();
-        if n == 0 {
+        let Some(per_key) = check_find_strings_args(self.row, n, dim, defaults)? else {
             return Ok((rows, Vec::new()));
-        }
-        let per_key = defaults.len() == n;
-        if defaults.is_empty() {
-            return Err(Error::invalid(format!(
-                "default_value needs at least dim = {dim} elements"
-            )));
-        }
+        };
         let mut exists = vec![0u8; n];
         let (mut hits, mut read) = (0, 0);
         self.each_window(keys, |w| {
@@ -287,20 +262,6 @@ impl<'a> Lookup<'a> {
             hits: self.hits.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// What a lookup found: key positions, and stored value bytes read.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Found {
-    pub(crate) hits: usize,
-    pub(crate) bytes: usize,
-}
-
-impl std::ops::AddAssign for Found {
-    fn add_assign(&mut self, w: Found) {
-        self.hits += w.hits;
-        self.bytes += w.bytes;
     }
 }
 

@@ -553,3 +553,39 @@ pub(super) fn check_find_args(
     }
     Ok(per_key)
 }
+
+/// What a lookup found: key positions, and stored value bytes read.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Found {
+    pub(crate) hits: usize,
+    pub(crate) bytes: usize,
+}
+
+impl std::ops::AddAssign for Found {
+    fn add_assign(&mut self, w: Found) {
+        self.hits += w.hits;
+        self.bytes += w.bytes;
+    }
+}
+
+/// Checks a string lookup's arguments (both backends): `Ok(None)` for no keys, else whether
+/// `defaults` holds one row per key.
+pub(super) fn check_find_strings_args(
+    row: usize,
+    n: usize,
+    dim: usize,
+    defaults: &Rows<'_>,
+) -> Result<Option<bool>> {
+    if row != 0 {
+        return Err(Error::invalid("fixed-size values are looked up with find"));
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    if defaults.is_empty() {
+        return Err(Error::invalid(format!(
+            "default_value needs at least dim = {dim} elements"
+        )));
+    }
+    Ok(Some(defaults.len() == n))
+}
