@@ -3,80 +3,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use redis_embedding::{Config, KeyType, Rows, Table, TableSpec, ValueType};
+use redis_embedding::{KeyType, Rows, Table, TableSpec, ValueType};
 use serde_json::Value;
-use support::{f32_bytes, i64_keys, Cluster, Sentinel, Server};
-
-const BIN: &str = env!("CARGO_BIN_EXE_redis-embedding");
-
-/// A config file for `json` in a fresh temp dir (kept alive by the returned guard).
-fn config_file(json: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("redis.json");
-    std::fs::write(&path, json).unwrap();
-    (dir, path)
-}
-
-fn standalone_json(port: u16, extra: &str) -> String {
-    format!(
-        r#"{{"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"], "redis_host_port": [{port}]{extra}}}"#
-    )
-}
-
-fn cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Fills table `name` of `cfg` with keys `0..n`, rows of `dim` floats.
-fn fill(cfg: &Config, name: &str, dim: usize, n: i64) -> Table {
-    let t = Table::open(
-        cfg.clone(),
-        TableSpec::new(name, KeyType::I64, ValueType::F32, dim),
-    )
-    .unwrap();
-    let keys: Vec<i64> = (0..n).collect();
-    let vals: Vec<f32> = (0..n as usize * dim).map(|i| i as f32).collect();
-    let kb = i64_keys(&keys);
-    let vb = f32_bytes(&vals);
-    let k = t.keys(&kb, &[]).unwrap();
-    t.insert(
-        &k,
-        &Rows::Fixed {
-            data: &vb,
-            row: dim * 4,
-        },
-    )
-    .unwrap();
-    t
-}
-
-fn table<'a>(ls: &'a Value, name: &str) -> &'a Value {
-    ls["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["table"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {ls}"))
-}
+use support::cli::{cli, config_file, fill, json_of, standalone_json, table, BIN};
+use support::{f32_bytes, Cluster, Sentinel, Server};
 
 #[test]
 fn ls_lists_tables_with_rows_layout_and_sizes() {

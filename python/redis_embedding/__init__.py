@@ -10,7 +10,7 @@ Drop-in for TFRA's Redis backend::
 from redis_embedding.config import RedisTableConfig
 from redis_embedding.creator import RedisTableCreator
 from redis_embedding.stats import prometheus_text, stats
-from redis_embedding.table import RedisTable
+from redis_embedding.table import CheckpointWarning, DTypeMismatchError, RedisTable
 
 
 def __getattr__(name: str) -> object:
@@ -22,5 +22,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'redis_embedding' has no attribute {name!r}")
 
 
-__all__ = ["RedisTable", "RedisTableConfig", "RedisTableCreator", "prometheus_text", "stats"]
+__all__ = ["CheckpointWarning", "DTypeMismatchError", "RedisTable", "RedisTableConfig", "RedisTableCreator", "prometheus_text", "stats"]
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ import copy
 import functools
 import os
 import re
+import warnings
 import weakref
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -55,13 +56,28 @@ def _shard_of(name: str) -> Tuple[int, int]:
     return (i, n) if 1 <= i <= n else (1, 1)
 
 
+class CheckpointWarning(UserWarning):
+    """A checkpoint tracks a table whose rows it does not save (`checkpoint=False`)."""
+
+
+class DTypeMismatchError(ValueError, TypeError):
+    """A key or value of another dtype than the table's.
+
+    A `ValueError`, as TFRA's Redis table raises (its own tests catch that), and also a
+    `TypeError`, as releases before 0.9 raised, so code catching either keeps working."""
+
+
 def _to_tensor(value: TensorLike, dtype: DTypeLike, name: str) -> tf.Tensor:
     """`value` as a tensor of `dtype`. Lists and arrays are converted; a tensor of another
     dtype is refused rather than cast, as TFRA's `remove` does."""
     if tf.is_tensor(value) and value.dtype != dtype:
-        raise TypeError("Signature mismatch. %s must be dtype %s, got %s." %
-                        (name.capitalize(), dtype, value.dtype))
-    return ops.convert_to_tensor(value, dtype=dtype, name=name)
+        raise DTypeMismatchError("Signature mismatch. %s must be dtype %s, got %s." %
+                                 (name.capitalize(), tf.as_dtype(dtype), value.dtype))
+    try:
+        return ops.convert_to_tensor(value, dtype=dtype, name=name)
+    except (TypeError, ValueError) as e:
+        raise DTypeMismatchError("Signature mismatch. %s must be dtype %s: %s" %
+                                 (name.capitalize(), tf.as_dtype(dtype), e)) from e
 
 
 def _path(value: PathLike) -> Union[str, bytes, tf.Tensor]:
@@ -89,6 +105,7 @@ class RedisTable(LookupInterface):
         self._default_value = ops.convert_to_tensor(default_value, dtype=value_dtype)
         self._value_shape = self._default_value.get_shape()
         self._checkpoint = checkpoint
+        self._warned_not_saved = False
         self._key_dtype = key_dtype
         self._value_dtype = value_dtype
         self._device = device
@@ -167,6 +184,7 @@ class RedisTable(LookupInterface):
         * ``rows_written``: distinct keys written (insert, accum, the optimizer's apply);
         * ``bytes_in`` / ``bytes_out``: stored value bytes read from / written to Redis;
         * ``errors``: failed calls; ``retries``: rounds of resending this table's requests;
+        * ``ttl_refresh_failures``: rolling-TTL refreshes that failed (the writes succeeded);
         * per op (find, insert, accum, remove, export, and train_lookup / train_apply once
           used): ``<op>_calls`` and the wall time of a call in microseconds,
           ``<op>_p50_us``, ``_p95_us``, ``_p99_us``, ``_max_us`` (HDR histogram, within 1%).
@@ -295,9 +313,21 @@ class RedisTable(LookupInterface):
     def _gather_saveables_for_checkpoint(self) -> Dict[str, SaveableFn]:
         self._new_obj_trackable = None
         if not self._checkpoint:
+            self._warn_not_saved()
             return {}
         return {"table": functools.partial(self._saveable_fn, table=self, name=self._name,
                                            full_name=self._table_name)}
+
+    def _warn_not_saved(self) -> None:
+        """Says once per table that a checkpoint tracking it holds none of its rows."""
+        if self._warned_not_saved:
+            return
+        self._warned_not_saved = True
+        warnings.warn(
+            f"RedisTable {self._name!r} was created with checkpoint=False, so a checkpoint or "
+            "SavedModel that tracks it saves none of its rows and a restore brings none back "
+            "(the rows stay in Redis only). Create it with checkpoint=True to save them.",
+            CheckpointWarning, stacklevel=3)
 
     class _Saveable(BaseSaverBuilder.SaveableObject):
         """Saves the table as `<name>-keys` / `<name>-values`; restore runs the import op.

@@ -29,8 +29,9 @@ impl Filter {
 
     /// The (model tag, name) of the table with bucket prefix `prefix`, if it is one this
     /// filter selects. A 16-byte MD5 prefix (`using_md5_prefix_name`) is named by the
-    /// filter's model tag and table when it is their digest, else `md5:<hex>`. The filter's
-    /// model tag is matched whole (it may hold ':'); without one the tag ends at the first ':'.
+    /// filter's model tag and table when it is their digest, else `md5:<hex>`. A model tag may
+    /// hold ':' and an embedding name never does (tables refuse such names), so the tag is all
+    /// before the last ':' and `--model-tag a` never selects tag `a:b`'s tables.
     pub(crate) fn select(&self, prefix: &[u8]) -> Option<(String, String)> {
         let Some(t) = &self.model_tag else {
             let (tag, name) = names_of(prefix)?;
@@ -41,9 +42,8 @@ impl Filter {
                 return Some((t.clone(), n.clone()));
             }
         }
-        let rest = prefix.strip_prefix(t.as_bytes())?.strip_prefix(b":")?;
-        let name = String::from_utf8(rest.to_vec()).ok()?;
-        self.keeps(t, &name).then(|| (t.clone(), name))
+        let (tag, name) = names_of(prefix)?;
+        (&tag == t && self.keeps(t, &name)).then_some((tag, name))
     }
 }
 
@@ -158,7 +158,7 @@ pub(crate) fn split_bucket(key: &[u8]) -> Option<(&[u8], &[u8])> {
 fn names_of(prefix: &[u8]) -> Option<(String, String)> {
     match std::str::from_utf8(prefix)
         .ok()
-        .and_then(|p| p.split_once(':'))
+        .and_then(|p| p.rsplit_once(':'))
     {
         Some((tag, name)) => Some((tag.to_owned(), name.to_owned())),
         None if prefix.len() == 16 => {
@@ -363,7 +363,7 @@ mod tests {
         assert_eq!(split_bucket(b"m:emb"), None);
         assert_eq!(split_bucket(b"{3560}"), None);
         assert_eq!(split_bucket(b"m:emb{}"), None);
-        assert_eq!(names_of(b"m:a:b"), Some(("m".into(), "a:b".into())));
+        assert_eq!(names_of(b"m:a:b"), Some(("m:a".into(), "b".into())));
         assert_eq!(names_of(b"session"), None, "not a table's");
         let digest = layout::prefix("m", "emb", true);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -388,6 +388,12 @@ mod tests {
             Some(("a:b".into(), "emb".into()))
         );
         assert_eq!(tag("a:b").select(b"a:bc:emb"), None);
+        assert_eq!(tag("a").select(b"a:b:emb"), None, "tag a:b is not tag a");
+        assert_eq!(tag("a").select(b"a:emb"), Some(("a".into(), "emb".into())));
+        assert_eq!(
+            Filter::default().select(b"a:b:emb"),
+            Some(("a:b".into(), "emb".into()))
+        );
         assert_eq!(tag("a").select(b"ab:emb"), None);
     }
 }

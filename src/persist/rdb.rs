@@ -15,15 +15,21 @@ use crate::persist::block_file::BlockWriter;
 /// percent-encoded (so binary MD5 prefixes and `/` are safe, and the mapping is reversible),
 /// plus `.rdb`. Plain TFRA names such as `test:emb{3560}` are unchanged.
 pub fn file_name(bucket: &[u8]) -> String {
-    let mut s = String::with_capacity(bucket.len() + 4);
-    for &b in bucket {
+    let mut s = encode_name(bucket);
+    s.push_str(".rdb");
+    s
+}
+
+/// `name` as a file name: every byte outside `[A-Za-z0-9:{}_.-]` percent-encoded.
+pub fn encode_name(name: &[u8]) -> String {
+    let mut s = String::with_capacity(name.len() + 4);
+    for &b in name {
         if b.is_ascii_alphanumeric() || b":{}_.-".contains(&b) {
             s.push(b as char);
         } else {
             s.push_str(&format!("%{b:02X}"));
         }
     }
-    s.push_str(".rdb");
     s
 }
 

@@ -6,7 +6,7 @@ use super::embedded::MemTable;
 use super::{ExportPlan, Exported, RedisTable, StrRows, TableSpec};
 use crate::cluster::layout::Buckets;
 use crate::codec::{check_pair, Keys, Rows, Storage, ValueType};
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, StoreMode};
 use crate::error::{Error, Result};
 
 /// The backend a table runs on.
@@ -43,6 +43,15 @@ pub(super) fn check_spec(cfg: &Config, spec: &TableSpec) -> Result<ValueType> {
         return Err(Error::invalid(
             "value_shape must have at least one element (dim = 0)",
         ));
+    }
+    if spec.embedding_name.contains(':') {
+        // `<model tag>:<name>` would be ambiguous: tag "a" with name "b:c" and tag "a:b" with
+        // name "c" would share their buckets. TF names never hold ':'.
+        return Err(Error::invalid(format!(
+            "table name {:?} holds ':', which separates the model tag from the embedding name \
+             in Redis keys (`<model tag>:<name>{{tag}}`); choose a name without ':'",
+            spec.embedding_name
+        )));
     }
     let storage = cfg.rde_value_storage;
     if storage != Storage::Native && spec.value_type != ValueType::F32 {
@@ -218,14 +227,27 @@ impl Table {
         either!(self, t => t.size())
     }
 
-    /// Checkpoint save per `table_store_mode` (docs/checkpoints.md; mode 1 needs Redis).
+    /// Checkpoint save per `table_store_mode` (docs/config.md). Mode 1 writes files: Redis
+    /// DUMPs per bucket, or a memory table's rows (`memory_files.rs`).
     pub fn export(&self) -> Result<Exported> {
+        if self.keeps_memory_files() {
+            self.save_memory_files()?;
+            return Ok(Exported::empty(self.spec().key_type));
+        }
         either!(self, t => t.export())
+    }
+
+    /// True for a memory table in `table_store_mode` 1 (its checkpoints are files of its own).
+    fn keeps_memory_files(&self) -> bool {
+        matches!(self.0, Engine::Memory(_)) && self.config().table_store_mode == StoreMode::RdbFiles
     }
 
     /// The export op's first step: stream fixed-size rows, or read the rows now. The caller
     /// then allocates [`ExportPlan::rows`] rows and calls [`Table::export_fill`].
     pub fn export_plan(&self) -> Result<ExportPlan> {
+        if self.keeps_memory_files() {
+            return Ok(ExportPlan::read(self.export()?));
+        }
         either!(self, t => t.export_plan())
     }
 
@@ -253,6 +275,9 @@ impl Table {
 
     /// Checkpoint restore per `table_store_mode` (mode 0 upserts the rows).
     pub fn import(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
+        if self.keeps_memory_files() {
+            return self.restore_memory_files();
+        }
         either!(self, t => t.import(keys, values))
     }
 

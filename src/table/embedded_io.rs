@@ -1,5 +1,5 @@
-//! Export and import on the embedded backend: checkpoints per `table_store_mode` (mode 1,
-//! Redis DUMP files, is refused). TFRA's `save_to_file_system` files are written for both
+//! Export and import on the embedded backend: checkpoints per `table_store_mode` 0 and 2
+//! (mode 1, files of the table's own, is `memory_files.rs`, run by `Table` before these). TFRA's `save_to_file_system` files are written for both
 //! backends by `files_io.rs`.
 
 use super::embedded::MemTable;
@@ -7,25 +7,13 @@ use super::export::{copy_exact, rows_into};
 use super::{ExportPlan, Exported};
 use crate::codec::{Keys, Rows};
 use crate::config::StoreMode;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 impl MemTable {
-    fn refuse_rdb_files(&self, what: &str) -> Error {
-        Error::new(
-            ErrorKind::Unimplemented,
-            format!(
-                "{what} of memory table {:?}: table_store_mode 1 saves Redis DUMP files, which \
-                 need rde_backend \"redis\"; set table_store_mode 0 (rows in the checkpoint)",
-                self.spec.embedding_name
-            ),
-        )
-    }
-
     /// Checkpoint save: the rows in mode 0 (shard 1 only), nothing in mode 2.
     pub(super) fn export(&self) -> Result<Exported> {
         let mut ex = Exported::empty(self.spec.key_type);
         match self.cfg.table_store_mode {
-            StoreMode::RdbFiles => return Err(self.refuse_rdb_files("checkpoint save")),
             StoreMode::Tensors if self.spec.shard.reports_shared_rows() => {}
             _ => return Ok(ex),
         }
@@ -79,12 +67,11 @@ impl MemTable {
     }
 
     /// Checkpoint restore: mode 0 upserts (the table is not cleared first, as in TFRA), mode 2
-    /// keeps what the process holds, mode 1 is refused.
+    /// keeps what the process holds.
     pub(super) fn import(&self, keys: &Keys<'_>, values: &Rows<'_>) -> Result<()> {
         match self.cfg.table_store_mode {
             StoreMode::Tensors => self.insert(keys, values),
-            StoreMode::RdbFiles => Err(self.refuse_rdb_files("checkpoint restore")),
-            StoreMode::InRedis => Ok(()),
+            _ => Ok(()),
         }
     }
 }

@@ -29,6 +29,7 @@ mod evict;
 mod export;
 mod files_io;
 mod find;
+mod memory_files;
 mod persist;
 mod remove;
 mod scan;

@@ -63,6 +63,8 @@ pub struct TableStats {
     bytes_out: AtomicU64,
     errors: AtomicU64,
     retries: AtomicU64,
+    /// TTL refreshes (`expire_model_tag_in_seconds`) that failed: the rows keep their old TTL.
+    ttl_refresh_failures: AtomicU64,
     /// Per op, created on its first call (a histogram is ~26 kB).
     latency: [Mutex<Option<Histogram<u64>>>; OP_NAMES.len()],
 }
@@ -113,6 +115,11 @@ impl TableStats {
         self.retries.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts one failed TTL refresh.
+    pub(crate) fn ttl_refresh_failed(&self) {
+        self.ttl_refresh_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Every figure by name, in a fixed order: the counters, `hit_rate` (hits / lookups, 0
     /// before any lookup), then per op `<op>_calls` and `<op>_p50_us`, `_p95_us`, `_p99_us`,
     /// `_max_us` (0 before any call).
@@ -128,6 +135,7 @@ impl TableStats {
             ("bytes_out", get(&self.bytes_out)),
             ("errors", get(&self.errors)),
             ("retries", get(&self.retries)),
+            ("ttl_refresh_failures", get(&self.ttl_refresh_failures)),
         ]
         .into_iter()
         .map(|(n, v)| (n.to_owned(), v as f64))

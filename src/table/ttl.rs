@@ -86,10 +86,15 @@ impl RedisTable {
         }
         match self.per_bucket(&which, b"EXPIRE", &[arg.as_bytes()], Access::Write) {
             Ok(r) => self.note_armed(&which, &r),
-            Err(e) => log::warn!(
-                "could not refresh the TTL of {}: {e}",
-                self.spec.embedding_name
-            ),
+            // The write itself succeeded; failing it for its TTL would lose nothing less. The
+            // failure is counted (`ttl_refresh_failures`) and the next write tries again.
+            Err(e) => {
+                self.stats.ttl_refresh_failed();
+                log::warn!(
+                    "could not refresh the TTL of {}: {e}",
+                    self.spec.embedding_name
+                )
+            }
         }
     }
 }

@@ -2,7 +2,10 @@
 embedded → Redis → embedded byte for byte, the row cap, compact storage, checkpoints, and
 sharing by model tag and name."""
 
+import json
+import uuid
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import tensorflow as tf
 
 import redis_embedding as rde
 from conftest import memory_config
+from optional_tfra import de, requires_tfra
 
 
 def f32_table(config: str, name: str = "emb", dim: int = 4, **kw: object) -> rde.RedisTable:
@@ -66,7 +70,7 @@ def test_bfloat16_storage_rounds_and_reads_back_float32(tmp_path: Path) -> None:
     np.testing.assert_array_equal(t.export()[1].numpy(), [[1.5, 1.5078125]])
 
 
-def test_checkpoints_carry_the_rows_in_mode_0_and_mode_1_is_refused(tmp_path: Path) -> None:
+def test_checkpoints_carry_the_rows_in_mode_0(tmp_path: Path) -> None:
     t = f32_table(memory_config(tmp_path / "m.json"), checkpoint=True)
     t.insert(tf.constant([1, 2], tf.int64), tf.ones([2, 4]))
     ckpt = tf.train.Checkpoint(table=t)
@@ -74,9 +78,69 @@ def test_checkpoints_carry_the_rows_in_mode_0_and_mode_1_is_refused(tmp_path: Pa
     t.clear()
     ckpt.read(path).assert_consumed()
     assert int(t.size()) == 2
-    u = f32_table(memory_config(tmp_path / "m1.json", table_store_mode=1), checkpoint=True)
-    with pytest.raises(tf.errors.UnimplementedError, match="table_store_mode 1"):
-        tf.train.Checkpoint(table=u).write(str(tmp_path / "ckpt1"))
+
+
+def default_mode_config(tmp_path: Path) -> Tuple[str, Path]:
+    """A memory config as a Redis config switched over by one field: no table_store_mode, so
+    TFRA's default mode 1. Returns it and the directory mode 1 uses for its model tag."""
+    tag = "mem-" + uuid.uuid4().hex[:12]
+    lib = tmp_path / "lib"
+    path = tmp_path / "default.json"
+    path.write_text(json.dumps({"rde_backend": "memory", "model_lib_abs_dir": str(lib),
+                                "model_tag_runtime": tag, "model_tag_import": tag}))
+    return str(path), lib / tag
+
+
+def test_mode_1_saves_and_restores_a_memory_table_through_its_own_files(tmp_path: Path) -> None:
+    config, mode1_dir = default_mode_config(tmp_path)
+    t = f32_table(config, checkpoint=True)
+    keys = tf.constant([3, 1, 2], tf.int64)
+    values = tf.reshape(tf.range(12, dtype=tf.float32), [3, 4])
+    t.insert(keys, values)
+    ckpt = tf.train.Checkpoint(table=t)
+    path = ckpt.write(str(tmp_path / "ckpt"))
+    # The rows are in the table's files in mode 1's directory, not in the checkpoint.
+    assert sorted(p.name for p in mode1_dir.iterdir()) == ["emb.rows-keys", "emb.rows-values"]
+    assert file_rows(mode1_dir, "emb.rows", 4) == sorted(
+        (k.tobytes(), v.tobytes()) for k, v in zip(keys.numpy(), values.numpy()))
+    k, v = t.export()
+    assert k.shape == [0] and v.shape == [0, 4]
+    # A restore replaces the rows by the files' (a row added since is gone, a removed one back).
+    t.remove(tf.constant([1], tf.int64))
+    t.insert(tf.constant([9], tf.int64), tf.ones([1, 4]))
+    ckpt.read(path).assert_consumed()
+    assert int(t.size()) == 3
+    np.testing.assert_array_equal(t.lookup(keys).numpy(), values.numpy())
+    np.testing.assert_array_equal(t.lookup(tf.constant([9], tf.int64)).numpy(), [[-1.0] * 4])
+
+
+def test_a_mode_1_restore_without_its_files_names_them_and_keeps_the_rows(tmp_path: Path) -> None:
+    config, mode1_dir = default_mode_config(tmp_path)
+    t = f32_table(config, checkpoint=True)
+    t.insert(tf.constant([1], tf.int64), tf.ones([1, 4]))
+    ckpt = tf.train.Checkpoint(table=t)
+    path = ckpt.write(str(tmp_path / "ckpt"))
+    (mode1_dir / "emb.rows-values").unlink()
+    with pytest.raises(tf.errors.NotFoundError, match="emb.rows-values"):
+        ckpt.read(path)
+    assert int(t.size()) == 1
+
+
+@requires_tfra
+def test_a_tfra_variable_on_a_default_memory_config_checkpoints(tmp_path: Path) -> None:
+    config, mode1_dir = default_mode_config(tmp_path)
+    creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=config))
+    var = de.get_variable("mem_var", key_dtype=tf.int64, value_dtype=tf.float32, dim=2,
+                          kv_creator=creator, initializer=-1.0)
+    keys = tf.constant([4, 5], tf.int64)
+    var.upsert(keys, tf.constant([[1.0, 2.0], [3.0, 4.0]]))
+    ckpt = tf.train.Checkpoint(var=var)
+    path = ckpt.write(str(tmp_path / "ckpt"))
+    assert (mode1_dir / "mem_var.rows-keys").stat().st_size == 16
+    var.clear()
+    assert int(var.size()) == 0
+    ckpt.read(path)
+    np.testing.assert_array_equal(var.lookup(keys).numpy(), [[1.0, 2.0], [3.0, 4.0]])
 
 
 def test_tables_of_one_model_tag_and_name_share_rows(tmp_path: Path) -> None:

@@ -41,6 +41,28 @@ def test_tf_train_checkpoint_round_trip(config_path, tmp_path):
     np.testing.assert_array_equal(before[1], after[1])
 
 
+def test_a_checkpoint_of_a_table_without_checkpoint_true_warns_once(config_path, tmp_path):
+    t = rde.RedisTable(tf.int64, tf.float32, tf.zeros([3]), name="unsaved",
+                       config=rde.RedisTableConfig(config_path))
+    t.insert(tf.constant([1], tf.int64), tf.ones([1, 3]))
+    ckpt = tf.train.Checkpoint(table=t)
+    with pytest.warns(rde.CheckpointWarning) as seen:
+        ckpt.write(str(tmp_path / "first"))
+        ckpt.write(str(tmp_path / "second"))
+    said = [str(w.message) for w in seen if issubclass(w.category, rde.CheckpointWarning)]
+    assert len(said) == 1, said
+    assert "'unsaved'" in said[0] and "checkpoint=True" in said[0]
+
+
+def test_a_checkpoint_of_a_saved_table_does_not_warn(config_path, tmp_path):
+    import warnings
+
+    t = new_table(config_path, name="saved")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rde.CheckpointWarning)
+        tf.train.Checkpoint(table=t).write(str(tmp_path / "ckpt"))
+
+
 def test_tf1_saver_round_trip(config_path, tmp_path):
     with tf.Graph().as_default():
         t = new_table(config_path, name="saver_tbl")

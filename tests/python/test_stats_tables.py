@@ -66,3 +66,33 @@ def test_prometheus_text_parses_and_carries_each_table(config_path) -> None:
     import gc
     gc.collect()
     assert 'table="prom_b"' not in rde.prometheus_text()
+
+
+def test_a_failed_ttl_refresh_is_counted(redis, tmp_path) -> None:
+    """A user that may write rows but no longer set TTLs: the write succeeds, the refresh of
+    the new bucket's TTL fails, and the table counts it (stats and Prometheus)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    redis.command(b"ACL", b"SETUSER", b"ttl_user", b"on", b">pw", b"~*", b"+@all")
+    try:
+        path = redis.config(tmp_path / "ttl.json", expire_model_tag_in_seconds=3600,
+                            redis_user="ttl_user", redis_password="pw")
+        t = _table(path, "ttl_refresh")
+        assert t.stats()["ttl_refresh_failures"] == 0
+        redis.command(b"ACL", b"SETUSER", b"ttl_user", b"-expire")
+        t.insert(tf.constant([1, 2], tf.int64), tf.ones([2, 2]))  # creates the bucket
+        assert int(t.size()) == 2
+        assert redis.command(b"TTL", b"test:ttl_refresh{3560}") == -1
+        s = t.stats()
+        assert s["ttl_refresh_failures"] == 1 and s["errors"] == 0
+        families = {f.name: f for f in text_string_to_metric_families(rde.prometheus_text())}
+        samples = {tuple(x.labels.items()): x.value
+                   for x in families["redis_embedding_table_ttl_refresh_failures"].samples}
+        assert samples[(("table", "ttl_refresh"),)] == 1
+        # Once the user may set TTLs again, the next write arms the bucket.
+        redis.command(b"ACL", b"SETUSER", b"ttl_user", b"+expire")
+        t.insert(tf.constant([3], tf.int64), tf.ones([1, 2]))
+        assert 0 < redis.command(b"TTL", b"test:ttl_refresh{3560}") <= 3600
+        assert t.stats()["ttl_refresh_failures"] == 1
+    finally:
+        redis.command(b"ACL", b"DELUSER", b"ttl_user")

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,78 @@
+//! The `redis-embedding` binary in tests (feature `cli`): config files, runs, their JSON, and
+//! tables filled through the library for it to find.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use redis_embedding::{Config, KeyType, Rows, Table, TableSpec, ValueType};
+use serde_json::Value;
+
+use super::{f32_bytes, i64_keys};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_redis-embedding");
+
+/// A config file for `json` in a fresh temp dir (kept alive by the returned guard).
+pub fn config_file(json: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("redis.json");
+    std::fs::write(&path, json).unwrap();
+    (dir, path)
+}
+
+pub fn standalone_json(port: u16, extra: &str) -> String {
+    format!(
+        r#"{{"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"], "redis_host_port": [{port}]{extra}}}"#
+    )
+}
+
+pub fn cli(config: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+pub fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Fills table `name` of `cfg` with keys `0..n`, rows of `dim` floats.
+pub fn fill(cfg: &Config, name: &str, dim: usize, n: i64) -> Table {
+    let t = Table::open(
+        cfg.clone(),
+        TableSpec::new(name, KeyType::I64, ValueType::F32, dim),
+    )
+    .unwrap();
+    let keys: Vec<i64> = (0..n).collect();
+    let vals: Vec<f32> = (0..n as usize * dim).map(|i| i as f32).collect();
+    let kb = i64_keys(&keys);
+    let vb = f32_bytes(&vals);
+    let k = t.keys(&kb, &[]).unwrap();
+    t.insert(
+        &k,
+        &Rows::Fixed {
+            data: &vb,
+            row: dim * 4,
+        },
+    )
+    .unwrap();
+    t
+}
+
+pub fn table<'a>(ls: &'a Value, name: &str) -> &'a Value {
+    ls["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {ls}"))
+}
