@@ -5,7 +5,8 @@
 
 #![allow(dead_code)]
 
-#[cfg(feature = "cli")]
+/// Only integration tests (cfg(test)) have the CLI binary built beside them; examples do not.
+#[cfg(all(feature = "cli", test))]
 pub mod cli;
 pub mod proxy;
 
