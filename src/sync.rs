@@ -25,6 +25,22 @@ pub(crate) fn into_inner<T>(m: Mutex<T>) -> T {
     m.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Test-only failpoint (feature `failpoints`): with `RDE_FAILPOINT_PANIC_LOCKED=<site>`, the
+/// code at `site` panics while it holds the lock the site names, to show that such a lock is
+/// taken over by the next op (docs/operations.md). Sites: `memory_shard` (a memory table's
+/// shard, write-locked by insert), `memory_registry` (the registry of memory tables, locked
+/// by open), `redis_pools` (a Redis table's router's pools, locked by every op that sends).
+#[cfg(feature = "failpoints")]
+pub(crate) fn panic_point(site: &str) {
+    if std::env::var("RDE_FAILPOINT_PANIC_LOCKED").is_ok_and(|v| v == site) {
+        panic!("failpoint RDE_FAILPOINT_PANIC_LOCKED={site}");
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn panic_point(_site: &str) {}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex, RwLock};

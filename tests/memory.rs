@@ -176,9 +176,22 @@ fn export_streams_fixed_rows_and_import_upserts() {
     insert(&t, &[3, 1, 2], &[3., 3., 1., 1., 2., 2.]).unwrap();
     let plan = t.export_plan().unwrap();
     assert!(plan.exported().is_none(), "fixed-size rows stream");
+    let inserted = vec![(1, vec![1., 1.]), (2, vec![2., 2.]), (3, vec![3., 3.])];
+    // The first 3 rows of the streamed buffers (sized for the plan's capacity) are exactly
+    // the inserted rows, in the store's order.
     let (mut k, mut v) = (vec![0u8; plan.rows() * 8], vec![0u8; plan.rows() * 8]);
     assert_eq!(t.export_fill(&plan, &mut k, &mut v).unwrap(), 3);
+    let mut streamed: Vec<(i64, Vec<f32>)> = k[..3 * 8]
+        .chunks_exact(8)
+        .zip(v.chunks_exact(8))
+        .map(|(k, v)| (i64::from_le_bytes(k.try_into().unwrap()), f32s(v)))
+        .collect();
+    streamed.sort_by_key(|r| r.0);
+    assert_eq!(streamed, inserted);
+    // So does export(), and a table it is imported into (import upserts over a stale row).
+    assert_eq!(export(&t), inserted);
     let u = open("export", "copy", 2, "");
+    insert(&u, &[2, 9], &[7., 7., 9., 9.]).unwrap();
     let ex = t.export().unwrap();
     let keys = u.keys(&ex.keys, &[]).unwrap();
     u.import(
@@ -189,7 +202,9 @@ fn export_streams_fixed_rows_and_import_upserts() {
         },
     )
     .unwrap();
-    assert_eq!(export(&u), export(&t));
+    let mut expected = inserted.clone();
+    expected.push((9, vec![9., 9.]));
+    assert_eq!(export(&u), expected);
 }
 
 #[test]
@@ -316,4 +331,20 @@ fn statistics_count_lookups_hits_and_rows_written() {
     assert_eq!(figure("bytes_out"), 32.0);
     assert_eq!((figure("find_calls"), figure("insert_calls")), (1.0, 1.0));
     assert_eq!(figure("evicted_keys"), 0.0, "nothing is evicted in memory");
+
+    // A key given twice in one insert counts twice here (docs/operations.md), once on Redis.
+    insert(&t, &[5, 5, 6], &[1.0; 6]).unwrap();
+    assert_eq!(figure("rows_written"), 7.0, "4 + 3 key positions");
+    let s = Server::start();
+    let spec = TableSpec::new("emb", KeyType::I64, ValueType::F32, 2);
+    let r = Table::open(s.config(r#""model_tag_runtime": "stats""#), spec).unwrap();
+    insert(&r, &[5, 5, 6], &[1.0; 6]).unwrap();
+    let written = r
+        .stats_snapshot()
+        .into_iter()
+        .find(|(n, _)| n == "rows_written")
+        .unwrap()
+        .1;
+    assert_eq!(written, 2.0, "Redis counts distinct keys");
+    s.stop();
 }

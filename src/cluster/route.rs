@@ -169,6 +169,7 @@ impl Router {
     /// The pool for `addr`, created on first use.
     pub fn pool(&self, addr: &str) -> Arc<Pool> {
         let mut pools = sync::lock(&self.pools);
+        sync::panic_point("redis_pools");
         pools
             .entry(addr.to_owned())
             .or_insert_with(|| {

@@ -181,6 +181,7 @@ impl Store {
     pub fn put(&self, keys: &Keys<'_>, rows: &Rows<'_>) -> Result<()> {
         self.each_shard(keys, |s, pos| {
             let mut shard = sync::write(&self.shards[s]);
+            sync::panic_point("memory_shard");
             let mut buf = Vec::new();
             for &p in pos {
                 let p = p as usize;

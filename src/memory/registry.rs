@@ -26,6 +26,7 @@ pub fn open(
     max_rows: Option<u64>,
 ) -> Result<Arc<Store>> {
     let mut guard = sync::lock(&TABLES);
+    sync::panic_point("memory_registry");
     let tables = guard.get_or_insert_with(FxHashMap::default);
     tables.retain(|_, w| w.strong_count() > 0);
     let key = (model_tag.to_owned(), name.to_owned(), layout);
