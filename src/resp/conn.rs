@@ -186,21 +186,26 @@ impl Conn {
             socket_timeout: ep.socket_timeout,
             born: Instant::now(),
         };
+        // Each command sent, with the step its reply answers, so that an error (a refusal, a
+        // timeout) names the step that failed.
+        let mut steps = Vec::with_capacity(3);
         if !ep.password.is_empty() {
             if ep.user.is_empty() || ep.user == "default" {
                 c.cmd(&[b"AUTH", ep.password.as_bytes()]);
             } else {
                 c.cmd(&[b"AUTH", ep.user.as_bytes(), ep.password.as_bytes()]);
             }
+            steps.push("while authenticating (AUTH)".to_owned());
         }
         if ep.db != 0 {
             c.cmd(&[b"SELECT", ep.db.to_string().as_bytes()]);
+            steps.push(format!("while selecting db {} (SELECT)", ep.db));
         }
         c.cmd(&[b"PING"]);
+        steps.push("while checking the connection with PING".to_owned());
         c.flush()?;
-        while c.pending > 0 {
-            c.read_reply()
-                .map_err(|e| e.context("while authenticating / selecting the db"))?;
+        for step in steps {
+            c.read_reply().map_err(|e| e.context(step))?;
         }
         Ok(c)
     }
@@ -281,5 +286,58 @@ impl Conn {
         if let Some(s) = self.reader.get_ref().tcp() {
             let _ = s.shutdown(Shutdown::Both);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Conn, Endpoint};
+    use crate::config::Config;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A server on 127.0.0.1 that answers its first `answered` commands with `+OK` and then
+    /// never replies; returns the error of opening a connection to it under `cfg`.
+    fn open_against_a_silent_server(mut cfg: Config, answered: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf);
+            for _ in 0..answered {
+                s.write_all(b"+OK\r\n").unwrap();
+            }
+            // Held open, silent, until the client gives up and closes it.
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        cfg.redis_socket_timeout = 200;
+        let e = Conn::open(&Endpoint::data(&cfg, addr, None))
+            .err()
+            .expect("no reply, no conn");
+        server.join().unwrap();
+        e.to_string()
+    }
+
+    #[test]
+    fn a_handshake_timeout_names_the_step_that_timed_out() {
+        let e = open_against_a_silent_server(Config::default(), 0);
+        assert!(e.contains("while checking the connection with PING"), "{e}");
+        assert!(
+            !e.contains("authenticating") && !e.contains("selecting"),
+            "{e}"
+        );
+
+        let with_auth = Config {
+            redis_password: "secret".into(),
+            redis_db: 3,
+            ..Config::default()
+        };
+        let e = open_against_a_silent_server(with_auth.clone(), 0);
+        assert!(e.contains("while authenticating (AUTH)"), "{e}");
+        assert!(!e.contains("PING") && !e.contains("secret"), "{e}");
+        let e = open_against_a_silent_server(with_auth, 1);
+        assert!(e.contains("while selecting db 3 (SELECT)"), "{e}");
+        assert!(!e.contains("authenticating") && !e.contains("PING"), "{e}");
     }
 }
