@@ -2,5 +2,7 @@
 //! RESP2 to one server and knows nothing of tables, buckets or cluster topology.
 
 pub(crate) mod conn;
+mod decode;
+mod encode;
 pub(crate) mod pool;
 pub(crate) mod tls;
