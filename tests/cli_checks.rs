@@ -6,23 +6,14 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use redis_embedding::{Config, KeyType, Rows, Table, TableSpec, ValueType};
 use serde_json::Value;
+use support::cli::{cli, cli_in, tagged_json as standalone};
 use support::{f32_bytes, i64_keys, Server};
 
-const BIN: &str = env!("CARGO_BIN_EXE_redis-embedding");
 const DIM: usize = 4;
-
-/// A standalone config's JSON for `port` with model tag `tag`.
-fn standalone(port: u16, tag: &str) -> String {
-    format!(
-        r#"{{"redis_connection_mode": 2, "redis_host_ip": ["127.0.0.1"],
-            "redis_host_port": [{port}], "model_tag_runtime": "{tag}",
-            "model_tag_import": "{tag}"}}"#
-    )
-}
 
 fn write_cfg(dir: &Path, name: &str, json: &str) -> PathBuf {
     let p = dir.join(name);
@@ -38,7 +29,12 @@ fn table(json: &str, name: &str) -> Table {
 /// Inserts keys `keys` with rows `[k; DIM]`.
 fn fill(t: &Table, keys: &[i64]) {
     let kb = i64_keys(keys);
-    let vb = f32_bytes(&keys.iter().flat_map(|&k| [k as f32; DIM]).collect::<Vec<_>>());
+    let vb = f32_bytes(
+        &keys
+            .iter()
+            .flat_map(|&k| [k as f32; DIM])
+            .collect::<Vec<_>>(),
+    );
     let rows = Rows::Fixed {
         data: &vb,
         row: DIM * 4,
@@ -48,18 +44,9 @@ fn fill(t: &Table, keys: &[i64]) {
 
 /// Runs the binary in `cwd` with `--config cfg --json` and `args`.
 fn run(cwd: &Path, cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(BIN);
-    c.current_dir(cwd)
-        .arg("--config")
-        .arg(cfg)
-        .arg("--json")
-        .args(args)
-        .stdin(Stdio::null())
-        .env_remove("RDE_FAILPOINT_ADMIN_ABORT_AFTER");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    cli_in(cwd, cfg, &all, env)
 }
 
 /// The one stderr line of a failed run.
@@ -129,7 +116,9 @@ fn copy_fails_when_the_row_counts_differ() {
     resumed.push("--resume");
     let err = failed(&run(d.path(), &cfg, &resumed, &[]));
     assert!(
-        err.contains("copy of m:emb to m2:emb: the source holds 2000 rows but the destination 2001"),
+        err.contains(
+            "copy of m:emb to m2:emb: the source holds 2000 rows but the destination 2001"
+        ),
         "{err}"
     );
 }
@@ -168,13 +157,7 @@ fn check_lists_20_findings_per_kind_and_counts_the_rest() {
     assert_eq!(r["more"], 5, "{r}");
     assert_eq!(r["rows"], 103);
 
-    let text = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .args(sizes)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let text = cli(&cfg, &sizes);
     let shown = String::from_utf8_lossy(&text.stdout);
     assert_eq!(shown.matches("row-size").count(), 20, "{shown}");
     assert!(shown.contains("... and 5 more"), "{shown}");

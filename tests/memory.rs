@@ -207,13 +207,37 @@ fn export_streams_fixed_rows_and_import_upserts() {
     assert_eq!(export(&u), expected);
 }
 
+/// Mode 1 on the memory backend: the export (a checkpoint save) writes the rows to the
+/// table's own files under `model_lib_abs_dir/<model_tag>` and returns no rows; the import (a
+/// restore) replaces the rows with the files'. Mode 2 saves nothing.
 #[test]
-fn store_mode_1_is_refused_by_name_and_mode_2_saves_nothing() {
-    let t = open("modes", "emb", 1, r#""table_store_mode": 1"#);
-    insert(&t, &[1], &[1.]).unwrap();
-    let e = t.export().unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unimplemented);
-    assert!(e.to_string().contains("table_store_mode 1"), "{e}");
+fn store_mode_1_keeps_files_of_its_own_and_mode_2_saves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = format!(
+        r#""table_store_mode": 1, "model_lib_abs_dir": "{}""#,
+        dir.path().display()
+    );
+    let t = open("modes", "emb", 1, &lib);
+    insert(&t, &[1, 2], &[1., 2.]).unwrap();
+    assert_eq!(t.export().unwrap().len, 0);
+    let files = dir.path().join("modes");
+    assert_eq!(
+        std::fs::metadata(files.join("emb.rows-keys"))
+            .unwrap()
+            .len(),
+        16
+    );
+    insert(&t, &[3], &[3.]).unwrap();
+    let none = t.keys(&[], &[]).unwrap();
+    t.import(&none, &Rows::Fixed { data: &[], row: 4 }).unwrap();
+    assert_eq!(
+        t.size().unwrap(),
+        2,
+        "the row inserted after the save is gone"
+    );
+    let (v, ex) = find(&t, &[1, 2, 3], &[-1.]);
+    assert_eq!((v, ex), (vec![1., 2., -1.], vec![1, 1, 0]));
+
     let u = open("modes2", "emb", 1, r#""table_store_mode": 2"#);
     insert(&u, &[1], &[1.]).unwrap();
     assert_eq!(u.export().unwrap().len, 0);

@@ -44,11 +44,7 @@ fn panics_at(site: &str, op: impl FnOnce()) {
 }
 
 fn open(cfg: &dyn Fn() -> Config, name: &str) -> Table {
-    Table::open(
-        cfg(),
-        TableSpec::new(name, KeyType::I64, ValueType::F32, 2),
-    )
-    .unwrap()
+    Table::open(cfg(), TableSpec::new(name, KeyType::I64, ValueType::F32, 2)).unwrap()
 }
 
 /// The checks on one backend: `write_lock` is the site an insert panics at holding the
@@ -78,7 +74,10 @@ fn survives(cfg: &dyn Fn() -> Config, write_lock: &str, open_lock: &str) {
         let _ = open(cfg, "locked");
     });
     let again = open(cfg, "locked");
-    assert_eq!(find(&again, &[1, 4, 2, 3]), [5., 5., 4., 4., 2., 2., 3., 3.]);
+    assert_eq!(
+        find(&again, &[1, 4, 2, 3]),
+        [5., 5., 4., 4., 2., 2., 3., 3.]
+    );
     insert(&again, &[6], &[6., 6.]);
     assert_eq!(find(&t, &[6]), [6., 6.]);
     assert_eq!(t.size().unwrap(), 5);
@@ -92,11 +91,7 @@ fn a_panic_holding_a_lock_leaves_the_table_usable_on_both_backends() {
         )
         .unwrap()
     };
-    survives(
-        &memory,
-        "memory_shard",
-        "memory_registry",
-    );
+    survives(&memory, "memory_shard", "memory_registry");
     let s = Server::start();
     survives(
         &|| s.config(r#""model_tag_runtime": "panic""#),

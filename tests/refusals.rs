@@ -124,11 +124,7 @@ fn clusterdown_fails_without_retries_and_is_retried_until_the_cluster_is_up() {
     let home = owner(&c, &t.buckets().names()[0]);
     let victim = &c.nodes[(home + 1) % 3];
     victim.crash();
-    let survivors: Vec<&Server> = c
-        .nodes
-        .iter()
-        .filter(|n| n.port != victim.port)
-        .collect();
+    let survivors: Vec<&Server> = c.nodes.iter().filter(|n| n.port != victim.port).collect();
     wait_for("the survivors to mark the cluster failed", 60, || {
         survivors.iter().all(|n| {
             String::from_utf8_lossy(&n.cli(&[b"CLUSTER", b"INFO"])).contains("cluster_state:fail")

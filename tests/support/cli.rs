@@ -35,6 +35,29 @@ pub fn cli(config: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs the binary in `cwd` (where `copy --resume` keeps its state) with extra environment.
+pub fn cli_in(cwd: &Path, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.current_dir(cwd)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("RDE_FAILPOINT_ADMIN_ABORT_AFTER");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// A standalone config's JSON whose model tags (runtime and import) are both `tag`.
+pub fn tagged_json(port: u16, tag: &str) -> String {
+    standalone_json(
+        port,
+        &format!(r#", "model_tag_runtime": "{tag}", "model_tag_import": "{tag}""#),
+    )
+}
+
 pub fn json_of(out: &Output) -> Value {
     assert!(
         out.status.success(),
