@@ -23,7 +23,7 @@ namespace {
 // with their offsets for DT_STRING.
 class TensorBytes {
  public:
-  explicit TensorBytes(const Tensor& t) {
+  explicit TensorBytes(const Tensor& t) : dtype_(t.dtype()) {
     if (t.dtype() == DT_STRING) {
       auto flat = t.flat<tstring>();
       offsets_.reserve(flat.size() + 1);
@@ -48,8 +48,10 @@ class TensorBytes {
   rust::Slice<const uint8_t> data() const { return {data_, size_}; }
   rust::Slice<const uint64_t> offsets() const { return {offsets_.data(), offsets_.size()}; }
   rust::Slice<const int64_t> dims() const { return {dims_.data(), dims_.size()}; }
+  rde::TensorView view() const { return {dtype_, data(), offsets(), dims()}; }
 
  private:
+  int32_t dtype_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   std::vector<uint8_t> storage_;
@@ -95,25 +97,80 @@ Status FillIfStrings(rust::Slice<const uint8_t> data, rust::Slice<const uint64_t
   return FillStrings(data, offsets, out);
 }
 
-Status GetTable(OpKernelContext* ctx, TableResource** table) {
-  return LookupResource(ctx, HandleFromInput(ctx, 0), table);
+rust::Slice<const uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
-}  // namespace
+template <typename T>
+rust::Slice<const T> Slice(const std::vector<T>& v) {
+  return {v.data(), v.size()};
+}
+
+// The shape of every op on a table: input 0 is the table's handle; `Run` unpacks the other
+// tensors, calls the Rust table (table.rust()) and returns its status. `Attrs` is read once,
+// when the kernel is built (NoAttrs for an op without attributes).
+template <typename Attrs, Status (*Run)(OpKernelContext*, const TableResource&, const Attrs&)>
+class TableOp : public OpKernel {
+ public:
+  explicit TableOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
+  void Compute(OpKernelContext* ctx) override {
+    TableResource* table;
+    OP_REQUIRES_OK(ctx, LookupResource(ctx, HandleFromInput(ctx, 0), &table));
+    core::ScopedUnref unref(table);
+    OP_REQUIRES_OK(ctx, Run(ctx, *table, attrs_));
+  }
+
+ private:
+  const Attrs attrs_;
+};
+
+// Reads attributes given as (name, &field) pairs, in order.
+Status GetAttrs(OpKernelConstruction*) { return OkStatus(); }
+
+template <typename T, typename... Rest>
+Status GetAttrs(OpKernelConstruction* ctx, const char* name, T* value, Rest... rest) {
+  TF_RETURN_IF_ERROR(ctx->GetAttr(name, value));
+  return GetAttrs(ctx, rest...);
+}
+
+struct NoAttrs {
+  explicit NoAttrs(OpKernelConstruction*) {}
+};
+
+// Statistics as two vectors, names and values (of type T).
+template <typename T>
+Status OutputStats(OpKernelContext* ctx, const rust::Vec<rust::String>& names,
+                   const rust::Vec<T>& values) {
+  const int64_t n = static_cast<int64_t>(names.size());
+  Tensor *names_out = nullptr, *values_out = nullptr;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({n}), &names_out));
+  TF_RETURN_IF_ERROR(ctx->allocate_output(1, TensorShape({n}), &values_out));
+  for (int64_t i = 0; i < n; ++i) {
+    names_out->flat<tstring>()(i) = std::string(names[i]);
+    values_out->flat<T>()(i) = values[i];
+  }
+  return OkStatus();
+}
+
+// A scalar int64 output.
+Status OutputScalar(OpKernelContext* ctx, int index, int64_t v) {
+  Tensor* out = nullptr;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(index, TensorShape({}), &out));
+  out->scalar<int64_t>()() = v;
+  return OkStatus();
+}
 
 class TableOfTensorsOp : public OpKernel {
  public:
   explicit TableOfTensorsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(DT_RESOURCE, TensorShape({}), &handle_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_node_name_sharing", &use_node_name_sharing_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("key_dtype", &key_dtype_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("value_dtype", &value_dtype_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("value_shape", &value_shape_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("embedding_name", &embedding_name_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("redis_config_abs_dir", &config_path_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("redis_config_abs_dir_env", &config_env_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("shard_index", &shard_index_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("shard_count", &shard_count_));
+    OP_REQUIRES_OK(ctx, GetAttrs(ctx,
+                                "use_node_name_sharing", &use_node_name_sharing_,
+                                "key_dtype", &key_dtype_, "value_dtype", &value_dtype_,
+                                "value_shape", &value_shape_, "embedding_name", &embedding_name_,
+                                "redis_config_abs_dir", &config_path_,
+                                "redis_config_abs_dir_env", &config_env_,
+                                "shard_index", &shard_index_, "shard_count", &shard_count_));
     OP_REQUIRES(ctx, TensorShapeUtils::IsVector(value_shape_),
                 errors::InvalidArgument("Default value must be a vector, got shape ",
                                         value_shape_.DebugString()));
@@ -133,15 +190,12 @@ class TableOfTensorsOp : public OpKernel {
       OP_REQUIRES_OK(ctx, cinfo_.Init(ctx->resource_manager(), def(), use_node_name_sharing_));
     }
     auto creator = [this](TableResource** ret) {
+      const rde::OpenArgs args{Bytes(config_path_),   Bytes(config_env_),
+                               Bytes(embedding_name_), key_dtype_,
+                               value_dtype_,           value_shape_.num_elements(),
+                               shard_index_,           shard_count_};
       rde::Status st;
-      auto box = rde::open_table(
-          rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(config_path_.data()),
-                                     config_path_.size()),
-          rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(config_env_.data()),
-                                     config_env_.size()),
-          rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(embedding_name_.data()),
-                                     embedding_name_.size()),
-          key_dtype_, value_dtype_, value_shape_.num_elements(), shard_index_, shard_count_, st);
+      auto box = rde::open_table(args, st);
       TF_RETURN_IF_ERROR(ToStatus(st));
       *ret = new TableResource(std::move(box), key_dtype_, value_dtype_, value_shape_);
       return OkStatus();
@@ -175,115 +229,65 @@ class TableOfTensorsOp : public OpKernel {
   int64_t shard_index_ = 1, shard_count_ = 1;
 };
 
+
 template <bool kWithExists>
-class FindOp : public OpKernel {
- public:
-  using OpKernel::OpKernel;
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    const Tensor& keys = ctx->input(1);
-    const Tensor& defaults = ctx->input(2);
-    TensorShape out_shape = keys.shape();
-    out_shape.AppendShape(table->value_shape());
-    Tensor* values = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &values));
-    Tensor* exists = nullptr;
-    if (kWithExists) OP_REQUIRES_OK(ctx, ctx->allocate_output(1, keys.shape(), &exists));
-    TensorBytes k(keys), d(defaults);
-    if (defaults.dtype() == DT_STRING) {
-      std::vector<uint8_t> found(keys.NumElements());
-      rde::Status st;
-      auto rows = table->rust().find_strings(keys.dtype(), defaults.dtype(), k.data(),
-                                             k.offsets(), d.data(), d.offsets(),
-                                             {found.data(), found.size()}, st);
-      OP_REQUIRES_OK(ctx, ToStatus(st));
-      OP_REQUIRES_OK(ctx, FillStrings(rows->data(), rows->offsets(), values));
-      if (exists) std::memcpy(MutBytes(exists).data(), found.data(), found.size());
-      return;
-    }
-    rust::Slice<uint8_t> no_exists;
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().find(
-                            keys.dtype(), defaults.dtype(), k.data(), k.offsets(), k.dims(),
-                            d.data(), MutBytes(values), exists ? MutBytes(exists) : no_exists,
-                            kWithExists)));
+Status Find(OpKernelContext* ctx, const TableResource& table, const NoAttrs&) {
+  const Tensor& keys = ctx->input(1);
+  const Tensor& defaults = ctx->input(2);
+  TensorShape out_shape = keys.shape();
+  out_shape.AppendShape(table.value_shape());
+  Tensor *values = nullptr, *exists = nullptr;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, out_shape, &values));
+  if (kWithExists) TF_RETURN_IF_ERROR(ctx->allocate_output(1, keys.shape(), &exists));
+  TensorBytes k(keys), d(defaults);
+  if (defaults.dtype() == DT_STRING) {
+    std::vector<uint8_t> found(keys.NumElements());
+    rde::Status st;
+    auto rows = table.rust().find_strings(k.view(), d.view(), {found.data(), found.size()}, st);
+    TF_RETURN_IF_ERROR(ToStatus(st));
+    TF_RETURN_IF_ERROR(FillStrings(rows->data(), rows->offsets(), values));
+    if (exists) std::memcpy(MutBytes(exists).data(), found.data(), found.size());
+    return OkStatus();
   }
-};
+  rust::Slice<uint8_t> no_exists;
+  return ToStatus(table.rust().find(k.view(), d.view(), MutBytes(values),
+                                    exists ? MutBytes(exists) : no_exists, kWithExists));
+}
 
 template <bool kImport>
-class InsertOp : public OpKernel {
- public:
-  using OpKernel::OpKernel;
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    const Tensor& keys = ctx->input(1);
-    const Tensor& values = ctx->input(2);
-    TensorBytes k(keys), v(values);
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().insert(keys.dtype(), values.dtype(), k.data(),
-                                                      k.offsets(), k.dims(), v.data(),
-                                                      v.offsets(), v.dims(), kImport)));
-  }
-};
+Status Insert(OpKernelContext* ctx, const TableResource& table, const NoAttrs&) {
+  TensorBytes k(ctx->input(1)), v(ctx->input(2));
+  return ToStatus(table.rust().insert(k.view(), v.view(), kImport));
+}
 
-class AccumOp : public OpKernel {
- public:
-  using OpKernel::OpKernel;
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    const Tensor& keys = ctx->input(1);
-    const Tensor& values = ctx->input(2);
-    const Tensor& exists = ctx->input(3);
-    TensorBytes k(keys), v(values), e(exists);
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().accum(keys.dtype(), values.dtype(), k.data(),
-                                                     k.offsets(), k.dims(), v.data(),
-                                                     v.offsets(), v.dims(), e.data())));
-  }
-};
+Status Accum(OpKernelContext* ctx, const TableResource& table, const NoAttrs&) {
+  TensorBytes k(ctx->input(1)), v(ctx->input(2)), e(ctx->input(3));
+  return ToStatus(table.rust().accum(k.view(), v.view(), e.data()));
+}
 
-class RemoveOp : public OpKernel {
- public:
-  using OpKernel::OpKernel;
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    const Tensor& keys = ctx->input(1);
-    TensorBytes k(keys);
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().remove(keys.dtype(), k.data(), k.offsets())));
-  }
-};
+Status Remove(OpKernelContext* ctx, const TableResource& table, const NoAttrs&) {
+  TensorBytes k(ctx->input(1));
+  return ToStatus(table.rust().remove(k.view()));
+}
 
-class ClearOp : public OpKernel {
- public:
-  using OpKernel::OpKernel;
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().clear()));
-  }
-};
+Status Clear(OpKernelContext*, const TableResource& table, const NoAttrs&) {
+  return ToStatus(table.rust().clear());
+}
 
-class SizeOp : public OpKernel {
- public:
-  using OpKernel::OpKernel;
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    int64_t n = 0;
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().size(n)));
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &out));
-    out->scalar<int64_t>()() = n;
-  }
-};
+Status Size(OpKernelContext* ctx, const TableResource& table, const NoAttrs&) {
+  int64_t n = 0;
+  TF_RETURN_IF_ERROR(ToStatus(table.rust().size(n)));
+  return OutputScalar(ctx, 0, n);
+}
 
+Status TableStats(OpKernelContext* ctx, const TableResource& table, const NoAttrs&) {
+  rust::Vec<rust::String> names;
+  rust::Vec<double> values;
+  table.rust().table_stats(names, values);
+  return OutputStats(ctx, names, values);
+}
+
+// The process-wide counters: the one op without a table.
 class StatsOp : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -291,108 +295,65 @@ class StatsOp : public OpKernel {
     rust::Vec<rust::String> names;
     rust::Vec<int64_t> values;
     rde::stats_snapshot(names, values);
-    const int64_t n = static_cast<int64_t>(names.size());
-    Tensor *names_out = nullptr, *values_out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n}), &names_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &values_out));
-    for (int64_t i = 0; i < n; ++i) {
-      names_out->flat<tstring>()(i) = std::string(names[i]);
-      values_out->flat<int64_t>()(i) = values[i];
-    }
+    OP_REQUIRES_OK(ctx, OutputStats(ctx, names, values));
   }
 };
 
-class TableStatsOp : public OpKernel {
- public:
-  using OpKernel::OpKernel;
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    rust::Vec<rust::String> names;
-    rust::Vec<double> values;
-    table->rust().table_stats(names, values);
-    const int64_t n = static_cast<int64_t>(names.size());
-    Tensor *names_out = nullptr, *values_out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n}), &names_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &values_out));
-    for (int64_t i = 0; i < n; ++i) {
-      names_out->flat<tstring>()(i) = std::string(names[i]);
-      values_out->flat<double>()(i) = values[i];
-    }
-  }
-};
-
-class ExportOp : public OpKernel {
- public:
-  using OpKernel::OpKernel;
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    // Rust chooses how the rows arrive (streamed into the buffers, or read first) and how many
-    // rows to allocate; the outputs are the filled prefix of the buffers (no copy).
-    const DataType kdt = ctx->expected_output_dtype(0), vdt = ctx->expected_output_dtype(1);
-    int64_t rows = 0;
-    rde::Status st;
-    auto ex = table->rust().export_begin(kdt, vdt, rows, st);
-    OP_REQUIRES_OK(ctx, ToStatus(st));
-    Tensor keys, values;
-    TensorShape value_shape({rows});
-    value_shape.AppendShape(table->value_shape());
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(kdt, TensorShape({rows}), &keys));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(vdt, value_shape, &values));
-    int64_t n = 0;
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().export_fill(*ex, NumberBytes(&keys),
-                                                           NumberBytes(&values), n)));
-    OP_REQUIRES_OK(ctx, FillIfStrings(ex->key_data(), ex->key_offsets(), &keys));
-    OP_REQUIRES_OK(ctx, FillIfStrings(ex->value_data(), ex->value_offsets(), &values));
-    ctx->set_output(0, keys.Slice(0, n));
-    ctx->set_output(1, values.Slice(0, n));
-  }
-};
+Status Export(OpKernelContext* ctx, const TableResource& table, const NoAttrs&) {
+  // Rust chooses how the rows arrive (streamed into the buffers, or read first) and how many
+  // rows to allocate; the outputs are the filled prefix of the buffers (no copy).
+  const DataType kdt = ctx->expected_output_dtype(0), vdt = ctx->expected_output_dtype(1);
+  int64_t rows = 0;
+  rde::Status st;
+  auto ex = table.rust().export_begin(kdt, vdt, rows, st);
+  TF_RETURN_IF_ERROR(ToStatus(st));
+  Tensor keys, values;
+  TensorShape value_shape({rows});
+  value_shape.AppendShape(table.value_shape());
+  TF_RETURN_IF_ERROR(ctx->allocate_temp(kdt, TensorShape({rows}), &keys));
+  TF_RETURN_IF_ERROR(ctx->allocate_temp(vdt, value_shape, &values));
+  int64_t n = 0;
+  TF_RETURN_IF_ERROR(
+      ToStatus(table.rust().export_fill(*ex, NumberBytes(&keys), NumberBytes(&values), n)));
+  TF_RETURN_IF_ERROR(FillIfStrings(ex->key_data(), ex->key_offsets(), &keys));
+  TF_RETURN_IF_ERROR(FillIfStrings(ex->value_data(), ex->value_offsets(), &values));
+  ctx->set_output(0, keys.Slice(0, n));
+  ctx->set_output(1, values.Slice(0, n));
+  return OkStatus();
+}
 
 // Save (kLoad = false) or load the table through <dir>/<file_name>-keys/-values files.
 template <bool kLoad>
-class FileSystemOp : public OpKernel {
- public:
-  explicit FileSystemOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("key_dtype", &key_dtype_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("value_dtype", &value_dtype_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dirpath_env", &dirpath_env_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr(kLoad ? "load_entire_dir" : "append_to_file", &flag_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("buffer_size", &buffer_size_));
+struct FileAttrs {
+  explicit FileAttrs(OpKernelConstruction* ctx) {
+    OP_REQUIRES_OK(ctx, GetAttrs(ctx,
+                                "key_dtype", &key_dtype, "value_dtype", &value_dtype,
+                                "dirpath_env", &dirpath_env,
+                                kLoad ? "load_entire_dir" : "append_to_file", &flag,
+                                "buffer_size", &buffer_size));
   }
-
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    const Tensor& dir = ctx->input(1);
-    const Tensor& file = ctx->input(2);
-    OP_REQUIRES(ctx, dir.NumElements() == 1 && file.NumElements() == 1,
-                errors::InvalidArgument("dirpath and file_name must be scalars"));
-    const tstring& d = dir.flat<tstring>()(0);
-    const tstring& f = file.flat<tstring>()(0);
-    auto bytes = [](const char* p, size_t n) {
-      return rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(p), n);
-    };
-    auto d_s = bytes(d.data(), d.size());
-    auto f_s = bytes(f.data(), f.size());
-    auto e_s = bytes(dirpath_env_.data(), dirpath_env_.size());
-    rde::Status st = kLoad ? table->rust().load_from_file_system(key_dtype_, value_dtype_, d_s, f_s,
-                                                                 e_s, flag_, buffer_size_)
-                           : table->rust().save_to_file_system(key_dtype_, value_dtype_, d_s, f_s,
-                                                               e_s, flag_, buffer_size_);
-    OP_REQUIRES_OK(ctx, ToStatus(st));
-  }
-
- private:
-  DataType key_dtype_, value_dtype_;
-  std::string dirpath_env_;
-  bool flag_ = false;
-  int64_t buffer_size_ = 1;
+  DataType key_dtype, value_dtype;
+  std::string dirpath_env;
+  bool flag = false;
+  int64_t buffer_size = 1;
 };
+
+template <bool kLoad>
+Status FileSystem(OpKernelContext* ctx, const TableResource& table, const FileAttrs<kLoad>& a) {
+  const Tensor& dir = ctx->input(1);
+  const Tensor& file = ctx->input(2);
+  if (dir.NumElements() != 1 || file.NumElements() != 1) {
+    return errors::InvalidArgument("dirpath and file_name must be scalars");
+  }
+  const tstring& d = dir.flat<tstring>()(0);
+  const tstring& f = file.flat<tstring>()(0);
+  auto bytes = [](const tstring& s) {
+    return rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  const rde::FileArgs args{a.key_dtype, a.value_dtype,      bytes(d), bytes(f),
+                           Bytes(a.dirpath_env), a.flag, a.buffer_size};
+  return ToStatus(table.rust().file_system(kLoad, args));
+}
 
 // Joins list(string) attributes with newlines, as the bridge takes them.
 std::string JoinNames(const std::vector<std::string>& names) {
@@ -404,118 +365,94 @@ std::string JoinNames(const std::vector<std::string>& names) {
   return out;
 }
 
-rust::Slice<const uint8_t> Bytes(const std::string& s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+struct TrainConfigureAttrs {
+  explicit TrainConfigureAttrs(OpKernelConstruction* ctx) {
+    std::vector<std::string> slots;
+    OP_REQUIRES_OK(ctx, GetAttrs(ctx,
+                                "slot_names", &slots, "fused_slots", &fused_slots,
+                                "slot_inits", &slot_inits));
+    slot_names = JoinNames(slots);
+  }
+  std::string slot_names;
+  int64_t fused_slots = 0;
+  std::vector<float> slot_inits;
+};
+
+Status TrainConfigure(OpKernelContext*, const TableResource& table,
+                      const TrainConfigureAttrs& a) {
+  return ToStatus(
+      table.rust().train_configure(Bytes(a.slot_names), a.fused_slots, Slice(a.slot_inits)));
 }
 
-class TrainConfigureOp : public OpKernel {
- public:
-  explicit TrainConfigureOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::vector<std::string> slots;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("slot_names", &slots));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("fused_slots", &fused_slots_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("slot_inits", &slot_inits_));
-    slot_names_ = JoinNames(slots);
+struct TrainLookupAttrs {
+  explicit TrainLookupAttrs(OpKernelConstruction* ctx) {
+    OP_REQUIRES_OK(ctx, GetAttrs(ctx,
+                                "dim", &dim, "init", &init, "init_params", &init_params,
+                                "seed", &seed, "fused_slots", &fused_slots, "remember", &remember));
   }
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().train_configure(
-                            Bytes(slot_names_), fused_slots_,
-                            {slot_inits_.data(), slot_inits_.size()})));
-  }
-
- private:
-  std::string slot_names_;
-  int64_t fused_slots_ = 0;
-  std::vector<float> slot_inits_;
+  int64_t dim = 0, seed = 0, fused_slots = 0;
+  std::string init;
+  std::vector<float> init_params;
+  bool remember = false;
 };
 
-class TrainLookupOp : public OpKernel {
- public:
-  explicit TrainLookupOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dim", &dim_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("init", &init_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("init_params", &init_params_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("seed", &seed_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("fused_slots", &fused_slots_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("remember", &remember_));
-  }
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    const Tensor& keys = ctx->input(1);
-    TensorShape out_shape = keys.shape();
-    out_shape.AddDim(dim_);
-    Tensor *values = nullptr, *exists = nullptr, *ticket = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &values));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, keys.shape(), &exists));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({}), &ticket));
-    TensorBytes k(keys);
-    int64_t t = 0;
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().train_lookup(
-                            keys.dtype(), k.data(), k.offsets(), Bytes(init_),
-                            {init_params_.data(), init_params_.size()}, seed_, fused_slots_,
-                            MutBytes(values), MutBytes(exists), remember_, t)));
-    ticket->scalar<int64_t>()() = t;
-  }
+Status TrainLookup(OpKernelContext* ctx, const TableResource& table, const TrainLookupAttrs& a) {
+  const Tensor& keys = ctx->input(1);
+  TensorShape out_shape = keys.shape();
+  out_shape.AddDim(a.dim);
+  Tensor *values = nullptr, *exists = nullptr;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, out_shape, &values));
+  TF_RETURN_IF_ERROR(ctx->allocate_output(1, keys.shape(), &exists));
+  TensorBytes k(keys);
+  const rde::TrainLookupArgs args{Bytes(a.init), Slice(a.init_params), a.seed, a.fused_slots,
+                                  a.remember};
+  int64_t ticket = 0;
+  TF_RETURN_IF_ERROR(ToStatus(
+      table.rust().train_lookup(k.view(), args, MutBytes(values), MutBytes(exists), ticket)));
+  return OutputScalar(ctx, 2, ticket);
+}
 
- private:
-  int64_t dim_ = 0, seed_ = 0, fused_slots_ = 0;
-  std::string init_;
-  std::vector<float> init_params_;
-  bool remember_ = false;
+struct TrainApplyAttrs {
+  explicit TrainApplyAttrs(OpKernelConstruction* ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("optimizer", &optimizer));
+  }
+  std::string optimizer;
 };
 
-class TrainApplyOp : public OpKernel {
- public:
-  explicit TrainApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("optimizer", &optimizer_));
-  }
-  void Compute(OpKernelContext* ctx) override {
-    TableResource* table;
-    OP_REQUIRES_OK(ctx, GetTable(ctx, &table));
-    core::ScopedUnref unref(table);
-    const Tensor& ids = ctx->input(1);
-    const Tensor& grads = ctx->input(2);
-    const Tensor& hyper = ctx->input(3);
-    auto id = ids.flat<int64_t>();
-    auto hy = hyper.flat<double>();
-    TensorBytes g(grads);
-    Tensor* updated = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &updated));
-    int64_t n = 0;
-    OP_REQUIRES_OK(ctx, ToStatus(table->rust().train_apply(
-                            {id.data(), static_cast<size_t>(id.size())}, g.data(),
-                            Bytes(optimizer_), {hy.data(), static_cast<size_t>(hy.size())}, n)));
-    updated->scalar<int64_t>()() = n;
-  }
+Status TrainApply(OpKernelContext* ctx, const TableResource& table, const TrainApplyAttrs& a) {
+  auto id = ctx->input(1).flat<int64_t>();
+  auto hy = ctx->input(3).flat<double>();
+  TensorBytes g(ctx->input(2));
+  int64_t n = 0;
+  TF_RETURN_IF_ERROR(ToStatus(table.rust().train_apply(
+      {id.data(), static_cast<size_t>(id.size())}, g.data(), Bytes(a.optimizer),
+      {hy.data(), static_cast<size_t>(hy.size())}, n)));
+  return OutputScalar(ctx, 0, n);
+}
 
- private:
-  std::string optimizer_;
-};
+}  // namespace
 
 #define RDE_KERNEL(name, ...) \
   REGISTER_KERNEL_BUILDER(Name("TFRA>Rde" name).Device(DEVICE_CPU), __VA_ARGS__)
+// An op on a table: its name, its attributes' type and its Run function.
+#define RDE_TABLE_KERNEL(name, attrs, ...) RDE_KERNEL(name, TableOp<attrs, __VA_ARGS__>)
 
 RDE_KERNEL("RedisTableOfTensors", TableOfTensorsOp);
-RDE_KERNEL("RedisTableFind", FindOp<false>);
-RDE_KERNEL("RedisTableFindWithExists", FindOp<true>);
-RDE_KERNEL("RedisTableInsert", InsertOp<false>);
-RDE_KERNEL("RedisTableImport", InsertOp<true>);
-RDE_KERNEL("RedisTableAccum", AccumOp);
-RDE_KERNEL("RedisTableRemove", RemoveOp);
-RDE_KERNEL("RedisTableClear", ClearOp);
-RDE_KERNEL("RedisTableSize", SizeOp);
-RDE_KERNEL("RedisTableExport", ExportOp);
 RDE_KERNEL("RedisStats", StatsOp);
-RDE_KERNEL("RedisTableStats", TableStatsOp);
-RDE_KERNEL("RedisTableSaveToFileSystem", FileSystemOp<false>);
-RDE_KERNEL("RedisTableLoadFromFileSystem", FileSystemOp<true>);
-RDE_KERNEL("TrainConfigure", TrainConfigureOp);
-RDE_KERNEL("TrainLookup", TrainLookupOp);
-RDE_KERNEL("TrainApply", TrainApplyOp);
+RDE_TABLE_KERNEL("RedisTableFind", NoAttrs, Find<false>);
+RDE_TABLE_KERNEL("RedisTableFindWithExists", NoAttrs, Find<true>);
+RDE_TABLE_KERNEL("RedisTableInsert", NoAttrs, Insert<false>);
+RDE_TABLE_KERNEL("RedisTableImport", NoAttrs, Insert<true>);
+RDE_TABLE_KERNEL("RedisTableAccum", NoAttrs, Accum);
+RDE_TABLE_KERNEL("RedisTableRemove", NoAttrs, Remove);
+RDE_TABLE_KERNEL("RedisTableClear", NoAttrs, Clear);
+RDE_TABLE_KERNEL("RedisTableSize", NoAttrs, Size);
+RDE_TABLE_KERNEL("RedisTableExport", NoAttrs, Export);
+RDE_TABLE_KERNEL("RedisTableStats", NoAttrs, TableStats);
+RDE_TABLE_KERNEL("RedisTableSaveToFileSystem", FileAttrs<false>, FileSystem<false>);
+RDE_TABLE_KERNEL("RedisTableLoadFromFileSystem", FileAttrs<true>, FileSystem<true>);
+RDE_TABLE_KERNEL("TrainConfigure", TrainConfigureAttrs, TrainConfigure);
+RDE_TABLE_KERNEL("TrainLookup", TrainLookupAttrs, TrainLookup);
+RDE_TABLE_KERNEL("TrainApply", TrainApplyAttrs, TrainApply);
 
 }  // namespace rde_tf

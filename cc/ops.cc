@@ -55,6 +55,29 @@ Status FindShape(InferenceContext* c, bool with_exists) {
   return OkStatus();
 }
 
+// The handle, and one scalar output.
+Status ScalarOutput(InferenceContext* c) {
+  TF_RETURN_IF_ERROR(ScalarHandle(c));
+  c->set_output(0, c->Scalar());
+  return OkStatus();
+}
+
+// The handle, and keys (input 1) of rank `rank` (exactly, or at least).
+Status KeysOfRank(InferenceContext* c, int rank, bool exactly) {
+  TF_RETURN_IF_ERROR(ScalarHandle(c));
+  ShapeHandle keys;
+  return exactly ? c->WithRank(c->input(1), rank, &keys)
+                 : c->WithRankAtLeast(c->input(1), rank, &keys);
+}
+
+// Statistics: two vectors, names and values (after the handle, for a table's).
+Status NamesAndValues(InferenceContext* c, bool of_table) {
+  if (of_table) TF_RETURN_IF_ERROR(ScalarHandle(c));
+  c->set_output(0, c->Vector(c->UnknownDim()));
+  c->set_output(1, c->Vector(c->UnknownDim()));
+  return OkStatus();
+}
+
 }  // namespace
 
 REGISTER_OP("TFRA>RdeRedisTableOfTensors")
@@ -85,32 +108,39 @@ REGISTER_OP("TFRA>RdeRedisTableOfTensors")
       return OkStatus();
     });
 
+// The table's handle, then keys (Tin) and a second tensor (Tout): find's defaults, insert's
+// and import's values.
+#define RDE_KEYS_AND(second)   \
+  Input("table_handle: resource") \
+      .Input("keys: Tin")         \
+      .Input(second ": Tout")     \
+      .Attr("Tin: type")          \
+      .Attr("Tout: type")
+
+// A file-system save or load; `flag` names its bool attribute.
+#define RDE_FILE_SYSTEM_OP(flag)        \
+  Input("table_handle: resource")       \
+      .Input("dirpath: string")         \
+      .Input("file_name: string")       \
+      .Attr("key_dtype: type")          \
+      .Attr("value_dtype: type")        \
+      .Attr("dirpath_env: string")      \
+      .Attr(flag ": bool")              \
+      .Attr("buffer_size: int >= 1")    \
+      .SetShapeFn(ScalarHandle)
+
 REGISTER_OP("TFRA>RdeRedisTableFind")
-    .Input("table_handle: resource")
-    .Input("keys: Tin")
-    .Input("default_value: Tout")
+    .RDE_KEYS_AND("default_value")
     .Output("values: Tout")
-    .Attr("Tin: type")
-    .Attr("Tout: type")
     .SetShapeFn([](InferenceContext* c) { return FindShape(c, false); });
 
 REGISTER_OP("TFRA>RdeRedisTableFindWithExists")
-    .Input("table_handle: resource")
-    .Input("keys: Tin")
-    .Input("default_value: Tout")
+    .RDE_KEYS_AND("default_value")
     .Output("values: Tout")
     .Output("exists: bool")
-    .Attr("Tin: type")
-    .Attr("Tout: type")
     .SetShapeFn([](InferenceContext* c) { return FindShape(c, true); });
 
-REGISTER_OP("TFRA>RdeRedisTableInsert")
-    .Input("table_handle: resource")
-    .Input("keys: Tin")
-    .Input("values: Tout")
-    .Attr("Tin: type")
-    .Attr("Tout: type")
-    .SetShapeFn(ScalarHandle);
+REGISTER_OP("TFRA>RdeRedisTableInsert").RDE_KEYS_AND("values").SetShapeFn(ScalarHandle);
 
 REGISTER_OP("TFRA>RdeRedisTableAccum")
     .Input("table_handle: resource")
@@ -125,11 +155,7 @@ REGISTER_OP("TFRA>RdeRedisTableRemove")
     .Input("table_handle: resource")
     .Input("keys: Tin")
     .Attr("Tin: type")
-    .SetShapeFn([](InferenceContext* c) {
-      TF_RETURN_IF_ERROR(ScalarHandle(c));
-      ShapeHandle keys;
-      return c->WithRankAtLeast(c->input(1), 1, &keys);
-    });
+    .SetShapeFn([](InferenceContext* c) { return KeysOfRank(c, 1, false); });
 
 REGISTER_OP("TFRA>RdeRedisTableClear")
     .Input("table_handle: resource")
@@ -140,11 +166,7 @@ REGISTER_OP("TFRA>RdeRedisTableClear")
 REGISTER_OP("TFRA>RdeRedisTableSize")
     .Input("table_handle: resource")
     .Output("size: int64")
-    .SetShapeFn([](InferenceContext* c) {
-      TF_RETURN_IF_ERROR(ScalarHandle(c));
-      c->set_output(0, c->Scalar());
-      return OkStatus();
-    });
+    .SetShapeFn(ScalarOutput);
 
 // One table's statistics: counters, hit rate and latency percentiles (src/table/stats.rs).
 REGISTER_OP("TFRA>RdeRedisTableStats")
@@ -152,23 +174,14 @@ REGISTER_OP("TFRA>RdeRedisTableStats")
     .Output("names: string")
     .Output("values: double")
     .SetIsStateful()
-    .SetShapeFn([](InferenceContext* c) {
-      TF_RETURN_IF_ERROR(ScalarHandle(c));
-      c->set_output(0, c->Vector(c->UnknownDim()));
-      c->set_output(1, c->Vector(c->UnknownDim()));
-      return OkStatus();
-    });
+    .SetShapeFn([](InferenceContext* c) { return NamesAndValues(c, true); });
 
 // Process-wide fault and traffic counters (retries, redirects, connection failures, ...).
 REGISTER_OP("TFRA>RdeRedisStats")
     .Output("names: string")
     .Output("values: int64")
     .SetIsStateful()
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->Vector(c->UnknownDim()));
-      c->set_output(1, c->Vector(c->UnknownDim()));
-      return OkStatus();
-    });
+    .SetShapeFn([](InferenceContext* c) { return NamesAndValues(c, false); });
 
 REGISTER_OP("TFRA>RdeRedisTableExport")
     .Input("table_handle: resource")
@@ -190,38 +203,12 @@ REGISTER_OP("TFRA>RdeRedisTableExport")
     });
 
 REGISTER_OP("TFRA>RdeRedisTableImport")
-    .Input("table_handle: resource")
-    .Input("keys: Tin")
-    .Input("values: Tout")
-    .Attr("Tin: type")
-    .Attr("Tout: type")
-    .SetShapeFn([](InferenceContext* c) {
-      TF_RETURN_IF_ERROR(ScalarHandle(c));
-      ShapeHandle keys;
-      return c->WithRank(c->input(1), 1, &keys);
-    });
+    .RDE_KEYS_AND("values")
+    .SetShapeFn([](InferenceContext* c) { return KeysOfRank(c, 1, true); });
 
-REGISTER_OP("TFRA>RdeRedisTableSaveToFileSystem")
-    .Input("table_handle: resource")
-    .Input("dirpath: string")
-    .Input("file_name: string")
-    .Attr("key_dtype: type")
-    .Attr("value_dtype: type")
-    .Attr("dirpath_env: string")
-    .Attr("append_to_file: bool")
-    .Attr("buffer_size: int >= 1")
-    .SetShapeFn(ScalarHandle);
+REGISTER_OP("TFRA>RdeRedisTableSaveToFileSystem").RDE_FILE_SYSTEM_OP("append_to_file");
 
-REGISTER_OP("TFRA>RdeRedisTableLoadFromFileSystem")
-    .Input("table_handle: resource")
-    .Input("dirpath: string")
-    .Input("file_name: string")
-    .Attr("key_dtype: type")
-    .Attr("value_dtype: type")
-    .Attr("dirpath_env: string")
-    .Attr("load_entire_dir: bool")
-    .Attr("buffer_size: int >= 1")
-    .SetShapeFn(ScalarHandle);
+REGISTER_OP("TFRA>RdeRedisTableLoadFromFileSystem").RDE_FILE_SYSTEM_OP("load_entire_dir");
 
 // Training (src/table/train.rs). TrainConfigure records the optimizer's slot layout on the
 // layer's handle table (slot tables by name, or fused_slots > 0 for rows holding params then
@@ -271,10 +258,6 @@ REGISTER_OP("TFRA>RdeTrainApply")
     .Output("updated: int64")
     .Attr("optimizer: string")
     .SetIsStateful()
-    .SetShapeFn([](InferenceContext* c) {
-      TF_RETURN_IF_ERROR(ScalarHandle(c));
-      c->set_output(0, c->Scalar());
-      return OkStatus();
-    });
+    .SetShapeFn(ScalarOutput);
 
 }  // namespace rde_tf

@@ -1,15 +1,19 @@
-//! The `cxx` bridge the C++ kernels call (feature `tf`). Every entry point takes raw tensor
-//! bytes plus shapes, checks dtypes and shapes, runs the [`Table`] operation, and returns a
-//! [`ffi::Status`] whose code is [`Error::tf_code`]: the one mapping from errors to TF codes.
+//! The `cxx` bridge the C++ kernels call (feature `bridge`; `tf` also compiles `cc/`). Every
+//! entry point takes raw tensor bytes ([`ffi::TensorView`]), checks dtypes and shapes, runs the
+//! [`Table`] operation, and returns a [`ffi::Status`] whose code is [`Error::tf_code`]: the one
+//! mapping from errors to TF codes. The bridge is declared here (`build.rs`, Bazel and `cc/`
+//! name the generated `src/ffi.rs.h`); the entry points are in `ffi/`: `table.rs` (open, find,
+//! write, remove, size, stats), `files.rs` (export, file-system save and load) and `train.rs`.
+//! Each runs inside [`guarded`] through [`TableBox::run`] or [`boxed`], so no panic reaches C++.
 
-use crate::codec::{KeyType, Rows, ValueType};
-use crate::config::{resolve_path, Config};
 use std::panic::AssertUnwindSafe;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::train::Trainer;
-use crate::table::{ExportPlan, Exported, Shard, StrRows, Table, TableSpec};
+use crate::table::{ExportPlan, StrRows, Table};
 
+mod files;
+mod table;
 mod train;
 
 #[cxx::bridge(namespace = "rde")]
@@ -21,22 +25,55 @@ mod ffi {
         message: String,
     }
 
+    /// An input tensor: its dtype, its bytes (the buffer of numbers, or the strings
+    /// concatenated: element i is `data[offsets[i]..offsets[i + 1]]`; `offsets` is empty for
+    /// numbers) and its shape.
+    struct TensorView<'a> {
+        dtype: i32,
+        data: &'a [u8],
+        offsets: &'a [u64],
+        dims: &'a [i64],
+    }
+
+    /// The table-creating op's attributes.
+    struct OpenArgs<'a> {
+        config_path: &'a [u8],
+        config_env: &'a [u8],
+        embedding_name: &'a [u8],
+        key_dtype: i32,
+        value_dtype: i32,
+        dim: i64,
+        shard_index: i64,
+        shard_count: i64,
+    }
+
+    /// A file-system save's or load's attributes and its two string inputs; `flag` is
+    /// `append_to_file` for a save, `load_entire_dir` for a load.
+    struct FileArgs<'a> {
+        key_dtype: i32,
+        value_dtype: i32,
+        dirpath: &'a [u8],
+        file_name: &'a [u8],
+        dirpath_env: &'a [u8],
+        flag: bool,
+        buffer_size: i64,
+    }
+
+    /// `TFRA>RdeTrainLookup`'s attributes.
+    struct TrainLookupArgs<'a> {
+        init: &'a [u8],
+        init_params: &'a [f32],
+        seed: i64,
+        fused_slots: i64,
+        remember: bool,
+    }
+
     extern "Rust" {
         type TableBox;
         type ExportBox;
         type StrRowsBox;
 
-        fn open_table(
-            config_path: &[u8],
-            config_env: &[u8],
-            embedding_name: &[u8],
-            key_dtype: i32,
-            value_dtype: i32,
-            dim: i64,
-            shard_index: i64,
-            shard_count: i64,
-            status: &mut Status,
-        ) -> Box<TableBox>;
+        fn open_table(args: &OpenArgs, status: &mut Status) -> Box<TableBox>;
         fn describe(self: &TableBox) -> String;
         /// This table's statistics (`crate::table::stats`), as names and values; none if
         /// the table failed to open.
@@ -46,52 +83,22 @@ mod ffi {
 
         fn find(
             self: &TableBox,
-            key_dtype: i32,
-            value_dtype: i32,
-            keys: &[u8],
-            key_offsets: &[u64],
-            key_dims: &[i64],
-            defaults: &[u8],
+            keys: &TensorView,
+            defaults: &TensorView,
             out: &mut [u8],
             exists: &mut [u8],
             want_exists: bool,
         ) -> Status;
         fn find_strings(
             self: &TableBox,
-            key_dtype: i32,
-            value_dtype: i32,
-            keys: &[u8],
-            key_offsets: &[u64],
-            default_data: &[u8],
-            default_offsets: &[u64],
+            keys: &TensorView,
+            defaults: &TensorView,
             exists: &mut [u8],
             status: &mut Status,
         ) -> Box<StrRowsBox>;
-        fn insert(
-            self: &TableBox,
-            key_dtype: i32,
-            value_dtype: i32,
-            keys: &[u8],
-            key_offsets: &[u64],
-            key_dims: &[i64],
-            values: &[u8],
-            value_offsets: &[u64],
-            value_dims: &[i64],
-            import: bool,
-        ) -> Status;
-        fn accum(
-            self: &TableBox,
-            key_dtype: i32,
-            value_dtype: i32,
-            keys: &[u8],
-            key_offsets: &[u64],
-            key_dims: &[i64],
-            values: &[u8],
-            value_offsets: &[u64],
-            value_dims: &[i64],
-            exists: &[u8],
-        ) -> Status;
-        fn remove(self: &TableBox, key_dtype: i32, keys: &[u8], key_offsets: &[u64]) -> Status;
+        fn insert(self: &TableBox, keys: &TensorView, values: &TensorView, import: bool) -> Status;
+        fn accum(self: &TableBox, keys: &TensorView, values: &TensorView, exists: &[u8]) -> Status;
+        fn remove(self: &TableBox, keys: &TensorView) -> Status;
         fn clear(self: &TableBox) -> Status;
         fn size(self: &TableBox, out: &mut i64) -> Status;
         /// The export op's first step: chooses how the rows reach the outputs and sets
@@ -112,26 +119,8 @@ mod ffi {
             values: &mut [u8],
             rows: &mut i64,
         ) -> Status;
-        fn save_to_file_system(
-            self: &TableBox,
-            key_dtype: i32,
-            value_dtype: i32,
-            dirpath: &[u8],
-            file_name: &[u8],
-            dirpath_env: &[u8],
-            append: bool,
-            buffer_size: i64,
-        ) -> Status;
-        fn load_from_file_system(
-            self: &TableBox,
-            key_dtype: i32,
-            value_dtype: i32,
-            dirpath: &[u8],
-            file_name: &[u8],
-            dirpath_env: &[u8],
-            entire_dir: bool,
-            buffer_size: i64,
-        ) -> Status;
+        /// `save_to_file_system` (`load` false) or `load_from_file_system`.
+        fn file_system(self: &TableBox, load: bool, args: &FileArgs) -> Status;
 
         fn train_configure(
             self: &TableBox,
@@ -139,18 +128,13 @@ mod ffi {
             fused_slots: i64,
             slot_inits: &[f32],
         ) -> Status;
+        /// `ticket` is set to the lookup's ticket (0 unless `remember`).
         fn train_lookup(
             self: &TableBox,
-            key_dtype: i32,
-            keys: &[u8],
-            key_offsets: &[u64],
-            init: &[u8],
-            init_params: &[f32],
-            seed: i64,
-            fused_slots: i64,
+            keys: &TensorView,
+            args: &TrainLookupArgs,
             out: &mut [u8],
             exists: &mut [u8],
-            remember: bool,
             ticket: &mut i64,
         ) -> Status;
         fn train_apply(
@@ -175,7 +159,8 @@ mod ffi {
     }
 }
 
-use ffi::Status;
+use ffi::{FileArgs, OpenArgs, Status, TensorView, TrainLookupArgs};
+use table::{open_table, stats_snapshot};
 
 fn status(r: Result<()>) -> Status {
     match r {
@@ -193,15 +178,15 @@ fn status(r: Result<()>) -> Status {
     }
 }
 
-fn stats_snapshot(names: &mut Vec<String>, values: &mut Vec<i64>) {
-    // Reads atomics only; guarded all the same, so that no entry point can unwind into C++.
-    let _ = guarded("stats", || {
-        for (n, v) in crate::stats::stats() {
-            names.push(n.to_owned());
-            values.push(i64::try_from(v).unwrap_or(i64::MAX));
-        }
-        Ok(())
-    });
+/// The shape of an entry point that returns a box besides its status: the outcome goes to
+/// `st`, and the box holds what `wrap` makes of the value (`None` if the op failed).
+fn boxed<T, B>(r: Result<T>, st: &mut Status, wrap: impl FnOnce(Option<T>) -> B) -> Box<B> {
+    let (r, value) = match r {
+        Ok(v) => (Ok(()), Some(v)),
+        Err(e) => (Err(e), None),
+    };
+    *st = status(r);
+    Box::new(wrap(value))
 }
 
 /// Runs the body of the bridge entry point `op`. A panic (a bug) becomes an `Internal` error
@@ -248,74 +233,6 @@ pub struct ExportBox(Option<ExportPlan>);
 /// String value rows produced by a lookup.
 pub struct StrRowsBox(StrRows);
 
-fn utf8<'a>(what: &str, b: &'a [u8]) -> Result<&'a str> {
-    std::str::from_utf8(b)
-        .map_err(|_| Error::invalid(format!("op attribute {what} is not valid UTF-8")))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn open_table(
-    config_path: &[u8],
-    config_env: &[u8],
-    embedding_name: &[u8],
-    key_dtype: i32,
-    value_dtype: i32,
-    dim: i64,
-    shard_index: i64,
-    shard_count: i64,
-    st: &mut Status,
-) -> Box<TableBox> {
-    crate::logging::init();
-    let name = String::from_utf8_lossy(embedding_name).into_owned();
-    let opened = guarded("open", || {
-        let (config_path, config_env) = (
-            utf8("redis_config_abs_dir", config_path)?,
-            utf8("redis_config_abs_dir_env", config_env)?,
-        );
-        let embedding_name = utf8("embedding_name", embedding_name)?;
-        let spec = TableSpec {
-            embedding_name: embedding_name.to_owned(),
-            key_type: KeyType::from_tf(key_dtype)?,
-            value_type: ValueType::from_tf(value_dtype)?,
-            dim: usize::try_from(dim)
-                .map_err(|_| Error::invalid("value_shape must be fully defined"))?,
-            shard: Shard::new(shard_index, shard_count)?,
-        };
-        let cfg = Config::from_file(&resolve_path(config_path, config_env)?)?;
-        Table::open(cfg, spec)
-    });
-    match opened {
-        Ok(t) => {
-            *st = status(Ok(()));
-            Box::new(TableBox(Some(t), Trainer::default()))
-        }
-        Err(e) => {
-            *st = status(Err(e.context(format!("cannot open redis table {name:?}"))));
-            Box::new(TableBox(None, Trainer::default()))
-        }
-    }
-}
-
-/// TF's insert shape rule: values.shape must equal keys.shape + [dim].
-fn check_value_shape(key_dims: &[i64], value_dims: &[i64], dim: usize) -> Result<()> {
-    let mut want: Vec<i64> = key_dims.to_vec();
-    want.push(dim as i64);
-    if value_dims != want.as_slice() {
-        let show = |d: &[i64]| {
-            format!(
-                "[{}]",
-                d.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-            )
-        };
-        return Err(Error::invalid(format!(
-            "Expected shape {} for value, got {}",
-            show(&want),
-            show(value_dims)
-        )));
-    }
-    Ok(())
-}
-
 impl TableBox {
     fn table(&self) -> Result<&Table> {
         self.0
@@ -323,338 +240,21 @@ impl TableBox {
             .ok_or_else(|| Error::invalid("the redis table failed to open"))
     }
 
-    fn table_stats(&self, names: &mut Vec<String>, values: &mut Vec<f64>) {
-        // Atomics and histograms, plus one INFO per server that may evict (statistics never
-        // fail); guarded so that nothing unwinds into C++.
-        let _ = guarded("table_stats", || {
-            if let Some(t) = &self.0 {
-                for (n, v) in t.stats_snapshot() {
-                    names.push(n);
-                    values.push(v);
-                }
-            }
-            Ok(())
-        });
-    }
-
-    fn describe(&self) -> String {
-        guarded("describe", || Ok(self.description()))
-            .unwrap_or_else(|e| format!("RedisEmbeddingTable(<{e}>)"))
-    }
-
-    fn description(&self) -> String {
-        match &self.0 {
-            Some(t) => format!(
-                "RedisEmbeddingTable({}, {} buckets, dim {})",
-                crate::cluster::layout::display_bytes(t.buckets().name(0)),
-                t.buckets().len(),
-                t.spec().dim
-            ),
-            None => "RedisEmbeddingTable(<failed to open>)".into(),
-        }
-    }
-
-    /// Checks the op's key/value dtypes against the table's.
-    fn typed(&self, key_dtype: i32, value_dtype: i32) -> Result<&Table> {
-        let t = self.table()?;
-        let (k, v) = (
-            KeyType::from_tf(key_dtype)?,
-            ValueType::from_tf(value_dtype)?,
-        );
-        if k != t.spec().key_type || v != t.spec().value_type {
-            return Err(Error::invalid(format!(
-                "dtype mismatch: the table holds ({:?}, {}) but the op got ({:?}, {})",
-                t.spec().key_type,
-                t.spec().value_type.tf_name(),
-                k,
-                v.tf_name()
-            )));
-        }
-        Ok(t)
-    }
-
-    fn rows<'a>(t: &Table, values: &'a [u8], offsets: &'a [u64]) -> Rows<'a> {
-        match t.spec().value_type.elem_size() {
-            Some(s) => Rows::Fixed {
-                data: values,
-                row: s * t.spec().dim,
-            },
-            None => Rows::Str {
-                data: values,
-                offsets,
-                dim: t.spec().dim,
-            },
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn find(
-        &self,
-        key_dtype: i32,
-        value_dtype: i32,
-        keys: &[u8],
-        key_offsets: &[u64],
-        _key_dims: &[i64],
-        defaults: &[u8],
-        out: &mut [u8],
-        exists: &mut [u8],
-        want_exists: bool,
-    ) -> Status {
-        status(guarded("find", || {
-            let t = self.typed(key_dtype, value_dtype)?;
-            let k = t.keys(keys, key_offsets)?;
-            t.find(&k, defaults, out, want_exists.then_some(exists))
-        }))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn find_strings(
-        &self,
-        key_dtype: i32,
-        value_dtype: i32,
-        keys: &[u8],
-        key_offsets: &[u64],
-        default_data: &[u8],
-        default_offsets: &[u64],
-        exists: &mut [u8],
-        st: &mut Status,
-    ) -> Box<StrRowsBox> {
-        let r = guarded("find", || {
-            let t = self.typed(key_dtype, value_dtype)?;
-            let k = t.keys(keys, key_offsets)?;
-            let defaults = Self::rows(t, default_data, default_offsets);
-            let (rows, found) = t.find_strings(&k, &defaults)?;
-            if exists.len() == found.len() {
-                exists.copy_from_slice(&found);
-            }
-            Ok(rows)
-        });
-        match r {
-            Ok(rows) => {
-                *st = status(Ok(()));
-                Box::new(StrRowsBox(rows))
-            }
-            Err(e) => {
-                *st = status(Err(e));
-                Box::new(StrRowsBox(StrRows::default()))
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn insert(
-        &self,
-        key_dtype: i32,
-        value_dtype: i32,
-        keys: &[u8],
-        key_offsets: &[u64],
-        key_dims: &[i64],
-        values: &[u8],
-        value_offsets: &[u64],
-        value_dims: &[i64],
-        import: bool,
-    ) -> Status {
-        status(guarded("insert", || {
-            let t = self.typed(key_dtype, value_dtype)?;
-            check_value_shape(key_dims, value_dims, t.spec().dim)?;
-            let k = t.keys(keys, key_offsets)?;
-            let rows = Self::rows(t, values, value_offsets);
-            if import {
-                t.import(&k, &rows)
-            } else {
-                t.insert(&k, &rows)
-            }
-        }))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn accum(
-        &self,
-        key_dtype: i32,
-        value_dtype: i32,
-        keys: &[u8],
-        key_offsets: &[u64],
-        key_dims: &[i64],
-        values: &[u8],
-        value_offsets: &[u64],
-        value_dims: &[i64],
-        exists: &[u8],
-    ) -> Status {
-        status(guarded("accum", || {
-            let t = self.typed(key_dtype, value_dtype)?;
-            check_value_shape(key_dims, value_dims, t.spec().dim)?;
-            let k = t.keys(keys, key_offsets)?;
-            t.accum(&k, &Self::rows(t, values, value_offsets), exists)
-        }))
-    }
-
-    fn remove(&self, key_dtype: i32, keys: &[u8], key_offsets: &[u64]) -> Status {
-        status(guarded("remove", || {
-            let t = self.table()?;
-            if KeyType::from_tf(key_dtype)? != t.spec().key_type {
-                return Err(Error::invalid(format!(
-                    "keys must be {:?} for this table",
-                    t.spec().key_type
-                )));
-            }
-            t.remove(&t.keys(keys, key_offsets)?)
-        }))
-    }
-
-    fn clear(&self) -> Status {
-        status(guarded("clear", || self.table().and_then(Table::clear)))
-    }
-
-    fn size(&self, out: &mut i64) -> Status {
-        status(guarded("size", || {
-            self.table().and_then(Table::size).map(|n| *out = n)
-        }))
-    }
-
-    fn export_begin(
-        &self,
-        key_dtype: i32,
-        value_dtype: i32,
-        rows: &mut i64,
-        st: &mut Status,
-    ) -> Box<ExportBox> {
-        let r = guarded("export", || {
-            self.typed(key_dtype, value_dtype)?.export_plan()
-        });
-        *rows = r.as_ref().map_or(0, |p| p.rows() as i64);
-        let (r, plan) = match r {
-            Ok(p) => (Ok(()), Some(p)),
-            Err(e) => (Err(e), None),
-        };
-        *st = status(r);
-        Box::new(ExportBox(plan))
-    }
-
-    fn export_fill(
-        &self,
-        plan: &ExportBox,
-        keys: &mut [u8],
-        values: &mut [u8],
-        rows: &mut i64,
-    ) -> Status {
-        status(guarded("export", || {
-            let plan = plan
-                .0
-                .as_ref()
-                .ok_or_else(|| Error::invalid("the export failed to start"))?;
-            let n = self.table()?.export_fill(plan, keys, values)?;
-            *rows = n as i64;
-            Ok(())
-        }))
+    /// The shape every table entry point shares: `body` runs on the open table inside
+    /// [`guarded`] (as op `op`, which the failpoint names), and its outcome becomes the status.
+    fn run(&self, op: &str, body: impl FnOnce(&Table) -> Result<()>) -> Status {
+        status(guarded(op, || body(self.table()?)))
     }
 }
 
-/// The directory and file name of a file-system save or load.
-fn file_target(
-    dirpath: &[u8],
-    file_name: &[u8],
-    dirpath_env: &[u8],
-) -> Result<(std::path::PathBuf, String)> {
-    let dir = crate::persist::files::resolve_dir(
-        utf8("dirpath", dirpath)?,
-        utf8("dirpath_env", dirpath_env)?,
-    );
-    let name = utf8("file_name", file_name)?;
-    if name.is_empty() {
-        return Err(Error::invalid("file_name must not be empty"));
-    }
-    Ok((dir, name.to_owned()))
-}
-
-fn buffer_rows(buffer_size: i64) -> Result<usize> {
-    usize::try_from(buffer_size)
-        .ok()
-        .filter(|&n| n >= 1)
-        .ok_or_else(|| Error::invalid(format!("buffer_size must be >= 1, got {buffer_size}")))
-}
-
-impl TableBox {
-    #[allow(clippy::too_many_arguments)]
-    fn save_to_file_system(
-        &self,
-        key_dtype: i32,
-        value_dtype: i32,
-        dirpath: &[u8],
-        file_name: &[u8],
-        dirpath_env: &[u8],
-        append: bool,
-        buffer_size: i64,
-    ) -> Status {
-        status(guarded("save_to_file_system", || {
-            let t = self.typed(key_dtype, value_dtype)?;
-            let (dir, name) = file_target(dirpath, file_name, dirpath_env)?;
-            t.save_to_files(&dir, &name, append, buffer_rows(buffer_size)?)
-                .map(|_| ())
-        }))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn load_from_file_system(
-        &self,
-        key_dtype: i32,
-        value_dtype: i32,
-        dirpath: &[u8],
-        file_name: &[u8],
-        dirpath_env: &[u8],
-        entire_dir: bool,
-        buffer_size: i64,
-    ) -> Status {
-        status(guarded("load_from_file_system", || {
-            let t = self.typed(key_dtype, value_dtype)?;
-            let (dir, name) = file_target(dirpath, file_name, dirpath_env)?;
-            t.load_from_files(&dir, &name, entire_dir, buffer_rows(buffer_size)?)
-                .map(|_| ())
-        }))
-    }
-}
-
-impl ExportBox {
-    /// A part of the rows read ahead; empty when the rows were streamed.
-    fn read_ahead<T>(&self, part: impl Fn(&Exported) -> &[T]) -> &[T] {
-        self.0
-            .as_ref()
-            .and_then(ExportPlan::exported)
-            .map_or(&[], part)
-    }
-    fn key_data(&self) -> &[u8] {
-        self.read_ahead(|e| &e.keys)
-    }
-    fn key_offsets(&self) -> &[u64] {
-        self.read_ahead(|e| &e.key_offsets)
-    }
-    fn value_data(&self) -> &[u8] {
-        self.read_ahead(|e| &e.str_values.data)
-    }
-    fn value_offsets(&self) -> &[u64] {
-        self.read_ahead(|e| &e.str_values.offsets)
-    }
-}
-
-impl StrRowsBox {
-    fn data(&self) -> &[u8] {
-        &self.0.data
-    }
-    fn offsets(&self) -> &[u64] {
-        &self.0.offsets
-    }
+fn utf8<'a>(what: &str, b: &'a [u8]) -> Result<&'a str> {
+    std::str::from_utf8(b)
+        .map_err(|_| Error::invalid(format!("op attribute {what} is not valid UTF-8")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn value_shape_rule_matches_tf_message() {
-        assert!(check_value_shape(&[2], &[2, 3], 3).is_ok());
-        let e = check_value_shape(&[2], &[2, 4], 3).unwrap_err();
-        assert_eq!(e.message(), "Expected shape [2,3] for value, got [2,4]");
-        assert!(check_value_shape(&[0], &[0], 3).is_err());
-    }
 
     #[test]
     fn a_panic_becomes_an_internal_error_naming_the_op() {

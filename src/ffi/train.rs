@@ -2,8 +2,8 @@
 //! `TrainApply`): attribute parsing and dispatch to the table's
 //! [`Trainer`](crate::table::train::Trainer).
 
-use super::{guarded, status, utf8, Status, TableBox};
-use crate::codec::KeyType;
+use super::table::checked_keys;
+use super::{utf8, Status, TableBox, TensorView, TrainLookupArgs};
 use crate::error::{Error, Result};
 use crate::optim::{Init, Optimizer};
 use crate::table::train::{LookupOut, Slots, Starts};
@@ -15,54 +15,38 @@ impl TableBox {
         fused_slots: i64,
         slot_inits: &[f32],
     ) -> Status {
-        status(guarded("train_configure", || {
-            let t = self.table()?;
+        self.run("train_configure", |t| {
             let names = names("slot_names", slot_names)?;
             self.1.configure(t, slots(&names, fused_slots)?, slot_inits)
-        }))
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn train_lookup(
         &self,
-        key_dtype: i32,
-        keys: &[u8],
-        key_offsets: &[u64],
-        init: &[u8],
-        init_params: &[f32],
-        seed: i64,
-        fused_slots: i64,
+        keys: &TensorView,
+        a: &TrainLookupArgs,
         out: &mut [u8],
         exists: &mut [u8],
-        remember: bool,
         ticket: &mut i64,
     ) -> Status {
-        status(guarded("train_lookup", || {
-            let t = self.table()?;
-            if KeyType::from_tf(key_dtype)? != t.spec().key_type {
-                return Err(Error::invalid(format!(
-                    "dtype mismatch: the table's keys are {:?}, the op got {:?}",
-                    t.spec().key_type,
-                    KeyType::from_tf(key_dtype)?
-                )));
-            }
-            let k = t.keys(keys, key_offsets)?;
-            let [a, b] = init_params else {
+        self.run("train_lookup", |t| {
+            let k = checked_keys(t, keys)?;
+            let [p, q] = a.init_params else {
                 return Err(Error::invalid("init_params must hold two numbers"));
             };
             let starts = Starts {
-                init: Init::parse(utf8("init", init)?, *a, *b)?,
-                seed: seed as u64,
+                init: Init::parse(utf8("init", a.init)?, *p, *q)?,
+                seed: a.seed as u64,
             };
             let out = LookupOut {
                 values: out,
                 exists,
-                remember,
+                remember: a.remember,
             };
-            let fused = count("fused_slots", fused_slots)?;
+            let fused = count("fused_slots", a.fused_slots)?;
             *ticket = i64::from(self.1.lookup(t, &k, starts, fused, out)?);
             Ok(())
-        }))
+        })
     }
 
     pub(super) fn train_apply(
@@ -73,8 +57,7 @@ impl TableBox {
         hyper: &[f64],
         updated: &mut i64,
     ) -> Status {
-        status(guarded("train_apply", || {
-            let t = self.table()?;
+        self.run("train_apply", |t| {
             let (opt, step) = Optimizer::parse(utf8("optimizer", optimizer)?, hyper)?;
             let copied: Vec<f32>;
             let grads: &[f32] = match floats(grads) {
@@ -89,7 +72,7 @@ impl TableBox {
             };
             *updated = self.1.apply(t, ids, grads, &opt, step)? as i64;
             Ok(())
-        }))
+        })
     }
 }
 
