@@ -42,6 +42,18 @@ pub enum Backend {
     Memory,
 }
 
+/// How the Keras layer's optimizer step writes a row (`rde_train_updates`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainUpdates {
+    /// `"exact"` (the default): each step's update is applied once to the row as it stands
+    /// in Redis (compare-and-set against what the step read, recomputed when another writer
+    /// changed the row), so no worker's update is lost.
+    Exact,
+    /// `"last_writer_wins"`: the row computed from the step's lookup is written as it is
+    /// (TFRA's behaviour): concurrent workers overwrite each other's updates.
+    LastWriterWins,
+}
+
 /// A parsed config with TFRA's field names and defaults. Each field means what it means in
 /// TFRA; docs/config.md describes them all.
 #[allow(missing_docs)]
@@ -119,6 +131,8 @@ pub struct Config {
     /// Extension: for the memory backend, the most rows a table may hold (inserts past it
     /// fail with ResourceExhausted); None = no cap.
     pub rde_memory_max_rows: Option<u64>,
+    /// Extension: how training steps write rows (see [`TrainUpdates`]).
+    pub rde_train_updates: TrainUpdates,
 }
 
 impl Default for Config {
@@ -170,6 +184,7 @@ impl Default for Config {
             rde_allow_eviction: false,
             rde_backend: Backend::Redis,
             rde_memory_max_rows: None,
+            rde_train_updates: TrainUpdates::Exact,
         }
     }
 }
@@ -320,6 +335,17 @@ impl Config {
                 }
             }
             "rde_memory_max_rows" => self.rde_memory_max_rows = Some(f.int_in(1, i64::MAX)? as u64),
+            "rde_train_updates" => {
+                self.rde_train_updates = match f.string()?.as_str() {
+                    "exact" => TrainUpdates::Exact,
+                    "last_writer_wins" => TrainUpdates::LastWriterWins,
+                    v => {
+                        return Err(Error::invalid(format!(
+                        "rde_train_updates = {v:?} is not one of \"exact\", \"last_writer_wins\""
+                    )))
+                    }
+                }
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -596,6 +622,14 @@ mod tests {
         let c = Config::from_json(r#"{"rde_backend": "memory", "rde_memory_max_rows": 5}"#);
         assert_eq!(c.unwrap().rde_memory_max_rows, Some(5));
         assert_eq!(Config::default().rde_backend, Backend::Redis);
+        assert_eq!(Config::default().rde_train_updates, TrainUpdates::Exact);
+        let c = Config::from_json(r#"{"rde_train_updates": "last_writer_wins"}"#).unwrap();
+        assert_eq!(c.rde_train_updates, TrainUpdates::LastWriterWins);
+        let e = err(r#"{"rde_train_updates": "lww"}"#).to_string();
+        assert!(
+            e.contains(r#"rde_train_updates = "lww" is not one of"#),
+            "{e}"
+        );
         let e = err(r#"{"rde_backend": "Memory"}"#).to_string();
         assert!(e.contains(r#"rde_backend = "Memory" is not one of"#), "{e}");
         assert!(err(r#"{"rde_backend": 1}"#)

@@ -52,7 +52,9 @@ pub use cluster::layout::{
     bucket_of, crc32c_raw, hash_tags, key_slot, prefix, slot_tag_table, topology_tags, Buckets,
 };
 pub use codec::{KeyType, Keys, Rows, ValueType};
-pub use config::{resolve_path, Backend, Config, ConnectionMode, StoreMode, DEFAULT_CONFIG_ENV};
+pub use config::{
+    resolve_path, Backend, Config, ConnectionMode, StoreMode, TrainUpdates, DEFAULT_CONFIG_ENV,
+};
 pub use error::{Error, ErrorKind, Result, ServerError};
 pub use optim::{Init, Optimizer, Step};
 pub use persist::files::resolve_dir;

@@ -27,10 +27,12 @@ use rustc_hash::FxHashMap;
 use super::stats::Op;
 use super::{Table, TableSpec};
 use crate::codec::{Keys, Rows, ValueType};
+use crate::config::TrainUpdates;
 use crate::error::{Error, Result};
 use crate::optim::{Init, Optimizer, Step};
 use crate::sync;
 
+mod exact;
 mod keyset;
 mod rows;
 mod together;
@@ -93,6 +95,9 @@ struct Pending {
     slots: SlotsRead,
     /// Per distinct key: `dim` params, then `dim` elements per slot read.
     rows: Vec<f32>,
+    /// Per distinct key, bit `i`: table `i` (params, then each slot read) held its row; the
+    /// others were filled with their initial values.
+    present: Vec<u8>,
 }
 
 /// The training state kept beside a layer's handle table: the optimizer's slot layout, the
@@ -213,7 +218,7 @@ impl Trainer {
             _ => &[],
         };
         for (d, row) in rows.chunks_exact_mut(width).enumerate() {
-            if found[d] == 0 {
+            if found[d] & 1 == 0 {
                 starts.init.fill(starts.seed, set.get(d), &mut row[..dim]);
                 for (s, &v) in fused_inits.iter().enumerate() {
                     row[dim * (1 + s)..dim * (2 + s)].fill(v);
@@ -225,10 +230,10 @@ impl Trainer {
             let d = d as usize;
             out.values[i * row_bytes..(i + 1) * row_bytes]
                 .copy_from_slice(as_bytes(&rows[d * width..d * width + dim]));
-            out.exists[i] = found[d];
+            out.exists[i] = found[d] & 1;
         }
         let hits = out.exists.iter().filter(|&&e| e != 0).count();
-        let rows_found = found.iter().filter(|&&f| f != 0).count();
+        let rows_found = found.iter().filter(|&&f| f & 1 != 0).count();
         t.stats().looked_up(n, hits, rows_found * width * 4);
         if !out.remember {
             return Ok(0);
@@ -237,14 +242,14 @@ impl Trainer {
             Some(c) if k > 0 => c.slots.clone(),
             _ => SlotsRead::Tables(Vec::new()),
         };
-        Ok(self.remember(set, read, rows))
+        Ok(self.remember(set, read, rows, found))
     }
 
     fn configured(&self) -> Option<Arc<Configured>> {
         sync::lock(&self.layout).clone()
     }
 
-    fn remember(&self, keys: KeySet, slots: SlotsRead, rows: Vec<f32>) -> u32 {
+    fn remember(&self, keys: KeySet, slots: SlotsRead, rows: Vec<f32>, present: Vec<u8>) -> u32 {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed) % (u32::MAX - 1) + 1;
         let mut pending = sync::lock(&self.pending);
         if pending.len() == PENDING_CAP {
@@ -255,6 +260,7 @@ impl Trainer {
             keys,
             slots,
             rows,
+            present,
         });
         ticket
     }
@@ -309,14 +315,50 @@ impl Trainer {
         }
         let batch = merge(self.take(ids)?, ids, grads, dim, &cfg.slots)?;
         let keys = batch.keys.keys()?;
-        let mut rows = batch.rows;
+        let (mut rows, mut present, sums) = (batch.rows, batch.present, batch.sums);
         if batch.need_slots {
-            read_slots(&cfg.tables, &cfg.inits, &keys, dim, &mut rows)?;
+            read_slots(&cfg.tables, &cfg.inits, &keys, dim, &mut rows, &mut present)?;
         }
         let width = dim * (1 + k);
-        for (d, row) in rows.chunks_exact_mut(width).enumerate() {
+        let exact = t.config().rde_train_updates == TrainUpdates::Exact;
+        let mut old = if exact { rows.clone() } else { Vec::new() };
+        let step_row = |d: usize, row: &mut [f32]| {
             let (param, slot) = row.split_at_mut(dim);
-            opt.apply(step, param, slot, &batch.sums[d * dim..(d + 1) * dim]);
+            opt.apply(step, param, slot, &sums[d * dim..(d + 1) * dim]);
+        };
+        for (d, row) in rows.chunks_exact_mut(width).enumerate() {
+            step_row(d, row);
+        }
+        // The Redis tables one exact write covers (the fused one, or params and slots
+        // aligned), with the floats of each one's part of a row.
+        let aligned = together::aligned(t, &cfg.tables);
+        let exact_on: Option<(Vec<&super::RedisTable>, usize)> = match (&cfg.wide, exact) {
+            (_, false) => None,
+            (Some(wide), true) => wide.redis().map(|w| (vec![w], width)),
+            (None, true) => match (&aligned, t.redis()) {
+                (Some(all), _) => Some((all.clone(), dim)),
+                (None, Some(_)) => {
+                    return Err(Error::invalid(format!(
+                        "{:?}: exact training updates need its slot tables laid out as the \
+                         params table (their layout records differ); set rde_train_updates \
+                         to \"last_writer_wins\" to write them separately",
+                        t.spec().embedding_name
+                    )))
+                }
+                (None, None) => None,
+            },
+        };
+        if let Some((tables, part)) = exact_on {
+            let mut step_rows = exact::StepRows {
+                tables: &tables,
+                keys: &batch.keys,
+                part,
+                present: &mut present,
+                old: &mut old,
+                new: &mut rows,
+            };
+            step_rows.write(t.stats(), step_row)?;
+            return Ok(keys.len());
         }
         match &cfg.wide {
             Some(wide) => {
@@ -328,12 +370,9 @@ impl Trainer {
                     },
                 )?;
             }
-            None if together::aligned(t, &cfg.tables).is_some() => together::write(
-                &together::aligned(t, &cfg.tables).expect("checked"),
-                &keys,
-                as_bytes(&rows),
-                dim,
-            )?,
+            None if aligned.is_some() => {
+                together::write(&aligned.expect("checked"), &keys, as_bytes(&rows), dim)?
+            }
             None => write_separate(t, &cfg.tables, &keys, &rows, dim)?,
         }
         Ok(keys.len())
@@ -410,6 +449,8 @@ struct Batch {
     keys: KeySet,
     sums: Vec<f32>,
     rows: Vec<f32>,
+    /// Per distinct key: which tables held its row as read (see [`Pending::present`]).
+    present: Vec<u8>,
     /// Some pending lookup did not read the slots the apply needs.
     need_slots: bool,
 }
@@ -426,11 +467,16 @@ fn merge(
 ) -> Result<Batch> {
     let (k, width) = (slots.count(), dim * (1 + slots.count()));
     let need_slots = k > 0 && taken.iter().any(|p| p.slots != *slots);
-    let (keys, mut rows, remap) = if taken.len() == 1 && !need_slots {
+    let (keys, mut rows, mut present, remap) = if taken.len() == 1 && !need_slots {
         let mut p = taken.into_iter().next().expect("one lookup");
         let identity = vec![(0..p.keys.len() as u32).collect::<Vec<_>>()];
         let of = std::mem::take(&mut p.keys.of);
-        (p.keys, p.rows, (vec![p.ticket], vec![of], identity))
+        (
+            p.keys,
+            p.rows,
+            p.present,
+            (vec![p.ticket], vec![of], identity),
+        )
     } else {
         union(&taken, dim, width)
     };
@@ -461,25 +507,29 @@ fn merge(
     let mut keys = keys;
     if touched.iter().any(|t| !t) {
         let mut kept = KeySet::empty_like(&keys);
-        let (mut kept_rows, mut kept_sums) = (Vec::new(), Vec::new());
+        let (mut kept_rows, mut kept_sums, mut kept_present) = (Vec::new(), Vec::new(), Vec::new());
         for d in (0..keys.len()).filter(|&d| touched[d]) {
             kept.push(keys.get(d));
             kept_rows.extend_from_slice(&rows[d * width..(d + 1) * width]);
             kept_sums.extend_from_slice(&sums[d * dim..(d + 1) * dim]);
+            kept_present.push(present[d]);
         }
-        (keys, rows, sums) = (kept, kept_rows, kept_sums);
+        (keys, rows, sums, present) = (kept, kept_rows, kept_sums, kept_present);
         return Ok(Batch {
             keys,
             sums,
             rows,
+            present,
             need_slots,
         });
     }
     rows.truncate(keys.len() * width);
+    present.truncate(keys.len());
     Ok(Batch {
         keys,
         sums,
         rows,
+        present,
         need_slots,
     })
 }
@@ -489,9 +539,10 @@ type Remap = (Vec<u32>, Vec<Vec<u32>>, Vec<Vec<u32>>);
 
 /// The merged distinct keys of several lookups and their rows (params as read; slots as read,
 /// or zero where a lookup did not read them), with each lookup's remap.
-fn union(taken: &[Pending], dim: usize, width: usize) -> (KeySet, Vec<f32>, Remap) {
+fn union(taken: &[Pending], dim: usize, width: usize) -> (KeySet, Vec<f32>, Vec<u8>, Remap) {
     let mut keys = KeySet::empty_like(&taken[0].keys);
     let mut rows = Vec::new();
+    let mut present = Vec::new();
     let mut index: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
     let mut remap: Remap = (Vec::new(), Vec::new(), Vec::new());
     for p in taken {
@@ -506,6 +557,8 @@ fn union(taken: &[Pending], dim: usize, width: usize) -> (KeySet, Vec<f32>, Rema
                     index.insert(key.to_vec(), g);
                     keys.push(key);
                     let src = &p.rows[d * w..(d + 1) * w];
+                    // Slot bits of a lookup that read no slots are set by the apply's read.
+                    present.push(p.present[d]);
                     rows.extend_from_slice(&src[..dim]);
                     if w == width {
                         rows.extend_from_slice(&src[dim..]);
@@ -521,7 +574,7 @@ fn union(taken: &[Pending], dim: usize, width: usize) -> (KeySet, Vec<f32>, Rema
         remap.1.push(p.keys.of.clone());
         remap.2.push(map);
     }
-    (keys, rows, remap)
+    (keys, rows, present, remap)
 }
 
 /// The handle table's dim; training tables hold float32.

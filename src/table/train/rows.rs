@@ -52,23 +52,27 @@ pub(super) fn read_separate(
     Ok(())
 }
 
-/// Reads the slot rows of `keys` into the slot part of `rows`.
+/// Reads the slot rows of `keys` into the slot part of `rows`, setting bit `1 + i` of
+/// `present` where slot table `i` held the key.
 pub(super) fn read_slots(
     slots: &[Arc<Table>],
     inits: &[f32],
     keys: &Keys<'_>,
     dim: usize,
     rows: &mut [f32],
+    present: &mut [u8],
 ) -> Result<()> {
     let n = keys.len();
     let width = dim * (1 + slots.len());
+    let mut found = vec![0u8; n];
     for (i, slot) in slots.iter().enumerate() {
         let mut read = vec![0f32; n * dim];
         let dflt: Vec<u8> = inits[i].to_le_bytes().repeat(dim);
-        slot.find_untracked(keys, &dflt, as_bytes_mut(&mut read), None)?;
+        slot.find_untracked(keys, &dflt, as_bytes_mut(&mut read), Some(&mut found))?;
         for d in 0..n {
             let at = d * width + dim * (1 + i);
             rows[at..at + dim].copy_from_slice(&read[d * dim..(d + 1) * dim]);
+            present[d] = present[d] & !(1 << (1 + i)) | (found[d] & 1) << (1 + i);
         }
     }
     Ok(())

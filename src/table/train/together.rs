@@ -32,8 +32,8 @@ pub(super) fn aligned<'a>(t: &'a Table, slots: &'a [Arc<Table>]) -> Option<Vec<&
 }
 
 /// Reads distinct `keys` from `t` and each slot table into `rows` (`dim × (1 + slots)` per
-/// key: params, then each slot). `found` says whether the params were stored; a missing
-/// slot row starts at its `inits` value.
+/// key: params, then each slot). Bit `i` of `found` says whether table `i` held the key (bit
+/// 0: the params); a missing slot row starts at its `inits` value.
 pub(super) fn read(
     tables: &[&RedisTable],
     inits: &[f32],
@@ -85,11 +85,10 @@ pub(super) fn read(
                         c.payload(&mut scratch)?;
                         tb.storage.decode(&scratch, dst);
                     }
-                    if i == 0 {
-                        // SAFETY: as above.
-                        let flag = unsafe { found_sh.slice(pos, 1) };
-                        flag[0] = hit as u8;
-                    }
+                    // Bit i: table i holds the key (bit 0, the params, is "found").
+                    // SAFETY: as above.
+                    let flag = unsafe { found_sh.slice(pos, 1) };
+                    flag[0] = if i == 0 { 0 } else { flag[0] } | (hit as u8) << i;
                 }
             }
             Ok(())
