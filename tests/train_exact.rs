@@ -159,11 +159,11 @@ fn two_writers_land_in_serial_order(cfg: &Config) {
                 "{what}"
             );
             assert_eq!(
-                (b.stat("train_conflicts"), b.stat("train_retry_rounds")),
+                (b.stat("update_conflicts"), b.stat("update_retry_rounds")),
                 (1.0, 1.0),
                 "{what}: B lost once, for key 7"
             );
-            assert_eq!(a.stat("train_conflicts"), 0.0, "{what}");
+            assert_eq!(a.stat("update_conflicts"), 0.0, "{what}");
         }
     }
 }
@@ -198,7 +198,7 @@ fn last_writer_wins_loses_the_first_update() {
     a.apply(ta, 1, &[1.0, 1.0], &opt, step);
     b.apply(tb, 1, &[1.0, 1.0], &opt, step);
     assert_eq!(stored(&cfg, "emb", &opt, Layout::Fused, 7), [-0.5, -0.5]);
-    assert_eq!(b.stat("train_conflicts"), 0.0);
+    assert_eq!(b.stat("update_conflicts"), 0.0);
 }
 
 /// Eight writers step one id together: each step, all look it up (the same row), meet at a
@@ -225,7 +225,7 @@ fn eight_writers_on_one_id_all_finish_and_lose_nothing() {
                         w.apply(t, 1, &[1.0, 1.0], &opt, step);
                         barrier.wait();
                     }
-                    w.stat("train_conflicts")
+                    w.stat("update_conflicts")
                 })
             })
             .collect();

@@ -13,7 +13,7 @@ OPS = ("find", "insert", "accum", "remove", "export", "train_lookup", "train_app
 """The ops a table times (the training ops appear once used)."""
 
 COUNTERS = ("lookups", "hits", "misses", "rows_written", "bytes_in", "bytes_out", "errors",
-            "retries", "ttl_refresh_failures", "train_conflicts", "train_retry_rounds")
+            "retries", "ttl_refresh_failures", "update_conflicts", "update_retry_rounds")
 """A table's counters, in the order `RedisTable.stats()` gives them."""
 
 QUANTILES = (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99"), ("max", "1"))

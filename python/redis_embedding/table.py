@@ -185,7 +185,7 @@ class RedisTable(LookupInterface):
         * ``bytes_in`` / ``bytes_out``: stored value bytes read from / written to Redis;
         * ``errors``: failed calls; ``retries``: rounds of resending this table's requests;
         * ``ttl_refresh_failures``: rolling-TTL refreshes that failed (the writes succeeded);
-        * ``train_conflicts``, ``train_retry_rounds``: exact training updates
+        * ``update_conflicts``, ``update_retry_rounds``: exact training updates
           (``rde_train_updates``, docs/keras.md) whose row another worker changed between the
           step's lookup and its apply, recomputed from the row as it then stood; and the
           compare-and-set rounds that took;

@@ -67,9 +67,9 @@ pub struct TableStats {
     ttl_refresh_failures: AtomicU64,
     /// Exact training updates: rows whose compare-and-set lost to another writer and were
     /// recomputed from the row as it then stood.
-    train_conflicts: AtomicU64,
+    update_conflicts: AtomicU64,
     /// Exact training updates: compare-and-set rounds after a step's first.
-    train_retry_rounds: AtomicU64,
+    update_retry_rounds: AtomicU64,
     /// Per op, created on its first call (a histogram is ~26 kB).
     latency: [Mutex<Option<Histogram<u64>>>; OP_NAMES.len()],
 }
@@ -126,10 +126,10 @@ impl TableStats {
     }
 
     /// Counts one more compare-and-set round of a training step, for `rows` rows that lost.
-    pub(crate) fn train_conflict(&self, rows: usize) {
-        self.train_conflicts
+    pub(crate) fn update_conflict(&self, rows: usize) {
+        self.update_conflicts
             .fetch_add(rows as u64, Ordering::Relaxed);
-        self.train_retry_rounds.fetch_add(1, Ordering::Relaxed);
+        self.update_retry_rounds.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Every figure by name, in a fixed order: the counters, `hit_rate` (hits / lookups, 0
@@ -148,8 +148,8 @@ impl TableStats {
             ("errors", get(&self.errors)),
             ("retries", get(&self.retries)),
             ("ttl_refresh_failures", get(&self.ttl_refresh_failures)),
-            ("train_conflicts", get(&self.train_conflicts)),
-            ("train_retry_rounds", get(&self.train_retry_rounds)),
+            ("update_conflicts", get(&self.update_conflicts)),
+            ("update_retry_rounds", get(&self.update_retry_rounds)),
         ]
         .into_iter()
         .map(|(n, v)| (n.to_owned(), v as f64))

@@ -104,7 +104,7 @@ impl StepRows<'_> {
                     ),
                 ));
             }
-            stats.train_conflict(lost.len());
+            stats.update_conflict(lost.len());
             std::thread::sleep(pause(round));
             self.read_current(&lost)?;
             for &d in &lost {
