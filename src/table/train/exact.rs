@@ -38,7 +38,7 @@ const MAX_PAUSE: Duration = Duration::from_millis(10);
 /// expected value (byte 0 = absent, or byte 1 followed by the stored bytes) and the new value.
 /// Sets every table's value of a key only if every one matched; returns the 1-based indices of
 /// the keys that did not.
-pub(crate) const CAS_ROWS_SCRIPT: &str = r#"
+const CAS_ROWS_SCRIPT: &str = r#"
 local n = #KEYS
 local g = 1 + 2 * n
 local lost = {}
