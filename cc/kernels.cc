@@ -249,9 +249,8 @@ Status Find(OpKernelContext* ctx, const TableResource& table, const NoAttrs&) {
     if (exists) std::memcpy(MutBytes(exists).data(), found.data(), found.size());
     return OkStatus();
   }
-  rust::Slice<uint8_t> no_exists;
-  return ToStatus(table.rust().find(k.view(), d.view(), MutBytes(values),
-                                    exists ? MutBytes(exists) : no_exists, kWithExists));
+  const rde::RowsOut out{MutBytes(values), exists ? MutBytes(exists) : rust::Slice<uint8_t>()};
+  return ToStatus(table.rust().find(k.view(), d.view(), out));
 }
 
 template <bool kImport>
@@ -408,7 +407,7 @@ Status TrainLookup(OpKernelContext* ctx, const TableResource& table, const Train
                                   a.remember};
   int64_t ticket = 0;
   TF_RETURN_IF_ERROR(ToStatus(
-      table.rust().train_lookup(k.view(), args, MutBytes(values), MutBytes(exists), ticket)));
+      table.rust().train_lookup(k.view(), args, {MutBytes(values), MutBytes(exists)}, ticket)));
   return OutputScalar(ctx, 2, ticket);
 }
 

@@ -59,6 +59,13 @@ mod ffi {
         buffer_size: i64,
     }
 
+    /// Where a lookup writes: the rows (the output tensor's bytes) and one byte per key, set
+    /// to 1 if the key was found (empty when the op has no `exists` output).
+    struct RowsOut<'a> {
+        values: &'a mut [u8],
+        exists: &'a mut [u8],
+    }
+
     /// `TFRA>RdeTrainLookup`'s attributes.
     struct TrainLookupArgs<'a> {
         init: &'a [u8],
@@ -81,14 +88,7 @@ mod ffi {
         /// The process-wide counters of `crate::stats`, as names and values.
         fn stats_snapshot(names: &mut Vec<String>, values: &mut Vec<i64>);
 
-        fn find(
-            self: &TableBox,
-            keys: &TensorView,
-            defaults: &TensorView,
-            out: &mut [u8],
-            exists: &mut [u8],
-            want_exists: bool,
-        ) -> Status;
+        fn find(self: &TableBox, keys: &TensorView, defaults: &TensorView, out: RowsOut) -> Status;
         fn find_strings(
             self: &TableBox,
             keys: &TensorView,
@@ -133,8 +133,7 @@ mod ffi {
             self: &TableBox,
             keys: &TensorView,
             args: &TrainLookupArgs,
-            out: &mut [u8],
-            exists: &mut [u8],
+            out: RowsOut,
             ticket: &mut i64,
         ) -> Status;
         fn train_apply(
@@ -159,7 +158,7 @@ mod ffi {
     }
 }
 
-use ffi::{FileArgs, OpenArgs, Status, TensorView, TrainLookupArgs};
+use ffi::{FileArgs, OpenArgs, RowsOut, Status, TensorView, TrainLookupArgs};
 use table::{open_table, stats_snapshot};
 
 fn status(r: Result<()>) -> Status {

@@ -2,7 +2,7 @@
 //! remove, clear, size. Each checks what the op passed against the table (dtypes, the value
 //! shape) and calls one [`Table`] operation.
 
-use super::{boxed, guarded, utf8, OpenArgs, Status, StrRowsBox, TableBox, TensorView};
+use super::{boxed, guarded, utf8, OpenArgs, RowsOut, Status, StrRowsBox, TableBox, TensorView};
 use crate::codec::{KeyType, Keys, Rows, ValueType};
 use crate::config::{resolve_path, Config};
 use crate::error::{Error, Result};
@@ -129,16 +129,11 @@ impl TableBox {
         })
     }
 
-    pub(super) fn find(
-        &self,
-        keys: &TensorView,
-        defaults: &TensorView,
-        out: &mut [u8],
-        exists: &mut [u8],
-        want_exists: bool,
-    ) -> Status {
+    /// `out.exists` is written only when it is not empty (the op has that output).
+    pub(super) fn find(&self, keys: &TensorView, defaults: &TensorView, out: RowsOut) -> Status {
+        let exists = (!out.exists.is_empty()).then_some(out.exists);
         self.run_kv("find", keys, defaults, |t, k| {
-            t.find(k, defaults.data, out, want_exists.then_some(exists))
+            t.find(k, defaults.data, out.values, exists)
         })
     }
 

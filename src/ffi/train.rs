@@ -3,7 +3,7 @@
 //! [`Trainer`](crate::table::train::Trainer).
 
 use super::table::checked_keys;
-use super::{utf8, Status, TableBox, TensorView, TrainLookupArgs};
+use super::{utf8, RowsOut, Status, TableBox, TensorView, TrainLookupArgs};
 use crate::error::{Error, Result};
 use crate::optim::{Init, Optimizer};
 use crate::table::train::{LookupOut, Slots, Starts};
@@ -25,8 +25,7 @@ impl TableBox {
         &self,
         keys: &TensorView,
         a: &TrainLookupArgs,
-        out: &mut [u8],
-        exists: &mut [u8],
+        out: RowsOut,
         ticket: &mut i64,
     ) -> Status {
         self.run("train_lookup", |t| {
@@ -39,8 +38,8 @@ impl TableBox {
                 seed: a.seed as u64,
             };
             let out = LookupOut {
-                values: out,
-                exists,
+                values: out.values,
+                exists: out.exists,
                 remember: a.remember,
             };
             let fused = count("fused_slots", a.fused_slots)?;
