@@ -1,17 +1,23 @@
 """End-to-end training throughput: TFRA 0.8.1's Keras layer + DynamicEmbeddingOptimizer(Adam)
 on TF 2.16.2 against redis_embedding.keras (TFRA-compatible and fused layouts) on TF 2.21.
 
-One redis-server; every run starts from empty tables; the implementations alternate within
+One redis-server; every run starts from empty tables and is timed twice over the same
+batches: from empty, then steady state (rows present). The implementations alternate within
 each round (rotated per round) and the medians over rounds are reported. Each run is a fresh
 process of bench/train_runner.py (see it for the model and the measurements).
 
-    python bench/keras_train.py [--rounds 5] [--steps 20] [--batch 16384] [--dim 64] [--write]
+    python bench/keras_train.py [--rounds 5] [--steps 20] [--batch 16384] [--dim 64]
+        [--impls tfra,rde-tfra,rde-fused] [--dists zipf,uniform] [--section NAME] [--write]
+
+`--impls rde-fused,rde-fused-lww --dists zipf --section "Exact updates, one worker"` measures
+what exact updates cost one worker against last-writer-wins.
 """
 
 import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -25,8 +31,9 @@ from redis_harness import RedisServer  # noqa: E402
 
 IMPLS = ["tfra", "rde-tfra", "rde-fused"]
 DISTS = ["zipf", "uniform"]
-FIELDS = ["steps_per_s", "examples_per_s", "server_ms_per_step", "client_cpu_ms_per_step",
-          "held_out_loss"]
+FIELDS = ["steps_per_s", "examples_per_s", "server_ms_per_step", "client_cpu_ms_per_step"]
+PHASES = ["empty", "steady"]
+SECTION = "Keras 3 training vs TFRA (end to end)"
 
 
 def run(python: str, impl: str, dist: str, server: RedisServer, config: str, a) -> dict:
@@ -40,25 +47,28 @@ def run(python: str, impl: str, dist: str, server: RedisServer, config: str, a) 
     return json.loads(out.strip().splitlines()[-1])
 
 
-def table(results: dict, a) -> str:
-    lines = ["| ids | implementation | steps/s | examples/s | × TFRA | server ms/step | "
-             "client CPU ms/step | held-out loss |", "|---|---|---|---|---|---|---|---|"]
-    for dist in DISTS:
-        base = statistics.median(r["steps_per_s"] for r in results[("tfra", dist)])
-        for impl in IMPLS:
-            rs = results[(impl, dist)]
-            med = {f: statistics.median(r[f] for r in rs) for f in FIELDS}
-            lines.append(
-                f"| {'Zipf(1.2)' if dist == 'zipf' else 'uniform'} | {impl} | "
-                f"{med['steps_per_s']:.2f} | {med['examples_per_s']:,.0f} | "
-                f"{med['steps_per_s'] / base:.2f}× | {med['server_ms_per_step']:.1f} | "
-                f"{med['client_cpu_ms_per_step']:.0f} | {med['held_out_loss']:.4f} |")
+def table(results: dict, impls: list, dists: list) -> str:
+    """Medians per ids, phase and implementation; the ratio is against the first of `impls`."""
+    lines = [f"| ids | tables | implementation | steps/s | examples/s | × {impls[0]} | "
+             "server ms/step | client CPU ms/step | held-out loss |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for dist in dists:
+        for phase in PHASES:
+            base = statistics.median(r[phase]["steps_per_s"] for r in results[(impls[0], dist)])
+            for impl in impls:
+                rs = results[(impl, dist)]
+                med = {f: statistics.median(r[phase][f] for r in rs) for f in FIELDS}
+                loss = statistics.median(r["held_out_loss"] for r in rs)
+                lines.append(
+                    f"| {'Zipf(1.2)' if dist == 'zipf' else 'uniform'} | {phase} | {impl} | "
+                    f"{med['steps_per_s']:.2f} | {med['examples_per_s']:,.0f} | "
+                    f"{med['steps_per_s'] / base:.2f}× | {med['server_ms_per_step']:.1f} | "
+                    f"{med['client_cpu_ms_per_step']:.0f} | {loss:.4f} |")
     return "\n".join(lines)
 
 
-def write_section(body: str, command: str) -> None:
+def write_section(name: str, body: str, command: str) -> None:
     path = os.path.join(ROOT, "docs", "benchmarks.md")
-    name = "Keras 3 training vs TFRA (end to end)"
     text = open(path).read()
     redis = subprocess.run(["redis-server", "--version"], capture_output=True,
                            text=True).stdout.split()[2]
@@ -83,16 +93,21 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--py16", default=os.path.join(ROOT, ".venv", "tf2.16", "bin", "python"))
     p.add_argument("--py21", default=os.path.join(ROOT, ".venv", "tf2.21", "bin", "python"))
+    p.add_argument("--impls", default=",".join(IMPLS))
+    p.add_argument("--dists", default=",".join(DISTS))
+    p.add_argument("--section", default=SECTION)
     p.add_argument("--write", action="store_true")
     a = p.parse_args()
+    impls, dists = a.impls.split(","), a.dists.split(",")
     workdir = tempfile.mkdtemp(prefix="rde-bench-")
     server = RedisServer(workdir)
-    results: dict = {(i, d): [] for i in IMPLS for d in DISTS}
+    results: dict = {(i, d): [] for i in impls for d in dists}
     try:
         config = server.config(os.path.join(workdir, "redis.json"))
         for rnd in range(a.rounds):
-            order = IMPLS[rnd % 3:] + IMPLS[:rnd % 3]
-            for dist in DISTS:
+            k = rnd % len(impls)
+            order = impls[k:] + impls[:k]
+            for dist in dists:
                 for impl in order:
                     python = a.py16 if impl == "tfra" else a.py21
                     r = run(python, impl, dist, server, config, a)
@@ -102,14 +117,17 @@ def main() -> None:
         server.stop()
     body = (f"B = {a.batch}, dim {a.dim}, two towers (an Embedding and a Dense each, dot "
             f"product, binary cross-entropy), Adam 1e-3; {a.steps} timed steps after "
-            f"{a.warmup} warm-up steps, from empty tables; medians of {a.rounds} rounds, "
+            f"{a.warmup} warm-up steps, timed from empty tables and again over the same "
+            f"batches with the rows present (steady); medians of {a.rounds} rounds, "
             f"implementations alternating. `tfra` is TFRA 0.8.1's Keras layer (unique op) and "
             f"DynamicEmbeddingOptimizer(Adam) over TFRA's own Redis backend, TF 2.16.2; "
-            f"`rde-*` is redis_embedding.keras on TF 2.21.\n\n{table(results, a)}")
+            f"`rde-*` is redis_embedding.keras on TF 2.21 (exact updates; `-lww`: "
+            f"last-writer-wins). The held-out loss is taken after the from-empty phase.\n\n"
+            f"{table(results, impls, dists)}")
     print(body)
     if a.write:
-        cmd = "python bench/keras_train.py " + " ".join(sys.argv[1:])
-        write_section(body, cmd.strip())
+        cmd = "python bench/keras_train.py " + shlex.join(sys.argv[1:])
+        write_section(a.section, body, cmd.strip())
 
 
 if __name__ == "__main__":

@@ -7,7 +7,12 @@
 its own Redis backend, trained by `DynamicEmbeddingOptimizer(Adam)` (run with the TF 2.16
 interpreter). `rde-tfra` / `rde-fused` are `redis_embedding.keras.Embedding` with
 `redis_embedding.keras.optimizers.Adam` in the TFRA-compatible and fused layouts (run with the
-TF 2.21 interpreter). Same model, data, learning rate and initial-row distribution.
+TF 2.21 interpreter). Same model, data, learning rate and initial-row distribution. A `-lww`
+suffix (`rde-fused-lww`, `rde-tfra-lww`) runs the same with `"rde_train_updates":
+"last_writer_wins"` instead of the default exact updates.
+
+Two timed phases over the same batches: `empty` (after the warm-up, most rows are new) and
+`steady` (the same batches again, every row present), each reported on its own.
 
 Reported: steps/s and examples/s over the timed steps, this process's CPU per step (user +
 sys, all threads), redis-server CPU per step (from INFO cpu), the wall time spent inside our
@@ -118,7 +123,8 @@ def client_cpu() -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--impl", required=True, choices=["tfra", "rde-tfra", "rde-fused"])
+    p.add_argument("--impl", required=True, choices=["tfra", "rde-tfra", "rde-fused",
+                                                     "rde-tfra-lww", "rde-fused-lww"])
     p.add_argument("--dist", required=True, choices=["zipf", "uniform"])
     p.add_argument("--config", required=True)
     p.add_argument("--port", type=int, required=True)
@@ -132,28 +138,43 @@ def main() -> None:
     if a.impl == "tfra":
         model = tfra_model(a.config, a.dim)
     else:
-        model = rde_model(a.config, a.dim, a.impl.split("-")[1])
+        model = rde_model(updates_config(a.config, a.impl), a.dim, a.impl.split("-")[1])
 
     def fit(part):
         xs = tuple(np.concatenate([b[0][k] for b in part]) for k in range(2))
         ys = np.concatenate([b[1] for b in part])
         model.fit(list(xs), ys, batch_size=a.batch, epochs=1, verbose=0, shuffle=False)
 
+    def timed(part) -> dict:
+        calls0 = rde_call_ns()
+        c0, s0, t0 = client_cpu(), server_cpu(a.port), time.perf_counter()
+        fit(part)
+        wall = time.perf_counter() - t0
+        c1, s1 = client_cpu(), server_cpu(a.port)
+        return {"steps_per_s": a.steps / wall, "examples_per_s": a.steps * a.batch / wall,
+                "client_cpu_ms_per_step": 1000 * (c1 - c0) / a.steps,
+                "server_ms_per_step": 1000 * (s1 - s0) / a.steps,
+                "rde_io_ms_per_step": (rde_call_ns() - calls0) / 1e6 / a.steps}
+
     fit(data[:a.warmup])  # traces the train function and fills the tables a little
-    calls0 = rde_call_ns()
-    c0, s0, t0 = client_cpu(), server_cpu(a.port), time.perf_counter()
-    fit(data[a.warmup:])
-    wall = time.perf_counter() - t0
-    c1, s1 = client_cpu(), server_cpu(a.port)
-    calls = rde_call_ns() - calls0
+    empty = timed(data[a.warmup:])
     loss = model.evaluate(list(held_out[0]), held_out[1], batch_size=a.batch, verbose=0)
-    print(json.dumps({
-        "impl": a.impl, "dist": a.dist, "tf": tf.__version__,
-        "steps_per_s": a.steps / wall, "examples_per_s": a.steps * a.batch / wall,
-        "client_cpu_ms_per_step": 1000 * (c1 - c0) / a.steps,
-        "server_ms_per_step": 1000 * (s1 - s0) / a.steps,
-        "rde_io_ms_per_step": calls / 1e6 / a.steps,
-        "held_out_loss": float(loss)}))
+    steady = timed(data[a.warmup:])
+    print(json.dumps({"impl": a.impl, "dist": a.dist, "tf": tf.__version__, "empty": empty,
+                      "steady": steady, "held_out_loss": float(loss)}))
+
+
+def updates_config(config: str, impl: str) -> str:
+    """`config`, or for a `-lww` implementation a copy of it with last-writer-wins updates."""
+    if not impl.endswith("-lww"):
+        return config
+    with open(config) as f:
+        fields = json.load(f)
+    fields["rde_train_updates"] = "last_writer_wins"
+    path = config + ".lww.json"
+    with open(path, "w") as f:
+        json.dump(fields, f)
+    return path
 
 
 if __name__ == "__main__":
