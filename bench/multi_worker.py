@@ -1,0 +1,165 @@
+"""Several training workers on one table set: exact updates against last-writer-wins.
+
+    python bench/multi_worker.py [--workers 1,2,4] [--epochs 3] [--hot-steps 100] [--write]
+
+For W = 1, 2 and 4 worker processes on the same total examples (bench/mw_bench_worker.py:
+a two-tower dot product of fused Embeddings, Adam 0.01, 100 k Zipf(1.3) examples, 3 epochs,
+batch 512, each worker 1/W of them, all at once), against a standalone redis-server and a
+3-master cluster, in both `rde_train_updates` modes, it reports:
+- aggregate examples/s (all workers' examples over the wall time from the common start to the
+  last worker's end);
+- the held-out binary cross-entropy on 20 k examples after training;
+- lost updates: W processes of tests/python/hot_worker.py each run N SGD(1.0) steps on the same
+  4 ids, so with none lost the rows end at −W·N; the share of the W·N that is missing;
+- client CPU per example (user + sys of each worker, summed) and redis-server CPU per example
+  (all masters summed), in microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TESTS = os.path.join(ROOT, "tests", "python")
+sys.path.insert(0, TESTS)
+
+from redis_harness import RedisCluster, RedisServer  # noqa: E402
+
+MODES = ["exact", "last_writer_wins"]
+SECTION = "Several workers: exact updates against last-writer-wins"
+
+
+def start(cmd: List[str]) -> subprocess.Popen:
+    env = dict(os.environ, RDE_LOG="warn")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    return subprocess.Popen(cmd, env=env, text=True, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def together(procs: List[subprocess.Popen]) -> tuple:
+    """Waits for every process's "ready", starts them at once; returns (their last stdout
+    lines, the wall time from the start to the last end)."""
+    for p in procs:
+        line = p.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"worker failed: {line} {p.stderr.read()[-3000:]}")
+    t0 = time.perf_counter()
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=3600)
+        if p.returncode != 0:
+            raise RuntimeError(f"worker failed: {err[-3000:]}")
+        outs.append(out.strip().splitlines()[-1])
+    return outs, time.perf_counter() - t0
+
+
+def server_cpu(servers: list) -> float:
+    return sum(s.cpu_seconds() for s in servers)
+
+
+def training(config: str, servers: list, workers: int, a) -> Dict[str, float]:
+    py = sys.executable
+    procs = [start([py, os.path.join(HERE, "mw_bench_worker.py"), "train", config, str(k),
+                    str(workers), "--epochs", str(a.epochs)]) for k in range(workers)]
+    s0 = server_cpu(servers)
+    outs, wall = together(procs)
+    server = server_cpu(servers) - s0
+    runs = [json.loads(o) for o in outs]
+    n = sum(r["examples"] for r in runs)
+    ev = subprocess.run([py, os.path.join(HERE, "mw_bench_worker.py"), "eval", config],
+                        check=True, capture_output=True, text=True, timeout=600)
+    return {"examples_per_s": n / wall,
+            "held_out_loss": json.loads(ev.stdout.strip().splitlines()[-1])["held_out_loss"],
+            "client_cpu_us": 1e6 * sum(r["client_cpu_s"] for r in runs) / n,
+            "server_cpu_us": 1e6 * server / n,
+            "conflicts": sum(r.get("update_conflicts", 0) for r in runs)}
+
+
+def lost_updates(config: str, workers: int, steps: int) -> float:
+    """The share of the hot-ids test's W·N unit updates missing from the rows."""
+    procs = [start([sys.executable, os.path.join(TESTS, "hot_worker.py"), config, "fused",
+                    str(steps)]) for _ in range(workers)]
+    together(procs)
+    import tensorflow as tf
+    from redis_embedding.keras import Embedding
+    layer = Embedding(4, config=config, name="hot", initializer="zeros", layout="fused",
+                      fused_slots=0)
+    rows = layer.lookup(tf.constant([1, 2, 3, 4], tf.int64)).numpy()
+    return 1.0 - float(-rows.mean()) / (workers * steps)
+
+
+def write_section(body: str, command: str) -> None:
+    path = os.path.join(ROOT, "docs", "benchmarks.md")
+    text = open(path).read()
+    redis = subprocess.run(["redis-server", "--version"], capture_output=True,
+                           text=True).stdout.split()[2]
+    section = (f"## {SECTION}\n\nCommand: `{command}`\n\nMachine: {os.cpu_count()} cores, "
+               f"Python {platform.python_version()}, redis-server {redis}.\n\n{body}\n")
+    start_at = text.find(f"## {SECTION}\n")
+    if start_at >= 0:
+        end = text.find("\n## ", start_at + 1)
+        text = text[:start_at] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--hot-steps", type=int, default=100)
+    p.add_argument("--write", action="store_true")
+    a = p.parse_args()
+    counts = [int(w) for w in a.workers.split(",")]
+    lines = ["| Redis | updates | workers | examples/s | held-out loss | lost updates (hot ids) | "
+             "conflicts | client CPU µs/example | redis-server CPU µs/example |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for where in ["standalone", "cluster"]:
+        workdir = tempfile.mkdtemp(prefix="rde-mw-bench-")
+        topo = RedisServer(workdir) if where == "standalone" else RedisCluster(workdir)
+        servers = [topo] if where == "standalone" else topo.nodes
+        try:
+            for mode in MODES:
+                for w in counts:
+                    config = topo.config(os.path.join(workdir, f"{mode}.json"),
+                                         rde_train_updates=mode,
+                                         **({"storage_slice": 6} if where == "cluster" else {}))
+                    for s in servers:
+                        s.command(b"FLUSHALL")
+                    r = training(config, servers, w, a)
+                    for s in servers:
+                        s.command(b"FLUSHALL")
+                    lost = lost_updates(config, w, a.hot_steps)
+                    line = (f"| {where} | {mode} | {w} | {r['examples_per_s']:,.0f} | "
+                            f"{r['held_out_loss']:.4f} | {100 * lost:.1f}% | "
+                            f"{r['conflicts']:,.0f} | {r['client_cpu_us']:.1f} | "
+                            f"{r['server_cpu_us']:.1f} |")
+                    print(line, flush=True)
+                    lines.append(line)
+        finally:
+            topo.stop()
+    body = (f"Each row: W worker processes at once on 1/W each of the same examples "
+            f"({a.epochs} epochs), then the hot-ids run ({a.hot_steps} SGD steps per worker). "
+            "See bench/multi_worker.py for the task and the measures.\n\n" + "\n".join(lines))
+    print(body)
+    if a.write:
+        write_section(body, "python bench/multi_worker.py " + shlex.join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
