@@ -9,7 +9,11 @@ workers. 100 k training examples of Zipf(1.3) user and item ids, labelled by hid
 worker `index` of `workers` trains on every workers-th example, 3 epochs of batch 512. It
 traces one step on its first batch, prints "ready", waits for a line on stdin so every worker
 starts at once, trains, and prints its timed figures as JSON. `eval` prints the binary
-cross-entropy on 20 k held-out examples of the same distribution."""
+cross-entropy on 20 k held-out examples of the same distribution.
+
+`--global-steps` advances the worker's optimizer step count by `workers` per step instead of 1,
+so Adam's bias correction follows the number of steps all workers took together (about what
+the shared m and v rows have seen), instead of this worker's own count."""
 
 import argparse
 import json
@@ -55,6 +59,17 @@ def model(config: str, train: bool):
     return m
 
 
+def GlobalSteps(optimizer, workers: int):
+    """A callback that adds `workers - 1` to the optimizer's step count after each step."""
+    import keras
+
+    class Advance(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            optimizer.iterations.assign_add(workers - 1)
+
+    return Advance()
+
+
 def cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -65,13 +80,17 @@ def train(a) -> None:
     u, i, y = u[a.index::a.workers], i[a.index::a.workers], y[a.index::a.workers]
     m = model(a.config, train=True)
     b = a.batch
-    m.fit([u[:b], i[:b]], y[:b], batch_size=b, epochs=1, verbose=0)  # traced, and step 1
+    callbacks = [GlobalSteps(m.optimizer, a.workers)] if a.global_steps else []
+    m.fit([u[:b], i[:b]], y[:b], batch_size=b, epochs=1, verbose=0,  # traced, and step 1
+          callbacks=callbacks)
     print("ready", flush=True)
     sys.stdin.readline()
     c0, t0 = cpu(), time.perf_counter()
-    m.fit([u[b:], i[b:]], y[b:], batch_size=b, epochs=1, verbose=0, shuffle=False)
+    m.fit([u[b:], i[b:]], y[b:], batch_size=b, epochs=1, verbose=0, shuffle=False,
+          callbacks=callbacks)
     if a.epochs > 1:
-        m.fit([u, i], y, batch_size=b, epochs=a.epochs - 1, verbose=0, shuffle=False)
+        m.fit([u, i], y, batch_size=b, epochs=a.epochs - 1, verbose=0, shuffle=False,
+              callbacks=callbacks)
     wall, used = time.perf_counter() - t0, cpu() - c0
     trained = len(y) * a.epochs - b
     stats = {}
@@ -99,6 +118,7 @@ def main() -> None:
     p.add_argument("workers", type=int, nargs="?", default=1)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--global-steps", action="store_true")
     a = p.parse_args()
     train(a) if a.mode == "train" else evaluate(a)
 
