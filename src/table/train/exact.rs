@@ -17,10 +17,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::keyset::KeySet;
-use super::rows::as_bytes;
-use crate::cluster::dispatch::{Commands, Kind, Request};
+use super::rows::{as_bytes, as_bytes_mut};
+use super::together;
+use crate::cluster::dispatch::{Kind, Request};
 use crate::cluster::route::Access;
-use crate::codec::Storage;
 use crate::error::{Error, ErrorKind, Result};
 use crate::plan::{Chunk, Plan};
 use crate::resp::conn::{Conn, Reply};
@@ -149,80 +149,34 @@ impl StepRows<'_> {
     /// Reads the keys `lost` from their masters into `old` and `present`: a part no longer
     /// stored keeps what the step started from (its initial value, for a new key).
     fn read_current(&mut self, lost: &[usize]) -> Result<()> {
-        let (sub, plan) = self.subset(lost);
+        let (sub, _) = self.subset(lost);
+        let (part, n) = (self.part, self.tables.len());
+        let width = part * n;
+        let mut rows = vec![0f32; lost.len() * width];
+        let mut found = vec![0u8; lost.len()];
+        let inits = vec![0f32; n - 1]; // unused: only the parts found are taken
         let keys = sub.keys()?;
-        let (part, tables) = (self.part, self.tables);
-        let width = part * tables.len();
-        let read: Mutex<Vec<CurrentPart>> = Mutex::default();
-        let req = Commands::idempotent(
+        together::read(
+            self.tables,
             Access::Write,
-            |c, ch| {
-                for tb in tables {
-                    tb.encode_hmget(c, ch, &plan.order, &plan, &keys);
+            &inits,
+            &keys,
+            part,
+            as_bytes_mut(&mut rows),
+            &mut found,
+        )?;
+        for (j, &d) in lost.iter().enumerate() {
+            for i in 0..n {
+                if found[j] & (1 << i) == 0 {
+                    self.present[d] &= !(1 << i);
+                    continue;
                 }
-            },
-            |c, ch| {
-                let mut got = Vec::new();
-                for (i, tb) in tables.iter().enumerate() {
-                    tb.read_hmget_header(c, ch)?;
-                    for &dd in &plan.order[ch.start..ch.end] {
-                        let pos = plan.first[dd as usize] as usize;
-                        let value = match c.read_bulk_len()? {
-                            None => None,
-                            Some(len) if len == tb.row => {
-                                let mut v = vec![0u8; len];
-                                c.payload(&mut v)?;
-                                Some(v)
-                            }
-                            Some(len) => {
-                                return Err(tb.key_error(
-                                    tb.bucket_name(ch),
-                                    keys.get(pos),
-                                    format!("stored value has {len} bytes, expected {}", tb.row),
-                                ))
-                            }
-                        };
-                        got.push((lost[pos], i, value));
-                    }
-                }
-                sync::lock(&read).extend(got);
-                Ok(())
-            },
-        );
-        tables[0].dispatch(&plan.chunks, &req)?;
-        for (d, i, value) in sync::into_inner(read) {
-            let at = d * width + i * part;
-            match value {
-                Some(v) => {
-                    decode_into(tables[i].storage, &v, &mut self.old[at..at + part]);
-                    self.present[d] |= 1 << i;
-                }
-                None => self.present[d] &= !(1 << i),
+                let (from, to) = (j * width + i * part, d * width + i * part);
+                self.old[to..to + part].copy_from_slice(&rows[from..from + part]);
+                self.present[d] |= 1 << i;
             }
         }
         Ok(())
-    }
-}
-
-/// One part read again: (distinct key, table, its stored bytes if it is stored).
-type CurrentPart = (usize, usize, Option<Vec<u8>>);
-
-/// Stored bytes into float32s.
-fn decode_into(storage: Storage, stored: &[u8], out: &mut [f32]) {
-    let bytes = super::rows::as_bytes_mut(out);
-    if storage == Storage::Native {
-        bytes.copy_from_slice(stored);
-    } else {
-        storage.decode(stored, bytes);
-    }
-}
-
-/// Float32s as stored.
-fn encode_part(storage: Storage, part: &[f32], out: &mut Vec<u8>) {
-    if storage == Storage::Native {
-        out.extend_from_slice(as_bytes(part));
-    } else {
-        storage.encode(as_bytes(part), out);
     }
 }
 
@@ -271,13 +225,13 @@ impl Request for CasRows<'_> {
                 buf.clear();
                 if r.present[d] & (1 << i) != 0 {
                     buf.push(1);
-                    encode_part(tb.storage, &r.old[at..at + part], &mut buf);
+                    tb.storage.encode(as_bytes(&r.old[at..at + part]), &mut buf);
                 } else {
                     buf.push(0);
                 }
                 c.arg(&buf);
                 buf.clear();
-                encode_part(tb.storage, &r.new[at..at + part], &mut buf);
+                tb.storage.encode(as_bytes(&r.new[at..at + part]), &mut buf);
                 c.arg(&buf);
             }
         }

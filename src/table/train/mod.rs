@@ -26,6 +26,7 @@ use rustc_hash::FxHashMap;
 
 use super::stats::Op;
 use super::{Table, TableSpec};
+use crate::cluster::route::Access;
 use crate::codec::{Keys, Rows, ValueType};
 use crate::config::TrainUpdates;
 use crate::error::{Error, Result};
@@ -611,6 +612,7 @@ fn read_stored(
         }
         Some(c) if k > 0 && together::aligned(t, &c.tables).is_some() => together::read(
             &together::aligned(t, &c.tables).expect("checked"),
+            Access::Read,
             &c.inits,
             dk,
             dim,

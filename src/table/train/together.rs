@@ -32,10 +32,12 @@ pub(super) fn aligned<'a>(t: &'a Table, slots: &'a [Arc<Table>]) -> Option<Vec<&
 }
 
 /// Reads distinct `keys` from `t` and each slot table into `rows` (`dim × (1 + slots)` per
-/// key: params, then each slot). Bit `i` of `found` says whether table `i` held the key (bit
-/// 0: the params); a missing slot row starts at its `inits` value.
+/// key: params, then each slot), routed as `access` says (`Write`: from the masters, as a
+/// compare-and-set needs). Bit `i` of `found` says whether table `i` held the key (bit 0: the
+/// params); a missing slot row starts at its `inits` value.
 pub(super) fn read(
     tables: &[&RedisTable],
+    access: Access,
     inits: &[f32],
     keys: &Keys<'_>,
     dim: usize,
@@ -48,7 +50,7 @@ pub(super) fn read(
     let plan = t.plan(keys);
     let (rows_sh, found_sh) = (Shared::new(rows), Shared::new(found));
     let req = Commands::idempotent(
-        Access::Read,
+        access,
         |c, ch| {
             for tb in tables {
                 tb.encode_hmget(c, ch, &plan.order, &plan, keys);
