@@ -5,25 +5,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
-
-use redis_embedding::{Config, KeyType, Rows, Table, TableSpec, ValueType};
+use redis_embedding::{Rows, Table};
 use serde_json::Value;
-use support::cli::{cli, cli_in, tagged_json as standalone};
+use support::cli::{
+    cli, failed, open_table, run_json as run, tagged_json as standalone, write_cfg,
+};
 use support::{f32_bytes, i64_keys, Server};
 
 const DIM: usize = 4;
 
-fn write_cfg(dir: &Path, name: &str, json: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, json).unwrap();
-    p
-}
-
 fn table(json: &str, name: &str) -> Table {
-    let spec = TableSpec::new(name, KeyType::I64, ValueType::F32, DIM);
-    Table::open(Config::from_json(json).unwrap(), spec).unwrap()
+    open_table(json, name, DIM)
 }
 
 /// Inserts keys `keys` with rows `[k; DIM]`.
@@ -40,22 +32,6 @@ fn fill(t: &Table, keys: &[i64]) {
         row: DIM * 4,
     };
     t.insert(&t.keys(&kb, &[]).unwrap(), &rows).unwrap();
-}
-
-/// Runs the binary in `cwd` with `--config cfg --json` and `args`.
-fn run(cwd: &Path, cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    cli_in(cwd, cfg, &all, env)
-}
-
-/// The one stderr line of a failed run.
-fn failed(out: &Output) -> String {
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.starts_with("redis-embedding: error: "), "{err}");
-    err
 }
 
 /// Two model tags each hold an `emb`; copying both to one model tag (no `--model-tag` to

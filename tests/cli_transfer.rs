@@ -6,14 +6,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use redis_embedding::{Config, KeyType, Rows, Table, TableSpec, ValueType};
 use serde_json::Value;
+use support::cli::{failed, json_of as ok, open_table, run_json as run, write_cfg, BIN};
 use support::{f32_bytes, i64_keys, Server};
 
-const BIN: &str = env!("CARGO_BIN_EXE_redis-embedding");
 const DIM: usize = 4;
 
 /// A standalone config's JSON for `port` with model tag `tag`.
@@ -39,15 +39,8 @@ fn cluster_json(c: &support::Cluster) -> String {
     )
 }
 
-fn write_cfg(dir: &Path, name: &str, json: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, json).unwrap();
-    p
-}
-
 fn table(json: &str, name: &str) -> Table {
-    let spec = TableSpec::new(name, KeyType::I64, ValueType::F32, DIM);
-    Table::open(Config::from_json(json).unwrap(), spec).unwrap()
+    open_table(json, name, DIM)
 }
 
 fn row(k: i64) -> [f32; DIM] {
@@ -87,41 +80,6 @@ fn assert_rows(t: &Table, n: i64, narrow: impl Fn(f32) -> f32) {
     let want: Vec<f32> = keys.iter().flat_map(|&k| row(k)).map(&narrow).collect();
     assert!(out == f32_bytes(&want), "rows differ");
     assert_eq!(t.size().unwrap(), n, "extra rows");
-}
-
-/// Runs the binary in `cwd` with `--config cfg --json` and `args`.
-fn run(cwd: &Path, cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(BIN);
-    c.current_dir(cwd)
-        .arg("--config")
-        .arg(cfg)
-        .arg("--json")
-        .args(args)
-        .env_remove("RDE_FAILPOINT_ADMIN_ABORT_AFTER");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-/// The JSON summary of a successful run.
-fn ok(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The one stderr line of a failed run.
-fn failed(out: &Output) -> String {
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.starts_with("redis-embedding: error: "), "{err}");
-    err
 }
 
 /// The (key, row) records of an int64-keyed pair of files; every key once.

@@ -58,6 +58,36 @@ pub fn tagged_json(port: u16, tag: &str) -> String {
     )
 }
 
+/// Runs the binary in `cwd` with `--config cfg --json` and `args`.
+pub fn run_json(cwd: &Path, cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    cli_in(cwd, cfg, &all, env)
+}
+
+/// The one stderr line of a failed run.
+pub fn failed(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("redis-embedding: error: "), "{err}");
+    err
+}
+
+/// Writes `json` to `dir/name` and returns its path.
+pub fn write_cfg(dir: &Path, name: &str, json: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, json).unwrap();
+    p
+}
+
+/// Opens the int64 → float32 table `name` of `dim` under the config `json`.
+pub fn open_table(json: &str, name: &str, dim: usize) -> Table {
+    let spec = TableSpec::new(name, KeyType::I64, ValueType::F32, dim);
+    Table::open(Config::from_json(json).unwrap(), spec).unwrap()
+}
+
+/// The JSON summary of a successful run.
 pub fn json_of(out: &Output) -> Value {
     assert!(
         out.status.success(),
