@@ -16,7 +16,6 @@ what exact updates cost one worker against last-writer-wins.
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 
 from redis_harness import RedisServer  # noqa: E402
+import report  # noqa: E402
 
 IMPLS = ["tfra", "rde-tfra", "rde-fused"]
 DISTS = ["zipf", "uniform"]
@@ -65,23 +65,6 @@ def table(results: dict, impls: list, dists: list) -> str:
                     f"{med['steps_per_s'] / base:.2f}× | {med['server_ms_per_step']:.1f} | "
                     f"{med['client_cpu_ms_per_step']:.0f} | {loss:.4f} |")
     return "\n".join(lines)
-
-
-def write_section(name: str, body: str, command: str) -> None:
-    path = os.path.join(ROOT, "docs", "benchmarks.md")
-    text = open(path).read()
-    redis = subprocess.run(["redis-server", "--version"], capture_output=True,
-                           text=True).stdout.split()[2]
-    section = (f"## {name}\n\nCommand: `{command}`\n\nMachine: {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}, redis-server {redis}.\n\n{body}\n")
-    start = text.find(f"## {name}\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def main() -> None:
@@ -127,7 +110,7 @@ def main() -> None:
     print(body)
     if a.write:
         cmd = "python bench/keras_train.py " + shlex.join(sys.argv[1:])
-        write_section(a.section, body, cmd.strip())
+        report.write_section(a.section, body, cmd.strip())
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -34,6 +33,7 @@ TESTS = os.path.join(ROOT, "tests", "python")
 sys.path.insert(0, TESTS)
 
 from redis_harness import RedisCluster, RedisServer  # noqa: E402
+import report  # noqa: E402
 
 # (rde_train_updates, whether Adam's step count follows all workers' steps: see
 # bench/mw_bench_worker.py --global-steps)
@@ -105,23 +105,6 @@ def lost_updates(config: str, workers: int, steps: int) -> float:
     return 1.0 - float(-rows.mean()) / (workers * steps)
 
 
-def write_section(body: str, command: str) -> None:
-    path = os.path.join(ROOT, "docs", "benchmarks.md")
-    text = open(path).read()
-    redis = subprocess.run(["redis-server", "--version"], capture_output=True,
-                           text=True).stdout.split()[2]
-    section = (f"## {SECTION}\n\nCommand: `{command}`\n\nMachine: {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}, redis-server {redis}.\n\n{body}\n")
-    start_at = text.find(f"## {SECTION}\n")
-    if start_at >= 0:
-        end = text.find("\n## ", start_at + 1)
-        text = text[:start_at] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--workers", default="1,2,4")
@@ -167,7 +150,7 @@ def main() -> None:
             "See bench/multi_worker.py for the task and the measures.\n\n" + "\n".join(lines))
     print(body)
     if a.write:
-        write_section(body, "python bench/multi_worker.py " + shlex.join(sys.argv[1:]))
+        report.write_section(SECTION, body, "python bench/multi_worker.py " + shlex.join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

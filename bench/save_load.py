@@ -12,10 +12,8 @@ Writes docs/benchmarks.md section "save/load" when --write is given.
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from redis_embedding._ops import ops as _lib  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
 from redis_harness import RedisServer  # noqa: E402
+import report  # noqa: E402
 
 
 def peak_rss_mb():
@@ -142,22 +141,8 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def write_section(name, body, command):
-    path = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md")
-    head = "# Benchmarks\n"
-    text = open(path).read() if os.path.exists(path) else head
-    machine = (f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-               f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-               f"redis-server {subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.split()[2]}.")
-    section = (f"## {name}\n\nCommand: `{command}`\n\n{machine}\n\n{body}\n")
-    start = text.find(f"## {name}\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
+def write_section(name: str, body: str, command: str) -> None:
+    report.write_section(name, body, command, tf.__version__)
 
 
 if __name__ == "__main__":
