@@ -117,19 +117,19 @@ impl StepRows<'_> {
         unreachable!("the last round returns")
     }
 
-    /// The distinct keys `todo` as a batch of their own, and its plan.
-    fn subset(&self, todo: &[usize]) -> (KeySet, Plan) {
+    /// The distinct keys `todo` as a batch of their own.
+    fn subset(&self, todo: &[usize]) -> KeySet {
         let mut sub = KeySet::empty_like(self.keys);
         for &d in todo {
             sub.push(self.keys.get(d));
         }
-        let plan = self.tables[0].plan(&sub.keys().expect("distinct keys"));
-        (sub, plan)
+        sub
     }
 
     /// One round: the script per chunk over the keys `todo`; returns those that lost.
     fn compare_and_set(&self, todo: &[usize]) -> Result<Vec<usize>> {
-        let (sub, plan) = self.subset(todo);
+        let sub = self.subset(todo);
+        let plan = self.tables[0].plan(&sub.keys()?);
         let req = CasRows {
             rows: self,
             todo,
@@ -149,7 +149,7 @@ impl StepRows<'_> {
     /// Reads the keys `lost` from their masters into `old` and `present`: a part no longer
     /// stored keeps what the step started from (its initial value, for a new key).
     fn read_current(&mut self, lost: &[usize]) -> Result<()> {
-        let (sub, _) = self.subset(lost);
+        let sub = self.subset(lost);
         let (part, n) = (self.part, self.tables.len());
         let width = part * n;
         let mut rows = vec![0f32; lost.len() * width];
