@@ -24,7 +24,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,6 +32,7 @@ TESTS = os.path.join(ROOT, "tests", "python")
 sys.path.insert(0, TESTS)
 
 from redis_harness import RedisCluster, RedisServer  # noqa: E402
+from workers import release_together, spawn  # noqa: E402
 import report  # noqa: E402
 
 # (rde_train_updates, whether Adam's step count follows all workers' steps: see
@@ -41,31 +41,8 @@ MODES = [("exact", False), ("exact", True), ("last_writer_wins", False)]
 SECTION = "Several workers: exact updates against last-writer-wins"
 
 
-def start(cmd: List[str]) -> subprocess.Popen:
-    env = dict(os.environ, RDE_LOG="warn")
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    return subprocess.Popen(cmd, env=env, text=True, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def together(procs: List[subprocess.Popen]) -> tuple:
-    """Waits for every process's "ready", starts them at once; returns (their last stdout
-    lines, the wall time from the start to the last end)."""
-    for p in procs:
-        line = p.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"worker failed: {line} {p.stderr.read()[-3000:]}")
-    t0 = time.perf_counter()
-    for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=3600)
-        if p.returncode != 0:
-            raise RuntimeError(f"worker failed: {err[-3000:]}")
-        outs.append(out.strip().splitlines()[-1])
-    return outs, time.perf_counter() - t0
+def start(args: List[str]) -> subprocess.Popen:
+    return spawn(args, env={"RDE_LOG": "warn"})
 
 
 def server_cpu(servers: list) -> float:
@@ -76,10 +53,10 @@ def training(config: str, servers: list, workers: int, global_steps: bool,
              a) -> Dict[str, float]:
     py = sys.executable
     flags = ["--global-steps"] if global_steps else []
-    procs = [start([py, os.path.join(HERE, "mw_bench_worker.py"), "train", config, str(k),
+    procs = [start([os.path.join(HERE, "mw_bench_worker.py"), "train", config, str(k),
                     str(workers), "--epochs", str(a.epochs), *flags]) for k in range(workers)]
     s0 = server_cpu(servers)
-    outs, wall = together(procs)
+    outs, wall = release_together(procs, timeout=3600)
     server = server_cpu(servers) - s0
     runs = [json.loads(o) for o in outs]
     n = sum(r["examples"] for r in runs)
@@ -94,9 +71,9 @@ def training(config: str, servers: list, workers: int, global_steps: bool,
 
 def lost_updates(config: str, workers: int, steps: int) -> float:
     """The share of the hot-ids test's W·N unit updates missing from the rows."""
-    procs = [start([sys.executable, os.path.join(TESTS, "hot_worker.py"), config, "fused",
+    procs = [start([os.path.join(TESTS, "hot_worker.py"), config, "fused",
                     str(steps)]) for _ in range(workers)]
-    together(procs)
+    release_together(procs, timeout=3600)
     import tensorflow as tf
     from redis_embedding.keras import Embedding
     layer = Embedding(4, config=config, name="hot", initializer="zeros", layout="fused",

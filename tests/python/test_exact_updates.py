@@ -7,27 +7,20 @@ updates, which shows the test can fail."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-if int(keras.__version__.split(".")[0]) < 3:
-    pytest.skip("the layer needs Keras 3", allow_module_level=True)
-import importlib.util  # noqa: E402
+from keras3_only import require_keras3_without_tfra  # noqa: E402
 
-if importlib.util.find_spec("tensorflow_recommenders_addons") is not None:
-    pytest.skip("Keras 3 models cannot be built after TFRA's import (see test_keras.py)",
-                allow_module_level=True)
+require_keras3_without_tfra()
 
 import tensorflow as tf  # noqa: E402
 
 from redis_embedding.keras import Embedding  # noqa: E402
+from workers import release_together, spawn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORKERS, STEPS = 4, 60
@@ -35,30 +28,10 @@ WORKERS, STEPS = 4, 60
 
 def run_workers(config: Path, layout: str) -> List[Dict[str, float]]:
     """Starts the workers, lets them all step at once, returns each one's update stats."""
-    env = dict(os.environ)
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    procs = [subprocess.Popen([sys.executable, str(HERE / "hot_worker.py"), str(config),
-                               layout, str(STEPS)], cwd=HERE, env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for _ in range(WORKERS)]
-    try:
-        for p in procs:
-            line = p.stdout.readline()
-            assert line.strip() == "ready", (line, p.stderr.read()[-3000:] if p.poll() else "")
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        stats = []
-        for p in procs:
-            out, err = p.communicate(timeout=600)
-            assert p.returncode == 0, err[-3000:]
-            stats.append(json.loads(out.strip().splitlines()[-1]))
-        return stats
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    procs = [spawn([str(HERE / "hot_worker.py"), str(config), layout, str(STEPS)], cwd=HERE)
+             for _ in range(WORKERS)]
+    last, _ = release_together(procs)
+    return [json.loads(line) for line in last]
 
 
 def hot_rows(config: Path, layout: str) -> np.ndarray:

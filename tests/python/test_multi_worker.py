@@ -2,7 +2,6 @@
 own shard of ids (plus ids both write), with MultiWorkerMirroredStrategy keeping the dense
 weights in step over loopback gRPC (`mw_worker.py`)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,12 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-keras = pytest.importorskip("keras")
-if int(keras.__version__.split(".")[0]) < 3:
-    pytest.skip("the layer needs Keras 3", allow_module_level=True)
-if importlib.util.find_spec("tensorflow_recommenders_addons") is not None:
-    pytest.skip("Keras 3 models cannot be built after TFRA's import (see test_keras.py)",
-                allow_module_level=True)
+from keras3_only import require_keras3_without_tfra  # noqa: E402
+
+require_keras3_without_tfra()
 
 import redis_embedding as rde  # noqa: E402
 from redis_harness import free_port  # noqa: E402

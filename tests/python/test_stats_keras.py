@@ -2,7 +2,6 @@
 to TensorBoard each epoch or every N steps, read back from the event file."""
 
 import glob
-import importlib.util
 import os
 from typing import Dict, Tuple
 
@@ -10,12 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-keras = pytest.importorskip("keras")
-if int(keras.__version__.split(".")[0]) < 3:
-    pytest.skip("the layer needs Keras 3", allow_module_level=True)
-if importlib.util.find_spec("tensorflow_recommenders_addons") is not None:
-    # As in test_keras.py: no Keras 3 Dense layer builds in a process that imported TFRA.
-    pytest.skip("Keras 3 models cannot be built after TFRA's import", allow_module_level=True)
+from keras3_only import require_keras3_without_tfra  # noqa: E402
+
+keras = require_keras3_without_tfra()
 
 from redis_embedding.keras import Embedding, StatsCallback, optimizers  # noqa: E402
 

@@ -11,9 +11,6 @@ and the two surviving workers' steps must all land on top."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -21,19 +18,15 @@ from typing import Callable, Dict, List
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-if int(keras.__version__.split(".")[0]) < 3:
-    pytest.skip("the layer needs Keras 3", allow_module_level=True)
-import importlib.util  # noqa: E402
+from keras3_only import require_keras3_without_tfra  # noqa: E402
 
-if importlib.util.find_spec("tensorflow_recommenders_addons") is not None:
-    pytest.skip("Keras 3 models cannot be built after TFRA's import (see test_keras.py)",
-                allow_module_level=True)
+require_keras3_without_tfra()
 
 import tensorflow as tf  # noqa: E402
 
 from kill_worker import IDS, LR  # noqa: E402
 from redis_embedding.keras import Embedding  # noqa: E402
+from workers import spawn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VICTIM_STEPS, SURVIVOR_STEPS = 5, 20
@@ -60,11 +53,7 @@ def whole_row(steps: int) -> np.ndarray:
 
 class Worker:
     def __init__(self, config: Path, layout: str) -> None:
-        env = dict(os.environ)
-        env.pop("TF_USE_LEGACY_KERAS", None)
-        self.p = subprocess.Popen([sys.executable, str(HERE / "kill_worker.py"), str(config),
-                                   layout], cwd=HERE, env=env, text=True, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.p = spawn([str(HERE / "kill_worker.py"), str(config), layout], cwd=HERE)
 
     def expect(self, want: str) -> str:
         line = self.p.stdout.readline()
