@@ -36,24 +36,58 @@ pub enum Optimizer {
     },
 }
 
-/// The per-step values: learning rate (after any schedule) and Keras's `iterations + 1`.
+/// The per-step values: learning rate (after any schedule), Keras's `iterations + 1`, and
+/// the gradient clipping to apply first.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Step {
     /// Learning rate of this step.
     pub lr: f32,
     /// The 1-based step number used by Adam's bias correction.
     pub number: f32,
+    /// Keras's `clipvalue` / `clipnorm`, applied to the summed gradient.
+    pub clip: Clip,
+}
+
+/// Keras's per-variable gradient clipping, applied as Keras applies it to a dense variable:
+/// to the gradient after duplicate ids are summed (a dense embedding's gradient has one row
+/// per id), so `clipnorm` bounds the norm of the whole step's rows together.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Clip {
+    /// Each element to `[-value, value]` (`clipvalue`).
+    pub value: Option<f32>,
+    /// All rows scaled by `norm / max(‖g‖, norm)` (`clipnorm`).
+    pub norm: Option<f32>,
+}
+
+impl Clip {
+    /// Clips `sums` (every distinct row's summed gradient of one step) in place, with Keras's
+    /// arithmetic: `clip(g, -v, v)`, and `g * norm / max(‖g‖₂, norm)` in float32.
+    pub fn apply(&self, sums: &mut [f32]) {
+        if let Some(v) = self.value {
+            for g in sums.iter_mut() {
+                *g = g.clamp(-v, v);
+            }
+        }
+        if let Some(norm) = self.norm {
+            let l2sum: f64 = sums.iter().map(|&g| f64::from(g) * f64::from(g)).sum();
+            let l2norm = (l2sum.sqrt() as f32).max(norm);
+            for g in sums.iter_mut() {
+                *g = (*g * norm) / l2norm;
+            }
+        }
+    }
 }
 
 impl Optimizer {
-    /// Parses the op's `optimizer` attribute and its `hyper` vector:
-    /// - `sgd`: `[lr, step, momentum, nesterov (0/1)]`;
-    /// - `adagrad`: `[lr, step, initial_accumulator_value, epsilon]`;
-    /// - `adam`: `[lr, step, beta_1, beta_2, epsilon]`.
+    /// Parses the op's `optimizer` attribute and its `hyper` vector, which ends with
+    /// `clipvalue, clipnorm` (0 for none):
+    /// - `sgd`: `[lr, step, momentum, nesterov (0/1), clipvalue, clipnorm]`;
+    /// - `adagrad`: `[lr, step, initial_accumulator_value, epsilon, clipvalue, clipnorm]`;
+    /// - `adam`: `[lr, step, beta_1, beta_2, epsilon, clipvalue, clipnorm]`.
     pub fn parse(name: &str, hyper: &[f64]) -> Result<(Optimizer, Step)> {
         let want = match name {
-            "sgd" | "adagrad" => 4,
-            "adam" => 5,
+            "sgd" | "adagrad" => 6,
+            "adam" => 7,
             _ => {
                 return Err(Error::invalid(format!(
                     "unknown optimizer {name:?}: expected sgd, adagrad or adam"
@@ -72,9 +106,23 @@ impl Optimizer {
                 hyper[bad]
             )));
         }
+        let clip = |i: usize| -> Result<Option<f32>> {
+            let h = hyper[want - 2 + i];
+            if h < 0.0 {
+                return Err(Error::invalid(format!(
+                    "optimizer {name}: {} must be positive, got {h}",
+                    ["clipvalue", "clipnorm"][i]
+                )));
+            }
+            Ok((h > 0.0).then_some(h as f32))
+        };
         let step = Step {
             lr: hyper[0] as f32,
             number: hyper[1] as f32,
+            clip: Clip {
+                value: clip(0)?,
+                norm: clip(1)?,
+            },
         };
         let opt = match name {
             "sgd" => Optimizer::Sgd {
@@ -294,7 +342,7 @@ mod tests {
     use super::*;
 
     fn adam() -> Optimizer {
-        Optimizer::parse("adam", &[0.01, 1.0, 0.9, 0.999, 1e-7])
+        Optimizer::parse("adam", &[0.01, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0])
             .unwrap()
             .0
     }
@@ -305,23 +353,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown optimizer"));
-        assert!(Optimizer::parse("adam", &[0.1, 1.0])
+        assert!(Optimizer::parse("adam", &[0.1, 1.0, 0.0, 0.0])
             .unwrap_err()
             .to_string()
-            .contains("takes 5"));
-        assert!(Optimizer::parse("sgd", &[f64::NAN, 1.0, 0.0, 0.0])
-            .unwrap_err()
-            .to_string()
-            .contains("not finite"));
+            .contains("takes 7"));
+        assert!(
+            Optimizer::parse("sgd", &[f64::NAN, 1.0, 0.0, 0.0, 0.0, 0.0])
+                .unwrap_err()
+                .to_string()
+                .contains("not finite")
+        );
         assert_eq!(adam().slots(), &["m", "v"]);
-        let sgd = Optimizer::parse("sgd", &[0.1, 1.0, 0.0, 0.0]).unwrap().0;
+        let sgd = Optimizer::parse("sgd", &[0.1, 1.0, 0.0, 0.0, 0.0, 0.0])
+            .unwrap()
+            .0;
         assert!(sgd.slots().is_empty());
     }
 
     #[test]
     fn adam_first_step_moves_each_element_by_about_lr() {
         // With zero moments, step 1 moves every element by lr · g/|g| (up to epsilon).
-        let (opt, step) = Optimizer::parse("adam", &[0.01, 1.0, 0.9, 0.999, 1e-7]).unwrap();
+        let (opt, step) =
+            Optimizer::parse("adam", &[0.01, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0]).unwrap();
         let mut p = [1.0f32, -1.0];
         let mut s = [0.0f32; 4];
         opt.apply(step, &mut p, &mut s, &[0.5, -2.0]);
@@ -335,19 +388,44 @@ mod tests {
 
     #[test]
     fn adagrad_and_sgd_match_their_formulas() {
-        let (ada, step) = Optimizer::parse("adagrad", &[0.1, 1.0, 0.1, 1e-7]).unwrap();
+        let (ada, step) = Optimizer::parse("adagrad", &[0.1, 1.0, 0.1, 1e-7, 0.0, 0.0]).unwrap();
         assert_eq!(ada.slot_init(0), 0.1f32);
         let (mut p, mut a) = ([1.0f32], [0.1f32]);
         ada.apply(step, &mut p, &mut a, &[2.0]);
         assert_eq!(a[0], 4.1);
         assert!((p[0] - (1.0 - 0.2 / (4.1f32 + 1e-7).sqrt())).abs() < 1e-7);
 
-        let (mom, step) = Optimizer::parse("sgd", &[0.1, 1.0, 0.9, 1.0]).unwrap();
+        let (mom, step) = Optimizer::parse("sgd", &[0.1, 1.0, 0.9, 1.0, 0.0, 0.0]).unwrap();
         let (mut p, mut m) = ([1.0f32], [0.5f32]);
         mom.apply(step, &mut p, &mut m, &[1.0]);
         // m = 0.5·0.9 − 0.1 = 0.35; nesterov: p += 0.35·0.9 − 0.1.
         assert!((m[0] - 0.35).abs() < 1e-7);
         assert!((p[0] - (1.0 + 0.35 * 0.9 - 0.1)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn clipping_applies_to_the_summed_rows_as_keras_clips_a_dense_gradient() {
+        let parse = |cv: f64, cn: f64| Optimizer::parse("sgd", &[1.0, 1.0, 0.0, 0.0, cv, cn]);
+        assert_eq!(parse(0.0, 0.0).unwrap().1.clip, Clip::default());
+        assert!(parse(-1.0, 0.0)
+            .unwrap_err()
+            .to_string()
+            .contains("clipvalue must be positive"));
+        assert!(parse(0.0, -1.0)
+            .unwrap_err()
+            .to_string()
+            .contains("clipnorm must be positive"));
+        // Ids [1, 1, 1, 2] with 0.4 per position sum to 1.2 and 0.4: clipvalue bounds the sum.
+        let mut g = [1.2f32, 0.4];
+        parse(0.5, 0.0).unwrap().1.clip.apply(&mut g);
+        assert_eq!(g, [0.5, 0.4]);
+        // clipnorm scales every row of the step by one factor: the norm of them all.
+        let mut g = [3.0f32, 4.0];
+        parse(0.0, 0.5).unwrap().1.clip.apply(&mut g);
+        assert_eq!(g, [3.0 * 0.5 / 5.0, 4.0 * 0.5 / 5.0]);
+        let mut small = [0.1f32, -0.2];
+        parse(0.0, 0.5).unwrap().1.clip.apply(&mut small);
+        assert_eq!(small, [0.1, -0.2]);
     }
 
     #[test]

@@ -7,8 +7,22 @@ use super::{utf8, RowsOut, Status, TableBox, TensorView, TrainLookupArgs};
 use crate::error::{Error, Result};
 use crate::optim::{Init, Optimizer};
 use crate::table::train::{LookupOut, Slots, Starts};
+use crate::table::Table;
 
 impl TableBox {
+    /// [`TableBox::run`] for the two ops of a training step, whose errors name the table: a
+    /// step fails inside `model.fit`, far from where the layer was made.
+    fn run_step(&self, op: &str, body: impl FnOnce(&Table) -> Result<()>) -> Status {
+        self.run(op, |t| {
+            body(t).map_err(|e| {
+                e.context(format!(
+                    "training step on table {:?}",
+                    t.spec().embedding_name
+                ))
+            })
+        })
+    }
+
     pub(super) fn train_configure(
         &self,
         slot_names: &[u8],
@@ -28,7 +42,7 @@ impl TableBox {
         out: RowsOut,
         ticket: &mut i64,
     ) -> Status {
-        self.run("train_lookup", |t| {
+        self.run_step("train_lookup", |t| {
             let k = checked_keys(t, keys)?;
             let [p, q] = a.init_params else {
                 return Err(Error::invalid("init_params must hold two numbers"));
@@ -56,7 +70,7 @@ impl TableBox {
         hyper: &[f64],
         updated: &mut i64,
     ) -> Status {
-        self.run("train_apply", |t| {
+        self.run_step("train_apply", |t| {
             let (opt, step) = Optimizer::parse(utf8("optimizer", optimizer)?, hyper)?;
             let copied: Vec<f32>;
             let grads: &[f32] = match floats(grads) {

@@ -1,9 +1,10 @@
-"""One worker of the hot-ids test: `python hot_worker.py <config> <layout> <steps>`.
+"""One worker of the hot-ids test: `python hot_worker.py <config> <layout> <steps> [<ids>]`.
 
 Builds a Keras 3 `Embedding` of dim 4 with zero initial rows and `SGD(1.0)`; prints "ready",
 waits for a line on stdin (so that every worker starts stepping at once), then runs <steps>
-steps of `loss = reduce_sum(emb(ids, training=True))` for the same 4 ids: each step subtracts
-exactly 1 from every element of those rows. Prints the layer's stats as JSON at the end."""
+steps of `loss = reduce_sum(emb(ids, training=True))` for the same ids 1..<ids> (4 unless
+given): each step subtracts exactly 1 from every element of those rows. Prints the layer's
+stats as JSON at the end."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def main(config: str, layout: str, steps: int) -> None:
+def main(config: str, layout: str, steps: int, n_ids: int) -> None:
     import tensorflow as tf
     from redis_embedding.keras import Embedding, optimizers
 
@@ -20,7 +21,7 @@ def main(config: str, layout: str, steps: int) -> None:
     layer.build(None)
     opt = optimizers.SGD(1.0)
     opt.build([layer._anchor])
-    ids = tf.constant([1, 2, 3, 4], tf.int64)
+    ids = tf.constant(list(range(1, n_ids + 1)), tf.int64)
 
     @tf.function
     def step() -> None:
@@ -38,4 +39,4 @@ def main(config: str, layout: str, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 4)

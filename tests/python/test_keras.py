@@ -50,6 +50,31 @@ def _pairs():
     ]
 
 
+def _train_against_dense(layer: Embedding, ours, ref, raw: list, key_dtype: str, seed: int,
+                         scale: float = 1.0, steps: int = 4) -> None:
+    """Trains `layer` with `ours` and a dense variable holding the same rows with `ref`, on
+    the same per-position gradients (`scale` × the loss, as loss scaling does), and checks
+    the rows are equal. The dense variable's gradient sums duplicate ids first."""
+    ours.build([layer._anchor])
+    ids = [str(i).encode() for i in raw] if key_dtype == "string" else raw
+    distinct = sorted(set(raw), key=raw.index)
+    start = layer.lookup(tf.constant(ids, dtype=key_dtype), training=False).numpy()
+    dense = tf.Variable(np.stack([start[raw.index(d)] for d in distinct]))
+    seg = tf.constant([distinct.index(r) for r in raw])
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        w = tf.constant(rng.normal(size=(len(raw), DIM)).astype("float32"))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(tf.constant(ids, dtype=key_dtype), training=True) * w)
+            loss = loss * scale
+        ours.apply(tape.gradient(loss, [layer._anchor]), [layer._anchor])
+        ref.apply([tf.math.unsorted_segment_sum(w * scale, seg, len(distinct))], [dense])
+    got = layer.lookup(tf.constant(ids, dtype=key_dtype), training=False).numpy()
+    want = dense.numpy()[[distinct.index(r) for r in raw]]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert int(ours.iterations.numpy()) == steps
+
+
 @pytest.mark.parametrize("pair", range(len(_pairs())))
 @pytest.mark.parametrize("key_dtype", ["int64", "int32", "string"])
 @pytest.mark.parametrize("layout", ["tfra", "fused"])
@@ -58,24 +83,32 @@ def test_row_updates_equal_keras_on_a_dense_variable(config_path, pair, key_dtyp
     layer = Embedding(DIM, config=str(config_path), name="e%d%s" % (pair, key_dtype),
                       key_dtype=key_dtype, layout=layout)
     layer.build(None)
-    ours.build([layer._anchor])
-    raw = [3, 7, 3, 11, 7, 3, 42]  # duplicates: summed as a dense gradient sums them
-    ids = [str(i).encode() for i in raw] if key_dtype == "string" else raw
-    distinct = sorted(set(raw), key=raw.index)
-    start = layer.lookup(tf.constant(ids, dtype=key_dtype), training=False).numpy()
-    dense = tf.Variable(np.stack([start[raw.index(d)] for d in distinct]))
-    seg = tf.constant([distinct.index(r) for r in raw])
-    rng = np.random.default_rng(pair)
-    for _ in range(4):
-        w = tf.constant(rng.normal(size=(len(raw), DIM)).astype("float32"))
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(tf.constant(ids, dtype=key_dtype), training=True) * w)
-        ours.apply(tape.gradient(loss, [layer._anchor]), [layer._anchor])
-        ref.apply([tf.math.unsorted_segment_sum(w, seg, len(distinct))], [dense])
-    got = layer.lookup(tf.constant(ids, dtype=key_dtype), training=False).numpy()
-    want = dense.numpy()[[distinct.index(r) for r in raw]]
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
-    assert int(ours.iterations.numpy()) == 4
+    # Duplicates: summed as a dense gradient sums them.
+    _train_against_dense(layer, ours, ref, [3, 7, 3, 11, 7, 3, 42], key_dtype, seed=pair)
+
+
+_CLIPPED = {"sgd": lambda **kw: (optimizers.SGD(1.0, **kw), keras.optimizers.SGD(1.0, **kw)),
+            "momentum": lambda **kw: (optimizers.SGD(0.1, momentum=0.9, **kw),
+                                      keras.optimizers.SGD(0.1, momentum=0.9, **kw)),
+            "adagrad": lambda **kw: (optimizers.Adagrad(0.1, **kw),
+                                     keras.optimizers.Adagrad(0.1, **kw)),
+            "adam": lambda **kw: (optimizers.Adam(0.1, **kw), keras.optimizers.Adam(0.1, **kw))}
+
+
+@pytest.mark.parametrize("kind", sorted(_CLIPPED))
+@pytest.mark.parametrize("clip", ["clipvalue", "clipnorm", "loss_scale"])
+@pytest.mark.parametrize("layout", ["tfra", "fused"])
+def test_clipped_row_updates_equal_keras_on_a_dense_variable(config_path, kind, clip, layout):
+    """Keras clips a dense variable's gradient after duplicates are summed (clipnorm: the
+    whole step's rows by one factor), so with id 3 three times in the batch, clipping each
+    position would move it up to three times further than Keras does."""
+    kw = {"clipvalue": {"clipvalue": 0.5}, "clipnorm": {"clipnorm": 1.0},
+          "loss_scale": {"loss_scale_factor": 128.0}}[clip]
+    ours, ref = _CLIPPED[kind](**kw)
+    layer = Embedding(DIM, config=str(config_path), name=f"clip-{kind}-{clip}", layout=layout)
+    layer.build(None)
+    _train_against_dense(layer, ours, ref, [3, 3, 3, 7, 11, 7], "int64", seed=11,
+                         scale=128.0 if clip == "loss_scale" else 1.0, steps=3)
 
 
 def test_fit_trains_and_stores_rows_and_slots_where_tfra_does(config_path, redis):
@@ -261,11 +294,43 @@ def test_model_save_and_load_reattach_to_the_rows(config_path, tmp_path):
 
 
 def test_a_server_error_fails_the_step_naming_the_table(config_path, redis):
-    layer = Embedding(DIM, config=str(config_path), name="wrongtype")
-    layer.build(None)
-    redis.command(b"SET", b"test:wrongtype-parameter{3560}", b"x")
-    with pytest.raises(tf.errors.OpError, match="WRONGTYPE|wrong kind"):
-        layer.lookup(tf.constant([1], tf.int64))
+    """A training step (forward lookup and apply, inside model.fit) that the server refuses
+    fails with that error, naming the table."""
+    ids = keras.Input(shape=(1,), dtype="int64")
+    emb = Embedding(DIM, config=str(config_path), name="wrongtype")
+    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(emb(ids))))
+    model.compile(optimizer=optimizers.Adam(0.05), loss="mse")
+    x, y = np.arange(8).reshape(8, 1), np.zeros((8, 1), "float32")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    redis.command(b"DEL", b"test:wrongtype-parameter_DynamicEmbedding_wrongtype-shadow_m{3560}")
+    redis.command(b"SET", b"test:wrongtype-parameter_DynamicEmbedding_wrongtype-shadow_m{3560}",
+                  b"x")
+    with pytest.raises(tf.errors.OpError,
+                       match='training step on table "wrongtype[^"]*".*WRONGTYPE'):
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+
+
+def test_a_server_at_maxmemory_fails_fit_with_resource_exhausted(tmp_path):
+    """noeviction at maxmemory: the server refuses the step's writes (OOM), and model.fit
+    raises ResourceExhaustedError naming the table, rather than training on without them."""
+    from redis_harness import RedisServer
+    server = RedisServer(tmp_path / "full")
+    try:
+        used = int(dict(line.split(":", 1) for line in server.command(b"INFO", b"memory")
+                        .decode().splitlines() if ":" in line)["used_memory"])
+        server.command(b"CONFIG", b"SET", b"maxmemory-policy", b"noeviction")
+        server.command(b"CONFIG", b"SET", b"maxmemory", str(used + 256 * 1024).encode())
+        ids = keras.Input(shape=(1,), dtype="int64")
+        emb = Embedding(DIM, config=server.config(tmp_path / "full.json"), name="full")
+        model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(emb(ids))))
+        model.compile(optimizer=optimizers.Adam(0.05), loss="mse")
+        x = np.arange(40_000).reshape(-1, 1)
+        with pytest.raises(tf.errors.ResourceExhaustedError,
+                           match='training step on table "full[^"]*".*OOM'):
+            model.fit(x, np.zeros((len(x), 1), "float32"), epochs=1, batch_size=1000,
+                      verbose=0)
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("layout", ["tfra", "fused"])

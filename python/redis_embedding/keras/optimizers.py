@@ -7,7 +7,8 @@ applies the same arithmetic as Keras's `update_step` and writes rows and slots b
 Learning-rate schedules and the hyperparameters apply to both parts.
 
 Rows are updated lazily (only ids in the batch), as in TFRA. Several workers may train one
-table: each row update is last-writer-wins, as in TFRA.
+table: with `rde_train_updates: "exact"` (the default) every step lands on the row as it
+stands, so no worker's update is lost; `"last_writer_wins"` is TFRA's overwrite.
 """
 
 from __future__ import annotations
@@ -84,7 +85,12 @@ class _RedisRows:
             self._rde_check()
             lr = tf.cast(tf.convert_to_tensor(self._get_current_learning_rate()), tf.float64)
             step = tf.cast(tf.convert_to_tensor(self.iterations) + 1, tf.float64)
-            hyper = self._rde_hyper(lr, step)
+            # Clipping is Keras's per-variable clipping of the dense gradient, so it is applied
+            # in the op, after duplicate ids are summed; loss-scale division comes first, per
+            # position, as Keras divides the gradient's values.
+            clip = tf.constant([float(self.clipvalue or 0.0), float(self.clipnorm or 0.0)],
+                               tf.float64)
+            hyper = tf.concat([self._rde_hyper(lr, step), clip], 0)
             scale = self.loss_scale_factor
             for g, layer in sparse:
                 if not isinstance(g, tf.IndexedSlices):
@@ -93,10 +99,6 @@ class _RedisRows:
                 values = g.values
                 if scale is not None:
                     values = values / scale
-                if self.clipvalue is not None:
-                    values = tf.clip_by_value(values, -self.clipvalue, self.clipvalue)
-                if self.clipnorm is not None:
-                    values = tf.clip_by_norm(values, self.clipnorm)
                 layer.apply_gradient(tf.IndexedSlices(values, g.indices, g.dense_shape),
                                      self._rde_kind, hyper)
         if dense_v:

@@ -268,7 +268,8 @@ impl Trainer {
 
     /// Applies one optimizer step to the rows named by `ids` (`(ticket << 32) | position`),
     /// whose gradients are `grads` (`ids.len() × dim`), in the configured layout. Duplicate
-    /// keys' gradients are summed in input order. Returns the number of distinct rows written.
+    /// keys' gradients are summed in input order, then clipped as `step.clip` says. Returns
+    /// the number of distinct rows written.
     pub fn apply(
         &self,
         t: &Table,
@@ -316,7 +317,8 @@ impl Trainer {
         }
         let batch = merge(self.take(ids)?, ids, grads, dim, &cfg.slots)?;
         let keys = batch.keys.keys()?;
-        let (mut rows, mut present, sums) = (batch.rows, batch.present, batch.sums);
+        let (mut rows, mut present, mut sums) = (batch.rows, batch.present, batch.sums);
+        step.clip.apply(&mut sums);
         if batch.need_slots {
             read_slots(&cfg.tables, &cfg.inits, &keys, dim, &mut rows, &mut present)?;
         }
