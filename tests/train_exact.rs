@@ -131,8 +131,8 @@ fn serial_row(opt: &Optimizer, steps: &[(Step, [f32; DIM])]) -> Vec<f32> {
 
 fn optimizers() -> Vec<(Optimizer, Step)> {
     vec![
-        Optimizer::parse("adagrad", &[0.1, 1.0, 0.1, 1e-7, 0.0, 0.0]).unwrap(),
-        Optimizer::parse("adam", &[0.01, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0]).unwrap(),
+        Optimizer::parse("adagrad", &[0.1, 1.0, 0.1, 1e-7, 0.0, 0.0, 0.0]).unwrap(),
+        Optimizer::parse("adam", &[0.01, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0, 0.0, 0.0]).unwrap(),
     ]
 }
 
@@ -189,7 +189,7 @@ fn last_writer_wins_loses_the_first_update() {
     let _serial = serial();
     let s = Server::start();
     let cfg = s.config(r#""rde_train_updates": "last_writer_wins""#);
-    let (opt, step) = Optimizer::parse("sgd", &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let (opt, step) = Optimizer::parse("sgd", &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
     let (a, b) = (
         Worker::new(&cfg, "emb", &opt, Layout::Fused),
         Worker::new(&cfg, "emb", &opt, Layout::Fused),
@@ -210,7 +210,7 @@ fn eight_writers_on_one_id_all_finish_and_lose_nothing() {
     let _serial = serial();
     let s = Server::start();
     let cfg = s.config("");
-    let (opt, step) = Optimizer::parse("sgd", &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let (opt, step) = Optimizer::parse("sgd", &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
     const WRITERS: usize = 8;
     const STEPS: usize = 25;
     let barrier = Barrier::new(WRITERS);

@@ -47,7 +47,30 @@ def _pairs():
                          beta_1=0.8, beta_2=0.99, epsilon=1e-5),
          keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(0.02, 1, 0.5),
                                beta_1=0.8, beta_2=0.99, epsilon=1e-5)),
+        (optimizers.Adam(0.05, amsgrad=True), keras.optimizers.Adam(0.05, amsgrad=True)),
+        (optimizers.AdamW(0.02, weight_decay=0.1), keras.optimizers.AdamW(0.02, weight_decay=0.1)),
+        (optimizers.SGD(_decay(0.1), weight_decay=0.2),
+         keras.optimizers.SGD(_decay(0.1), weight_decay=0.2)),
+        (optimizers.Ftrl(0.1), keras.optimizers.Ftrl(0.1)),
+        (optimizers.Ftrl(_decay(0.2), learning_rate_power=-0.6, initial_accumulator_value=0.3,
+                         l1_regularization_strength=0.05, l2_regularization_strength=0.02,
+                         l2_shrinkage_regularization_strength=0.01, beta=0.1),
+         keras.optimizers.Ftrl(_decay(0.2), learning_rate_power=-0.6,
+                               initial_accumulator_value=0.3, l1_regularization_strength=0.05,
+                               l2_regularization_strength=0.02,
+                               l2_shrinkage_regularization_strength=0.01, beta=0.1)),
+        (optimizers.RMSprop(0.01), keras.optimizers.RMSprop(0.01)),
+        (optimizers.RMSprop(_decay(0.01), rho=0.8, momentum=0.7, centered=True),
+         keras.optimizers.RMSprop(_decay(0.01), rho=0.8, momentum=0.7, centered=True)),
+        (optimizers.Adadelta(1.0, rho=0.9), keras.optimizers.Adadelta(1.0, rho=0.9)),
+        (optimizers.Adamax(_decay(0.02)), keras.optimizers.Adamax(_decay(0.02))),
+        (optimizers.Nadam(_decay(0.01)), keras.optimizers.Nadam(_decay(0.01))),
+        (optimizers.Lion(_decay(0.01), beta_1=0.8), keras.optimizers.Lion(_decay(0.01), beta_1=0.8)),
     ]
+
+
+def _decay(lr: float) -> keras.optimizers.schedules.LearningRateSchedule:
+    return keras.optimizers.schedules.ExponentialDecay(lr, 1, 0.7)
 
 
 def _train_against_dense(layer: Embedding, ours, ref, raw: list, key_dtype: str, seed: int,

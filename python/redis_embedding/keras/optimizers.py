@@ -37,16 +37,20 @@ class _RedisRows:
         raise NotImplementedError
 
     def _rde_check(self) -> None:
-        unsupported = [(n, getattr(self, n, None)) for n in
-                       ("weight_decay", "global_clipnorm", "use_ema")]
-        bad = [n for n, v in unsupported if v]
-        if getattr(self, "gradient_accumulation_steps", None):
-            bad.append("gradient_accumulation_steps")
-        if getattr(self, "amsgrad", False):
-            bad.append("amsgrad")
+        bad = [n for n in ("global_clipnorm", "gradient_accumulation_steps")
+               if getattr(self, n, None)]
         if bad:
             raise ValueError(f"{type(self).__name__}: {', '.join(bad)} cannot be applied to "
-                             "redis_embedding Embedding rows; unset it")
+                             "redis_embedding Embedding rows yet; unset it")
+        if getattr(self, "use_ema", False):
+            raise ValueError(f"{type(self).__name__}: use_ema cannot be applied to "
+                             "redis_embedding Embedding rows: the moving average would be a "
+                             "second copy of every row ever trained, kept in this process; "
+                             "unset it")
+
+    def _rde_rows_only_step(self) -> None:
+        """Advances what Keras's own update would have advanced in a step with no dense
+        weights (besides `iterations`)."""
 
     def build(self, var_list: Sequence[Any]) -> None:
         dense = [v for v in var_list if _layer(v) is None]
@@ -85,14 +89,17 @@ class _RedisRows:
             self._rde_check()
             lr = tf.cast(tf.convert_to_tensor(self._get_current_learning_rate()), tf.float64)
             step = tf.cast(tf.convert_to_tensor(self.iterations) + 1, tf.float64)
-            # Clipping is Keras's per-variable clipping of the dense gradient, so it is applied
-            # in the op, after duplicate ids are summed; loss-scale division comes first, per
-            # position, as Keras divides the gradient's values.
-            clip = tf.constant([float(self.clipvalue or 0.0), float(self.clipnorm or 0.0)],
-                               tf.float64)
-            hyper = tf.concat([self._rde_hyper(lr, step), clip], 0)
+            own = self._rde_hyper(lr, step)
             scale = self.loss_scale_factor
             for g, layer in sparse:
+                # Clipping is Keras's per-variable clipping of the dense gradient and weight
+                # decay its decay of the variable, so both are applied in the op, after
+                # duplicate ids are summed; loss-scale division comes first, per position, as
+                # Keras divides the gradient's values.
+                decay = self.weight_decay if self._use_weight_decay(layer._anchor) else None
+                common = tf.constant([float(self.clipvalue or 0.0), float(self.clipnorm or 0.0),
+                                      float(decay or 0.0)], tf.float64)
+                hyper = tf.concat([own, common], 0)
                 if not isinstance(g, tf.IndexedSlices):
                     raise TypeError(f"Embedding {layer.name!r}: its gradient must come from its "
                                     "training-mode call, got a dense tensor")
@@ -104,21 +111,26 @@ class _RedisRows:
         if dense_v:
             super().apply(dense_g, dense_v)  # type: ignore[misc]
         else:
+            self._rde_rows_only_step()
             self._iterations.assign_add(1)
+
+
+def _f64(*values: Any) -> List[tf.Tensor]:
+    return [tf.constant(float(v), tf.float64) for v in values]
 
 
 @keras.saving.register_keras_serializable(package="redis_embedding")
 class SGD(_RedisRows, keras.optimizers.SGD):
-    """`keras.optimizers.SGD` (momentum and nesterov included) for Redis rows too."""
+    """`keras.optimizers.SGD` (momentum and nesterov included) for Redis rows too (slot `m`
+    with momentum, as TFRA names it)."""
 
     _rde_kind = "sgd"
 
     def _rde_slots(self) -> Tuple[List[str], List[float]]:
-        return (["momentum"], [0.0]) if self.momentum != 0 else ([], [])
+        return (["m"], [0.0]) if self.momentum != 0 else ([], [])
 
     def _rde_hyper(self, lr: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-        return tf.stack([lr, step, tf.constant(float(self.momentum), tf.float64),
-                         tf.constant(1.0 if self.nesterov else 0.0, tf.float64)])
+        return tf.stack([lr, step] + _f64(self.momentum, 1.0 if self.nesterov else 0.0))
 
 
 @keras.saving.register_keras_serializable(package="redis_embedding")
@@ -131,22 +143,128 @@ class Adagrad(_RedisRows, keras.optimizers.Adagrad):
         return ["accumulator"], [float(self.initial_accumulator_value)]
 
     def _rde_hyper(self, lr: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-        return tf.stack([lr, step, tf.constant(float(self.initial_accumulator_value), tf.float64),
-                         tf.constant(float(self.epsilon), tf.float64)])
+        return tf.stack([lr, step] + _f64(self.initial_accumulator_value, self.epsilon))
 
 
-@keras.saving.register_keras_serializable(package="redis_embedding")
-class Adam(_RedisRows, keras.optimizers.Adam):
-    """`keras.optimizers.Adam` for Redis rows too (slots `m` and `v`, as TFRA names them)."""
+class _AdamRows(_RedisRows):
+    """Adam's rows (AdamW is Adam with weight decay): slots `m`, `v`, and `vhat` with
+    amsgrad, as TFRA names them."""
 
     _rde_kind = "adam"
 
     def _rde_slots(self) -> Tuple[List[str], List[float]]:
-        return ["m", "v"], [0.0, 0.0]
+        return (["m", "v", "vhat"], [0.0] * 3) if self.amsgrad else (["m", "v"], [0.0] * 2)
 
     def _rde_hyper(self, lr: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-        return tf.stack([lr, step] + [tf.constant(float(x), tf.float64)
-                                      for x in (self.beta_1, self.beta_2, self.epsilon)])
+        return tf.stack([lr, step] + _f64(self.beta_1, self.beta_2, self.epsilon,
+                                          1.0 if self.amsgrad else 0.0))
 
 
-__all__ = ["SGD", "Adagrad", "Adam"]
+@keras.saving.register_keras_serializable(package="redis_embedding")
+class Adam(_AdamRows, keras.optimizers.Adam):
+    """`keras.optimizers.Adam` (amsgrad included) for Redis rows too."""
+
+
+@keras.saving.register_keras_serializable(package="redis_embedding")
+class AdamW(_AdamRows, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` for Redis rows too: the decay applies to the batch's rows."""
+
+
+@keras.saving.register_keras_serializable(package="redis_embedding")
+class Ftrl(_RedisRows, keras.optimizers.Ftrl):
+    """`keras.optimizers.Ftrl` for Redis rows too (slots `accumulator` and `linear`)."""
+
+    _rde_kind = "ftrl"
+
+    def _rde_slots(self) -> Tuple[List[str], List[float]]:
+        return ["accumulator", "linear"], [float(self.initial_accumulator_value), 0.0]
+
+    def _rde_hyper(self, lr: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        return tf.stack([lr, step] + _f64(
+            self.learning_rate_power, self.initial_accumulator_value,
+            self.l1_regularization_strength, self.l2_regularization_strength,
+            self.l2_shrinkage_regularization_strength, self.beta))
+
+
+@keras.saving.register_keras_serializable(package="redis_embedding")
+class RMSprop(_RedisRows, keras.optimizers.RMSprop):
+    """`keras.optimizers.RMSprop` for Redis rows too (slots `velocity`, then `momentum` with
+    momentum and `average_gradient` when centered)."""
+
+    _rde_kind = "rmsprop"
+
+    def _rde_slots(self) -> Tuple[List[str], List[float]]:
+        names = ["velocity"] + (["momentum"] if self.momentum > 0 else []) + (
+            ["average_gradient"] if self.centered else [])
+        return names, [0.0] * len(names)
+
+    def _rde_hyper(self, lr: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        return tf.stack([lr, step] + _f64(self.rho, self.momentum, self.epsilon,
+                                          1.0 if self.centered else 0.0))
+
+
+@keras.saving.register_keras_serializable(package="redis_embedding")
+class Adadelta(_RedisRows, keras.optimizers.Adadelta):
+    """`keras.optimizers.Adadelta` for Redis rows too (slots `accumulated_grad` and
+    `accumulated_delta_var`)."""
+
+    _rde_kind = "adadelta"
+
+    def _rde_slots(self) -> Tuple[List[str], List[float]]:
+        return ["accumulated_grad", "accumulated_delta_var"], [0.0, 0.0]
+
+    def _rde_hyper(self, lr: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        return tf.stack([lr, step] + _f64(self.rho, self.epsilon))
+
+
+@keras.saving.register_keras_serializable(package="redis_embedding")
+class Adamax(_RedisRows, keras.optimizers.Adamax):
+    """`keras.optimizers.Adamax` for Redis rows too (slots `m` and `u`, as TFRA names them)."""
+
+    _rde_kind = "adamax"
+
+    def _rde_slots(self) -> Tuple[List[str], List[float]]:
+        return ["m", "u"], [0.0, 0.0]
+
+    def _rde_hyper(self, lr: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        return tf.stack([lr, step] + _f64(self.beta_1, self.beta_2, self.epsilon))
+
+
+@keras.saving.register_keras_serializable(package="redis_embedding")
+class Nadam(_RedisRows, keras.optimizers.Nadam):
+    """`keras.optimizers.Nadam` for Redis rows too (slots `m` and `v`)."""
+
+    _rde_kind = "nadam"
+
+    def _rde_slots(self) -> Tuple[List[str], List[float]]:
+        return ["m", "v"], [0.0, 0.0]
+
+    def _u_product_next(self) -> tf.Tensor:
+        """`u_product` as Keras's update of this step leaves it, in its float32."""
+        dtype = self._u_product.dtype
+        return self._u_product * self.beta_1 * (
+            1.0 - 0.5 * keras.ops.power(0.96, keras.ops.cast(self.iterations + 1, dtype)))
+
+    def _rde_hyper(self, lr: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        return tf.stack([lr, step] + _f64(self.beta_1, self.beta_2, self.epsilon) + [
+            tf.cast(self._u_product_next(), tf.float64)])
+
+    def _rde_rows_only_step(self) -> None:
+        self._u_product.assign(self._u_product_next())
+
+
+@keras.saving.register_keras_serializable(package="redis_embedding")
+class Lion(_RedisRows, keras.optimizers.Lion):
+    """`keras.optimizers.Lion` for Redis rows too (slot `m`)."""
+
+    _rde_kind = "lion"
+
+    def _rde_slots(self) -> Tuple[List[str], List[float]]:
+        return ["m"], [0.0]
+
+    def _rde_hyper(self, lr: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        return tf.stack([lr, step] + _f64(self.beta_1, self.beta_2))
+
+
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Ftrl", "RMSprop", "Adadelta", "Adamax", "Nadam",
+           "Lion"]
