@@ -121,16 +121,14 @@ def test_a_new_id_starts_from_the_same_row_in_every_process(redis, tmp_path: Pat
 
 
 @pytest.mark.parametrize("kind,argument", [
-    ("Adam", "amsgrad"), ("Adam", "weight_decay"), ("Adam", "use_ema"),
-    ("Adam", "gradient_accumulation_steps"), ("SGD", "weight_decay"), ("Adagrad", "use_ema"),
-    ("SGD", "gradient_accumulation_steps")])
+    ("Adam", "use_ema"), ("Adam", "gradient_accumulation_steps"), ("Adagrad", "use_ema"),
+    ("SGD", "gradient_accumulation_steps"), ("Ftrl", "use_ema"), ("Lion", "global_clipnorm")])
 def test_settings_the_rows_cannot_take_are_refused_by_name(backend_config_path: str, kind: str,
                                                            argument: str) -> None:
-    """docs/keras.md: `amsgrad`, `weight_decay`, `global_clipnorm` (test_keras.py), `use_ema`
-    and `gradient_accumulation_steps` are refused with a ValueError naming them, when the
-    optimizer is built on the layer and when it applies to it."""
-    value = {"amsgrad": True, "weight_decay": 0.01, "use_ema": True,
-             "gradient_accumulation_steps": 2}[argument]
+    """docs/keras.md: `global_clipnorm`, `use_ema` and `gradient_accumulation_steps` are
+    refused with a ValueError naming them, when the optimizer is built on the layer and when
+    it applies to it (amsgrad and weight_decay are applied: test_keras.py)."""
+    value = {"global_clipnorm": 1.0, "use_ema": True, "gradient_accumulation_steps": 2}[argument]
     layer = Embedding(DIM, config=backend_config_path, name="refused")
     layer.build(None)
     refused = f"{kind}: {argument} cannot be applied to redis_embedding Embedding rows"
