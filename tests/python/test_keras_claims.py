@@ -152,9 +152,9 @@ def rows_in_redis(config: str, name: str, width: int) -> Dict[int, bytes]:
     return {int(k): v.tobytes() for k, v in zip(keys.numpy(), values.numpy())}
 
 
-# The fused layer's handle table (params width, checkpoint=False) warns that it saves nothing;
-# its rows are saved by the wide table beside it.
-@pytest.mark.filterwarnings("ignore::redis_embedding.CheckpointWarning")
+# The fused layer's handle table (params width, checkpoint=False) saves nothing, but its rows
+# are saved by the wide table beside it, so no CheckpointWarning may say otherwise.
+@pytest.mark.filterwarnings("error::redis_embedding.CheckpointWarning")
 @pytest.mark.parametrize("layout", ["tfra", "fused"])
 @pytest.mark.parametrize("mode", [0, 2])
 def test_a_saved_model_carries_rows_in_mode_0_and_none_in_mode_2(redis, tmp_path: Path,

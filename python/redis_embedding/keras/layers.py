@@ -128,7 +128,10 @@ class Embedding(keras.layers.Layer):
         """The table the training ops run on: the params table, or with the fused layout a
         handle of params width whose Rust side opens the wide table once configured."""
         if self.layout == "fused":
-            return self._table(self.fused_name, self.dim, checkpoint=False)
+            handle = self._table(self.fused_name, self.dim, checkpoint=False)
+            # Its rows are the wide table's, which checkpoints carry: nothing to warn about.
+            handle._warned_not_saved = True
+            return handle
         return self._table(self.params_name)
 
     def _fused_count(self) -> int:
