@@ -1,91 +1,129 @@
 """Moving between TFRA and the Keras 3 layer without migrating data, in both directions.
 
-TFRA's half runs in a subprocess with the TF 2.16.2 + TFRA interpreter (`tfra_side.py`): this
-interpreter in the TF 2.16 leg, `$RDE_TFRA_PYTHON` (the TF 2.16 venv) in the TF 2.21 leg, so
-there the rows cross TensorFlow versions too. Dense weights and the optimizer's step count
-travel through a file; embedding rows and Adam's slots only through Redis."""
+TFRA's half runs in a subprocess with the TF 2.16.2 + TFRA interpreter named by
+`$RDE_TFRA_PYTHON` (`tfra_side.py`), so the rows cross TensorFlow versions too. Dense weights
+and the optimizer's step count travel through a file; embedding rows and Adam's slots only
+through Redis. Each direction checks:
 
-import importlib.util
+- the params, `m` and `v` rows one side left are, bit for bit, what the other side reads
+  (ours through `emb.table` / `emb.slot_table`, TFRA's through its layer's params and its
+  optimizer's slot variables);
+- the step count carried over: the receiving side's next step uses it for the bias
+  correction;
+- that next step, on a known batch, against Adam computed in numpy from the carried rows,
+  slots, step count and dense weights (duplicate ids summed; rows not in the batch unchanged).
+
+Everything drawn is seeded (`keras_task`), so a run is a function of the code only."""
+
 import os
 import subprocess
-import sys
+from typing import Dict
 
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-if int(keras.__version__.split(".")[0]) < 3:
-    pytest.skip("the layer needs Keras 3", allow_module_level=True)
+from keras3_only import require_keras3_without_tfra
 
-if importlib.util.find_spec("tensorflow_recommenders_addons") is not None:
-    # TFRA's import replaces Keras 3's VarianceScaling.__call__ (tf_patch.py) with one that
-    # fails, so no Keras 3 Dense layer builds in a process that imported TFRA. The TF 2.21 leg
-    # runs these tests (and TFRA's half of the continuation tests in a TF 2.16 subprocess).
-    pytest.skip("Keras 3 models cannot be built after TFRA's import", allow_module_level=True)
+keras = require_keras3_without_tfra()
 
-from keras_task import DIM, LR, STEPS, data  # noqa: E402
+from keras_task import (BATCH, DENSE_SEED, DIM, EMB_SEED, LR, SEED, SLOTS,  # noqa: E402
+                        STEPS, Rows, all_ids, assert_lazy_step, data, lazy_adam, step_batch)
 from redis_embedding.keras import Embedding, optimizers  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# One step in float32 (either side) against numpy's float64, relative to each row's largest
+# value: the largest difference measured is 1.2e-7 (m; params 5e-8), in both directions.
+RTOL = 1e-6
 
 
 def tfra_python() -> str:
-    env = os.environ.get("RDE_TFRA_PYTHON")
-    if env:
-        return env
-    try:
-        import tensorflow_recommenders_addons  # noqa: F401
-        return sys.executable
-    except ImportError:
-        pytest.skip("needs TFRA: run in the TF 2.16 leg or set RDE_TFRA_PYTHON")
+    """The TF 2.16 + TFRA interpreter; TFRA cannot be imported here (see keras3_only)."""
+    path = os.environ.get("RDE_TFRA_PYTHON")
+    if not path:
+        pytest.skip("set RDE_TFRA_PYTHON to the TF 2.16 + TFRA interpreter")
+    return path
 
 
-def run_tfra(config: str, state: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RDE_OPS_LIBRARY", "PYTHONPATH")}
-    subprocess.run([tfra_python(), os.path.join(HERE, "tfra_side.py"), config, state,
-                    str(STEPS)], check=True, timeout=600, cwd=HERE, env=env)
+def run_tfra(config: str, state: str, mode: str) -> Dict[str, np.ndarray]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RDE_OPS_LIBRARY", "PYTHONPATH")}
+    subprocess.run([tfra_python(), os.path.join(HERE, "tfra_side.py"), config, state, mode],
+                   check=True, timeout=600, cwd=HERE, env=env)
     return dict(np.load(state))
 
 
 def our_model(config: str):
+    """The model of `keras_task` with our layer: (model, embedding, dense, optimizer)."""
+    keras.utils.set_random_seed(SEED)
     emb = Embedding(DIM, config=config, name="user_emb",
-                    initializer=keras.initializers.RandomNormal(0.0, 0.1))
+                    initializer=keras.initializers.RandomNormal(0.0, 0.1, seed=EMB_SEED))
+    dense = keras.layers.Dense(
+        1, kernel_initializer=keras.initializers.GlorotUniform(seed=DENSE_SEED))
     model = keras.Sequential([keras.Input(shape=(2,), dtype="int64"), emb,
-                              keras.layers.Flatten(), keras.layers.Dense(1)])
+                              keras.layers.Flatten(), dense])
     opt = optimizers.Adam(LR)
     model.compile(optimizer=opt, loss="mse")
-    return model, emb, opt
+    return model, emb, dense, opt
+
+
+def our_rows(emb: Embedding) -> Rows:
+    """The params, m and v rows of every id of the data, as our tables read them."""
+    ids = all_ids()
+    return {"params": emb.table.lookup(ids).numpy(),
+            "m": emb.slot_table("m").lookup(ids).numpy(),
+            "v": emb.slot_table("v").lookup(ids).numpy()}
+
+
+def assert_handed_over_step(got: Rows, before: Rows, kernel: np.ndarray, bias: np.ndarray
+                             ) -> None:
+    """`got` is `before` after one lazy Adam step on `step_batch()` at step STEPS + 1 with
+    these dense weights, as numpy computes it."""
+    x, y = step_batch()
+    assert not np.isin(all_ids(), x).all()  # some rows must stay as they were
+    want = lazy_adam(before, all_ids(), x, y, kernel, bias, STEPS + 1)
+    assert_lazy_step(got, want, before, all_ids(), x, RTOL)
+
+
+def assert_trained(rows: Rows) -> None:
+    """Every id has been through Adam: its m and v rows are no longer the zeros a missing
+    slot row reads as, so the exact comparisons compare something."""
+    assert (np.abs(rows["m"]).max(axis=1) > 0).all() and (rows["v"] > 0).all()
 
 
 def test_tfra_trained_rows_and_slots_continue_in_the_keras3_layer(config_path, tmp_path):
-    state = str(tmp_path / "state.npz")
-    theirs = run_tfra(str(config_path), state)
-    assert theirs["after"] < theirs["before"]
-    model, emb, opt = our_model(str(config_path))
+    theirs = run_tfra(str(config_path), str(tmp_path / "state.npz"), "train")
+    assert int(theirs["iterations"]) == STEPS
+    model, emb, dense, opt = our_model(str(config_path))
+    before = our_rows(emb)
+    for k in SLOTS:
+        np.testing.assert_array_equal(before[k], theirs[k], err_msg=k)
+    assert_trained(before)
+    dense.set_weights([theirs["kernel"], theirs["bias"]])
     x, y = data()
-    ids = np.unique(x)
-    np.testing.assert_array_equal(emb.table.lookup(ids).numpy(), theirs["params"])
-    assert np.abs(emb.slot_table("v").lookup(ids).numpy()).min() > 0, "Adam's v not in Redis"
-    model.layers[-1].set_weights([theirs["kernel"], theirs["bias"]])
-    start = model.evaluate(x, y, batch_size=len(x), verbose=0)
-    np.testing.assert_allclose(start, theirs["after"], rtol=1e-5)
+    np.testing.assert_allclose(model.evaluate(x, y, batch_size=len(x), verbose=0),
+                               theirs["loss"], rtol=1e-5)
     opt.iterations.assign(int(theirs["iterations"]))
-    model.fit(x, y, batch_size=len(x) // STEPS, epochs=1, verbose=0, shuffle=False)
-    assert model.evaluate(x, y, batch_size=len(x), verbose=0) < start
+    model.train_on_batch(*step_batch())
+    assert int(opt.iterations.numpy()) == STEPS + 1
+    assert_handed_over_step(our_rows(emb), before, theirs["kernel"], theirs["bias"])
 
 
 def test_keras3_trained_rows_and_slots_continue_in_tfra(config_path, tmp_path):
-    model, emb, opt = our_model(str(config_path))
+    model, emb, dense, opt = our_model(str(config_path))
     x, y = data()
-    first = model.evaluate(x, y, batch_size=len(x), verbose=0)
-    model.fit(x, y, batch_size=len(x) // STEPS, epochs=1, verbose=0, shuffle=False)
-    ours = model.evaluate(x, y, batch_size=len(x), verbose=0)
-    assert ours < first
-    kernel, bias = model.layers[-1].get_weights()
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+    assert int(opt.iterations.numpy()) == STEPS
+    ours = our_rows(emb)
+    assert_trained(ours)
+    kernel, bias = dense.get_weights()
+    loss = model.evaluate(x, y, batch_size=len(x), verbose=0)
     state = str(tmp_path / "state.npz")
     np.savez(state, kernel=kernel, bias=bias, iterations=int(opt.iterations.numpy()))
-    theirs = run_tfra(str(config_path), state)
-    np.testing.assert_allclose(theirs["before"], ours, rtol=1e-5)
-    assert theirs["after"] < theirs["before"]
-    np.testing.assert_array_equal(theirs["params"], emb.table.lookup(np.unique(x)).numpy())
+    theirs = run_tfra(str(config_path), state, "step")
+    for k in SLOTS:
+        np.testing.assert_array_equal(theirs["before_" + k], ours[k], err_msg=k)
+    np.testing.assert_allclose(theirs["before_loss"], loss, rtol=1e-5)
+    assert int(theirs["iterations"]) == STEPS + 1
+    assert_handed_over_step({k: theirs[k] for k in SLOTS}, ours, kernel, bias)
+    after = our_rows(emb)  # what TFRA's step left in Redis, read by our tables
+    for k in SLOTS:
+        np.testing.assert_array_equal(after[k], theirs[k], err_msg=k)

@@ -1,15 +1,22 @@
-"""TFRA's half of the continuation tests, run with the TF 2.16.2 + TFRA 0.8.1 interpreter.
+"""TFRA's half of the hand-over tests, run with the TF 2.16.2 + TFRA 0.8.1 interpreter.
 
-    python tfra_side.py <config.json> <state.npz> <steps>
+    python tfra_side.py <config.json> <state.npz> train|step
 
-Builds the same model as `test_keras_tfra.py` with TFRA's Keras layer (`user_emb`, TFRA's own
-Redis backend) and `DynamicEmbeddingOptimizer(Adam)`. If <state.npz> exists, the dense
-weights and the optimizer step count are taken from it first. Evaluates the loss, trains
-<steps> steps, evaluates again, and writes the dense weights, the step count, both losses and
-the params it sees for the data's ids back to <state.npz>."""
+Builds the model of `keras_task` with TFRA's Keras layer (`user_emb`, TFRA's own Redis
+backend) and `DynamicEmbeddingOptimizer(Adam)`, everything seeded.
+
+- `train`: fits STEPS batches of `keras_task.data()` from fresh tables.
+- `step`: takes the dense weights and the optimizer step count from <state.npz>, reads the
+  params and Adam's `m` and `v` rows of every id as TFRA sees them (`before_*`), then trains
+  one step on `keras_task.step_batch()`.
+
+Either way it then writes to <state.npz>: the dense weights, the step count, the MSE over
+`data()`, and the params, `m` and `v` rows of `all_ids()` read through TFRA's own variables
+(the layer's params and the optimizer's slot variables)."""
 
 import os
 import sys
+from typing import Dict
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -18,35 +25,56 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders_addons as tfra  # noqa: E402
 
-from keras_task import DIM, LR, data  # noqa: E402
+from keras_task import (BATCH, DENSE_SEED, DIM, EMB_SEED, LR, SEED, all_ids,  # noqa: E402
+                        data, step_batch)
 
 de = tfra.dynamic_embedding
 
 
-def main(config: str, state: str, steps: int) -> None:
+def rows(emb, opt, ids: np.ndarray) -> Dict[str, np.ndarray]:
+    """The params, m and v rows of `ids`, through TFRA: the layer's params variable and the
+    de.Variables behind the optimizer's slots of the layer's shadow variable."""
+    keys = tf.constant(ids, tf.int64)
+    out = {"params": emb.params.lookup(keys).numpy()}
+    for name, slots in (("m", opt._momentums), ("v", opt._velocities)):
+        mine = [s for s in slots if isinstance(s, de.TrainableWrapper)]
+        assert len(mine) == 1, (name, slots)
+        assert any(p is mine[0].params for p in emb.optimizer_vars), mine[0].params.name
+        out[name] = mine[0].params.lookup(keys).numpy()
+    return out
+
+
+def main(config: str, state: str, mode: str) -> None:
+    tf.keras.utils.set_random_seed(SEED)
     creator = de.RedisTableCreator(de.RedisTableConfig(redis_config_abs_dir=config))
-    emb = de.keras.layers.Embedding(DIM, key_dtype=tf.int64, name="user_emb", kv_creator=creator,
-                                    initializer=tf.keras.initializers.RandomNormal(0, 0.1))
+    emb = de.keras.layers.Embedding(
+        DIM, key_dtype=tf.int64, name="user_emb", kv_creator=creator,
+        initializer=tf.keras.initializers.RandomNormal(0.0, 0.1, seed=EMB_SEED))
+    dense = tf.keras.layers.Dense(
+        1, kernel_initializer=tf.keras.initializers.GlorotUniform(seed=DENSE_SEED))
     model = tf.keras.Sequential([tf.keras.Input(shape=(2,), dtype=tf.int64), emb,
-                                 tf.keras.layers.Flatten(), tf.keras.layers.Dense(1)])
+                                 tf.keras.layers.Flatten(), dense])
     opt = de.DynamicEmbeddingOptimizer(tf.keras.optimizers.Adam(LR))
     model.compile(optimizer=opt, loss="mse")
     x, y = data()
-    if os.path.exists(state):
+    out: Dict[str, np.ndarray] = {}
+    if mode == "train":
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+    elif mode == "step":
         saved = np.load(state)
-        model.layers[-1].set_weights([saved["kernel"], saved["bias"]])
-        start = int(saved["iterations"])
+        dense.set_weights([saved["kernel"], saved["bias"]])
+        opt.iterations.assign(int(saved["iterations"]))  # bias correction continues
+        opt.build(model.trainable_variables)  # the slot variables, to read them before
+        out.update({"before_" + k: v for k, v in rows(emb, opt, all_ids()).items()})
+        out["before_loss"] = np.float64(model.evaluate(x, y, batch_size=len(x), verbose=0))
+        model.train_on_batch(*step_batch())
     else:
-        start = 0
-    before = model.evaluate(x, y, batch_size=len(x), verbose=0)
-    opt.iterations.assign(start)  # Adam's bias correction continues from the other side
-    model.fit(x, y, batch_size=len(x) // steps, epochs=1, verbose=0, shuffle=False)
-    after = model.evaluate(x, y, batch_size=len(x), verbose=0)
-    kernel, bias = model.layers[-1].get_weights()
-    params = emb.params.lookup(tf.constant(np.unique(x))).numpy()
-    np.savez(state, kernel=kernel, bias=bias, iterations=int(opt.iterations.numpy()),
-             before=before, after=after, params=params)
+        raise SystemExit(f"unknown mode {mode!r}")
+    kernel, bias = dense.get_weights()
+    out.update(rows(emb, opt, all_ids()))
+    out["loss"] = np.float64(model.evaluate(x, y, batch_size=len(x), verbose=0))
+    np.savez(state, kernel=kernel, bias=bias, iterations=int(opt.iterations.numpy()), **out)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], sys.argv[3])
