@@ -78,12 +78,11 @@ Rows = Dict[str, np.ndarray]
 SLOTS = ("params", "m", "v")
 
 
-def lazy_adam(before: Rows, ids: np.ndarray, x: np.ndarray, y: np.ndarray,
-              kernel: np.ndarray, bias: np.ndarray, step: int, lr: float = LR) -> Rows:
-    """`before` after one lazy Adam step at 1-based `step` on the batch (x, y) of this
-    model with these dense weights: the batch's distinct ids take Adam on their summed
-    gradient, every other id keeps its rows."""
-    grads = row_gradients(x, y, dict(zip(ids.tolist(), before["params"])), kernel, bias)
+def lazy_adam(before: Rows, ids: np.ndarray, grads: Dict[int, np.ndarray], step: int,
+              lr: float = LR) -> Rows:
+    """`before` after one lazy Adam step at 1-based `step` given the batch's summed
+    gradient per distinct id (`row_gradients`): those ids take Adam, every other id keeps
+    its rows."""
     want = {k: before[k].astype(np.float64) for k in SLOTS}
     for n, i in enumerate(ids.tolist()):
         if i in grads:

@@ -4,35 +4,112 @@ embedded backend.
 Row updates are compared with Keras's own optimizer applied to a dense variable holding the
 same rows, given the same (summed) gradients."""
 
-import importlib.util
 import os
 import subprocess
 import sys
+from typing import Any, Dict, Optional
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-keras = pytest.importorskip("keras")
-if int(keras.__version__.split(".")[0]) < 3:
-    pytest.skip("the layer needs Keras 3", allow_module_level=True)
+from keras3_only import require_keras3_without_tfra
 
-if importlib.util.find_spec("tensorflow_recommenders_addons") is not None:
-    # TFRA's import replaces Keras 3's VarianceScaling.__call__ (tf_patch.py) with one that
-    # fails, so no Keras 3 Dense layer builds in a process that imported TFRA. The TF 2.21 leg
-    # runs these tests (and TFRA's half of the continuation tests in a TF 2.16 subprocess).
-    pytest.skip("Keras 3 models cannot be built after TFRA's import", allow_module_level=True)
+# TFRA's import replaces Keras 3's VarianceScaling.__call__ (tf_patch.py) with one that fails,
+# so no Keras 3 Dense layer builds in a process that imported TFRA. The TF 2.21 leg runs
+# these tests (and TFRA's half of the continuation tests in a TF 2.16 subprocess).
+keras = require_keras3_without_tfra()
 
 import redis_embedding as rde  # noqa: E402
+from keras_task import (SLOTS, Rows, assert_lazy_step, assert_rows_close,  # noqa: E402
+                        lazy_adam, row_gradients)
 from redis_embedding.keras import Embedding, optimizers  # noqa: E402
 
 DIM = 8
+# One step in float32 against numpy's float64, relative to each row's largest value: the
+# largest difference measured is 3.3e-7 (the Adagrad loop's params, numpy free-running over
+# 15 steps; Adam steps of fit 2.9e-7).
+RTOL = 1e-6
 
 
 @pytest.fixture
 def config_path(backend_config_path: str) -> str:
     """Every test here that does not inspect the server runs on both backends."""
     return backend_config_path
+
+
+@pytest.fixture(autouse=True)
+def seeded() -> None:
+    """Whatever a test draws without a seed of its own (Dense kernels) is the same each run."""
+    keras.utils.set_random_seed(0)
+
+
+def head() -> keras.layers.Dense:
+    """The Dense(1) every model here ends with, its kernel seeded."""
+    return keras.layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(seed=5))
+
+
+_readers: Dict[int, Embedding] = {}
+
+
+def adam_rows(emb: Embedding, ids: np.ndarray) -> Rows:
+    """The params (a missing id's initial row), m and v rows of `ids` (a missing slot row
+    is zeros, Adam's start), in either layout. Fused rows are read through a second layer of
+    the same name told the row width, so `emb` need not have been built yet."""
+    keys = tf.constant(ids, tf.int64)
+    if emb.layout == "fused":
+        reader = _readers.get(id(emb))
+        if reader is None:
+            reader = _readers[id(emb)] = Embedding(
+                DIM, config=emb.redis_config, name=emb.name, layout="fused", fused_slots=2,
+                initializer=emb.initializer)
+        full = reader.table.lookup(keys).numpy()
+        return {"params": reader.lookup(keys).numpy(), "m": full[:, DIM:2 * DIM],
+                "v": full[:, 2 * DIM:]}
+    return {"params": emb.lookup(keys).numpy(), "m": emb.slot_table("m").lookup(keys).numpy(),
+            "v": emb.slot_table("v").lookup(keys).numpy()}
+
+
+def tf_row_gradients(x: np.ndarray, y: np.ndarray, ids: np.ndarray, params: np.ndarray,
+                     kernel: np.ndarray, bias: np.ndarray) -> Dict[int, np.ndarray]:
+    """The MSE gradient of each distinct id of `x` (duplicates summed), for the model
+    ids (N, 2) → rows → Flatten → Dense(1) with rows `params` (of `ids`), taken by TF in
+    float32 on a dense variable, as the layer's own forward pass rounds it."""
+    table = tf.Variable(params.astype(np.float32))
+    with tf.GradientTape() as tape:
+        flat = tf.reshape(tf.gather(table, np.searchsorted(ids, x)), [len(x), -1])
+        loss = keras.losses.MeanSquaredError()(y, tf.matmul(flat, kernel) + bias)
+    grad = tf.convert_to_tensor(tape.gradient(loss, table)).numpy().astype(np.float64)
+    return {int(i): grad[np.searchsorted(ids, i)] for i in np.unique(x)}
+
+
+class LazyAdamSteps(keras.callbacks.Callback):
+    """Checks every step of an unshuffled `fit` of an ids (N, 2) → `emb` → Flatten → `dense`
+    model on MSE against lazy Adam in numpy (keras_task.lazy_adam), from the rows, slots,
+    dense weights and step count the step started from and TF's gradient of those rows."""
+
+    def __init__(self, emb: Embedding, dense: keras.layers.Dense, x: np.ndarray,
+                 y: np.ndarray, batch_size: int, lr: float) -> None:
+        super().__init__()
+        self.emb, self.dense, self.x, self.y = emb, dense, x, y
+        self.batch_size, self.lr = batch_size, lr
+        self.ids = np.unique(x)
+        self.checked = 0
+        self.start: Dict[str, Any] = {}
+
+    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
+        kernel, bias = self.dense.get_weights()
+        self.start = {"rows": adam_rows(self.emb, self.ids), "kernel": kernel, "bias": bias,
+                      "step": int(self.model.optimizer.iterations.numpy()) + 1}
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+        part = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+        x, y = self.x[part], self.y[part]
+        s = self.start
+        grads = tf_row_gradients(x, y, self.ids, s["rows"]["params"], s["kernel"], s["bias"])
+        want = lazy_adam(s["rows"], self.ids, grads, s["step"], self.lr)
+        assert_lazy_step(adam_rows(self.emb, self.ids), want, s["rows"], self.ids, x, RTOL)
+        self.checked += 1
 
 
 def _pairs():
@@ -136,14 +213,17 @@ def test_clipped_row_updates_equal_keras_on_a_dense_variable(config_path, kind, 
 
 def test_fit_trains_and_stores_rows_and_slots_where_tfra_does(config_path, redis):
     ids = keras.Input(shape=(2,), dtype="int64")
-    x = keras.layers.Flatten()(Embedding(DIM, config=str(config_path), name="user_emb")(ids))
-    model = keras.Model(ids, keras.layers.Dense(1)(x))
+    emb = Embedding(DIM, config=str(config_path), name="user_emb",
+                    initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=2))
+    dense = head()
+    model = keras.Model(ids, dense(keras.layers.Flatten()(emb(ids))))
     model.compile(optimizer=optimizers.Adam(0.05), loss="mse")
     rng = np.random.default_rng(0)
     X = rng.integers(0, 50, (512, 2))
     Y = (X[:, :1] % 2).astype("float32")
-    loss = model.fit(X, Y, epochs=4, batch_size=64, verbose=0).history["loss"]
-    assert loss[-1] < loss[0] / 4, loss
+    steps = LazyAdamSteps(emb, dense, X, Y, 64, 0.05)
+    model.fit(X, Y, epochs=4, batch_size=64, verbose=0, shuffle=False, callbacks=[steps])
+    assert steps.checked == 4 * 8
     keys = {k.decode() for k in redis.command(b"KEYS", b"*") if not k.startswith(b"rde-")}
     assert keys == {"test:user_emb-parameter{3560}",
                     "test:user_emb-parameter_DynamicEmbedding_user_emb-shadow_m{3560}",
@@ -157,20 +237,23 @@ def test_fit_trains_and_stores_rows_and_slots_where_tfra_does(config_path, redis
 
 
 def fused_model(config_path, name="fz"):
+    """(model, embedding, dense, X, Y): the fused layout, Adam(0.05)."""
     ids = keras.Input(shape=(2,), dtype="int64")
-    emb = Embedding(DIM, config=str(config_path), name=name, layout="fused")
-    x = keras.layers.Flatten()(emb(ids))
-    model = keras.Model(ids, keras.layers.Dense(1)(x))
+    emb = Embedding(DIM, config=str(config_path), name=name, layout="fused",
+                    initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=2))
+    dense = head()
+    model = keras.Model(ids, dense(keras.layers.Flatten()(emb(ids))))
     model.compile(optimizer=optimizers.Adam(0.05), loss="mse")
     rng = np.random.default_rng(0)
     X = rng.integers(0, 50, (512, 2))
-    return model, emb, X, (X[:, :1] % 2).astype("float32")
+    return model, emb, dense, X, (X[:, :1] % 2).astype("float32")
 
 
 def test_fused_layout_keeps_params_and_slots_in_one_row(config_path, redis):
-    model, emb, X, Y = fused_model(config_path)
-    loss = model.fit(X, Y, epochs=4, batch_size=64, verbose=0).history["loss"]
-    assert loss[-1] < loss[0] / 4, loss
+    model, emb, dense, X, Y = fused_model(config_path)
+    steps = LazyAdamSteps(emb, dense, X, Y, 64, 0.05)
+    model.fit(X, Y, epochs=4, batch_size=64, verbose=0, shuffle=False, callbacks=[steps])
+    assert steps.checked == 4 * 8
     keys = {k.decode() for k in redis.command(b"KEYS", b"*") if not k.startswith(b"rde-")}
     assert keys == {"test:fz-fused{3560}"}
     assert redis.command(b"HLEN", b"test:fz-fused{3560}") == len(np.unique(X))
@@ -183,8 +266,8 @@ def test_fused_layout_keeps_params_and_slots_in_one_row(config_path, redis):
 
 
 def test_fused_rows_survive_checkpoint_and_file_round_trips(config_path, tmp_path):
-    model, emb, X, Y = fused_model(config_path, name="fr")
-    model.fit(X, Y, epochs=1, batch_size=64, verbose=0)
+    model, emb, dense, X, Y = fused_model(config_path, name="fr")
+    model.fit(X, Y, epochs=1, batch_size=64, verbose=0, shuffle=False)
 
     def rows():
         keys, values = emb.table.export()
@@ -202,9 +285,20 @@ def test_fused_rows_survive_checkpoint_and_file_round_trips(config_path, tmp_pat
     emb.table.clear()
     emb.table.load_from_file_system(str(tmp_path / "files"))
     assert rows() == want
-    before = model.evaluate(X, Y, verbose=0)
-    model.fit(X, Y, epochs=1, batch_size=64, verbose=0)
-    assert model.evaluate(X, Y, verbose=0) < before
+    # The next step starts from the rows and slots as saved: numpy's Adam from those.
+    ids = np.array(sorted(want), dtype=np.int64)
+    saved = np.array([want[i] for i in ids], dtype=np.float32)
+    before = {k: saved[:, n * DIM:(n + 1) * DIM] for n, k in enumerate(SLOTS)}
+    kernel, bias = dense.get_weights()
+    step = int(model.optimizer.iterations.numpy()) + 1
+    assert step == 512 // 64 + 1
+    model.train_on_batch(X[:64], Y[:64])
+    got = emb.table.lookup(tf.constant(ids)).numpy()
+    assert_lazy_step({k: got[:, n * DIM:(n + 1) * DIM] for n, k in enumerate(SLOTS)},
+                     lazy_adam(before, ids, tf_row_gradients(X[:64], Y[:64], ids,
+                                                             before["params"], kernel, bias),
+                               step, 0.05),
+                     before, ids, X[:64], RTOL)
 
 
 def test_fused_layout_needs_its_optimizer_first(config_path):
@@ -273,9 +367,10 @@ def test_combiners_over_dense_ragged_and_sparse_ids(config_path):
 
 def test_a_gradient_tape_loop_in_tf_function_trains(config_path):
     layer = Embedding(DIM, config=str(config_path), name="loop", initializer="zeros")
-    dense = keras.layers.Dense(1)
+    dense = head()
     opt = optimizers.Adagrad(0.5)
-    ids = tf.constant([[1, 2], [3, 4]], tf.int64)
+    x = np.array([[1, 2], [3, 4]], np.int64)
+    ids = tf.constant(x)
     y = tf.constant([[1.0], [-1.0]])
     layer.build(None)
     dense.build((None, 2 * DIM))
@@ -289,16 +384,29 @@ def test_a_gradient_tape_loop_in_tf_function_trains(config_path):
         opt.apply(tape.gradient(loss, variables), variables)
         return loss
 
-    losses = [float(step()) for _ in range(15)]
-    assert losses[-1] < losses[0] / 4, losses
-    assert not np.allclose(layer.lookup(ids).numpy(), 0)
+    # Adagrad in numpy, step by step from the dense weights each step started from: rows
+    # from zeros, accumulators from initial_accumulator_value 0.1.
+    rows = np.zeros((4, DIM))
+    acc = np.full((4, DIM), 0.1)
+    for _ in range(15):
+        kernel, bias = dense.get_weights()
+        grads = row_gradients(x, y.numpy(), dict(zip([1, 2, 3, 4], rows)), kernel, bias)
+        g = np.stack([grads[i] for i in (1, 2, 3, 4)])
+        acc += g ** 2
+        rows -= 0.5 * g / np.sqrt(acc + 1e-7)
+        step()
+        assert_rows_close(layer.lookup(tf.constant([1, 2, 3, 4], tf.int64)).numpy(), rows,
+                          RTOL, "params")
+        assert_rows_close(layer.slot_table("accumulator").lookup(
+            tf.constant([1, 2, 3, 4], tf.int64)).numpy(), acc, RTOL, "accumulator")
+    assert int(opt.iterations.numpy()) == 15
 
 
 @pytest.mark.redis_only  # the loading process must reach the same rows
 def test_model_save_and_load_reattach_to_the_rows(config_path, tmp_path):
     ids = keras.Input(shape=(1,), dtype="int64")
     x = keras.layers.Flatten()(Embedding(DIM, config=str(config_path), name="saved")(ids))
-    model = keras.Model(ids, keras.layers.Dense(1)(x))
+    model = keras.Model(ids, head()(x))
     model.compile(optimizer=optimizers.SGD(0.5), loss="mse")
     X = np.arange(20).reshape(-1, 1)
     model.fit(X, (X % 2).astype("float32"), epochs=2, verbose=0)
@@ -366,7 +474,7 @@ def test_a_saved_model_serves_from_the_redis_named_at_load_time(redis, tmp_path,
     config = redis.config(tmp_path / "train.json", table_store_mode=2)
     ids = keras.Input(shape=(2,), dtype="int64")
     emb = Embedding(DIM, config=config, name="served", layout=layout)
-    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(emb(ids))))
+    model = keras.Model(ids, head()(keras.layers.Flatten()(emb(ids))))
     model.compile(optimizer=optimizers.Adam(0.05), loss="mse")
     X = np.random.default_rng(1).integers(0, 40, (256, 2))
     model.fit(X, (X[:, :1] % 2).astype("float32"), epochs=2, batch_size=64, verbose=0)
