@@ -54,7 +54,9 @@ def main(index: int, ports: str, config: str, out: str) -> None:
                         fused_slots=2 if frozen and layout == "fused" else None)
         emb.trainable = not frozen
         h = keras.layers.Flatten()(emb(ids))
-        model = keras.Model(ids, keras.layers.Dense(1, use_bias=False, name="head")(h))
+        model = keras.Model(ids, keras.layers.Dense(
+            1, use_bias=False, name="head",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=1))(h))
         count = Embedding(1, config=config, name="mwcount", layout=layout,
                           initializer="zeros")
         count.build(None)

@@ -21,7 +21,8 @@ def _fit(config_path: str, name: str, callback: StatsCallback) -> Embedding:
     epoch 1 finds all 8."""
     ids = keras.Input(shape=(1,), dtype="int64")
     layer = Embedding(4, config=str(config_path), name=name)
-    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(layer(ids))))
+    dense = keras.layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(seed=1))
+    model = keras.Model(ids, dense(keras.layers.Flatten()(layer(ids))))
     model.compile(optimizer=optimizers.SGD(0.1), loss="mse")
     X = np.arange(8).reshape(-1, 1)
     model.fit(X, np.ones((8, 1), "float32"), epochs=2, batch_size=4, shuffle=False, verbose=0,

@@ -131,15 +131,16 @@ def test_tfra_keras_layer_fits_and_saves_with_tfras_save_options(redis, tmp_path
     path.write_text(json.dumps({"redis_host_ip": ["127.0.0.1"], "redis_host_port": [redis.port],
                                 "table_store_mode": 0}))
     creator = rde.RedisTableCreator(rde.RedisTableConfig(redis_config_abs_dir=str(path)))
+    tf.keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 64, size=(2048, 1)).astype(np.int64)
     labels = (ids[:, 0] % 2).astype(np.float32)  # learnable only through the embedding
     model = tf.keras.Sequential([
         tf.keras.Input(shape=(1,), dtype=tf.int64),
         de.keras.layers.Embedding(4, key_dtype=tf.int64, kv_creator=creator, name="ids",
-                                  initializer=tf.keras.initializers.RandomNormal(0, 0.1)),
+                                  initializer=tf.keras.initializers.RandomNormal(0, 0.1, seed=1)),
         tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(1),
+        tf.keras.layers.Dense(1, kernel_initializer=tf.keras.initializers.GlorotUniform(seed=2)),
     ])
     model.compile(optimizer=de.DynamicEmbeddingOptimizer(tf.keras.optimizers.Adam(0.05)),
                   loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))

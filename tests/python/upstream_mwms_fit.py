@@ -32,7 +32,8 @@ def worker(index: int, ports: str) -> None:
     y = (x.sum(axis=1, keepdims=True) > 0).astype(np.float32)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
     with strategy.scope():
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(
+            1, kernel_initializer=keras.initializers.GlorotUniform(seed=1))])
         model.compile(optimizer="sgd", loss=keras.losses.BinaryCrossentropy(from_logits=True))
     try:
         model.fit(data, epochs=1, verbose=0)
