@@ -5,7 +5,7 @@ The model is ids (N, 2) → Embedding(DIM) → Flatten → Dense(1), trained on 
 (Keras's defaults beta_1 0.9, beta_2 0.999, epsilon 1e-7). The label is learnable only
 through the embedding rows."""
 
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -19,6 +19,21 @@ SEED = 7  # Keras / TF / numpy global seed on both sides
 EMB_SEED = 11  # the embedding initializer, RandomNormal(0, 0.1, seed=EMB_SEED)
 DENSE_SEED = 13  # the Dense kernel initializer, GlorotUniform(seed=DENSE_SEED)
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
+
+
+# The slot names each optimizer of the hand-over tests keeps, as TFRA names its tables.
+TFRA_SLOTS = {"adam": ("m", "v"), "ftrl": ("accumulator", "linear"),
+              "rmsprop": ("velocity", "momentum", "average_gradient")}
+
+
+def tfra_optimizer(module: Any, kind: str) -> Any:
+    """The hand-over tests' optimizer `kind` from `module` (tf.keras.optimizers on TFRA's
+    side, redis_embedding.keras.optimizers on ours): the same settings on both sides."""
+    if kind == "adam":
+        return module.Adam(LR)
+    if kind == "ftrl":
+        return module.Ftrl(LR, l1_regularization_strength=0.001)
+    return module.RMSprop(LR / 5, momentum=0.5, centered=True)
 
 
 def data() -> Tuple[np.ndarray, np.ndarray]:

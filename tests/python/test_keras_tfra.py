@@ -26,9 +26,9 @@ from keras3_only import require_keras3_without_tfra
 
 keras = require_keras3_without_tfra()
 
-from keras_task import (BATCH, DENSE_SEED, DIM, EMB_SEED, LR, SEED, SLOTS,  # noqa: E402
-                        STEPS, Rows, all_ids, assert_lazy_step, data, lazy_adam, row_gradients,
-                        step_batch)
+from keras_task import (BATCH, DENSE_SEED, DIM, EMB_SEED, SEED, SLOTS,  # noqa: E402
+                        STEPS, TFRA_SLOTS, Rows, all_ids, assert_lazy_step, data, lazy_adam,
+                        row_gradients, step_batch, tfra_optimizer)
 from redis_embedding.keras import Embedding, optimizers  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,14 +45,14 @@ def tfra_python() -> str:
     return path
 
 
-def run_tfra(config: str, state: str, mode: str) -> Dict[str, np.ndarray]:
+def run_tfra(config: str, state: str, mode: str, kind: str = "adam") -> Dict[str, np.ndarray]:
     env = {k: v for k, v in os.environ.items() if k not in ("RDE_OPS_LIBRARY", "PYTHONPATH")}
-    subprocess.run([tfra_python(), os.path.join(HERE, "tfra_side.py"), config, state, mode],
-                   check=True, timeout=600, cwd=HERE, env=env)
+    subprocess.run([tfra_python(), os.path.join(HERE, "tfra_side.py"), config, state, mode,
+                    kind], check=True, timeout=600, cwd=HERE, env=env)
     return dict(np.load(state))
 
 
-def our_model(config: str):
+def our_model(config: str, kind: str = "adam"):
     """The model of `keras_task` with our layer: (model, embedding, dense, optimizer)."""
     keras.utils.set_random_seed(SEED)
     emb = Embedding(DIM, config=config, name="user_emb",
@@ -61,7 +61,7 @@ def our_model(config: str):
         1, kernel_initializer=keras.initializers.GlorotUniform(seed=DENSE_SEED))
     model = keras.Sequential([keras.Input(shape=(2,), dtype="int64"), emb,
                               keras.layers.Flatten(), dense])
-    opt = optimizers.Adam(LR)
+    opt = tfra_optimizer(optimizers, kind)
     model.compile(optimizer=opt, loss="mse")
     return model, emb, dense, opt
 
@@ -129,3 +129,47 @@ def test_keras3_trained_rows_and_slots_continue_in_tfra(config_path, tmp_path):
     after = our_rows(emb)  # what TFRA's step left in Redis, read by our tables
     for k in SLOTS:
         np.testing.assert_array_equal(after[k], theirs[k], err_msg=k)
+
+
+@pytest.mark.parametrize("kind", ["ftrl", "rmsprop"])
+def test_ftrl_and_rmsprop_rows_and_slots_go_from_tfra_to_keras3_and_back(config_path, tmp_path,
+                                                                         kind):
+    """TFRA trains STEPS steps; our layer reads its params and slots (Ftrl's accumulator and
+    linear; RMSprop's velocity, momentum and average_gradient) bit for bit and its loss is
+    TFRA's; it trains STEPS more steps from there; TFRA reads what we left bit for bit, with
+    our loss, and its next step writes rows our tables read as TFRA does."""
+    state = str(tmp_path / "state.npz")
+    theirs = run_tfra(str(config_path), state, "train", kind)
+    model, emb, dense, opt = our_model(str(config_path), kind)
+    names = ("params",) + TFRA_SLOTS[kind]
+    ids = all_ids()
+
+    def ours() -> Rows:
+        return {k: (emb.table if k == "params" else emb.slot_table(k)).lookup(ids).numpy()
+                for k in names}
+
+    got = ours()
+    for k in names:
+        np.testing.assert_array_equal(got[k], theirs[k], err_msg=k)
+        assert np.abs(got[k]).max() > 0, k  # trained, not the zeros of a missing row
+    dense.set_weights([theirs["kernel"], theirs["bias"]])
+    x, y = data()
+    np.testing.assert_allclose(model.evaluate(x, y, batch_size=len(x), verbose=0),
+                               theirs["loss"], rtol=1e-5)
+    opt.iterations.assign(int(theirs["iterations"]))
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+    assert int(opt.iterations.numpy()) == 2 * STEPS
+    trained = ours()
+    assert any((trained[k] != got[k]).any() for k in names)
+    kernel, bias = dense.get_weights()
+    loss = model.evaluate(x, y, batch_size=len(x), verbose=0)
+    np.savez(state, kernel=kernel, bias=bias, iterations=int(opt.iterations.numpy()))
+    back = run_tfra(str(config_path), state, "step", kind)
+    for k in names:
+        np.testing.assert_array_equal(back["before_" + k], trained[k], err_msg=k)
+    np.testing.assert_allclose(back["before_loss"], loss, rtol=1e-5)
+    assert int(back["iterations"]) == 2 * STEPS + 1
+    after = ours()
+    for k in names:
+        np.testing.assert_array_equal(after[k], back[k], err_msg=k)
+    assert any((after[k] != trained[k]).any() for k in names)
