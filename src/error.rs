@@ -300,6 +300,21 @@ impl Error {
         }
     }
 
+    /// The refusal of a chunk of several commands that a slot migration has split between two
+    /// servers (some answered, some redirected by ASK to `target`): classified as TRYAGAIN,
+    /// which Redis gives a multi-key command then, so it is retried after a pause.
+    pub(crate) fn split_by_migration(target: &str) -> Self {
+        Error {
+            kind: ServerError::TryAgain.kind(),
+            message: format!(
+                "TRYAGAIN: a slot migration to {target} has split the buckets of one chunk's \
+                 tables (params and slots), which are read and written together"
+            ),
+            server: Some(ServerError::TryAgain),
+            source: None,
+        }
+    }
+
     /// A file-system error while doing `what` on `path`, of the kind [`file_kind`] gives.
     pub(crate) fn file(what: &str, path: &Path, err: io::Error) -> Self {
         Error::new(file_kind(&err), format!("{what} {}: {err}", path.display())).with_source(err)

@@ -3,9 +3,9 @@
 //! from a cluster that lost a master (no replica, so no failover). Each fails an op with
 //! `Unavailable` naming the refusal when no retry is allowed, and is retried until the server
 //! serves again otherwise, with the rows intact. (`TRYAGAIN` answers only multi-key
-//! commands; the library's one is the exact-update script of the TFRA layout, during a slot
-//! migration, which no test here produces yet: docs/operations.md says so.) Both read the
-//! process-wide counters, so each holds `support::serial()`.
+//! commands; the library's one is the exact-update script of the TFRA layout, refused during
+//! a slot migration in tests/train_exact.rs.) Both read the process-wide counters, so each
+//! holds `support::serial()`.
 
 mod support;
 

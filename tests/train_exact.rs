@@ -2,17 +2,18 @@
 //! writers that read the same rows both land, in the state a serial order of their steps gives
 //! (params and slots, both slot layouts, standalone and a 3-master cluster); eight writers on
 //! one id all finish with every update applied; "last_writer_wins" loses the update, as TFRA.
-//! The multi-process claims are in tests/python/test_exact_updates.py.
+//! A step whose script meets a half-migrated slot is refused TRYAGAIN by the real server and
+//! retried until it lands. The multi-process claims are in tests/python/test_exact_updates.py.
 
 mod support;
 
 use std::sync::Barrier;
 
 use redis_embedding::{
-    Config, Init, KeyType, LookupOut, Optimizer, Slots, Starts, Step, Table, TableSpec, Trainer,
-    ValueType,
+    key_slot, stats, Config, ErrorKind, Init, KeyType, LookupOut, Optimizer, Slots, Starts, Step,
+    Table, TableSpec, Trainer, ValueType,
 };
-use support::{f32s, i64_keys, serial, Cluster, Server};
+use support::{f32s, i64_keys, serial, wait_for, Cluster, Server};
 
 const DIM: usize = 2;
 
@@ -238,4 +239,111 @@ fn eight_writers_on_one_id_all_finish_and_lose_nothing() {
         conflicts >= ((WRITERS - 1) * STEPS) as f64,
         "{conflicts} conflicts"
     );
+}
+
+fn counter(name: &str) -> u64 {
+    stats().into_iter().find(|(n, _)| *n == name).unwrap().1
+}
+
+/// The bulk strings of a RESP array reply (`KEYS`).
+fn bulk_strings(reply: &[u8]) -> Vec<Vec<u8>> {
+    let text = reply
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    text.filter(|l| !l.is_empty() && !l.starts_with(b"*") && !l.starts_with(b"$"))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// TRYAGAIN from a real server. In the TFRA layout the exact-update script names the params
+/// bucket and the slot buckets, which share one hash tag; while their slot is half migrated
+/// (the params bucket moved, the slot buckets not yet) the source answers the script
+/// TRYAGAIN. A step allowed no retries fails with Unavailable naming TRYAGAIN and writes
+/// nothing. A step started mid-migration waits: its lookup's chunk (an HMGET per table) is
+/// refused the same way (ASKING would cover one of its commands only), and it retries until
+/// the migration ends, then lands through MOVED, so the row holds both steps in serial order.
+#[test]
+fn a_step_during_a_slot_migration_is_refused_tryagain_and_lands_once_it_ends() {
+    let _serial = serial();
+    let c = Cluster::start(3, 0);
+    let (opt, step) =
+        Optimizer::parse("adam", &[0.01, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let no_ttl = r#""expire_model_tag_in_seconds": -1"#;
+    let w = Worker::new(
+        &c.config(&format!(
+            r#"{no_ttl}, "rde_max_retries": 1000, "rde_retry_backoff_ms": 10"#
+        )),
+        "mig",
+        &opt,
+        Layout::Tfra,
+    );
+    let once = Worker::new(
+        &c.config(&format!(r#"{no_ttl}, "rde_max_retries": 0"#)),
+        "mig",
+        &opt,
+        Layout::Tfra,
+    );
+    let t0 = w.lookup(&[7]);
+    w.apply(t0, 1, &[1.0, -2.0], &opt, step);
+
+    let bucket = w.t.buckets().name(0).to_vec();
+    let slot = key_slot(&bucket).to_string();
+    let owns = |n: &Server| n.cli(&[b"CLUSTER", b"COUNTKEYSINSLOT", slot.as_bytes()]) != b":0\r\n";
+    let from = c.nodes.iter().find(|n| owns(n)).expect("the bucket's node");
+    let to = c.nodes.iter().find(|n| n.port != from.port).unwrap();
+    let (from_id, to_id) = (from.node_id(), to.node_id());
+    let slot_buckets: Vec<Vec<u8>> = bulk_strings(&from.cli(&[b"KEYS", b"*"]))
+        .into_iter()
+        .filter(|k| *k != bucket && key_slot(k) == key_slot(&bucket))
+        .collect();
+    assert_eq!(
+        slot_buckets.len(),
+        2,
+        "Adam's m and v buckets beside the params"
+    );
+    let ok = b"+OK\r\n".to_vec();
+    let set = |n: &Server, how: &[u8], id: &str| {
+        n.cli(&[b"CLUSTER", b"SETSLOT", slot.as_bytes(), how, id.as_bytes()])
+    };
+    assert_eq!(set(to, b"IMPORTING", &from_id), ok);
+    assert_eq!(set(from, b"MIGRATING", &to_id), ok);
+    let port = to.port.to_string();
+    let migrate = |keys: &[Vec<u8>]| {
+        let mut args: Vec<&[u8]> = vec![b"MIGRATE", b"127.0.0.1", port.as_bytes(), b"", b"0"];
+        args.extend([b"5000".as_slice(), b"KEYS"]);
+        args.extend(keys.iter().map(Vec::as_slice));
+        assert_eq!(from.cli(&args), ok);
+    };
+    // Read before the move (with no retries an ASK is not followed either).
+    let lost = once.lookup(&[7]);
+    migrate(std::slice::from_ref(&bucket));
+
+    // No retries: the server refuses the script, and nothing of its step is written.
+    let ids = [(lost as i64) << 32];
+    let e = once
+        .tr
+        .apply(&once.t, &ids, &[100.0, 100.0], &opt, step)
+        .expect_err("a step on a half-migrated slot with no retries");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.message().contains("TRYAGAIN Multiple keys"), "{e}");
+
+    let refusals = counter("refusals");
+    std::thread::scope(|sc| {
+        let stepping = sc.spawn(|| {
+            let t1 = w.lookup(&[7]);
+            w.apply(t1, 1, &[0.25, 4.0], &opt, step);
+        });
+        wait_for("two refusals of the step started mid-migration", 30, || {
+            assert!(!stepping.is_finished(), "the step ended mid-migration");
+            counter("refusals") >= refusals + 2
+        });
+        migrate(&slot_buckets);
+        for n in &c.nodes {
+            assert_eq!(set(n, b"NODE", &to_id), ok);
+        }
+        stepping.join().unwrap();
+    });
+    let cfg = c.config(no_ttl);
+    let want = serial_row(&opt, &[(step, [1.0, -2.0]), (step, [0.25, 4.0])]);
+    assert_eq!(stored(&cfg, "mig", &opt, Layout::Tfra, 7), want);
 }

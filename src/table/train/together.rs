@@ -2,13 +2,17 @@
 //! each bucket on the same cluster slot (they do unless their layout records differ), a chunk
 //! of keys carries one HMGET (or HSET) per table, so a step's reads and its writes each cost
 //! one round of pipelines instead of one per table.
+//!
+//! Invariant: a chunk's decode reads the reply of every one of its commands, error replies
+//! included, so the connection stays in step; the chunk then has one outcome
+//! ([`one_outcome`]).
 
 use std::sync::Arc;
 
 use crate::cluster::dispatch::Commands;
 use crate::cluster::route::Access;
 use crate::codec::{Keys, Storage};
-use crate::error::Result;
+use crate::error::{Error, Result, ServerError};
 use crate::stats;
 use crate::table::{RedisTable, Shared, Table};
 
@@ -58,8 +62,17 @@ pub(super) fn read(
         },
         |c, ch| {
             let mut scratch = Vec::new();
+            let mut refused = Vec::new();
             for (i, tb) in tables.iter().enumerate() {
-                tb.read_hmget_header(c, ch)?;
+                if let Err(e) = tb.read_hmget_header(c, ch) {
+                    match e.server() {
+                        Some(_) => {
+                            refused.push(e);
+                            continue;
+                        }
+                        None => return Err(e),
+                    }
+                }
                 for &d in &plan.order[ch.start..ch.end] {
                     let pos = plan.first[d as usize] as usize;
                     // SAFETY: each distinct key's row and flag belong to one chunk, decoded by
@@ -93,7 +106,7 @@ pub(super) fn read(
                     flag[0] = if i == 0 { 0 } else { flag[0] } | (hit as u8) << i;
                 }
             }
-            Ok(())
+            one_outcome(refused)
         },
     );
     t.dispatch(&plan.chunks, &req)?;
@@ -138,10 +151,15 @@ pub(super) fn write(
             }
         },
         |c, _| {
+            let mut refused = Vec::new();
             for _ in tables {
-                c.read_int()?;
+                match c.read_int() {
+                    Ok(_) => {}
+                    Err(e) if e.server().is_some() => refused.push(e),
+                    Err(e) => return Err(e),
+                }
             }
-            Ok(())
+            one_outcome(refused)
         },
     );
     t.dispatch(&plan.chunks, &req)?;
@@ -149,4 +167,42 @@ pub(super) fn write(
         tb.touch(&plan.chunks);
     }
     Ok(())
+}
+
+/// The outcome of a chunk whose commands (one per table) answered with the error replies
+/// `refused`. An ASK means the bucket's slot is being migrated and some of the chunk's
+/// buckets have moved: ASKING covers one command only and the others still live on the old
+/// owner, so the chunk is refused as Redis refuses a multi-key command then (TRYAGAIN), to be
+/// retried after a pause until the migration ends. Otherwise the first error stands (MOVED,
+/// which all commands of a moved slot answer alike, OOM, WRONGTYPE, …).
+fn one_outcome(refused: Vec<Error>) -> Result<()> {
+    let ask = refused.iter().find_map(|e| match e.server() {
+        Some(ServerError::Ask { addr, .. }) => Some(addr.clone()),
+        _ => None,
+    });
+    match (ask, refused.into_iter().next()) {
+        (Some(target), _) => Err(Error::split_by_migration(&target)),
+        (None, Some(e)) => Err(e),
+        (None, None) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn a_chunk_half_redirected_by_ask_is_refused_as_tryagain() {
+        let ask = Error::server_reply("n1:7000", "ASK 42 127.0.0.1:7001");
+        let e = one_outcome(vec![ask]).unwrap_err();
+        assert_eq!(e.server(), Some(&ServerError::TryAgain), "{e}");
+        assert!(
+            e.server().unwrap().is_refusal() && e.kind() == ErrorKind::Unavailable,
+            "{e}"
+        );
+        let oom = Error::server_reply("n1:7000", "OOM command not allowed");
+        assert_eq!(one_outcome(vec![oom.clone(), oom.clone()]), Err(oom));
+        assert_eq!(one_outcome(Vec::new()), Ok(()));
+    }
 }
