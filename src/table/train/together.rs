@@ -106,7 +106,7 @@ pub(super) fn read(
                     flag[0] = if i == 0 { 0 } else { flag[0] } | (hit as u8) << i;
                 }
             }
-            one_outcome(refused)
+            one_outcome(refused, tables.len())
         },
     );
     t.dispatch(&plan.chunks, &req)?;
@@ -159,7 +159,7 @@ pub(super) fn write(
                     Err(e) => return Err(e),
                 }
             }
-            one_outcome(refused)
+            one_outcome(refused, tables.len())
         },
     );
     t.dispatch(&plan.chunks, &req)?;
@@ -169,18 +169,19 @@ pub(super) fn write(
     Ok(())
 }
 
-/// The outcome of a chunk whose commands (one per table) answered with the error replies
-/// `refused`. An ASK means the bucket's slot is being migrated and some of the chunk's
-/// buckets have moved: ASKING covers one command only and the others still live on the old
-/// owner, so the chunk is refused as Redis refuses a multi-key command then (TRYAGAIN), to be
-/// retried after a pause until the migration ends. Otherwise the first error stands (MOVED,
-/// which all commands of a moved slot answer alike, OOM, WRONGTYPE, …).
-fn one_outcome(refused: Vec<Error>) -> Result<()> {
-    let ask = refused.iter().find_map(|e| match e.server() {
-        Some(ServerError::Ask { addr, .. }) => Some(addr.clone()),
+/// The outcome of a chunk whose `commands` (one per table) answered with the error replies
+/// `refused`. With several commands, an ASK means the bucket's slot is being migrated and
+/// some of the chunk's buckets have moved: ASKING covers one command only and the others
+/// still live on the old owner, so the chunk is refused as Redis refuses a multi-key command
+/// then (TRYAGAIN), to be retried after a pause until the migration ends. Otherwise (one
+/// command, whose ASK is followed as any other) the first error stands (MOVED, which all
+/// commands of a moved slot answer alike, OOM, WRONGTYPE, …).
+fn one_outcome(refused: Vec<Error>, commands: usize) -> Result<()> {
+    let split = refused.iter().find_map(|e| match e.server() {
+        Some(ServerError::Ask { addr, .. }) if commands > 1 => Some(addr.clone()),
         _ => None,
     });
-    match (ask, refused.into_iter().next()) {
+    match (split, refused.into_iter().next()) {
         (Some(target), _) => Err(Error::split_by_migration(&target)),
         (None, Some(e)) => Err(e),
         (None, None) => Ok(()),
@@ -195,14 +196,19 @@ mod tests {
     #[test]
     fn a_chunk_half_redirected_by_ask_is_refused_as_tryagain() {
         let ask = Error::server_reply("n1:7000", "ASK 42 127.0.0.1:7001");
-        let e = one_outcome(vec![ask]).unwrap_err();
+        assert_eq!(
+            one_outcome(vec![ask.clone()], 1),
+            Err(ask.clone()),
+            "one command: follow it"
+        );
+        let e = one_outcome(vec![ask], 3).unwrap_err();
         assert_eq!(e.server(), Some(&ServerError::TryAgain), "{e}");
         assert!(
             e.server().unwrap().is_refusal() && e.kind() == ErrorKind::Unavailable,
             "{e}"
         );
         let oom = Error::server_reply("n1:7000", "OOM command not allowed");
-        assert_eq!(one_outcome(vec![oom.clone(), oom.clone()]), Err(oom));
-        assert_eq!(one_outcome(Vec::new()), Ok(()));
+        assert_eq!(one_outcome(vec![oom.clone(), oom.clone()], 2), Err(oom));
+        assert_eq!(one_outcome(Vec::new(), 3), Ok(()));
     }
 }
