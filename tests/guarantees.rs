@@ -54,30 +54,17 @@ fn ask_and_moved_are_followed_and_counted_as_redirects() {
     let keys: Vec<i64> = (1..=20).collect();
     insert(&t, &keys).unwrap();
     let bucket = t.buckets().name(0).to_vec();
-    let slot = key_slot(&bucket).to_string();
-    let owns = |n: &Server| n.cli(&[b"CLUSTER", b"COUNTKEYSINSLOT", slot.as_bytes()]) == b":1\r\n";
+    let slot = key_slot(&bucket) as usize;
+    let count = slot.to_string();
+    let owns = |n: &Server| n.cli(&[b"CLUSTER", b"COUNTKEYSINSLOT", count.as_bytes()]) == b":1\r\n";
     let from = c.nodes.iter().find(|n| owns(n)).expect("the bucket's node");
     let to = c.nodes.iter().find(|n| n.port != from.port).unwrap();
-    let (from_id, to_id) = (from.node_id(), to.node_id());
+    let to_id = to.node_id();
 
     // Mid-migration: the bucket has moved to `to`, the slot is still `from`'s. `from` answers
     // ASK, and the lookup is sent again to `to` with ASKING.
-    let ok = b"+OK\r\n".to_vec();
-    let set = |n: &Server, how: &[u8], id: &str| {
-        n.cli(&[b"CLUSTER", b"SETSLOT", slot.as_bytes(), how, id.as_bytes()])
-    };
-    assert_eq!(set(to, b"IMPORTING", &from_id), ok);
-    assert_eq!(set(from, b"MIGRATING", &to_id), ok);
-    let port = to.port.to_string();
-    let migrated = from.cli(&[
-        b"MIGRATE",
-        b"127.0.0.1",
-        port.as_bytes(),
-        &bucket,
-        b"0",
-        b"5000",
-    ]);
-    assert_eq!(migrated, ok);
+    from.start_migrating(slot, to);
+    from.migrate_keys(to, &[&bucket]);
     let redirects = counter("redirects");
     assert_eq!(find(&t, &keys).unwrap(), expected(&keys));
     assert!(counter("redirects") > redirects, "ASK was not counted");
@@ -89,7 +76,7 @@ fn ask_and_moved_are_followed_and_counted_as_redirects() {
     // Migration finished: every node says `to` owns the slot; our slot map is stale, so
     // `from` answers MOVED and the lookup follows it.
     for n in &c.nodes {
-        assert_eq!(set(n, b"NODE", &to_id), ok);
+        n.set_slot(slot, b"NODE", &to_id);
     }
     let redirects = counter("redirects");
     let served = to.calls("hmget");

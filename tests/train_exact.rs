@@ -287,11 +287,11 @@ fn a_step_during_a_slot_migration_is_refused_tryagain_and_lands_once_it_ends() {
     w.apply(t0, 1, &[1.0, -2.0], &opt, step);
 
     let bucket = w.t.buckets().name(0).to_vec();
-    let slot = key_slot(&bucket).to_string();
-    let owns = |n: &Server| n.cli(&[b"CLUSTER", b"COUNTKEYSINSLOT", slot.as_bytes()]) != b":0\r\n";
+    let slot = key_slot(&bucket) as usize;
+    let count = slot.to_string();
+    let owns = |n: &Server| n.cli(&[b"CLUSTER", b"COUNTKEYSINSLOT", count.as_bytes()]) != b":0\r\n";
     let from = c.nodes.iter().find(|n| owns(n)).expect("the bucket's node");
     let to = c.nodes.iter().find(|n| n.port != from.port).unwrap();
-    let (from_id, to_id) = (from.node_id(), to.node_id());
     let slot_buckets: Vec<Vec<u8>> = bulk_strings(&from.cli(&[b"KEYS", b"*"]))
         .into_iter()
         .filter(|k| *k != bucket && key_slot(k) == key_slot(&bucket))
@@ -301,22 +301,10 @@ fn a_step_during_a_slot_migration_is_refused_tryagain_and_lands_once_it_ends() {
         2,
         "Adam's m and v buckets beside the params"
     );
-    let ok = b"+OK\r\n".to_vec();
-    let set = |n: &Server, how: &[u8], id: &str| {
-        n.cli(&[b"CLUSTER", b"SETSLOT", slot.as_bytes(), how, id.as_bytes()])
-    };
-    assert_eq!(set(to, b"IMPORTING", &from_id), ok);
-    assert_eq!(set(from, b"MIGRATING", &to_id), ok);
-    let port = to.port.to_string();
-    let migrate = |keys: &[Vec<u8>]| {
-        let mut args: Vec<&[u8]> = vec![b"MIGRATE", b"127.0.0.1", port.as_bytes(), b"", b"0"];
-        args.extend([b"5000".as_slice(), b"KEYS"]);
-        args.extend(keys.iter().map(Vec::as_slice));
-        assert_eq!(from.cli(&args), ok);
-    };
+    from.start_migrating(slot, to);
     // Read before the move (with no retries an ASK is not followed either).
     let lost = once.lookup(&[7]);
-    migrate(std::slice::from_ref(&bucket));
+    from.migrate_keys(to, &[&bucket]);
 
     // No retries: the server refuses the script, and nothing of its step is written.
     let ids = [(lost as i64) << 32];
@@ -337,9 +325,11 @@ fn a_step_during_a_slot_migration_is_refused_tryagain_and_lands_once_it_ends() {
             assert!(!stepping.is_finished(), "the step ended mid-migration");
             counter("refusals") >= refusals + 2
         });
-        migrate(&slot_buckets);
+        let moved: Vec<&[u8]> = slot_buckets.iter().map(Vec::as_slice).collect();
+        from.migrate_keys(to, &moved);
+        let to_id = to.node_id();
         for n in &c.nodes {
-            assert_eq!(set(n, b"NODE", &to_id), ok);
+            n.set_slot(slot, b"NODE", &to_id);
         }
         stepping.join().unwrap();
     });

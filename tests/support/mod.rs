@@ -403,6 +403,28 @@ impl Server {
             .trim()
             .to_string()
     }
+
+    /// `CLUSTER SETSLOT slot how id` on this node; asserts OK.
+    pub fn set_slot(&self, slot: usize, how: &[u8], id: &str) {
+        let slot = slot.to_string();
+        let reply = self.cli(&[b"CLUSTER", b"SETSLOT", slot.as_bytes(), how, id.as_bytes()]);
+        assert_eq!(reply, b"+OK\r\n", "SETSLOT {slot} {how:?} on {}", self.port);
+    }
+
+    /// Starts moving `slot` from this node to `to` (IMPORTING there, MIGRATING here).
+    pub fn start_migrating(&self, slot: usize, to: &Server) {
+        to.set_slot(slot, b"IMPORTING", &self.node_id());
+        self.set_slot(slot, b"MIGRATING", &to.node_id());
+    }
+
+    /// MIGRATEs `keys` from this node to `to`; asserts OK.
+    pub fn migrate_keys(&self, to: &Server, keys: &[&[u8]]) {
+        let port = to.port.to_string();
+        let mut args: Vec<&[u8]> = vec![b"MIGRATE", b"127.0.0.1", port.as_bytes(), b"", b"0"];
+        args.extend([b"5000".as_slice(), b"KEYS"]);
+        args.extend(keys);
+        assert_eq!(self.cli(&args), b"+OK\r\n", "MIGRATE to {}", to.port);
+    }
 }
 
 impl Server {
