@@ -152,11 +152,12 @@ Status OutputStats(OpKernelContext* ctx, const rust::Vec<rust::String>& names,
   return OkStatus();
 }
 
-// A scalar int64 output.
-Status OutputScalar(OpKernelContext* ctx, int index, int64_t v) {
+// A scalar output (int64 or double).
+template <typename T>
+Status OutputScalar(OpKernelContext* ctx, int index, T v) {
   Tensor* out = nullptr;
   TF_RETURN_IF_ERROR(ctx->allocate_output(index, TensorShape({}), &out));
-  out->scalar<int64_t>()() = v;
+  out->scalar<T>()() = v;
   return OkStatus();
 }
 
@@ -429,6 +430,18 @@ Status TrainApply(OpKernelContext* ctx, const TableResource& table, const TrainA
   return OutputScalar(ctx, 0, n);
 }
 
+Status TrainGradNorm(OpKernelContext* ctx, const TableResource& table,
+                     const TrainApplyAttrs& a) {
+  auto id = ctx->input(1).flat<int64_t>();
+  auto hy = ctx->input(3).flat<double>();
+  TensorBytes g(ctx->input(2));
+  double sq = 0;
+  TF_RETURN_IF_ERROR(ToStatus(table.rust().train_grad_norm(
+      {id.data(), static_cast<size_t>(id.size())}, g.data(), Bytes(a.optimizer),
+      {hy.data(), static_cast<size_t>(hy.size())}, sq)));
+  return OutputScalar(ctx, 0, sq);
+}
+
 }  // namespace
 
 #define RDE_KERNEL(name, ...) \
@@ -453,5 +466,6 @@ RDE_TABLE_KERNEL("RedisTableLoadFromFileSystem", FileAttrs<true>, FileSystem<tru
 RDE_TABLE_KERNEL("TrainConfigure", TrainConfigureAttrs, TrainConfigure);
 RDE_TABLE_KERNEL("TrainLookup", TrainLookupAttrs, TrainLookup);
 RDE_TABLE_KERNEL("TrainApply", TrainApplyAttrs, TrainApply);
+RDE_TABLE_KERNEL("TrainGradNorm", TrainApplyAttrs, TrainGradNorm);
 
 }  // namespace rde_tf

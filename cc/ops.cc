@@ -215,7 +215,8 @@ REGISTER_OP("TFRA>RdeRedisTableLoadFromFileSystem").RDE_FILE_SYSTEM_OP("load_ent
 // slots); the optimizer runs it eagerly when it is built. TrainLookup reads params (and, in
 // training mode, the configured slots), initialises keys not yet stored, and in training mode
 // remembers keys and rows under the returned ticket. TrainApply applies one sparse optimizer
-// step to the rows a gradient names by (ticket << 32 | position) and writes them back.
+// step to the rows a gradient names by (ticket << 32 | position) and writes them back (or,
+// within a gradient accumulation cycle, keeps the gradient for the cycle's last step).
 REGISTER_OP("TFRA>RdeTrainConfigure")
     .Input("table_handle: resource")
     .Attr("slot_names: list(string) = []")
@@ -256,6 +257,19 @@ REGISTER_OP("TFRA>RdeTrainApply")
     .Input("grads: float")
     .Input("hyper: double")
     .Output("updated: int64")
+    .Attr("optimizer: string")
+    .SetIsStateful()
+    .SetShapeFn(ScalarOutput);
+
+// TrainGradNorm: the squared L2 norm of the gradient TrainApply, given the same inputs, would
+// hand the optimizer (duplicate ids summed; under gradient accumulation the cycle's average),
+// for Keras's global_clipnorm. It changes nothing.
+REGISTER_OP("TFRA>RdeTrainGradNorm")
+    .Input("table_handle: resource")
+    .Input("ids: int64")
+    .Input("grads: float")
+    .Input("hyper: double")
+    .Output("sq_norm: double")
     .Attr("optimizer: string")
     .SetIsStateful()
     .SetShapeFn(ScalarOutput);

@@ -144,6 +144,15 @@ mod ffi {
             hyper: &[f64],
             updated: &mut i64,
         ) -> Status;
+        /// `sq_norm` is set to the squared norm of the gradient `train_apply` would apply.
+        fn train_grad_norm(
+            self: &TableBox,
+            ids: &[i64],
+            grads: &[u8],
+            optimizer: &[u8],
+            hyper: &[f64],
+            sq_norm: &mut f64,
+        ) -> Status;
 
         /// String keys (element i is `key_data[key_offsets[i]..key_offsets[i + 1]]`) and string
         /// values (likewise), for the caller to copy into its string tensors. Only read for a

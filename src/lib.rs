@@ -56,7 +56,7 @@ pub use config::{
     resolve_path, Backend, Config, ConnectionMode, StoreMode, TrainUpdates, DEFAULT_CONFIG_ENV,
 };
 pub use error::{Error, ErrorKind, Result, ServerError};
-pub use optim::{Clip, Init, Optimizer, Step};
+pub use optim::{Accumulate, Clip, Init, Optimizer, Step};
 pub use persist::files::resolve_dir;
 pub use stats::stats;
 pub use table::stats::TableStats;

@@ -51,7 +51,11 @@ fn read(t: &Table, keys: &[i64], dim: usize) -> Vec<f32> {
 }
 
 fn adagrad() -> (Optimizer, redis_embedding::Step) {
-    Optimizer::parse("adagrad", &[0.1, 1.0, 0.1, 1e-7, 0.0, 0.0, 0.0]).unwrap()
+    Optimizer::parse(
+        "adagrad",
+        &[0.1, 1.0, 0.1, 1e-7, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    )
+    .unwrap()
 }
 
 /// Adagrad's expected row after one step from `p` with accumulator 0.1 and gradient `g`.
@@ -152,7 +156,7 @@ fn each_lookup_is_applied_once_and_only_the_newest_are_kept() {
     let t = table(s.config(""), "p-parameter", DIM);
     let tr = Trainer::default();
     tr.configure(&t, Slots::Tables(&[]), &[]).unwrap();
-    let sgd = Optimizer::parse("sgd", &[0.1, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let sgd = Optimizer::parse("sgd", &[0.1, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
     let (_, first) = lookup(&tr, &t, &[1]);
     tr.apply(&t, &ids(first, 1), &[1.0; 2], &sgd.0, sgd.1)
         .unwrap();
@@ -190,7 +194,7 @@ fn a_mismatched_optimizer_or_gradient_is_refused_naming_what() {
     let t = table(s.config(""), "m-parameter", DIM);
     let tr = Trainer::default();
     let (_, ticket) = lookup(&tr, &t, &[1]);
-    let sgd = Optimizer::parse("sgd", &[0.1, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let sgd = Optimizer::parse("sgd", &[0.1, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
     let unconfigured = tr
         .apply(&t, &ids(ticket, 1), &[1.0; 2], &sgd.0, sgd.1)
         .unwrap_err();
@@ -227,7 +231,13 @@ fn params_and_slots_share_one_pipeline_per_server_each_way() {
     tr.configure(&params, Slots::Tables(&names), &[0.0, 0.0])
         .unwrap();
     // A first step creates the buckets, whose TTL (TFRA's default 7 days) is then armed.
-    let adam = Optimizer::parse("adam", &[0.1, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let adam = Optimizer::parse(
+        "adam",
+        &[
+            0.1, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ],
+    )
+    .unwrap();
     let (_, first) = lookup(&tr, &params, &[1, 2, 3]);
     tr.apply(&params, &ids(first, 3), &[0.0; 6], &adam.0, adam.1)
         .unwrap();
@@ -239,7 +249,13 @@ fn params_and_slots_share_one_pipeline_per_server_each_way() {
         1,
         "one read pipeline for three tables"
     );
-    let adam = Optimizer::parse("adam", &[0.1, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let adam = Optimizer::parse(
+        "adam",
+        &[
+            0.1, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ],
+    )
+    .unwrap();
     let p1 = counter("pipelines");
     tr.apply(&params, &ids(ticket, 3), &[1.0; 6], &adam.0, adam.1)
         .unwrap();

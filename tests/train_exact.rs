@@ -132,8 +132,18 @@ fn serial_row(opt: &Optimizer, steps: &[(Step, [f32; DIM])]) -> Vec<f32> {
 
 fn optimizers() -> Vec<(Optimizer, Step)> {
     vec![
-        Optimizer::parse("adagrad", &[0.1, 1.0, 0.1, 1e-7, 0.0, 0.0, 0.0]).unwrap(),
-        Optimizer::parse("adam", &[0.01, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0, 0.0, 0.0]).unwrap(),
+        Optimizer::parse(
+            "adagrad",
+            &[0.1, 1.0, 0.1, 1e-7, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        )
+        .unwrap(),
+        Optimizer::parse(
+            "adam",
+            &[
+                0.01, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            ],
+        )
+        .unwrap(),
     ]
 }
 
@@ -190,7 +200,8 @@ fn last_writer_wins_loses_the_first_update() {
     let _serial = serial();
     let s = Server::start();
     let cfg = s.config(r#""rde_train_updates": "last_writer_wins""#);
-    let (opt, step) = Optimizer::parse("sgd", &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let (opt, step) =
+        Optimizer::parse("sgd", &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
     let (a, b) = (
         Worker::new(&cfg, "emb", &opt, Layout::Fused),
         Worker::new(&cfg, "emb", &opt, Layout::Fused),
@@ -211,7 +222,8 @@ fn eight_writers_on_one_id_all_finish_and_lose_nothing() {
     let _serial = serial();
     let s = Server::start();
     let cfg = s.config("");
-    let (opt, step) = Optimizer::parse("sgd", &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let (opt, step) =
+        Optimizer::parse("sgd", &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
     const WRITERS: usize = 8;
     const STEPS: usize = 25;
     let barrier = Barrier::new(WRITERS);
@@ -266,8 +278,13 @@ fn bulk_strings(reply: &[u8]) -> Vec<Vec<u8>> {
 fn a_step_during_a_slot_migration_is_refused_tryagain_and_lands_once_it_ends() {
     let _serial = serial();
     let c = Cluster::start(3, 0);
-    let (opt, step) =
-        Optimizer::parse("adam", &[0.01, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let (opt, step) = Optimizer::parse(
+        "adam",
+        &[
+            0.01, 1.0, 0.9, 0.999, 1e-7, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ],
+    )
+    .unwrap();
     let no_ttl = r#""expire_model_tag_in_seconds": -1"#;
     let w = Worker::new(
         &c.config(&format!(

@@ -2,6 +2,8 @@
 //! `TrainApply`): attribute parsing and dispatch to the table's
 //! [`Trainer`](crate::table::train::Trainer).
 
+use std::borrow::Cow;
+
 use super::table::checked_keys;
 use super::{utf8, RowsOut, Status, TableBox, TensorView, TrainLookupArgs};
 use crate::error::{Error, Result};
@@ -72,18 +74,23 @@ impl TableBox {
     ) -> Status {
         self.run_step("train_apply", |t| {
             let (opt, step) = Optimizer::parse(utf8("optimizer", optimizer)?, hyper)?;
-            let copied: Vec<f32>;
-            let grads: &[f32] = match floats(grads) {
-                Some(g) => g,
-                None => {
-                    copied = grads
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
-                    &copied
-                }
-            };
-            *updated = self.1.apply(t, ids, grads, &opt, step)? as i64;
+            let grads = floats(grads);
+            *updated = self.1.apply(t, ids, &grads, &opt, step)? as i64;
+            Ok(())
+        })
+    }
+
+    pub(super) fn train_grad_norm(
+        &self,
+        ids: &[i64],
+        grads: &[u8],
+        optimizer: &[u8],
+        hyper: &[f64],
+        sq_norm: &mut f64,
+    ) -> Status {
+        self.run_step("train_grad_norm", |t| {
+            let (_, step) = Optimizer::parse(utf8("optimizer", optimizer)?, hyper)?;
+            *sq_norm = self.1.grad_sq_norm(t, ids, &floats(grads), step)?;
             Ok(())
         })
     }
@@ -99,12 +106,21 @@ fn names(what: &str, joined: &[u8]) -> Result<Vec<String>> {
     })
 }
 
-/// A float32 tensor's bytes as floats without a copy, when aligned (TF's buffers are).
-fn floats(bytes: &[u8]) -> Option<&[f32]> {
+/// A float32 tensor's bytes as floats: borrowed when aligned (TF's buffers are), else copied.
+fn floats(bytes: &[u8]) -> Cow<'_, [f32]> {
     // SAFETY: `align_to` only yields a middle part of whole, aligned f32s; every bit pattern
     // is a valid f32; the tensor is little-endian on every platform TF supports here.
     let (head, body, tail) = unsafe { bytes.align_to::<f32>() };
-    (head.is_empty() && tail.is_empty()).then_some(body)
+    if head.is_empty() && tail.is_empty() {
+        Cow::Borrowed(body)
+    } else {
+        Cow::Owned(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        )
+    }
 }
 
 /// A non-negative count attribute.

@@ -200,7 +200,7 @@ mod tests {
     fn parse(name: &str, own: &[f64], lr: f64, weight_decay: f64) -> (Optimizer, Step) {
         let mut h = vec![lr, 1.0];
         h.extend_from_slice(own);
-        h.extend_from_slice(&[0.0, 0.0, weight_decay]);
+        h.extend_from_slice(&[0.0, 0.0, weight_decay, 0.0, 0.0, 0.0]);
         Optimizer::parse(name, &h).unwrap()
     }
 

@@ -123,6 +123,21 @@ pub struct Step {
     pub clip: Clip,
     /// Keras's `weight_decay` (0: none), applied to the batch's rows before the update.
     pub weight_decay: f32,
+    /// Keras's `global_clipnorm` factor for this step (`clip / max(norm, clip)` over the dense
+    /// gradients and every layer's summed rows, computed before the apply), or none.
+    pub global_scale: Option<f32>,
+    /// Keras's `gradient_accumulation_steps`, or none.
+    pub accumulate: Option<Accumulate>,
+}
+
+/// One step of a `gradient_accumulation_steps` cycle: every step adds its summed rows to the
+/// accumulator, and the last of each `steps` applies the average of them all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Accumulate {
+    /// The cycle's length (≥ 2).
+    pub steps: u32,
+    /// This is the cycle's last step, which updates the rows.
+    pub update: bool,
 }
 
 /// Each optimizer's own hyperparameters, in the order of the `hyper` vector.
@@ -149,12 +164,19 @@ const OWN: &[(&str, &[&str])] = &[
 ];
 
 /// What every `hyper` vector ends with.
-const COMMON: [&str; 3] = ["clipvalue", "clipnorm", "weight_decay"];
+const COMMON: [&str; 6] = [
+    "clipvalue",
+    "clipnorm",
+    "weight_decay",
+    "global_clip_scale",
+    "gradient_accumulation_steps",
+    "accumulation_update",
+];
 
 impl Optimizer {
     /// Parses the op's `optimizer` attribute and its `hyper` vector:
-    /// `[lr, step, <the optimizer's own, as in OWN>, clipvalue, clipnorm, weight_decay]`, where
-    /// booleans are 0/1 and 0 turns clipping and decay off.
+    /// `[lr, step, <the optimizer's own, as in OWN>, <COMMON>]`, where booleans are 0/1 and 0
+    /// turns clipping, decay, the global clip and accumulation off.
     pub fn parse(name: &str, hyper: &[f64]) -> Result<(Optimizer, Step)> {
         let Some(&(_, own)) = OWN.iter().find(|(n, _)| *n == name) else {
             let names: Vec<&str> = OWN.iter().map(|(n, _)| *n).collect();
@@ -196,6 +218,20 @@ impl Optimizer {
                 norm: off(1)?,
             },
             weight_decay: off(2)?.unwrap_or(0.0),
+            global_scale: off(3)?,
+            accumulate: match off(4)? {
+                None => None,
+                Some(n) if n < 2.0 || n.fract() != 0.0 || n > u32::MAX as f32 => {
+                    return Err(Error::invalid(format!(
+                        "optimizer {name}: gradient_accumulation_steps must be an integer >= 2, \
+                         got {n}"
+                    )))
+                }
+                Some(n) => Some(Accumulate {
+                    steps: n as u32,
+                    update: tail[5] != 0.0,
+                }),
+            },
         };
         let opt = match name {
             "sgd" => Optimizer::Sgd {
@@ -301,21 +337,46 @@ mod tests {
         let e = Optimizer::parse("adam", &[0.1, 1.0])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("takes 9") && e.contains("amsgrad"), "{e}");
-        assert!(
-            Optimizer::parse("sgd", &[f64::NAN, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-                .unwrap_err()
-                .to_string()
-                .contains("not finite")
-        );
-        let e = Optimizer::parse("sgd", &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, -0.1])
+        assert!(e.contains("takes 12") && e.contains("amsgrad"), "{e}");
+        assert!(Optimizer::parse(
+            "sgd",
+            &[f64::NAN, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("not finite"));
+        let sgd = |tail: [f64; 6]| {
+            let mut h = vec![0.1, 1.0, 0.0, 0.0];
+            h.extend_from_slice(&tail);
+            Optimizer::parse("sgd", &h)
+        };
+        let e = sgd([0.0, 0.0, -0.1, 0.0, 0.0, 0.0])
             .unwrap_err()
             .to_string();
         assert!(e.contains("weight_decay must not be negative"), "{e}");
-        let (sgd, step) = Optimizer::parse("sgd", &[0.1, 1.0, 0.0, 0.0, 0.5, 0.0, 0.0]).unwrap();
-        assert!(sgd.slots().is_empty());
+        let (opt, step) = sgd([0.5, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+        assert!(opt.slots().is_empty());
         assert_eq!((step.clip.value, step.clip.norm), (Some(0.5), None));
-        assert_eq!(step.weight_decay, 0.0);
+        assert_eq!(
+            (step.weight_decay, step.global_scale, step.accumulate),
+            (0.0, None, None)
+        );
+        let (_, step) = sgd([0.0, 0.0, 0.0, 0.25, 4.0, 1.0]).unwrap();
+        assert_eq!(step.global_scale, Some(0.25));
+        assert_eq!(
+            step.accumulate,
+            Some(Accumulate {
+                steps: 4,
+                update: true
+            })
+        );
+        for bad in [1.0, 2.5] {
+            let e = sgd([0.0, 0.0, 0.0, 0.0, bad, 0.0]).unwrap_err().to_string();
+            assert!(
+                e.contains("gradient_accumulation_steps must be an integer >= 2"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
@@ -323,7 +384,7 @@ mod tests {
         let parse = |n: &str, own: &[f64]| {
             let mut h = vec![0.1, 1.0];
             h.extend_from_slice(own);
-            h.extend_from_slice(&[0.0; 3]);
+            h.extend_from_slice(&[0.0; COMMON.len()]);
             Optimizer::parse(n, &h).unwrap().0
         };
         assert_eq!(parse("sgd", &[0.9, 0.0]).slots(), &["m"]);

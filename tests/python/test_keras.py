@@ -337,10 +337,10 @@ def test_unsupported_settings_are_refused_by_name(config_path):
         Embedding(DIM, config=str(config_path), combiner="max")
     layer = Embedding(DIM, config=str(config_path), name="g")
     layer.build(None)
-    opt = optimizers.Adam(0.1, global_clipnorm=1.0)
+    opt = optimizers.Adam(0.1, use_ema=True)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(tf.constant([1, 2], tf.int64), training=True))
-    with pytest.raises(ValueError, match="global_clipnorm cannot be applied"):
+    with pytest.raises(ValueError, match="use_ema cannot be applied"):
         opt.apply(tape.gradient(loss, [layer._anchor]), [layer._anchor])
     with pytest.raises(TypeError, match="int64 keys; got ids of dtype string"):
         layer.lookup(tf.constant(["x"]))

@@ -121,14 +121,13 @@ def test_a_new_id_starts_from_the_same_row_in_every_process(redis, tmp_path: Pat
 
 
 @pytest.mark.parametrize("kind,argument", [
-    ("Adam", "use_ema"), ("Adam", "gradient_accumulation_steps"), ("Adagrad", "use_ema"),
-    ("SGD", "gradient_accumulation_steps"), ("Ftrl", "use_ema"), ("Lion", "global_clipnorm")])
+    ("Adam", "use_ema"), ("Adagrad", "use_ema"), ("Ftrl", "use_ema"), ("Lion", "use_ema")])
 def test_settings_the_rows_cannot_take_are_refused_by_name(backend_config_path: str, kind: str,
                                                            argument: str) -> None:
-    """docs/keras.md: `global_clipnorm`, `use_ema` and `gradient_accumulation_steps` are
-    refused with a ValueError naming them, when the optimizer is built on the layer and when
-    it applies to it (amsgrad and weight_decay are applied: test_keras.py)."""
-    value = {"global_clipnorm": 1.0, "use_ema": True, "gradient_accumulation_steps": 2}[argument]
+    """docs/keras.md: `use_ema` is refused with a ValueError naming it, when the optimizer is
+    built on the layer and when it applies to it (amsgrad, weight_decay, global_clipnorm and
+    gradient_accumulation_steps are applied: test_keras.py, test_keras_global_options.py)."""
+    value = {"use_ema": True}[argument]
     layer = Embedding(DIM, config=backend_config_path, name="refused")
     layer.build(None)
     refused = f"{kind}: {argument} cannot be applied to redis_embedding Embedding rows"

@@ -226,6 +226,14 @@ class Embedding(keras.layers.Layer):
             self._handle.resource_handle, ids=grad.indices, grads=grad.values,
             hyper=hyper, optimizer=optimizer)
 
+    def grad_sq_norm(self, grad: tf.IndexedSlices, optimizer: str, hyper: tf.Tensor
+                     ) -> tf.Tensor:
+        """The squared L2 norm of the row gradient `apply_gradient` would apply (duplicate ids
+        summed; under accumulation the cycle's average), as float64: for `global_clipnorm`."""
+        return _lib.tfra_rde_train_grad_norm(
+            self._handle.resource_handle, ids=grad.indices, grads=grad.values,
+            hyper=hyper, optimizer=optimizer)
+
     def stats(self) -> Dict[str, Figure]:
         """The statistics of this layer's tables combined (`RedisTable.stats()` names them):
         counters add up, each latency figure is the largest of its tables'. A training step

@@ -36,12 +36,11 @@ class _RedisRows:
     def _rde_hyper(self, lr: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
+    # The global_clipnorm factor of the step being applied, while Keras's own apply of the
+    # dense weights runs (see _clip_gradients).
+    _rde_global_scale: Optional[tf.Tensor] = None
+
     def _rde_check(self) -> None:
-        bad = [n for n in ("global_clipnorm", "gradient_accumulation_steps")
-               if getattr(self, n, None)]
-        if bad:
-            raise ValueError(f"{type(self).__name__}: {', '.join(bad)} cannot be applied to "
-                             "redis_embedding Embedding rows yet; unset it")
         if getattr(self, "use_ema", False):
             raise ValueError(f"{type(self).__name__}: use_ema cannot be applied to "
                              "redis_embedding Embedding rows: the moving average would be a "
@@ -85,34 +84,87 @@ class _RedisRows:
                     "trainable = False if it is not meant to train")
             else:
                 sparse.append((g, layer))
+        accumulate = int(self.gradient_accumulation_steps or 0)
+        # Keras's test for the last step of an accumulation cycle, which updates.
+        update = (self._iterations + 1) % accumulate == 0 if accumulate else None
+        global_scale = None
         if sparse:
             self._rde_check()
             lr = tf.cast(tf.convert_to_tensor(self._get_current_learning_rate()), tf.float64)
             step = tf.cast(tf.convert_to_tensor(self.iterations) + 1, tf.float64)
             own = self._rde_hyper(lr, step)
-            scale = self.loss_scale_factor
+            cycle = [float(accumulate),
+                     tf.cast(update, tf.float64) if update is not None else 0.0]
+            steps = []
             for g, layer in sparse:
-                # Clipping is Keras's per-variable clipping of the dense gradient and weight
-                # decay its decay of the variable, so both are applied in the op, after
-                # duplicate ids are summed; loss-scale division comes first, per position, as
-                # Keras divides the gradient's values.
-                decay = self.weight_decay if self._use_weight_decay(layer._anchor) else None
-                common = tf.constant([float(self.clipvalue or 0.0), float(self.clipnorm or 0.0),
-                                      float(decay or 0.0)], tf.float64)
-                hyper = tf.concat([own, common], 0)
                 if not isinstance(g, tf.IndexedSlices):
                     raise TypeError(f"Embedding {layer.name!r}: its gradient must come from its "
                                     "training-mode call, got a dense tensor")
+                # Clipping is Keras's per-variable clipping of the dense gradient and weight
+                # decay its decay of the variable, so both are applied in the op, after
+                # duplicate ids are summed (and, under accumulation, averaged); loss-scale
+                # division comes first, per position, as Keras divides the gradient's values.
+                decay = self.weight_decay if self._use_weight_decay(layer._anchor) else None
+                common = [float(self.clipvalue or 0.0), float(self.clipnorm or 0.0),
+                          float(decay or 0.0)]
                 values = g.values
-                if scale is not None:
-                    values = values / scale
-                layer.apply_gradient(tf.IndexedSlices(values, g.indices, g.dense_shape),
-                                     self._rde_kind, hyper)
+                if self.loss_scale_factor is not None:
+                    values = values / self.loss_scale_factor
+                steps.append((layer, tf.IndexedSlices(values, g.indices, g.dense_shape),
+                              common))
+            if self.global_clipnorm and self.global_clipnorm > 0:
+                rows_sq = [layer.grad_sq_norm(g, self._rde_kind, tf.concat(
+                    [own, tf.constant(common + [0.0], tf.float64), tf.stack(
+                        [tf.cast(c, tf.float64) for c in cycle])], 0))
+                    for layer, g, common in steps]
+                global_scale = self._rde_clip_scale(dense_g, dense_v, rows_sq, update)
+            for layer, g, common in steps:
+                hyper = tf.concat([own, tf.constant(common, tf.float64), tf.stack(
+                    [tf.cast(global_scale, tf.float64) if global_scale is not None
+                     else tf.constant(0.0, tf.float64)] + [tf.cast(c, tf.float64)
+                                                           for c in cycle])], 0)
+                layer.apply_gradient(g, self._rde_kind, hyper)
         if dense_v:
-            super().apply(dense_g, dense_v)  # type: ignore[misc]
+            self._rde_global_scale = global_scale
+            try:
+                super().apply(dense_g, dense_v)  # type: ignore[misc]
+            finally:
+                self._rde_global_scale = None
         else:
-            self._rde_rows_only_step()
+            if update is None:
+                self._rde_rows_only_step()
+            else:
+                keras.ops.cond(update, self._rde_rows_only_step, lambda: None)
             self._iterations.assign_add(1)
+
+    def _rde_clip_scale(self, dense_g: List[Any], dense_v: List[Any],
+                        rows_sq: List[tf.Tensor], update: Optional[tf.Tensor]) -> tf.Tensor:
+        """Keras's `clip_by_global_norm` factor over the dense gradients (unscaled and, on the
+        last step of an accumulation cycle, averaged as Keras's apply will have them) and
+        every layer's summed row gradients, whose squared norms Rust computed."""
+        dense = []
+        for g, v in zip(dense_g, dense_v):
+            if g is None:
+                continue
+            g = tf.convert_to_tensor(g)
+            if self.loss_scale_factor is not None:
+                g = g / self.loss_scale_factor
+            if update is not None:
+                acc = self._accumulated_gradients[self._get_variable_index(v)]
+                g = (g + acc) / self.gradient_accumulation_steps
+            dense.append(tf.reduce_sum(tf.square(g)))
+        total = tf.add_n(dense + [tf.cast(s, tf.float32) for s in rows_sq])
+        norm = tf.sqrt(total)
+        clip = self.global_clipnorm
+        return clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
+
+    def _clip_gradients(self, grads: List[Any]) -> List[Any]:
+        # Inside Keras's apply of the dense weights: global_clipnorm's factor spans the
+        # Embedding rows too, so it was computed before (`_rde_clip_scale`).
+        if self._rde_global_scale is not None:
+            scale = self._rde_global_scale
+            return [g if g is None else g * scale for g in grads]
+        return super()._clip_gradients(grads)  # type: ignore[misc]
 
 
 def _f64(*values: Any) -> List[tf.Tensor]:

@@ -33,11 +33,13 @@ use crate::error::{Error, Result};
 use crate::optim::{Init, Optimizer, Step};
 use crate::sync;
 
+mod accumulate;
 mod exact;
 mod keyset;
 mod rows;
 mod together;
 
+use accumulate::Accumulated;
 use keyset::KeySet;
 use rows::{as_bytes, as_bytes_mut, read_separate, read_slots, write_separate};
 
@@ -109,6 +111,8 @@ pub struct Trainer {
     slots: Mutex<Vec<(String, Arc<Table>)>>,
     pending: Mutex<VecDeque<Pending>>,
     next_ticket: AtomicU32,
+    /// The row gradients of the current `gradient_accumulation_steps` cycle.
+    accumulated: Mutex<Accumulated>,
 }
 
 /// The slot layout an optimizer configured, with what it needs open.
@@ -295,13 +299,7 @@ impl Trainer {
         step: Step,
     ) -> Result<usize> {
         let dim = check_float(t)?;
-        if grads.len() != ids.len() * dim {
-            return Err(Error::invalid(format!(
-                "gradient must hold {} rows of dim {dim}, got {} elements",
-                ids.len(),
-                grads.len()
-            )));
-        }
+        check_grads(ids, grads, dim)?;
         let cfg = self.configured().ok_or_else(|| {
             Error::invalid(format!(
                 "{:?}: no optimizer configured this layer's slots (its build does)",
@@ -315,14 +313,35 @@ impl Trainer {
                 cfg.slots.count()
             )));
         }
-        let batch = merge(self.take(ids)?, ids, grads, dim, &cfg.slots)?;
+        let width = dim * (1 + k);
+        let mut batch = merge(self.take(ids)?, ids, grads, dim, &cfg.slots)?;
+        if batch.need_slots {
+            let keys = batch.keys.keys()?;
+            read_slots(
+                &cfg.tables,
+                &cfg.inits,
+                &keys,
+                dim,
+                &mut batch.rows,
+                &mut batch.present,
+            )?;
+        }
+        if let Some(a) = step.accumulate {
+            let mut held = sync::lock(&self.accumulated);
+            if !a.update {
+                held.add(&batch, dim, width);
+                return Ok(0);
+            }
+            held.finish(&mut batch, dim, width, a.steps);
+        }
         let keys = batch.keys.keys()?;
         let (mut rows, mut present, mut sums) = (batch.rows, batch.present, batch.sums);
-        step.clip.apply(&mut sums);
-        if batch.need_slots {
-            read_slots(&cfg.tables, &cfg.inits, &keys, dim, &mut rows, &mut present)?;
+        if let Some(scale) = step.global_scale {
+            for g in sums.iter_mut() {
+                *g *= scale;
+            }
         }
-        let width = dim * (1 + k);
+        step.clip.apply(&mut sums);
         let exact = t.config().rde_train_updates == TrainUpdates::Exact;
         let mut old = if exact { rows.clone() } else { Vec::new() };
         let step_row = |d: usize, row: &mut [f32]| {
@@ -381,6 +400,52 @@ impl Trainer {
         Ok(keys.len())
     }
 
+    /// The squared L2 norm of the gradient the apply of `ids` and `grads` would hand the
+    /// optimizer: duplicate keys summed, and under accumulation the cycle's average on its
+    /// last step (0 on the others, which update nothing). For Keras's `global_clipnorm`, whose
+    /// norm spans every variable; it changes nothing.
+    pub fn grad_sq_norm(&self, t: &Table, ids: &[i64], grads: &[f32], step: Step) -> Result<f64> {
+        let dim = check_float(t)?;
+        check_grads(ids, grads, dim)?;
+        if matches!(step.accumulate, Some(a) if !a.update) {
+            return Ok(0.0);
+        }
+        let mut index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+        let mut sums: Vec<f32> = Vec::new();
+        {
+            let pending = sync::lock(&self.pending);
+            for (j, &id) in ids.iter().enumerate() {
+                let (ticket, pos) = split_id(id);
+                let p = pending
+                    .iter()
+                    .find(|p| p.ticket == ticket)
+                    .ok_or_else(|| not_pending(ticket))?;
+                let &d = p
+                    .keys
+                    .of
+                    .get(pos)
+                    .ok_or_else(|| bad_position(pos, ticket, p.keys.of.len()))?;
+                let next = index.len();
+                let d = *index
+                    .entry(p.keys.get(d as usize).to_vec())
+                    .or_insert_with(|| {
+                        sums.extend(std::iter::repeat_n(0f32, dim));
+                        next
+                    });
+                for (s, &g) in sums[d * dim..(d + 1) * dim]
+                    .iter_mut()
+                    .zip(&grads[j * dim..(j + 1) * dim])
+                {
+                    *s += g;
+                }
+            }
+        }
+        if let Some(a) = step.accumulate {
+            sync::lock(&self.accumulated).fold_into(&mut index, &mut sums, dim, a.steps);
+        }
+        Ok(sums.iter().map(|&g| f64::from(g) * f64::from(g)).sum())
+    }
+
     /// Removes and returns the pending lookups that `ids` name.
     fn take(&self, ids: &[i64]) -> Result<Vec<Pending>> {
         let mut wanted: Vec<u32> = ids.iter().map(|&id| (id as u64 >> 32) as u32).collect();
@@ -391,13 +456,7 @@ impl Trainer {
         for w in wanted {
             match pending.iter().position(|p| p.ticket == w) {
                 Some(i) => taken.push(pending.remove(i).expect("position is in range")),
-                None => {
-                    return Err(Error::invalid(format!(
-                        "the gradient names training lookup {w}, which is not pending: each \
-                         training-mode lookup is applied once, and only the last \
-                         {PENDING_CAP} are kept"
-                    )))
-                }
+                None => return Err(not_pending(w)),
             }
         }
         Ok(taken)
@@ -487,18 +546,14 @@ fn merge(
     let mut sums = vec![0f32; keys.len() * dim];
     let mut touched = vec![false; keys.len()];
     for (j, &id) in ids.iter().enumerate() {
-        let (ticket, pos) = ((id as u64 >> 32) as u32, (id as u64 & 0xffff_ffff) as usize);
+        let (ticket, pos) = split_id(id);
         let ti = tickets
             .iter()
             .position(|&t| t == ticket)
             .expect("take() returned every ticket the ids name");
         let of = &ofs[ti];
         if pos >= of.len() {
-            return Err(Error::invalid(format!(
-                "gradient row names position {pos} of training lookup {ticket}, which read {} \
-                 keys",
-                of.len()
-            )));
+            return Err(bad_position(pos, ticket, of.len()));
         }
         let d = maps[ti][of[pos] as usize] as usize;
         touched[d] = true;
@@ -578,6 +633,36 @@ fn union(taken: &[Pending], dim: usize, width: usize) -> (KeySet, Vec<f32>, Vec<
         remap.2.push(map);
     }
     (keys, rows, present, remap)
+}
+
+/// A gradient id's `(ticket, position)`.
+fn split_id(id: i64) -> (u32, usize) {
+    ((id as u64 >> 32) as u32, (id as u64 & 0xffff_ffff) as usize)
+}
+
+/// A gradient of `dim`-wide rows, one per id.
+fn check_grads(ids: &[i64], grads: &[f32], dim: usize) -> Result<()> {
+    if grads.len() != ids.len() * dim {
+        return Err(Error::invalid(format!(
+            "gradient must hold {} rows of dim {dim}, got {} elements",
+            ids.len(),
+            grads.len()
+        )));
+    }
+    Ok(())
+}
+
+fn not_pending(ticket: u32) -> Error {
+    Error::invalid(format!(
+        "the gradient names training lookup {ticket}, which is not pending: each training-mode \
+         lookup is applied once, and only the last {PENDING_CAP} are kept"
+    ))
+}
+
+fn bad_position(pos: usize, ticket: u32, read: usize) -> Error {
+    Error::invalid(format!(
+        "gradient row names position {pos} of training lookup {ticket}, which read {read} keys"
+    ))
 }
 
 /// The handle table's dim; training tables hold float32.
