@@ -1,6 +1,9 @@
 """Several training workers on one table set: exact updates against last-writer-wins.
 
     python bench/multi_worker.py [--workers 1,2,4] [--epochs 3] [--hot-steps 100] [--write]
+    python bench/multi_worker.py --task two-tower [--workers 1,2,4] [--epochs 1] [--write]
+
+`--task two-tower` runs bench/keras_train.py's two-tower model instead (bench/mw_two_tower.py).
 
 For W = 1, 2 and 4 worker processes on the same total examples (bench/mw_bench_worker.py:
 a two-tower dot product of fused Embeddings, Adam 0.01, 100 k Zipf(1.3) examples, 3 epochs,
@@ -85,11 +88,17 @@ def lost_updates(config: str, workers: int, steps: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--workers", default="1,2,4")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--task", choices=["issue", "two-tower"], default="issue")
+    p.add_argument("--epochs", type=int, default=None, help="3 (issue), 1 (two-tower)")
     p.add_argument("--hot-steps", type=int, default=100)
     p.add_argument("--write", action="store_true")
     a = p.parse_args()
     counts = [int(w) for w in a.workers.split(",")]
+    if a.task == "two-tower":
+        import mw_two_tower
+        mw_two_tower.main(counts, MODES, a.epochs or 1, a.write)
+        return
+    a.epochs = a.epochs or 3
     lines = ["| Redis | updates | Adam's t | workers | examples/s | held-out loss | lost updates (hot ids) | "
              "conflicts | client CPU µs/example | redis-server CPU µs/example |",
              "|---|---|---|---|---|---|---|---|---|---|"]
