@@ -61,9 +61,10 @@ def train(config: str) -> None:
     print("loss by epoch: " + " ".join(f"{v:.4f}" for v in losses))
     user_emb = model.get_layer("user_emb")
     item_emb = model.get_layer("item_emb")
+    where = ("each row holds the params, then Adam's m and v" if user_emb.layout == "fused"
+             else "Adam's m and v rows beside them, where TFRA keeps them")
     print(f"rows stored: user_emb={int(user_emb.table.size())} "
-          f"item_emb={int(item_emb.table.size())} (+ Adam's m and v rows beside them, "
-          f"where TFRA keeps them)")
+          f"item_emb={int(item_emb.table.size())} ({user_emb.layout} layout: {where})")
     if not losses[-1] < losses[0]:
         raise SystemExit("the loss did not fall")
 

@@ -213,7 +213,7 @@ def test_clipped_row_updates_equal_keras_on_a_dense_variable(config_path, kind, 
 
 def test_fit_trains_and_stores_rows_and_slots_where_tfra_does(config_path, redis):
     ids = keras.Input(shape=(2,), dtype="int64")
-    emb = Embedding(DIM, config=str(config_path), name="user_emb",
+    emb = Embedding(DIM, config=str(config_path), name="user_emb", layout="tfra",
                     initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=2))
     dense = head()
     model = keras.Model(ids, dense(keras.layers.Flatten()(emb(ids))))
@@ -303,8 +303,13 @@ def test_fused_rows_survive_checkpoint_and_file_round_trips(config_path, tmp_pat
 
 def test_fused_layout_needs_its_optimizer_first(config_path):
     emb = Embedding(DIM, config=str(config_path), name="early", layout="fused")
+    assert emb.lookup(tf.constant([1], tf.int64)).shape == (1, DIM)  # an empty table serves
+    wide = rde.RedisTable(tf.int64, tf.float32, tf.zeros([3 * DIM]), name="early-fused",
+                          config=rde.RedisTableConfig(str(config_path)), checkpoint=False)
+    wide.insert(tf.constant([1], tf.int64), tf.ones([1, 3 * DIM]))
+    late = Embedding(DIM, config=str(config_path), name="early", layout="fused")
     with pytest.raises(ValueError, match="fused layout.*optimizer"):
-        emb.lookup(tf.constant([1], tf.int64))
+        late.lookup(tf.constant([1], tf.int64))  # stored rows need their width
     emb.build(None)
     optimizers.Adam(0.1).build([emb._anchor])
     assert emb.fused_slots == 2
@@ -366,7 +371,8 @@ def test_combiners_over_dense_ragged_and_sparse_ids(config_path):
 
 
 def test_a_gradient_tape_loop_in_tf_function_trains(config_path):
-    layer = Embedding(DIM, config=str(config_path), name="loop", initializer="zeros")
+    layer = Embedding(DIM, config=str(config_path), name="loop", initializer="zeros",
+                      layout="tfra")
     dense = head()
     opt = optimizers.Adagrad(0.5)
     x = np.array([[1, 2], [3, 4]], np.int64)
@@ -428,7 +434,7 @@ def test_a_server_error_fails_the_step_naming_the_table(config_path, redis):
     """A training step (forward lookup and apply, inside model.fit) that the server refuses
     fails with that error, naming the table."""
     ids = keras.Input(shape=(1,), dtype="int64")
-    emb = Embedding(DIM, config=str(config_path), name="wrongtype")
+    emb = Embedding(DIM, config=str(config_path), name="wrongtype", layout="tfra")
     model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(emb(ids))))
     model.compile(optimizer=optimizers.Adam(0.05), loss="mse")
     x, y = np.arange(8).reshape(8, 1), np.zeros((8, 1), "float32")

@@ -55,7 +55,7 @@ def run_tfra(config: str, state: str, mode: str, kind: str = "adam") -> Dict[str
 def our_model(config: str, kind: str = "adam"):
     """The model of `keras_task` with our layer: (model, embedding, dense, optimizer)."""
     keras.utils.set_random_seed(SEED)
-    emb = Embedding(DIM, config=config, name="user_emb",
+    emb = Embedding(DIM, config=config, name="user_emb", layout="tfra",
                     initializer=keras.initializers.RandomNormal(0.0, 0.1, seed=EMB_SEED))
     dense = keras.layers.Dense(
         1, kernel_initializer=keras.initializers.GlorotUniform(seed=DENSE_SEED))

@@ -11,6 +11,7 @@ back. Dense weights never see any of this.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
@@ -25,6 +26,8 @@ from redis_embedding.table import RedisTable
 COMBINERS = ("sum", "mean", "sqrtn")
 LAYOUTS = ("tfra", "fused")
 KEY_DTYPES = ("int64", "int32", "string")
+
+log = logging.getLogger("redis_embedding")
 
 
 def _config(config: Union[None, str, ConfigLike]) -> RedisTableConfig:
@@ -54,15 +57,20 @@ class Embedding(keras.layers.Layer):
         (multi-hot dense ids, `tf.RaggedTensor` or `tf.SparseTensor`).
       layout: "tfra" (params and each optimizer slot in its own table, as TFRA stores them) or
         "fused" (one table `<name>-fused` whose rows hold the params, then the slots: a
-        training step reads and writes each distinct id once). The fused row width depends on
-        the optimizer, so the optimizer must be built before the first lookup (`model.fit`
-        does it); `fused_slots` records it for inference-only use.
+        training step reads and writes each distinct id once). None (the default) chooses
+        when the layer is built: "tfra" if TFRA-layout rows of this name exist in Redis (a
+        TFRA model continues; one line is logged), else "fused"; rows in both layouts are
+        refused as ambiguous. The choice is the layer's `layout` from then on, and its
+        config carries it, so a saved model keeps it. The fused row width depends on the
+        optimizer: an empty fused table serves initializer rows at once, but stored fused
+        rows are read only once the optimizer is built (`model.fit` and `model.evaluate`
+        build it) or `fused_slots` records it for inference-only use.
     """
 
     def __init__(self, dim: int, config: Union[None, str, ConfigLike] = None,
                  name: Optional[str] = None, key_dtype: str = "int64",
                  initializer: Any = "uniform", combiner: Optional[str] = None,
-                 layout: str = "tfra", fused_slots: Optional[int] = None,
+                 layout: Optional[str] = None, fused_slots: Optional[int] = None,
                  **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if not isinstance(dim, int) or dim < 1:
@@ -72,11 +80,13 @@ class Embedding(keras.layers.Layer):
         if combiner is not None and combiner not in COMBINERS:
             raise ValueError(f"Embedding combiner must be None or one of {COMBINERS}, "
                              f"got {combiner!r}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"Embedding layout must be one of {LAYOUTS}, got {layout!r}")
+        if layout is not None and layout not in LAYOUTS:
+            raise ValueError(f"Embedding layout must be None or one of {LAYOUTS}, "
+                             f"got {layout!r}")
         self.dim = dim
-        self.layout = layout
+        self.layout: Optional[str] = layout  # None until chosen (_chosen_layout)
         self.fused_slots = fused_slots
+        self._fused_empty_checked = False  # an empty fused table serves before its optimizer
         self.key_dtype = key_dtype
         self.combiner = combiner
         self.redis_config = _config(config)
@@ -95,11 +105,42 @@ class Embedding(keras.layers.Layer):
         """The embedding name of optimizer slot `slot` (TFRA's naming)."""
         return f"{self.params_name}_DynamicEmbedding_{self.name}-shadow_{slot}"
 
+    def _stored_rows(self, embedding_name: str, width: Optional[int] = None) -> int:
+        """How many rows of `width` floats (default `dim`) the table `embedding_name` holds (a
+        probe, not tracked). On Redis every width counts the same hashes; the memory backend
+        keeps each width's rows apart."""
+        with tf.init_scope():
+            probe = RedisTable(key_dtype=tf.as_dtype(self.key_dtype), value_dtype=tf.float32,
+                               default_value=tf.zeros([width or self.dim]), name=embedding_name,
+                               config=self.redis_config, checkpoint=False)
+            return int(probe.size().numpy())
+
+    def _chosen_layout(self) -> str:
+        """The layout, chosen on first use when none was given: TFRA's where only TFRA-layout
+        rows of this name exist, so a model TFRA trained continues on them; else the fused
+        one. Rows in both layouts are ambiguous and refused."""
+        if self.layout is None:
+            tfra_rows = self._stored_rows(self.params_name)
+            fused_rows = self._fused_rows_stored(range(4)) if tfra_rows else 0
+            if tfra_rows and fused_rows:
+                raise ValueError(
+                    f"Embedding {self.name!r}: Redis holds rows of this name in both layouts "
+                    f"({tfra_rows} in {self.params_name!r}, TFRA's; {fused_rows} in "
+                    f"{self.fused_name!r}, fused): pass layout=\"tfra\" or layout=\"fused\"")
+            if tfra_rows:
+                log.warning("Embedding %r: %d TFRA-layout rows of this name are in Redis, so it "
+                            "uses layout=\"tfra\" to continue on them (pass layout= to choose)",
+                            self.name, tfra_rows)
+                self.layout = "tfra"
+            else:
+                self.layout = "fused"
+        return self.layout
+
     def build(self, input_shape: Any = None) -> None:
         self._anchor = self.add_weight(name="rde_anchor", shape=(1,), initializer="zeros",
                                        trainable=True)
         self._anchor._rde_layer = self  # found by the optimizers
-        if self.layout == "fused" and self.fused_slots is not None:
+        if self._chosen_layout() == "fused" and self.fused_slots is not None:
             self._configure([], self.fused_slots, [0.0] * self.fused_slots)
         self.built = True
 
@@ -119,7 +160,7 @@ class Embedding(keras.layers.Layer):
     def table(self) -> RedisTable:
         """The params table, or with the fused layout the fused table, whose rows hold the
         params and then the optimizer's slots (opened on first use)."""
-        if self.layout == "fused":
+        if self._chosen_layout() == "fused":
             return self._table(self.fused_name, self.dim * (1 + self._fused_count()))
         return self._table(self.params_name)
 
@@ -127,7 +168,7 @@ class Embedding(keras.layers.Layer):
     def _handle(self) -> RedisTable:
         """The table the training ops run on: the params table, or with the fused layout a
         handle of params width whose Rust side opens the wide table once configured."""
-        if self.layout == "fused":
+        if self._chosen_layout() == "fused":
             handle = self._table(self.fused_name, self.dim, checkpoint=False)
             # Its rows are the wide table's, which checkpoints carry: nothing to warn about.
             handle._warned_not_saved = True
@@ -142,6 +183,20 @@ class Embedding(keras.layers.Layer):
                 "(model.fit does; in a custom loop call optimizer.build(model.trainable_variables)"
                 "), or pass fused_slots=")
         return self.fused_slots
+
+    def _fused_rows_stored(self, slot_counts: Sequence[int]) -> int:
+        """The fused table's rows, as seen at the widths of these slot counts (the most)."""
+        return max(self._stored_rows(self.fused_name, self.dim * (1 + k)) for k in slot_counts)
+
+    def _check_inference_width(self) -> None:
+        """Before its optimizer is built a fused layer does not know its row width. It can
+        still serve an empty table (every row starts from the initializer, as with TFRA's
+        layout); stored rows need the width, so they are refused by name."""
+        if not self._fused_empty_checked:
+            # Every optimizer keeps 0 to 3 slots; rows of params width alone read correctly.
+            if self._fused_rows_stored((1, 2, 3)):
+                self._fused_count()  # raises, naming the layer and what to do
+            self._fused_empty_checked = True
 
     def slot_table(self, slot: str) -> RedisTable:
         """The table of optimizer slot `slot` (opened on first use)."""
@@ -166,7 +221,7 @@ class Embedding(keras.layers.Layer):
         """Called by an optimizer when it is built: later training lookups also read these
         slot tables, so its apply needs no read of its own."""
         inits = [float(v) for v in inits]
-        if self.layout == "fused":
+        if self._chosen_layout() == "fused":
             if self.fused_slots is not None and self.fused_slots != len(slots):
                 raise ValueError(
                     f"Embedding {self.name!r}: its fused rows hold {self.fused_slots} optimizer "
@@ -188,8 +243,8 @@ class Embedding(keras.layers.Layer):
             else:
                 raise TypeError(f"Embedding {self.name!r} has {self.key_dtype} keys; "
                                 f"got ids of dtype {ids.dtype.name}")
-        if self.layout == "fused" and not training:
-            self._fused_count()  # the row width must be known to read rows
+        if self._chosen_layout() == "fused" and not training and self.fused_slots is None:
+            self._check_inference_width()
         flat = tf.reshape(ids, [-1])
         values, _, ticket = _lib.tfra_rde_train_lookup(
             self._handle.resource_handle, flat, dim=self.dim, init=self._init_kind,
@@ -255,7 +310,7 @@ class Embedding(keras.layers.Layer):
             "key_dtype": self.key_dtype,
             "initializer": keras.initializers.serialize(self.initializer),
             "combiner": self.combiner,
-            "layout": self.layout,
+            "layout": self._chosen_layout(),  # chosen now if not yet: a reload keeps it
             "fused_slots": self.fused_slots,
         })
         return config

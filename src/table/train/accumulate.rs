@@ -7,13 +7,16 @@
 //! a key that its own batch does not hold without reading it again; under exact updates that
 //! row is the compare-and-set's expected value, so a row another worker changed meanwhile is
 //! re-read and recomputed as any lost race is. Nothing here reaches Redis before the last
-//! step: a process that dies mid-cycle loses the cycle's earlier steps of row gradients, as
-//! Keras loses its in-memory accumulators.
+//! step, and nothing here is checkpointed: a process that dies or restarts mid-cycle loses the
+//! cycle's earlier steps of row gradients (Keras checkpoints its dense accumulators), so that
+//! cycle's last step applies fewer steps' gradients, still divided by the cycle's length; it
+//! logs a warning saying how many steps it held. A new optimizer layout empties it.
 
 use rustc_hash::FxHashMap;
 
 use super::keyset::KeySet;
 use super::Batch;
+use crate::error::{Error, Result};
 
 /// A cycle's accumulated row gradients (empty between cycles).
 #[derive(Default)]
@@ -25,11 +28,18 @@ pub(super) struct Accumulated {
     /// `width` per key: the row as the key's latest lookup read it.
     rows: Vec<f32>,
     present: Vec<u8>,
+    /// Floats per row in `rows`, fixed by the cycle's first step.
+    width: usize,
+    /// Steps added since the cycle began.
+    added: u32,
 }
 
 impl Accumulated {
     /// Adds one step's distinct keys and summed gradients, and keeps their rows as read.
-    pub fn add(&mut self, batch: &Batch, dim: usize, width: usize) {
+    pub fn add(&mut self, batch: &Batch, dim: usize, width: usize) -> Result<()> {
+        self.check_width(width)?;
+        self.width = width;
+        self.added += 1;
         let keys = self
             .keys
             .get_or_insert_with(|| KeySet::empty_like(&batch.keys));
@@ -57,13 +67,41 @@ impl Accumulated {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Rows held at one width cannot be folded into a step of another (the optimizer's slot
+    /// layout changed mid-cycle without emptying this).
+    fn check_width(&self, width: usize) -> Result<()> {
+        if self.keys.is_some() && self.width != width {
+            return Err(Error::invalid(format!(
+                "gradient accumulation holds rows of {} floats, but this step's rows have {width}",
+                self.width
+            )));
+        }
+        Ok(())
     }
 
     /// Folds the cycle into its last step's `batch` and empties the accumulator. Each key's
     /// gradient becomes `(this step's + the accumulated) / steps`, as Keras averages; keys
     /// only earlier steps held are appended, with the rows they were read with.
-    pub fn finish(&mut self, batch: &mut Batch, dim: usize, width: usize, steps: u32) {
+    pub fn finish(
+        &mut self,
+        batch: &mut Batch,
+        dim: usize,
+        width: usize,
+        steps: u32,
+    ) -> Result<()> {
+        self.check_width(width)?;
         let held = std::mem::take(self);
+        if held.added + 1 != steps {
+            log::warn!(
+                "gradient accumulation: this cycle's last step holds the row gradients of {} of \
+                 its {steps} steps (the process started or the optimizer changed mid-cycle); \
+                 their sum is divided by {steps}",
+                held.added + 1
+            );
+        }
         let mut in_batch = vec![false; held.present.len()];
         for d in 0..batch.keys.len() {
             if let Some(&a) = held.index.get(batch.keys.get(d)) {
@@ -90,6 +128,7 @@ impl Accumulated {
         for s in batch.sums.iter_mut() {
             *s /= n;
         }
+        Ok(())
     }
 
     /// Adds into `sums` (keyed by `index`, `dim` per key) what the cycle's last step would add
@@ -147,15 +186,17 @@ mod tests {
     fn the_last_step_applies_the_average_of_the_cycle_with_the_latest_rows() {
         // dim 1, width 2 (params and one slot). Steps 1 and 2 accumulate, step 3 applies.
         let mut acc = Accumulated::default();
-        acc.add(&batch(&[1, 2], &[1.0, 2.0], &[10.0, 0.1, 20.0, 0.2]), 1, 2);
-        acc.add(&batch(&[2, 3], &[4.0, 8.0], &[21.0, 0.3, 30.0, 0.4]), 1, 2);
+        acc.add(&batch(&[1, 2], &[1.0, 2.0], &[10.0, 0.1, 20.0, 0.2]), 1, 2)
+            .unwrap();
+        acc.add(&batch(&[2, 3], &[4.0, 8.0], &[21.0, 0.3, 30.0, 0.4]), 1, 2)
+            .unwrap();
         let mut last = batch(&[3, 4], &[1.0, 16.0], &[31.0, 0.5, 40.0, 0.6]);
         let mut index = FxHashMap::default();
         index.insert(3u64.to_le_bytes().to_vec(), 0);
         index.insert(4u64.to_le_bytes().to_vec(), 1);
         let mut norm_sums = last.sums.clone();
         acc.fold_into(&mut index, &mut norm_sums, 1, 3);
-        acc.finish(&mut last, 1, 2, 3);
+        acc.finish(&mut last, 1, 2, 3).unwrap();
         let keys: Vec<u8> = (0..last.keys.len()).map(|d| last.keys.get(d)[0]).collect();
         assert_eq!(keys, [3, 4, 1, 2]);
         // 3: (1 + 8) / 3; 4: 16 / 3; 1: 1 / 3; 2: (2 + 4) / 3.
@@ -171,7 +212,22 @@ mod tests {
         assert_eq!(by_key, [1.0 / 3.0, 2.0, 3.0, 16.0 / 3.0]);
         // The cycle is over: the next one starts empty.
         let mut next = batch(&[5], &[6.0], &[0.0, 0.0]);
-        acc.finish(&mut next, 1, 2, 2);
+        acc.finish(&mut next, 1, 2, 2).unwrap();
         assert_eq!((next.keys.len(), next.sums.as_slice()), (1, &[3.0f32][..]));
+    }
+
+    #[test]
+    fn rows_of_another_width_are_refused_not_sliced() {
+        let mut acc = Accumulated::default();
+        acc.add(&batch(&[1], &[1.0], &[10.0, 0.1]), 1, 2).unwrap();
+        let wider = batch(&[2], &[1.0], &[20.0, 0.2, 0.3]);
+        let err = acc.add(&wider, 1, 3).unwrap_err();
+        assert!(err.message().contains("rows of 2 floats"), "{err}");
+        let mut last = wider;
+        assert!(acc.finish(&mut last, 1, 3, 2).is_err());
+        // Emptied (as a new optimizer layout does), it takes the new width.
+        acc = Accumulated::default();
+        acc.add(&batch(&[2], &[1.0], &[20.0, 0.2, 0.3]), 1, 3)
+            .unwrap();
     }
 }

@@ -168,6 +168,8 @@ impl Trainer {
             wide,
             tables,
         }));
+        // A new optimizer starts its cycle empty, as Keras's new accumulators do.
+        *sync::lock(&self.accumulated) = Accumulated::default();
         Ok(())
     }
 
@@ -329,10 +331,10 @@ impl Trainer {
         if let Some(a) = step.accumulate {
             let mut held = sync::lock(&self.accumulated);
             if !a.update {
-                held.add(&batch, dim, width);
+                held.add(&batch, dim, width)?;
                 return Ok(0);
             }
-            held.finish(&mut batch, dim, width, a.steps);
+            held.finish(&mut batch, dim, width, a.steps)?;
         }
         let keys = batch.keys.keys()?;
         let (mut rows, mut present, mut sums) = (batch.rows, batch.present, batch.sums);
